@@ -1,0 +1,178 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``seawall-pgbackup``: the host command that timers, scheduled tasks and people run.
+
+Subcommands mirror the users' npm scripts: create, list, restore, verify, health.
+Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and exit 1
+(health uses the Nagios codes 0/1/2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Any, Dict, List, Optional
+
+from . import __version__
+from .catalog import Repository
+from .config import LOGICAL_KINDS, load_config
+from .connection import DbTarget
+from .errors import BackupError
+
+PROG = "seawall-pgbackup"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL backups you can trust.")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("--config", help="JSON configuration file (default: $BACKUP_CONFIG)")
+    parser.add_argument("--backup-dir", help="backup directory (default: $BACKUP_DIR or ./backups)")
+    parser.add_argument("--pg-bin-dir", help="directory of the PostgreSQL client tools to use")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    create = sub.add_parser("create", help="take a backup")
+    create.add_argument("--type", dest="kind", help="full, schema, data or globals (default: $BACKUP_TYPE or full)")
+    create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
+    create.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    listing = sub.add_parser("list", help="list good backups, oldest first")
+    listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    listing.add_argument("--database")
+    listing.add_argument("--json", action="store_true")
+
+    restore = sub.add_parser("restore", help="restore a backup into a database")
+    restore.add_argument("backup", help="a backup id, a manifest or data file path, or 'latest'")
+    restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
+                                              "prefer a passfile to a password in this URL")
+    restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
+    restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
+    restore.add_argument("--with-globals", action="store_true", help="first create the backup's roles on the target")
+    restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
+    restore.add_argument("--json", action="store_true")
+
+    verify = sub.add_parser("verify", help="check checksums and read archives back")
+    verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
+    verify.add_argument("--level", choices=("checksum", "archive"), default="archive")
+    verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    verify.add_argument("--json", action="store_true")
+
+    health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
+    health.add_argument("--json", action="store_true")
+    return parser
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_create(cfg, args) -> int:
+    from .logical import create_backup  # pylint: disable=import-outside-toplevel
+
+    backup = create_backup(cfg, args.kind)
+    if args.json:
+        _print_json(backup.manifest)
+        return 0
+    print("created %s (%s of %s, %d bytes, %.1f s)" % (backup.id, backup.kind, backup.database, backup.size,
+                                                        backup.manifest["duration_seconds"]))
+    for entry in backup.manifest["files"]:
+        print("  %s" % backup.file_path(entry))
+    print("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
+          % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
+    return 0
+
+
+def _cmd_list(cfg, args) -> int:
+    rows = [b.summary() for b in Repository(cfg.backup_dir).backups(kind=args.kind, database=args.database)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no backups in %s" % os.path.abspath(cfg.backup_dir))
+        return 0
+    print("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
+    for row in rows:
+        print("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
+    return 0
+
+
+def _cmd_restore(cfg, args) -> int:
+    from .restore import restore_backup  # pylint: disable=import-outside-toplevel
+
+    if args.target_url and DbTarget(args.target_url).url != args.target_url:
+        print("%s: warning: a password in --target-url is visible to other users in 'ps'; "
+              "use a passfile (PGPASSFILE) instead" % PROG, file=sys.stderr)
+    result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
+                            with_globals=args.with_globals, jobs=args.jobs, kind=args.kind)
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    print("restored %s into %s in %.1f s%s%s" % (result.backup_id, result.target, result.seconds,
+                                                 " (replaced the existing database)" if result.replaced else "",
+                                                 ", globals applied" if result.globals_applied else ""))
+    return 0
+
+
+def _cmd_verify(cfg, args) -> int:
+    from .verify import verify_and_record  # pylint: disable=import-outside-toplevel
+
+    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind)
+    if args.json:
+        _print_json(results)
+    else:
+        for result in results:
+            print("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"], result["details"]))
+        if not results:
+            print("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        raise BackupError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]),
+                          step="verify")
+    return 0
+
+
+def _cmd_health(cfg, args) -> int:
+    from .health import health  # pylint: disable=import-outside-toplevel
+
+    report = health(cfg)
+    if args.json:
+        _print_json(report)
+    else:
+        print("%s: %s" % (PROG, report["status"].upper()))
+        for check in report["checks"]:
+            print("  %-9s %-14s %s" % (check["status"].upper(), check["check"], check["reason"]))
+    return int(report["exit_code"])
+
+
+COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
+            "health": _cmd_health}
+
+
+def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    # A timer stopping us sends SIGTERM: unwind like Ctrl-C so partial files are removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    overrides: Dict[str, Any] = {"backup_dir": args.backup_dir, "pg_bin_dir": args.pg_bin_dir}
+    if getattr(args, "compression", None):
+        overrides["compression"] = args.compression
+    try:
+        cfg = load_config(config_file=args.config, overrides=overrides)
+        return COMMANDS[args.command](cfg, args)
+    except BackupError as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("%s: error: interrupted; nothing incomplete was kept" % PROG, file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Five-field cron expressions: parsing and the longest gap between runs (for backup-age checks)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import List, Set
+
+from .errors import ConfigError
+
+_NAMES = {
+    4: {n: i for i, n in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)},
+    5: {n: i for i, n in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
+}
+_BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+
+
+def _value(text: str, position: int) -> int:
+    names = _NAMES.get(position + 1, {})
+    if text.lower() in names:
+        return names[text.lower()]
+    return int(text)
+
+
+def parse_field(text: str, position: int) -> Set[int]:
+    low, high = _BOUNDS[position]
+    values: Set[int] = set()
+    for part in text.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            step = int(step_text)
+            if step < 1:
+                raise ValueError("step")
+        if part == "*":
+            start, end = low, high
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            start, end = _value(a, position), _value(b, position)
+        else:
+            start = _value(part, position)
+            end = high if step > 1 else start
+        if not (low <= start <= high and low <= end <= high and start <= end):
+            raise ValueError("range")
+        values.update(range(start, end + 1, step))
+    if position == 4 and 7 in values:  # both 0 and 7 mean Sunday
+        values.discard(7)
+        values.add(0)
+    return values
+
+
+class Cron:
+    def __init__(self, expression: str) -> None:
+        fields = expression.split()
+        if len(fields) != 5:
+            raise ConfigError("cron expression %r is not valid: use 5 fields (minute hour day month weekday)" % expression)
+        try:
+            self.sets: List[Set[int]] = [parse_field(f, i) for i, f in enumerate(fields)]
+        except ValueError:
+            raise ConfigError("cron expression %r is not valid: a field is out of range or malformed" % expression) from None
+        self.expression = expression
+        self.dom_any = fields[2] == "*"
+        self.dow_any = fields[4] == "*"
+
+    def matches(self, moment: datetime) -> bool:
+        minute, hour, dom, month, dow = self.sets
+        if moment.minute not in minute or moment.hour not in hour or moment.month not in month:
+            return False
+        weekday = (moment.weekday() + 1) % 7  # cron: Sunday is 0
+        if self.dom_any or self.dow_any:  # cron's rule: both restricted means either may match
+            return moment.day in dom and weekday in dow
+        return moment.day in dom or weekday in dow
+
+    def longest_gap(self, days: int = 62) -> timedelta:
+        """The longest time between two runs over ``days`` from a fixed start (covers month-length effects)."""
+        start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+        previous = None
+        longest = timedelta(0)
+        step = timedelta(minutes=1)
+        moment = start
+        end = start + timedelta(days=days)
+        while moment < end:
+            if self.matches(moment):
+                if previous is not None:
+                    longest = max(longest, moment - previous)
+                previous = moment
+            moment += step
+        if previous is None:
+            raise ConfigError("cron expression %r never fires within %d days" % (self.expression, days))
+        return longest or timedelta(days=days)

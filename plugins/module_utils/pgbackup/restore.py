@@ -1,0 +1,333 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore a backup with PostgreSQL's own tools, never leaving a half-restored target behind.
+
+Full and schema backups are restored into a staging database that replaces the target only
+once pg_restore succeeded, so a failed restore leaves the target exactly as it was. Data-only
+backups are replayed into the existing schema in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional
+
+from .binaries import ClientTools, any_psql, select_tools
+from .catalog import Backup, Repository
+from .compression import open_decompressed
+from .config import Config
+from .connection import DbTarget
+from .errors import BackupError, RestoreError
+from .globals_sql import filter_globals
+from .pgclient import (ServerInfo, database_exists, execute, query, quote_ident, quote_literal, server_info,
+                       user_object_count)
+from .pipeline import CHUNK, describe_exit
+from .verify import verify_checksums
+
+STAGING_SUFFIX = "__seawall_restore"
+_COPY_LINE = re.compile(r"^COPY (.+?) \(.*\) FROM stdin;$")
+
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    kind: str
+    target: str
+    database: Optional[str]
+    replaced: bool = False
+    globals_applied: bool = False
+    objects: Optional[int] = None
+    seconds: float = 0.0
+    jobs: int = 1
+    warnings: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def staging_name(target: str) -> str:
+    """``<target>__seawall_restore`` within PostgreSQL's 63-byte identifier limit."""
+    room = 63 - len(STAGING_SUFFIX)
+    encoded = target.encode("utf-8")[:room]
+    return encoded.decode("utf-8", "ignore") + STAGING_SUFFIX
+
+
+def _maintenance(target: DbTarget, psql: str) -> DbTarget:
+    """A database to run CREATE/DROP DATABASE from (``postgres``, else ``template1``)."""
+    for name in ("postgres", "template1"):
+        candidate = target.for_database(name)
+        try:
+            query(psql, candidate, "SELECT 1", timeout=30)
+            return candidate
+        except BackupError as exc:
+            if "does not exist" not in str(exc):
+                raise
+    raise RestoreError("%s: neither database postgres nor template1 can be reached to create the target" % target.url)
+
+
+class _ToolRun:
+    """A client tool fed from a stream; stderr kept in a file so it can never block the tool."""
+
+    def __init__(self, cmd: List[str], env: Dict[str, str], tool: str, stdout=subprocess.DEVNULL) -> None:
+        self.tool = tool
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=stdout, stderr=self.err, env=env)
+
+    def feed(self, source: IO[bytes], label: str) -> None:
+        try:
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                self.proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the tool stopped reading; its exit status says why
+        except (EOFError, OSError, ValueError) as exc:
+            self.kill()
+            raise RestoreError("%s is corrupt or truncated: %s" % (label, exc)) from None
+        finally:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def finish(self, step: str) -> List[str]:
+        code = self.proc.wait()
+        self.err.seek(0)
+        stderr = self.err.read().decode("utf-8", "replace")
+        self.err.close()
+        if code != 0:
+            raise RestoreError(describe_exit(self.tool, code, stderr), step=step)
+        return [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Restorer:
+    def __init__(self, cfg: Config, backup: Backup, target_url: str, clean: bool = False,
+                 with_globals: bool = False, jobs: Optional[int] = None) -> None:
+        self.cfg = cfg
+        self.backup = backup
+        self.target = DbTarget(target_url)
+        if not self.target.dbname and backup.kind != "globals":
+            raise RestoreError("target URL %s names no database" % self.target.url)
+        self.clean = clean
+        self.with_globals = with_globals or backup.kind == "globals"
+        self.jobs = jobs or cfg.jobs
+        self.result = RestoreResult(backup.id, backup.kind, self.target.url, self.target.dbname, jobs=self.jobs)
+
+    # ------------------------------------------------------------------ checks before anything is touched
+    def _check_compatibility(self, info: ServerInfo) -> ClientTools:
+        source = self.backup.manifest.get("server") or {}
+        source_major = int(source.get("major") or 0)
+        if info.major < source_major:
+            raise RestoreError("target server is PostgreSQL %d but backup %s comes from PostgreSQL %d: restore onto "
+                               "PostgreSQL %d or newer" % (info.major, self.backup.id, source_major, source_major))
+        dump_major = int((self.backup.manifest.get("client") or {}).get("major") or 0)
+        return select_tools(max(info.major, dump_major), self.cfg.pg_bin_dir,
+                            purpose="the target server and the backup's pg_dump")
+
+    def run(self) -> RestoreResult:
+        started = time.monotonic()
+        verify_checksums(self.backup)  # never feed a damaged file to pg_restore
+        psql = any_psql(self.cfg.pg_bin_dir)
+        admin = _maintenance(self.target, psql)
+        info = server_info(psql, admin)
+        tools = self._check_compatibility(info)
+        try:
+            if self.with_globals:
+                self._apply_globals(tools, admin, info)
+            if self.backup.kind in ("full", "schema"):
+                self._restore_staged(tools, admin, info)
+            elif self.backup.kind == "data":
+                self._restore_data(tools)
+        finally:
+            self.target.close()
+        self.result.seconds = round(time.monotonic() - started, 3)
+        return self.result
+
+    # ------------------------------------------------------------------ globals
+    def _apply_globals(self, tools: ClientTools, admin: DbTarget, info: ServerInfo) -> None:
+        entry = self.backup.file("globals")
+        if entry is None:
+            raise RestoreError("backup %s holds no cluster globals (only full and globals backups do)" % self.backup.id)
+        psql = tools.path("psql")
+        roles = {r[0] for r in query(psql, admin, "SELECT rolname FROM pg_roles")}
+        spaces = {r[0] for r in query(psql, admin, "SELECT spcname FROM pg_tablespace")}
+        path = self.backup.file_path(entry)
+        run = _ToolRun([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", admin.url, "-f", "-"],
+                       admin.env(), "psql")
+        try:
+            with open_decompressed(path, entry["compression"]) as raw:
+                text = (line.decode("utf-8") for line in raw)
+                for line in filter_globals(text, roles, info.current_user, spaces):
+                    run.proc.stdin.write(line.encode("utf-8"))
+            run.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except (EOFError, OSError, ValueError) as exc:
+            run.kill()
+            raise RestoreError("%s is corrupt or truncated: %s" % (path, exc)) from None
+        self.result.warnings.extend(run.finish("globals"))
+        self.result.globals_applied = True
+
+    # ------------------------------------------------------------------ full / schema
+    def _restore_staged(self, tools: ClientTools, admin: DbTarget, info: ServerInfo) -> None:
+        psql = tools.path("psql")
+        name = self.target.dbname
+        exists = database_exists(psql, admin, name)
+        if exists:
+            objects = user_object_count(psql, self.target)
+            if objects and not self.clean:
+                raise RestoreError("target database %s already holds %d user objects: restore into another database "
+                                   "or pass --clean to replace it" % (name, objects))
+        staging = staging_name(name)
+        staged = self.target.for_database(staging)
+        execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
+        self._create_database(psql, admin, staging)
+        try:
+            self._pg_restore(tools, staged)
+            restored = user_object_count(psql, staged)
+            expected = self.backup.manifest.get("user_objects")
+            if expected and restored == 0:
+                raise RestoreError("pg_restore reported success but restored nothing (the backup recorded %d objects)"
+                                   % expected)
+            if exists:
+                force = " WITH (FORCE)" if info.major >= 13 else ""
+                execute(psql, admin, "DROP DATABASE %s%s" % (quote_ident(name), force))
+                self.result.replaced = True
+            execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
+            self.result.objects = restored
+        except BaseException:
+            try:
+                execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
+            except BackupError:
+                pass
+            raise
+
+    def _create_database(self, psql: str, admin: DbTarget, name: str) -> None:
+        server = self.backup.manifest.get("server") or {}
+        base = "CREATE DATABASE %s TEMPLATE template0" % quote_ident(name)
+        if server.get("encoding"):
+            base += " ENCODING %s" % quote_literal(server["encoding"])
+        if server.get("collate") and server.get("ctype"):
+            try:
+                execute(psql, admin, "%s LC_COLLATE %s LC_CTYPE %s" % (
+                    base, quote_literal(server["collate"]), quote_literal(server["ctype"])))
+                return
+            except BackupError as exc:
+                # The source locale may not exist on this host: the server's default is the fallback.
+                self.result.warnings.append("locale %s unavailable on the target, using the server default: %s"
+                                            % (server["collate"], exc))
+        execute(psql, admin, base)
+
+    def _pg_restore(self, tools: ClientTools, staged: DbTarget) -> None:
+        entry = self.backup.file("database")
+        path = self.backup.file_path(entry)
+        common = [tools.path("pg_restore"), "--exit-on-error", "--no-password", "--dbname=" + staged.url]
+        env = staged.env()
+        if self.jobs > 1:
+            # Parallel restore needs a seekable archive: unpack it beside the backups first.
+            scratch = tempfile.mkdtemp(prefix=".restore-", dir=os.path.dirname(self.backup.directory))
+            try:
+                plain = os.path.join(scratch, "archive.dump")
+                try:
+                    with open_decompressed(path, entry["compression"]) as src, open(plain, "wb") as dst:
+                        shutil.copyfileobj(src, dst, CHUNK)
+                except (EOFError, ValueError) as exc:
+                    raise RestoreError("%s is corrupt or truncated: %s" % (path, exc)) from None
+                out = subprocess.run(common + ["--jobs=%d" % self.jobs, plain], capture_output=True, env=env,
+                                     check=False)
+                stderr = out.stderr.decode("utf-8", "replace")
+                if out.returncode != 0:
+                    raise RestoreError(describe_exit("pg_restore", out.returncode, stderr))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return
+        run = _ToolRun(common + ["--single-transaction"], env, "pg_restore")
+        try:
+            with open_decompressed(path, entry["compression"]) as src:
+                run.feed(src, path)
+        except BaseException:
+            run.kill()
+            raise
+        self.result.warnings.extend(run.finish("restore"))
+
+    # ------------------------------------------------------------------ data only
+    def _restore_data(self, tools: ClientTools) -> None:
+        psql = tools.path("psql")
+        tables = int(query(psql, self.target, (
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN "
+            "('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"))[0][0])
+        if tables == 0:
+            raise RestoreError("target database %s has no tables: restore a schema backup into it first"
+                               % self.target.dbname)
+        entry = self.backup.file("database")
+        path = self.backup.file_path(entry)
+        env = self.target.env()
+        loader = _ToolRun([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
+                           "-d", self.target.url, "-f", "-"], env, "psql")
+        producer = _ToolRun([tools.path("pg_restore"), "--data-only", "--file=-"], env, "pg_restore",
+                            stdout=subprocess.PIPE)
+        failure: List[BaseException] = []
+
+        def pump() -> None:
+            try:
+                with open_decompressed(path, entry["compression"]) as src:
+                    producer.feed(src, path)
+            except BaseException as exc:  # pylint: disable=broad-except
+                failure.append(exc)
+
+        feeder = threading.Thread(target=pump, daemon=True)
+        feeder.start()
+        try:
+            self._copy_sql(producer.proc.stdout, loader.proc.stdin)
+        finally:
+            producer.proc.stdout.close()
+            feeder.join()
+        if failure:
+            loader.kill()
+            raise failure[0]
+        self.result.warnings.extend(producer.finish("restore"))
+        self.result.warnings.extend(loader.finish("restore"))
+        self.result.objects = tables
+
+    def _copy_sql(self, source: IO[bytes], sink: IO[bytes]) -> None:
+        """Stream pg_restore's SQL into psql; with --clean, empty each table right before it is filled."""
+        in_copy = False
+        try:
+            for line in source:
+                if self.clean and not in_copy:
+                    match = _COPY_LINE.match(line.decode("utf-8", "replace").rstrip("\n"))
+                    if match:
+                        sink.write(("TRUNCATE %s CASCADE;\n" % match.group(1)).encode("utf-8"))
+                if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+                    in_copy = True
+                elif in_copy and line in (b"\\.\n", b"\\.\r\n"):
+                    in_copy = False
+                sink.write(line)
+        except BrokenPipeError:
+            pass
+        finally:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                pass
+
+
+def restore_backup(cfg: Config, selector: str, target_url: Optional[str] = None, clean: bool = False,
+                   with_globals: bool = False, jobs: Optional[int] = None,
+                   kind: Optional[str] = None) -> RestoreResult:
+    repo = Repository(cfg.backup_dir)
+    database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
+    backup = repo.find(selector, kind=kind, database=database if selector == "latest" else None)
+    url = target_url or cfg.require_database_url()
+    return Restorer(cfg, backup, url, clean=clean, with_globals=with_globals, jobs=jobs).run()
