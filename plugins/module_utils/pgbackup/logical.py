@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
@@ -18,12 +19,14 @@ from .config import LOGICAL_KINDS, Config, parse_kind
 from .connection import DbTarget
 from .errors import BackupError, ConfigError
 from .pgclient import ServerInfo, server_info, user_object_count
-from .pipeline import stream_tool_to_file
+from .pipeline import describe_exit, stream_tool_to_file
 from .runlog import RunLog
 
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
 CLUSTER_DUMP_END = b"PostgreSQL database cluster dump complete"
+DATABASE_LEVEL = ("ALTER DATABASE ", "ALTER ROLE ", "COMMENT ON DATABASE ", "GRANT ", "REVOKE ",
+                  "SECURITY LABEL ON DATABASE ")
 
 
 def check_custom_archive(head: bytes, tail: bytes, raw_size: int) -> Optional[str]:
@@ -55,6 +58,26 @@ def _globals_command(tools: ClientTools, target: DbTarget, info: ServerInfo) -> 
 def _dump_command(tools: ClientTools, target: DbTarget, kind: str) -> List[str]:
     return [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
             "--dbname=" + target.url] + DUMP_FLAGS[kind]
+
+
+def database_statements(tools: ClientTools, target: DbTarget) -> List[str]:
+    """Database-level settings, comment and grants (pg_dump keeps them outside the restorable objects)."""
+    cmd = [tools.path("pg_dump"), "--schema-only", "--create", "--exclude-schema=*", "--no-password",
+           "--dbname=" + target.url]
+    out = subprocess.run(cmd, capture_output=True, env=target.env(), stdin=subprocess.DEVNULL, check=False)
+    if out.returncode != 0:
+        raise BackupError(describe_exit("pg_dump", out.returncode, out.stderr.decode("utf-8", "replace")),
+                          step="dump")
+    statements: List[str] = []
+    current = ""
+    for line in out.stdout.decode("utf-8").splitlines(keepends=True):
+        if not current and not line.startswith(DATABASE_LEVEL):
+            continue
+        current += line
+        if line.rstrip().endswith(";"):
+            statements.append(current.rstrip("\n"))
+            current = ""
+    return statements
 
 
 def _file_entry(result, role: str, fmt: str, algorithm: str) -> Dict[str, Any]:
@@ -116,6 +139,7 @@ class BackupRun:
         warnings: List[str] = []
         written: List[str] = []
         objects = user_object_count(tools.path("psql"), self.target) if self.kind != "globals" else None
+        db_sql = database_statements(tools, self.target) if self.kind in ("full", "schema") else None
         try:
             if self.kind != "globals":
                 dest = os.path.join(directory, "%s.dump%s" % (backup_id, SUFFIX[algorithm]))
@@ -155,6 +179,7 @@ class BackupRun:
                 "encryption": None,
                 "parent": None,
                 "user_objects": objects,
+                "database_sql": db_sql,
                 "globals": {"role_passwords": info.is_superuser} if self.kind in ("full", "globals") else None,
                 "warnings": warnings,
                 "verification": None,

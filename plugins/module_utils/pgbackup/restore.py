@@ -53,6 +53,16 @@ class RestoreResult:
         return dict(self.__dict__)
 
 
+def rename_database(statement: str, source: str, target: str) -> str:
+    """Point a pg_dump database-level statement at ``target`` instead of ``source``."""
+    quoted = quote_ident(target)
+    for form in (quote_ident(source), source):
+        pattern = re.compile(r"(DATABASE )%s(?=[ ;])" % re.escape(form))
+        if pattern.search(statement):
+            return pattern.sub(lambda m: m.group(1) + quoted, statement, count=1)
+    return statement
+
+
 def staging_name(target: str) -> str:
     """``<target>__seawall_restore`` within PostgreSQL's 63-byte identifier limit."""
     room = 63 - len(STAGING_SUFFIX)
@@ -206,12 +216,27 @@ class Restorer:
                 self.result.replaced = True
             execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
             self.result.objects = restored
+            self._apply_database_properties(psql)
         except BaseException:
             try:
                 execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
             except BackupError:
                 pass
             raise
+
+    def _apply_database_properties(self, psql: str) -> None:
+        """Owner, settings, comment and grants of the source database, renamed to the target.
+
+        Each statement stands alone: a role missing on this cluster costs that statement (reported
+        as a warning), never the restored data.
+        """
+        source = self.backup.database
+        for statement in self.backup.manifest.get("database_sql") or []:
+            renamed = rename_database(statement, source, self.target.dbname)
+            try:
+                execute(psql, self.target, renamed)
+            except BackupError as exc:
+                self.result.warnings.append("database property not restored: %s" % exc)
 
     def _create_database(self, psql: str, admin: DbTarget, name: str) -> None:
         server = self.backup.manifest.get("server") or {}

@@ -1,0 +1,43 @@
+"""Database URLs: passwords go to a private passfile, never to argv or output."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from seawall_pgbackup.connection import DbTarget, redact_url
+
+
+def test_password_moves_to_a_private_passfile():
+    target = DbTarget("postgresql://app:p%40ss%3Aw0rd@db:5433/high%20seas?sslmode=require")
+    assert target.url == "postgresql://app@db:5433/high%20seas?sslmode=require"
+    assert target.dbname == "high seas"
+    env = target.env({})
+    path = env["PGPASSFILE"]
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with open(path, encoding="utf-8") as handle:
+            assert handle.read() == "*:*:*:*:p@ss\\:w0rd\n"
+    finally:
+        target.close()
+    assert not os.path.exists(path)
+
+
+def test_url_without_password_keeps_the_callers_passfile():
+    env = DbTarget("postgresql://app@db/x").env({"PGPASSFILE": "/home/app/.pgpass"})
+    assert env["PGPASSFILE"] == "/home/app/.pgpass"
+
+
+def test_for_database_keeps_credentials_and_quotes_the_name():
+    target = DbTarget("postgresql://app:pw@db:5432/source")
+    other = target.for_database('Schätze "x"')
+    assert other.dbname == 'Schätze "x"'
+    assert other.url == "postgresql://app@db:5432/Sch%C3%A4tze%20%22x%22"
+    assert "PGPASSFILE" in other.env({})
+    other.close()
+
+
+def test_redact_url():
+    assert redact_url("postgres://u:secret@h/d") == "postgres://u@h/d"
+    assert redact_url("postgresql://h/d") == "postgresql://h/d"
+    assert redact_url("nonsense") == "<invalid database URL>"
