@@ -75,6 +75,12 @@ class DbTarget:
                                 "/" + quote(dbname, safe=""), self._parts.query, ""))
         return clone
 
+    def borrow_password(self, other: "DbTarget") -> None:
+        """Use ``other``'s password when this URL has none and names the same user on the same server."""
+        if self._password is None and other._password is not None \
+                and (self.user, self.hostinfo) == (other.user, other.hostinfo):
+            self._password = other._password
+
     def env(self, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
         env = dict(os.environ if base is None else base)
         env.setdefault("PGCONNECT_TIMEOUT", "10")

@@ -33,7 +33,17 @@ from .pipeline import CHUNK, describe_exit
 from .verify import verify_checksums
 
 STAGING_SUFFIX = "__seawall_restore"
+# A full restore fills materialized views with REFRESH (pg_dump stores no rows for them); a data-only
+# restore does the same, in the same transaction, in creation order so dependent views see their sources.
+REFRESH_MATVIEWS = b"""
+DO $seawall$ DECLARE view regclass; BEGIN
+  FOR view IN SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'm' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY c.oid
+  LOOP EXECUTE 'REFRESH MATERIALIZED VIEW ' || view::text; END LOOP;
+END $seawall$;
+"""
 _COPY_LINE = re.compile(r"^COPY (.+?) \(.*\) FROM stdin;$")
+_LO_CREATE = re.compile(r"^SELECT pg_catalog\.lo_create\('(\d+)'\);$")
 
 
 @dataclass
@@ -321,8 +331,13 @@ class Restorer:
         if failure:
             loader.kill()
             raise failure[0]
+        try:
+            self.result.warnings.extend(loader.finish("restore"))
+        except RestoreError as exc:
+            producer.kill()  # it only failed because psql stopped reading
+            hint = "" if self.clean else "; pass --clean to replace rows that are already there"
+            raise RestoreError("%s; nothing was changed (the data restore is one transaction)%s" % (exc, hint)) from None
         self.result.warnings.extend(producer.finish("restore"))
-        self.result.warnings.extend(loader.finish("restore"))
         self.result.objects = tables
 
     def _copy_sql(self, source: IO[bytes], sink: IO[bytes]) -> None:
@@ -331,14 +346,20 @@ class Restorer:
         try:
             for line in source:
                 if self.clean and not in_copy:
-                    match = _COPY_LINE.match(line.decode("utf-8", "replace").rstrip("\n"))
+                    text = line.decode("utf-8", "replace").rstrip("\n")
+                    match = _COPY_LINE.match(text)
                     if match:
                         sink.write(("TRUNCATE %s CASCADE;\n" % match.group(1)).encode("utf-8"))
+                    match = _LO_CREATE.match(text)
+                    if match:
+                        sink.write(("SELECT pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata "
+                                    "WHERE oid = %s;\n" % match.group(1)).encode("ascii"))
                 if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
                     in_copy = True
                 elif in_copy and line in (b"\\.\n", b"\\.\r\n"):
                     in_copy = False
                 sink.write(line)
+            sink.write(REFRESH_MATVIEWS)
         except BrokenPipeError:
             pass
         finally:
@@ -354,5 +375,9 @@ def restore_backup(cfg: Config, selector: str, target_url: Optional[str] = None,
     repo = Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     backup = repo.find(selector, kind=kind, database=database if selector == "latest" else None)
-    url = target_url or cfg.require_database_url()
-    return Restorer(cfg, backup, url, clean=clean, with_globals=with_globals, jobs=jobs).run()
+    restorer = Restorer(cfg, backup, target_url or cfg.require_database_url(), clean=clean,
+                        with_globals=with_globals, jobs=jobs)
+    if target_url and cfg.database_url:
+        # Restoring next to the source: the password of DATABASE_URL serves without repeating it in argv.
+        restorer.target.borrow_password(DbTarget(cfg.database_url))
+    return restorer.run()
