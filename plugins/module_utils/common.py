@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every seawall.pgbackup module shares: the common options and the bridge to the engine.
+
+The options are documented once in ``plugins/doc_fragments/common.py``
+(``extends_documentation_fragment: seawall.pgbackup.common``); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config import load_config
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError
+
+
+def pgbackup_common_argument_spec():
+    """The connection and repository options of every module (a fresh dict per call)."""
+    return dict(
+        database_url=dict(type='str', no_log=True, fallback=(env_fallback, ['DATABASE_URL'])),
+        # No argspec default: the engine applies BACKUP_DIR (through this fallback), then the
+        # config file's "directory", then ./backups -- the same order as the seawall-pgbackup command.
+        backup_dir=dict(type='path', fallback=(env_fallback, ['BACKUP_DIR'])),
+        pg_bin_dir=dict(type='path'),
+        config_file=dict(type='path', fallback=(env_fallback, ['BACKUP_CONFIG'])),
+    )
+
+
+def fail_on_backup_error(module, exc, **result):
+    """Report an engine failure: its one-line message and the step that failed."""
+    module.fail_json(msg=str(exc), step=getattr(exc, 'step', 'backup'), **result)
+
+
+@contextmanager
+def engine_errors(module, **result):
+    """``with engine_errors(module):`` turns a BackupError into ``fail_json(msg=..., step=...)``."""
+    try:
+        yield
+    except BackupError as exc:
+        fail_on_backup_error(module, exc, **result)
+
+
+def pgbackup_config(module, **overrides):
+    """The engine Config for this module run.
+
+    Precedence, lowest first: engine defaults, ``config_file`` (or BACKUP_CONFIG), the users'
+    environment variables in the module's environment (BACKUP_COMPRESSION, BACKUP_ENCRYPTION, ...),
+    then the module's options. ``None`` values leave the lower layers in charge.
+    """
+    params = module.params
+    settings = dict(
+        database_url=params.get('database_url'),
+        backup_dir=params.get('backup_dir'),
+        pg_bin_dir=params.get('pg_bin_dir'),
+    )
+    settings.update(overrides)
+    try:
+        return load_config(env=os.environ, config_file=params.get('config_file'), overrides=settings)
+    except BackupError as exc:
+        fail_on_backup_error(module, exc)
+        raise  # not reached: fail_json exits

@@ -1,0 +1,329 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pg_backup
+short_description: Take a logical PostgreSQL backup (full, schema, data or globals) unless a recent one exists
+version_added: 0.1.0
+description:
+  - Takes one backup of one database into a seawall backup repository with C(pg_dump) (custom format)
+    and, for O(type=full) and O(type=globals), C(pg_dumpall --globals-only).
+  - The backup's data files are compressed and hashed (sha256) while they are written; its manifest
+    C(<id>.json) is written last. A data file without a manifest is an incomplete backup, never
+    listed or restored, and removed by the next run.
+  - Idempotent through O(max_age) - when a good backup of this type of this database is younger
+    than O(max_age), nothing is taken and the result is C(changed=false). O(force=true) always takes one.
+  - One run per repository at a time - a second concurrent run fails at step C(lock).
+  - The same engine runs as the C(seawall-pgbackup) command on hosts, so backups taken by timers
+    and by this module share one catalog and one format.
+author:
+  - Seawall Platform Team (@seawall)
+extends_documentation_fragment:
+  - seawall.pgbackup.common
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether a backup would be taken (C(changed)) and takes nothing.
+  diff_mode:
+    support: full
+    description: Shows the newest good backup of the type before and after the run.
+options:
+  type:
+    description:
+      - The kind of backup.
+      - V(full) is the whole database (schema and data) plus the cluster's roles and tablespaces (globals).
+      - V(schema) is the structure only, V(data) the rows only, V(globals) the roles and tablespaces only.
+      - Incremental (physical) backups are not available through this module yet.
+    type: str
+    choices: [full, schema, data, globals]
+    default: full
+  max_age:
+    description:
+      - Take no backup when a good backup of this O(type) of this database is younger than this.
+      - A duration such as V(30m), V(20h), V(2d), V(1w) or V(1d12h), or a number of seconds (V(3600)).
+        Units are V(s), V(m), V(h), V(d) and V(w).
+      - V(0) (the default) means there is no such window - every run takes a backup and reports a
+        change. Set it (for example to V(20h) for a daily schedule) to make repeated runs idempotent.
+    type: raw
+    default: 0
+  force:
+    description:
+      - Take a backup even when a good one younger than O(max_age) exists.
+    type: bool
+    default: false
+  compression:
+    description:
+      - How the data files are compressed; V(gzip) and V(zstd) files are read back by the standard
+        C(gzip -d) and C(zstd -d) tools.
+      - If not set, the environment variable E(BACKUP_COMPRESSION), then the configuration file, then
+        V(gzip) are used.
+      - V(zstd) needs the C(zstandard) Python library on the managed host.
+    type: str
+    choices: [gzip, zstd, none]
+  compression_level:
+    description:
+      - Compression level, 1 to 9 for V(gzip) and 1 to 22 for V(zstd). If not set, 6 for gzip and 3 for zstd.
+    type: int
+requirements:
+  - PostgreSQL client tools (C(pg_dump), C(pg_dumpall), C(psql)) of at least the server's major version on the managed host.
+seealso:
+  - module: seawall.pgbackup.pg_backup_info
+notes:
+  - Returned paths are on the managed host.
+  - Restore a full backup with C(seawall-pgbackup restore <id> --target-url postgresql://USER@HOST:PORT/NEWDB --with-globals),
+    or with PostgreSQL's own tools alone - C(gzip -dc <id>.dump.gz | pg_restore -d NEWDB).
+'''
+
+EXAMPLES = r'''
+- name: Take a full backup unless one younger than 20 hours exists
+  seawall.pgbackup.pg_backup:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    type: full
+    max_age: 20h
+
+- name: Take a schema-only backup now, compressed with zstd
+  seawall.pgbackup.pg_backup:
+    backup_dir: /var/backups/postgresql
+    type: schema
+    compression: zstd
+    force: true
+  environment:
+    DATABASE_URL: "{{ vault_database_url }}"
+
+- name: Set the connection once for every seawall.pgbackup module
+  module_defaults:
+    group/seawall.pgbackup.pgbackup:
+      database_url: "{{ vault_database_url }}"
+      backup_dir: /var/backups/postgresql
+  block:
+    - name: Back up the roles and tablespaces once a day
+      seawall.pgbackup.pg_backup:
+        type: globals
+        max_age: 1d
+      register: globals_backup
+
+    - name: Show where it went
+      ansible.builtin.debug:
+        msg: "{{ globals_backup.backup.files }}"
+'''
+
+RETURN = r'''
+backup:
+  description:
+    - The backup taken by this run, or when none was needed the existing good backup that made the
+      run skip it. V(null) in check mode when a backup would be taken.
+  returned: success
+  type: dict
+  contains:
+    id:
+      description: The backup's id, unique in the repository.
+      type: str
+      sample: full-vtt-20260126T020000Z
+    type:
+      description: The kind of backup.
+      type: str
+      sample: full
+    database:
+      description: The database backed up.
+      type: str
+      sample: vtt
+    created_at:
+      description: When the backup started (UTC, ISO 8601).
+      type: str
+      sample: "2026-01-26T02:00:00.123456Z"
+    finished_at:
+      description: When the backup finished (UTC, ISO 8601).
+      type: str
+      sample: "2026-01-26T02:00:04.654321Z"
+    size:
+      description: Total size in bytes of the backup's data files.
+      type: int
+      sample: 103549
+    sha256:
+      description: The sha256 of the main data file.
+      type: str
+      sample: b1a553be36cb4587599ba663427565bd03b864091cebb9ec8fb6cbb43684bb74
+    compression:
+      description: The compression of the data files.
+      type: str
+      sample: gzip
+    server_version:
+      description: The PostgreSQL server version backed up.
+      type: str
+      sample: "15.18"
+    files:
+      description: Paths of the data files on the managed host.
+      type: list
+      elements: str
+      sample:
+        - /var/backups/postgresql/full/full-vtt-20260126T020000Z.dump.gz
+        - /var/backups/postgresql/full/full-vtt-20260126T020000Z.globals.sql.gz
+    manifest:
+      description: Path of the manifest on the managed host.
+      type: str
+      sample: /var/backups/postgresql/full/full-vtt-20260126T020000Z.json
+    verification:
+      description: The last recorded verification, V(null) when never verified.
+      type: dict
+    good:
+      description: Whether the backup counts as good (complete and not failed verification).
+      type: bool
+      sample: true
+skipped_reason:
+  description: Why no backup was taken; V(null) when one was taken (or would be, in check mode).
+  returned: success
+  type: str
+  sample: a good full backup of vtt (full-vtt-20260126T020000Z) is 2h5m old, younger than max_age 20h
+age_seconds:
+  description: Age in seconds of the newest good backup of this type before the run; V(null) when there was none.
+  returned: success
+  type: int
+  sample: 7500
+database:
+  description: The database the backup is of.
+  returned: success
+  type: str
+  sample: vtt
+backup_dir:
+  description: The absolute path of the backup repository on the managed host.
+  returned: success
+  type: str
+  sample: /var/backups/postgresql
+restore_command:
+  description: A command that restores RV(backup) into a new database with the C(seawall-pgbackup) tool.
+  returned: when RV(backup) is set
+  type: str
+  sample: seawall-pgbackup --backup-dir /var/backups/postgresql restore full-vtt-20260126T020000Z --target-url postgresql://USER@HOST:PORT/NEWDB --with-globals
+step:
+  description: The step that failed (for example V(config), V(connect), V(client-tools), V(dump), V(lock)).
+  returned: failure
+  type: str
+  sample: connect
+'''
+
+import getpass
+import os
+import re
+import shlex
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
+    engine_errors,
+    pgbackup_common_argument_spec,
+    pgbackup_config,
+)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import utc_now
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.logical import create_backup, newest_good
+
+_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+_DURATION = re.compile(r'(\d+)\s*([smhdw])')
+
+
+def parse_duration(value):
+    """Seconds in ``value`` (an int, ``'3600'``, ``'20h'``, ``'1d12h'``); None when it is not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    text = str(value).strip().lower().replace(' ', '')
+    if text.isdigit():
+        return int(text)
+    if not text or _DURATION.sub('', text):
+        return None
+    return sum(int(number) * _UNITS[unit] for number, unit in _DURATION.findall(text))
+
+
+def format_duration(seconds):
+    """``7500`` -> ``'2h5m'``; under a minute in seconds."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return '%ds' % max(seconds, 0)
+    parts = []
+    for unit in ('d', 'h', 'm'):
+        count, seconds = divmod(seconds, _UNITS[unit])
+        if count:
+            parts.append('%d%s' % (count, unit))
+    return ''.join(parts)
+
+
+def database_of(url):
+    """The database libpq connects to for ``url``: its path, else PGDATABASE, else the user name."""
+    target = DbTarget(url)
+    return (target.dbname or os.environ.get('PGDATABASE') or target.user or os.environ.get('PGUSER')
+            or getpass.getuser())
+
+
+def restore_command(backup_dir, summary):
+    return 'seawall-pgbackup --backup-dir %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s' % (
+        shlex.quote(backup_dir), summary['id'], ' --with-globals' if summary['type'] == 'full' else '')
+
+
+def main():
+    argument_spec = pgbackup_common_argument_spec()
+    argument_spec.update(
+        type=dict(type='str', default='full', choices=['full', 'schema', 'data', 'globals']),
+        max_age=dict(type='raw', default=0),
+        force=dict(type='bool', default=False),
+        compression=dict(type='str', choices=['gzip', 'zstd', 'none']),
+        compression_level=dict(type='int'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    kind = module.params['type']
+    max_age = parse_duration(module.params['max_age'])
+    if max_age is None:
+        module.fail_json(msg="max_age=%r is not valid: use seconds or a duration such as 30m, 20h, 2d or 1w"
+                         % (module.params['max_age'],), step='config')
+
+    cfg = pgbackup_config(module, backup_type=kind, compression=module.params['compression'],
+                          compression_level=module.params['compression_level'])
+    backup_dir = os.path.abspath(cfg.backup_dir)
+    result = dict(changed=False, backup=None, skipped_reason=None, age_seconds=None, database=None,
+                  backup_dir=backup_dir)
+
+    with engine_errors(module, **result):
+        database = database_of(cfg.require_database_url())
+        result['database'] = database
+        newest = newest_good(cfg, kind, database=database)
+
+    age = None
+    if newest is not None:
+        age = max(0, int((utc_now() - newest.created_at).total_seconds()))
+        result['age_seconds'] = age
+    before = dict(newest_backup=newest.id if newest else None)
+
+    if not module.params['force'] and newest is not None and max_age > 0 and age < max_age:
+        result['backup'] = newest.summary()
+        result['restore_command'] = restore_command(backup_dir, result['backup'])
+        result['skipped_reason'] = ('a good %s backup of %s (%s) is %s old, younger than max_age %s'
+                                    % (kind, database, newest.id, format_duration(age), format_duration(max_age)))
+        if module._diff:
+            result['diff'] = dict(before=before, after=before)
+        module.exit_json(**result)
+
+    result['changed'] = True
+    if module.check_mode:
+        if module._diff:
+            result['diff'] = dict(before=before, after=dict(newest_backup='(a new %s backup of %s)' % (kind, database)))
+        module.exit_json(**result)
+
+    with engine_errors(module, **dict(result, changed=False)):
+        backup = create_backup(cfg, kind)
+    result['backup'] = backup.summary()
+    result['restore_command'] = restore_command(backup_dir, result['backup'])
+    for warning in backup.manifest.get('warnings') or []:
+        module.warn('%s: %s' % (backup.id, warning))
+    if module._diff:
+        result['diff'] = dict(before=before, after=dict(newest_backup=backup.id))
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,287 @@
+"""Bad input and faults: each gets one exact line, and earlier backups stay as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.integration import cli
+from tests.support.pgcluster import free_port
+
+
+def snapshot(backup_dir) -> dict:
+    """sha256 of every backup file (logs and the lock file excluded)."""
+    found = {}
+    for root, _, files in os.walk(backup_dir):
+        if os.path.basename(root) == "logs":
+            continue
+        for name in files:
+            if name == ".lock":
+                continue
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                found[os.path.relpath(path, backup_dir)] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+@pytest.fixture(name="repo")
+def _repo(pg15, tmp_path):
+    """A database on PostgreSQL 15 with one good full backup already taken."""
+    from tests.support import load_sample
+
+    name = "faults_%d" % os.getpid()
+    load_sample(pg15, name)
+    backup_dir = tmp_path / "backups"
+    env = cli.cli_env(pg15.url(name), backup_dir)
+    first = cli.create(env, "full")
+    before = snapshot(backup_dir)
+    yield {"env": env, "dir": backup_dir, "first": first, "before": before, "cluster": pg15, "db": name}
+    pg15.drop_db(name)
+
+
+def assert_untouched(repo):
+    """The earlier backup is intact, still listed, and nothing else was left behind."""
+    assert snapshot(repo["dir"]) == repo["before"]
+    assert [b["id"] for b in cli.listing(repo["env"])] == [repo["first"]["id"]]
+
+
+def test_wrong_password(repo):
+    cluster = repo["cluster"]
+    env = dict(repo["env"], DATABASE_URL=cluster.url(repo["db"], password="not-the-password"))
+    line = cli.error_line(cli.run(["create"], env, check=False))
+    assert line == ('seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/%s: password '
+                    'authentication failed for user "postgres"' % (cluster.port, repo["db"]))
+    assert "not-the-password" not in line
+    assert_untouched(repo)
+    with open(os.path.join(repo["dir"], "logs", "backup-failures.log"), encoding="utf-8") as handle:
+        failures = handle.read()
+    assert "step=connect" in failures and "not-the-password" not in failures
+
+
+def test_unreachable_server(repo):
+    port = free_port()
+    env = dict(repo["env"], DATABASE_URL="postgresql://postgres:pw@127.0.0.1:%d/app" % port)
+    line = cli.error_line(cli.run(["create"], env, check=False))
+    assert line == "seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/app: Connection " \
+                   "refused" % port
+    assert_untouched(repo)
+
+
+def test_unknown_type(repo):
+    line = cli.error_line(cli.run(["create", "--type", "weekly"], repo["env"], check=False))
+    assert line == "seawall-pgbackup: error: type='weekly' is not valid: use one of full, schema, data, globals"
+    env = dict(repo["env"], BACKUP_TYPE="hourly")
+    line = cli.error_line(cli.run(["create"], env, check=False))
+    assert line == "seawall-pgbackup: error: BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals"
+    assert_untouched(repo)
+
+
+@pytest.fixture(name="tmpfs")
+def _tmpfs(tmp_path):
+    mounts = []
+
+    def mount(path, options):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_unwritable_backup_directory(repo, tmpfs, tmp_path):
+    target = tmpfs(tmp_path / "readonly", "ro,size=1m")
+    env = dict(repo["env"], BACKUP_DIR=str(target / "backups"))
+    line = cli.error_line(cli.run(["create"], env, check=False))
+    assert line == "seawall-pgbackup: error: cannot create backup directory %s is not writable: Read-only file " \
+                   "system" % (target / "backups")
+    assert_untouched(repo)
+
+
+def test_full_backup_directory(repo, tmpfs, tmp_path):
+    size = sum(f["size"] for f in repo["first"]["files"])
+    # Room for one backup and its manifest, not for two.
+    target = tmpfs(tmp_path / "small", "size=%dk" % ((size * 3 // 2) // 1024 + 64))
+    env = dict(repo["env"], BACKUP_DIR=str(target))
+    good = cli.create(env, "full")
+    kept = snapshot(target)
+    proc = cli.run(["create"], env, check=False)
+    line = cli.error_line(proc)
+    assert line.startswith("seawall-pgbackup: error: cannot write %s/full/" % target)
+    assert line.endswith(".partial: no space left on device")
+    assert snapshot(target) == kept  # no partial file left, the good backup intact
+    assert [b["id"] for b in cli.listing(env)] == [good["id"]]
+    assert_untouched(repo)
+
+
+@pytest.fixture(name="big_db")
+def _big_db(pg15):
+    """A pgbench database large enough that a dump takes a few seconds."""
+    name = "faults_big"
+    if name not in pg15.databases():
+        pg15.create_db(name)
+        pg15.run("pgbench", "-i", "-q", "-s", "8", "--unlogged-tables", name, db=name)
+    return pg15.url(name)
+
+
+def _children_named(pid: int, name: str) -> list:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, encoding="utf-8") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open("/proc/%s/comm" % entry, encoding="utf-8") as handle:
+                comm = handle.read().strip()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and comm == name:
+            found.append(int(entry))
+    return found
+
+
+def _start_create(env):
+    return subprocess.Popen(cli.COMMAND + ["create"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+
+
+def _wait_for_partial(backup_dir, timeout=60, other_than=None) -> str:
+    deadline = time.monotonic() + timeout
+    full = os.path.join(backup_dir, "full")
+    while time.monotonic() < deadline:
+        for name in os.listdir(full) if os.path.isdir(full) else []:
+            path = os.path.join(full, name)
+            if name.endswith(".partial") and path != other_than and os.path.getsize(path) > 256 * 1024:
+                return path
+        time.sleep(0.05)
+    raise AssertionError("no growing .partial file appeared")
+
+
+def test_pg_dump_killed_midway(repo, big_db):
+    env = dict(repo["env"], DATABASE_URL=big_db)
+    proc = _start_create(env)
+    _wait_for_partial(repo["dir"])
+    dumps = _children_named(proc.pid, "pg_dump")
+    assert dumps, "pg_dump was not running"
+    os.kill(dumps[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err.strip() == "seawall-pgbackup: error: pg_dump was killed by SIGKILL"
+    assert_untouched(repo)
+
+
+def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, big_db):
+    env = dict(repo["env"], DATABASE_URL=big_db)
+    proc = _start_create(env)
+    partial = _wait_for_partial(repo["dir"])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert os.path.exists(partial)  # SIGKILL gives no chance to clean up ...
+    assert [b["id"] for b in cli.listing(env)] == [repo["first"]["id"]]  # ... but nothing is listed
+    refused = cli.run(["restore", partial, "--target-url", repo["cluster"].url("never_created", with_password=False)], env, check=False)
+    assert cli.error_line(refused) == ("seawall-pgbackup: error: %s belongs to no complete backup (no manifest names "
+                                       "it): it is not restorable" % partial)
+    assert "never_created" not in repo["cluster"].databases()
+    # SIGTERM (a timer being stopped) unwinds and removes its own partial file.
+    proc = _start_create(env)
+    term_partial = _wait_for_partial(repo["dir"], other_than=partial)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not os.path.exists(term_partial)
+    # The run after the SIGKILL removed its leftovers before starting; the next one succeeds.
+    assert not os.path.exists(partial)
+    second = cli.create(repo["env"], "full")
+    assert [b["id"] for b in cli.listing(env)] == [repo["first"]["id"], second["id"]]
+    with open(os.path.join(repo["dir"], "logs", "backup.log"), encoding="utf-8") as handle:
+        assert "removed-incomplete path=%s" % partial in handle.read()
+
+
+def test_client_older_than_server(pg18, tmp_path):
+    pg18.create_db("faults_old_client")
+    try:
+        env = cli.cli_env(pg18.url("faults_old_client"), tmp_path / "b", BACKUP_PG_BIN_DIR="/usr/lib/postgresql/15/bin")
+        line = cli.error_line(cli.run(["create"], env, check=False))
+        assert line == ("seawall-pgbackup: error: client tools are older than the server (PostgreSQL 18): found pg_dump "
+                        "%s in /usr/lib/postgresql/15/bin; install the PostgreSQL 18 client or set BACKUP_PG_BIN_DIR"
+                        % subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--version"], capture_output=True,
+                                         text=True, check=True).stdout.split()[2])
+        assert not [f for _, _, files in os.walk(tmp_path / "b" / "full") for f in files]
+    finally:
+        pg18.drop_db("faults_old_client")
+
+
+def test_one_run_at_a_time(repo):
+    from seawall_pgbackup.catalog import Repository
+
+    with Repository(str(repo["dir"])).lock():
+        line = cli.error_line(cli.run(["create"], repo["env"], check=False))
+    assert line.startswith("seawall-pgbackup: error: another seawall-pgbackup run holds %s/.lock (pid %d)"
+                           % (repo["dir"], os.getpid()))
+    assert_untouched(repo)
+
+
+def test_restore_refuses_a_non_empty_target_and_a_failed_restore_changes_nothing(repo):
+    cluster, env = repo["cluster"], repo["env"]
+    backup_id = repo["first"]["id"]
+    cluster.create_db("occupied")
+    cluster.psql("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42)", "occupied")
+    try:
+        line = cli.error_line(cli.run(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False)], env,
+                                      check=False))
+        assert line == ("seawall-pgbackup: error: target database occupied already holds 1 user objects: restore "
+                        "into another database or pass --clean to replace it")
+        assert cluster.scalar("SELECT x FROM keep_me", "occupied") == "42"
+        # A restore that fails half-way (a role the archive needs is missing) leaves the target as it was.
+        cluster.psql("ALTER TABLE IF EXISTS nothing RENAME TO nothing2; "
+                     "CREATE ROLE vtt_tmp_owner; ", "occupied")
+        corrupt = dict(env)
+        manifest_path = os.path.join(repo["dir"], "full", backup_id + ".json")
+        with open(manifest_path, encoding="utf-8") as handle:
+            original = handle.read()
+        cluster.psql("ALTER ROLE vtt_app RENAME TO vtt_app_away")
+        try:
+            proc = cli.run(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False), "--clean"], corrupt,
+                           check=False)
+            assert 'role "vtt_app" does not exist' in cli.error_line(proc)
+        finally:
+            cluster.psql("ALTER ROLE vtt_app_away RENAME TO vtt_app; DROP ROLE vtt_tmp_owner")
+        assert cluster.scalar("SELECT x FROM keep_me", "occupied") == "42"
+        assert not [d for d in cluster.databases() if d.endswith("__seawall_restore")]
+        with open(manifest_path, encoding="utf-8") as handle:
+            assert handle.read() == original
+        cli.run(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False), "--clean"], env)
+        assert cluster.scalar("SELECT to_regclass('keep_me') IS NULL", "occupied") == "t"
+    finally:
+        cluster.drop_db("occupied")
+
+
+def test_verify_names_the_damaged_file(repo):
+    env = repo["env"]
+    first = repo["first"]
+    dump = os.path.join(repo["dir"], "full", first["files"][0]["name"])
+    ok = cli.run(["verify", first["id"]], env)
+    assert ok.stdout.startswith("OK  %s: checksums match" % first["id"])
+    with open(dump, "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    line = cli.error_line(cli.run(["verify", first["id"]], env, check=False))
+    assert line == ("seawall-pgbackup: error: 1 of 1 backups failed verification: %s: file %s does not match its "
+                    "sha256 (corrupted)" % (first["id"], dump))
+    # A backup known bad is no longer offered for restore.
+    refused = cli.run(["restore", "latest", "--target-url", repo["cluster"].url("never_created", with_password=False)], env, check=False)
+    assert cli.error_line(refused).startswith("seawall-pgbackup: error: no good full backup")
+    with open(dump, "r+b") as handle:
+        handle.truncate(1000)
+    line = cli.error_line(cli.run(["verify", first["id"], "--level", "checksum"], env, check=False))
+    assert "has 1000 bytes, the manifest recorded %d (truncated or replaced)" % first["files"][0]["size"] in line
