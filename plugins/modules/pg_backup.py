@@ -308,14 +308,15 @@ def main():
             result['diff'] = dict(before=before, after=before)
         module.exit_json(**result)
 
-    result['changed'] = True
     if module.check_mode:
+        result['changed'] = True
         if module._diff:
             result['diff'] = dict(before=before, after=dict(newest_backup='(a new %s backup of %s)' % (kind, database)))
         module.exit_json(**result)
 
-    with engine_errors(module, **dict(result, changed=False)):
+    with engine_errors(module, **result):
         backup = create_backup(cfg, kind)
+    result['changed'] = True
     result['backup'] = backup.summary()
     result['restore_command'] = restore_command(backup_dir, result['backup'])
     for warning in backup.manifest.get('warnings') or []:

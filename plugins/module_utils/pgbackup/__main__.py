@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import sys
-
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

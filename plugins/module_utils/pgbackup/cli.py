@@ -11,6 +11,7 @@ Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and exit 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -27,13 +28,18 @@ PROG = "seawall-pgbackup"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL backups you can trust.")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given before or after the command, an option is never reset by the other parser.
+    common.add_argument("--config", default=argparse.SUPPRESS, help="JSON configuration file (default: $BACKUP_CONFIG)")
+    common.add_argument("--backup-dir", default=argparse.SUPPRESS,
+                        help="backup directory (default: $BACKUP_DIR or ./backups)")
+    common.add_argument("--pg-bin-dir", default=argparse.SUPPRESS,
+                        help="directory of the PostgreSQL client tools to use")
+    parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL backups you can trust.", parents=[common])
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    parser.add_argument("--config", help="JSON configuration file (default: $BACKUP_CONFIG)")
-    parser.add_argument("--backup-dir", help="backup directory (default: $BACKUP_DIR or ./backups)")
-    parser.add_argument("--pg-bin-dir", help="directory of the PostgreSQL client tools to use")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
 
     create = sub.add_parser("create", help="take a backup")
     create.add_argument("--type", dest="kind", help="full, schema, data or globals (default: $BACKUP_TYPE or full)")
@@ -66,8 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
 def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+    _out(json.dumps(document, indent=2, sort_keys=True, default=str))
 
 
 def _cmd_create(cfg, args) -> int:
@@ -77,11 +91,11 @@ def _cmd_create(cfg, args) -> int:
     if args.json:
         _print_json(backup.manifest)
         return 0
-    print("created %s (%s of %s, %d bytes, %.1f s)" % (backup.id, backup.kind, backup.database, backup.size,
-                                                        backup.manifest["duration_seconds"]))
+    _out("created %s (%s of %s, %d bytes, %.1f s)"
+         % (backup.id, backup.kind, backup.database, backup.size, backup.manifest["duration_seconds"]))
     for entry in backup.manifest["files"]:
-        print("  %s" % backup.file_path(entry))
-    print("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
+        _out("  %s" % backup.file_path(entry))
+    _out("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
           % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
     return 0
 
@@ -92,11 +106,11 @@ def _cmd_list(cfg, args) -> int:
         _print_json(rows)
         return 0
     if not rows:
-        print("no backups in %s" % os.path.abspath(cfg.backup_dir))
+        _out("no backups in %s" % os.path.abspath(cfg.backup_dir))
         return 0
-    print("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
+    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
     for row in rows:
-        print("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
+        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
     return 0
 
 
@@ -104,14 +118,14 @@ def _cmd_restore(cfg, args) -> int:
     from .restore import restore_backup  # pylint: disable=import-outside-toplevel
 
     if args.target_url and DbTarget(args.target_url).url != args.target_url:
-        print("%s: warning: a password in --target-url is visible to other users in 'ps'; "
-              "use a passfile (PGPASSFILE) instead" % PROG, file=sys.stderr)
+        _err("%s: warning: a password in --target-url is visible to other users in 'ps'; "
+             "use a passfile (PGPASSFILE) instead" % PROG)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind)
     if args.json:
         _print_json(result.as_dict())
         return 0
-    print("restored %s into %s in %.1f s%s%s" % (result.backup_id, result.target, result.seconds,
+    _out("restored %s into %s in %.1f s%s%s" % (result.backup_id, result.target, result.seconds,
                                                  " (replaced the existing database)" if result.replaced else "",
                                                  ", globals applied" if result.globals_applied else ""))
     return 0
@@ -125,9 +139,9 @@ def _cmd_verify(cfg, args) -> int:
         _print_json(results)
     else:
         for result in results:
-            print("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"], result["details"]))
+            _out("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"], result["details"]))
         if not results:
-            print("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
+            _out("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
     bad = [r for r in results if not r["ok"]]
     if bad:
         raise BackupError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]),
@@ -142,9 +156,9 @@ def _cmd_health(cfg, args) -> int:
     if args.json:
         _print_json(report)
     else:
-        print("%s: %s" % (PROG, report["status"].upper()))
+        _out("%s: %s" % (PROG, report["status"].upper()))
         for check in report["checks"]:
-            print("  %-9s %-14s %s" % (check["status"].upper(), check["check"], check["reason"]))
+            _out("  %-9s %-14s %s" % (check["status"].upper(), check["check"], check["reason"]))
     return int(report["exit_code"])
 
 
@@ -160,19 +174,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # A timer stopping us sends SIGTERM: unwind like Ctrl-C so partial files are removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    overrides: Dict[str, Any] = {"backup_dir": args.backup_dir, "pg_bin_dir": args.pg_bin_dir}
+    overrides: Dict[str, Any] = {"backup_dir": getattr(args, "backup_dir", None),
+                                 "pg_bin_dir": getattr(args, "pg_bin_dir", None)}
     if getattr(args, "compression", None):
         overrides["compression"] = args.compression
     try:
-        cfg = load_config(config_file=args.config, overrides=overrides)
+        cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         return COMMANDS[args.command](cfg, args)
     except BackupError as exc:
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        _err("%s: error: %s" % (PROG, exc))
         return 1
     except KeyboardInterrupt:
-        print("%s: error: interrupted; nothing incomplete was kept" % PROG, file=sys.stderr)
+        _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

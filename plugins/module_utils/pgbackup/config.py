@@ -235,6 +235,7 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
             elif key == "retention":
                 if not isinstance(value, Mapping):
                     raise _bad(name, value, "expected an object such as {\"daily\": 7}", where)
+                target.retention = {}  # a policy given in the file is the whole policy
                 for slot, count in value.items():
                     if slot not in RETENTION_SLOTS:
                         raise _bad("%s.%s" % (name, slot), count, "use one of %s" % ", ".join(RETENTION_SLOTS), where)

@@ -46,12 +46,12 @@ def filter_globals(lines: Iterable[str], existing_roles: Set[str], current_user:
     for line in lines:
         role = _ROLE_STATEMENT.match(line)
         if role:
-            name, _ = leading_identifier(role.group(2))
+            name = leading_identifier(role.group(2))[0]
             if name in protected:
                 continue
         space = _TABLESPACE.match(line)
         if space:
-            name, _ = leading_identifier(space.group(1))
+            name = leading_identifier(space.group(1))[0]
             if name in existing_tablespaces:
                 continue
         if line.startswith("GRANT "):
@@ -69,5 +69,4 @@ def _membership_member(line: str) -> Optional[str]:
     granted, rest = leading_identifier(line[len("GRANT "):])
     if granted is None or not rest.lstrip().startswith("TO "):
         return None
-    member, _ = leading_identifier(rest.lstrip()[3:])
-    return member
+    return leading_identifier(rest.lstrip()[3:])[0]

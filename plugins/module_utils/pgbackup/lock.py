@@ -14,7 +14,6 @@ try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
-    import msvcrt  # pylint: disable=import-error
 
 
 class RepositoryLock:
@@ -31,6 +30,8 @@ class RepositoryLock:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 else:
+                    import msvcrt  # pylint: disable=import-error,import-outside-toplevel
+
                     msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
                 break
             except OSError:
