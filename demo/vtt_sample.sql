@@ -190,7 +190,7 @@ SELECT 1 + (g % 3), 1 + (g % 5), 'Deckhand #' || g,
            'level', 1 + g % 10,
            'stats', jsonb_build_object('str', 8 + g % 10, 'dex', 10 + g % 8, 'wis', 7 + g % 11),
            'inventory', jsonb_build_array('cutlass', 'rum', g || ' doubloons'),
-           'notes', CASE WHEN g % 7 = 0 THEN 'Sprach „Ahoi!“ — 船長' END),
+           'notes', CASE WHEN g % 7 = 0 THEN 'Sprach «Ahoi!» — 船長' END),
        (g * 13.37)::numeric(12, 2)
 FROM generate_series(1, 40) g;
 
@@ -234,7 +234,7 @@ DO $s$ BEGIN PERFORM setval('public.invoice_no_seq', 5003, true); END $s$;
 INSERT INTO public."Schätze" (id, "名前", "Wert in Dublonen", fundort) VALUES
     (1, 'Goldene Kogge', 12000.50, point(53.5, 8.1)),
     (2, '翡翠の龍', 88000, point(22.3, 114.2)),
-    (3, 'Kiste mit „Ümläuten“', 0.01, NULL);
+    (3, 'Kiste mit «Ümläuten»', 0.01, NULL);
 
 INSERT INTO public."Captain's ""Log""" ("entry no", "written at", "the ""entry""") VALUES
     (1, '1715-07-30 06:00:00+00', 'Storm off Florida; the "Urca de Lima" went down.'),

@@ -27,7 +27,7 @@ def test_backup_under_pgbench_load_is_consistent(pg, tmp_path):
             second = cli.create(env, "full")
             assert load.poll() is None, "pgbench stopped before the backups finished"
         finally:
-            _, err = load.communicate(timeout=120)
+            err = load.communicate(timeout=120)[1]
         assert load.returncode == 0, err
         for manifest in (first, second):
             cli.run(["restore", manifest["id"], "--target-url", pg.url(copy, with_password=False), "--clean"], env)

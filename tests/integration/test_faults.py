@@ -17,7 +17,7 @@ from tests.support.pgcluster import free_port
 def snapshot(backup_dir) -> dict:
     """sha256 of every backup file (logs and the lock file excluded)."""
     found = {}
-    for root, _, files in os.walk(backup_dir):
+    for root, _dirs, files in os.walk(backup_dir):
         if os.path.basename(root) == "logs":
             continue
         for name in files:
@@ -172,7 +172,7 @@ def test_pg_dump_killed_midway(repo, big_db):
     dumps = _children_named(proc.pid, "pg_dump")
     assert dumps, "pg_dump was not running"
     os.kill(dumps[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=120)
+    err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 1
     assert err.strip() == "seawall-pgbackup: error: pg_dump was killed by SIGKILL"
     assert_untouched(repo)
@@ -194,7 +194,7 @@ def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, b
     proc = _start_create(env)
     term_partial = _wait_for_partial(repo["dir"], other_than=partial)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "interrupted" in err
     assert not os.path.exists(term_partial)
     # The run after the SIGKILL removed its leftovers before starting; the next one succeeds.
@@ -214,7 +214,7 @@ def test_client_older_than_server(pg18, tmp_path):
                         "%s in /usr/lib/postgresql/15/bin; install the PostgreSQL 18 client or set BACKUP_PG_BIN_DIR"
                         % subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--version"], capture_output=True,
                                          text=True, check=True).stdout.split()[2])
-        assert not [f for _, _, files in os.walk(tmp_path / "b" / "full") for f in files]
+        assert not os.listdir(tmp_path / "b" / "full")
     finally:
         pg18.drop_db("faults_old_client")
 

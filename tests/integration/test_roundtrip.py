@@ -74,7 +74,7 @@ def test_schema_then_data_restore(sample_db, tmp_path):
     try:
         cli.run(["restore", schema["id"], "--target-url", cluster.url(copy, with_password=False)], env)
         assert schema_dump(cluster, copy) == schema_dump(cluster, sample_db.name)
-        assert all(rows == 0 for rows, _ in table_checksums(cluster, copy).values())
+        assert all(rows == 0 for rows, _md5 in table_checksums(cluster, copy).values())
         cli.run(["restore", data["id"], "--target-url", cluster.url(copy, with_password=False)], env)
         assert_same_database(cluster, sample_db.name, cluster, copy, check_database=False)
         # A second data restore would duplicate rows: refused by the database, in one transaction.

@@ -13,7 +13,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
-from .pgcluster import PgCluster, quote_ident, quote_literal
+from .pgcluster import PgCluster, quote_literal
 
 __all__ = [
     "schema_dump",

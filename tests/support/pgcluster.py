@@ -217,7 +217,7 @@ class PgCluster:
     def _run_server_cmd(self, argv: Sequence[str], timeout: float = 120) -> str:
         p = subprocess.run(
             list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=timeout, **self._server_kwargs(),  # type: ignore[arg-type]
+            timeout=timeout, check=False, **self._server_kwargs(),  # type: ignore[arg-type]
         )
         if p.returncode != 0:
             log = self.log_file.read_text(errors="replace")[-4000:] if self.log_file.exists() else ""
@@ -299,7 +299,7 @@ class PgCluster:
             return self
         self.init()
         last: Exception | None = None
-        for _ in range(attempts):
+        for _attempt in range(attempts):
             if not self.port or last is not None:
                 self.port = free_port(self.host)
             self._write_conf()
@@ -384,7 +384,7 @@ class PgCluster:
         p = subprocess.run(
             [exe, *args], env=self.env(db, user, password), input=input,
             capture_output=True, text=text, timeout=timeout,
-            stdin=None if input is not None else subprocess.DEVNULL,
+            stdin=None if input is not None else subprocess.DEVNULL, check=False,
         )
         if check and p.returncode != 0:
             err = p.stderr if text else p.stderr.decode(errors="replace")

@@ -96,7 +96,7 @@ def _cmd_create(cfg, args) -> int:
     for entry in backup.manifest["files"]:
         _out("  %s" % backup.file_path(entry))
     _out("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
-          % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
+         % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
     return 0
 
 
@@ -125,9 +125,10 @@ def _cmd_restore(cfg, args) -> int:
     if args.json:
         _print_json(result.as_dict())
         return 0
-    _out("restored %s into %s in %.1f s%s%s" % (result.backup_id, result.target, result.seconds,
-                                                 " (replaced the existing database)" if result.replaced else "",
-                                                 ", globals applied" if result.globals_applied else ""))
+    _out("restored %s into %s in %.1f s%s%s"
+         % (result.backup_id, result.target, result.seconds,
+            " (replaced the existing database)" if result.replaced else "",
+            ", globals applied" if result.globals_applied else ""))
     return 0
 
 

@@ -13,6 +13,9 @@ from .errors import BackupError
 
 SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3, "none": 0}
+ISAL_DEFAULT_LEVEL = 2
+ISAL_MAX_LEVEL = 3
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # the gzip container, not raw zlib
 
 
 def _zstandard():
@@ -31,11 +34,24 @@ class _Identity:
         return b""
 
 
+def _isal():
+    """ISA-L's gzip-compatible deflate (package ``isal``): about ten times zlib's speed at level 2."""
+    try:
+        from isal import isal_zlib  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return isal_zlib
+
+
 def compressor(algorithm: str, level: Optional[int] = None):
     """An object with ``compress(bytes)`` and ``flush()``, like zlib's."""
-    level = level or DEFAULT_LEVEL[algorithm]
     if algorithm == "gzip":
-        return zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip container
+        fast = _isal()
+        # ISA-L knows levels 0-3; higher levels, or no ISA-L, take zlib. Both write standard gzip.
+        if fast is not None and (level is None or level <= ISAL_MAX_LEVEL):
+            return fast.compressobj(ISAL_DEFAULT_LEVEL if level is None else level, fast.DEFLATED, GZIP_WBITS)
+        return zlib.compressobj(level or DEFAULT_LEVEL["gzip"], zlib.DEFLATED, GZIP_WBITS)
+    level = level or DEFAULT_LEVEL[algorithm]
     if algorithm == "zstd":
         return _zstandard().ZstdCompressor(level=level, write_checksum=True).compressobj()
     if algorithm == "none":
@@ -46,7 +62,11 @@ def compressor(algorithm: str, level: Optional[int] = None):
 def open_decompressed(path: str, algorithm: str) -> BinaryIO:
     """A readable binary stream of the original bytes of ``path``."""
     if algorithm == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        try:
+            from isal import igzip  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return igzip.open(path, "rb")  # type: ignore[return-value]
     if algorithm == "zstd":
         raw = open(path, "rb")  # closed with the reader  # pylint: disable=consider-using-with
         return _zstandard().ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)

@@ -18,6 +18,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from .compression import compressor
 from .errors import BackupError
 from .fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
@@ -63,20 +68,26 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
     err_file = tempfile.TemporaryFile()  # stderr can be large; a file never blocks the tool
     proc = None
     out = None
+    source = None
     try:
         try:
             out = create_private(partial)
         except OSError as exc:
             raise BackupError("cannot create " + describe_os_error(exc, partial), step=step) from None
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL,
-                                env=env, bufsize=0)
+        read_end, write_end = os.pipe()
+        _widen_pipe(write_end)
+        try:
+            proc = subprocess.Popen(list(cmd), stdout=write_end, stderr=err_file, stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(write_end)  # only the tool writes; EOF comes when it exits
+        source = os.fdopen(read_end, "rb", buffering=0)
         packer = compressor(algorithm, level)
         digest = hashlib.sha256()
         size = raw_size = 0
         head = b""
         tail = b""
         while True:
-            chunk = proc.stdout.read(CHUNK)
+            chunk = source.read(CHUNK)
             if not chunk:
                 break
             if len(head) < EDGE:
@@ -124,9 +135,19 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
         remove_quietly(partial)
         raise
     finally:
-        if proc is not None and proc.stdout:
-            proc.stdout.close()
+        if source is not None:
+            source.close()
         err_file.close()
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: fewer, larger reads and fewer stalls of the tool (Linux only)."""
+    if fcntl is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for unprivileged users: the default pipe still works
 
 
 def _write(out, data: bytes, path: str, step: str) -> None:

@@ -1,0 +1,140 @@
+# seawall.pgbackup — build, test and demo entry points.  `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# Controller Python: 3.11 (ansible 12.3 / ansible-core 2.19).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+SETUP_STAMP := $(VENV)/.stamp-setup
+DEV_STAMP := $(VENV)/.stamp-setup-dev
+
+# Debian packages the tests need (pgbench and the PostgreSQL 15 tools come with postgresql;
+# shellcheck is used by ansible-test sanity for shell scripts).
+SYSTEM_PACKAGES ?= postgresql postgresql-contrib rsync shellcheck
+
+# ansible-test only runs from a path ending in ansible_collections/<namespace>/<name>.
+COLLECTION_COPY := build/ansible_collections/seawall/pgbackup
+SANITY_PYTHON ?= 3.11
+# Extra ansible-test options, e.g. SANITY_ARGS='--test pep8' or SANITY_ARGS='-v'.
+SANITY_ARGS ?=
+# Other Pythons for the compile + import tests ("auto": installed ones >= 3.9; "none": skip).
+SANITY_EXTRA_PYTHONS ?= auto
+
+MOLECULE_SCENARIO ?= default
+
+# pytest exits 5 when it collects no test; that is a failure unless ALLOW_NO_TESTS=1.
+ALLOW_NO_TESTS ?= 0
+
+export PATH := $(BIN):$(PATH)
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+banner = @printf '\n========== %s ==========\n' '$(1)'
+
+.PHONY: help setup setup-dev system-deps demo test unit integration sanity lint molecule bench clean distclean
+
+help:
+	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
+	@echo 'make setup-dev    setup + requirements-dev.txt (pytest, hypothesis, ansible-lint, molecule)'
+	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
+	@echo 'make demo         setup, then demo/run-demo.sh'
+	@echo 'make test         system-deps setup-dev, then unit integration sanity lint molecule (stops at the first failure)'
+	@echo 'make unit | integration | sanity | lint | molecule | bench'
+	@echo 'make clean        build output and caches; make distclean also removes .venv'
+
+# ---------------------------------------------------------------- environments
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): requirements.txt pyproject.toml setup.py
+	$(call banner,setup: $(VENV))
+	@if [ ! -x $(VENV)/bin/python ]; then echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"; $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@test -x $(BIN)/seawall-pgbackup && test -x $(BIN)/ansible-playbook
+	@touch $@
+
+setup-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(SETUP_STAMP) requirements.txt requirements-dev.txt
+	$(call banner,setup-dev: $(VENV))
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip check
+	@touch $@
+
+system-deps:
+	@missing=""; \
+	for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "system-deps: all installed ($(SYSTEM_PACKAGES))"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "system-deps: missing Debian packages:$$missing — install them as root: apt-get install$$missing" >&2; exit 1; fi; \
+	echo "system-deps: installing$$missing"; \
+	apt-get update -q; \
+	apt-get install -y -q --no-install-recommends $$missing </dev/null
+
+# ---------------------------------------------------------------- user entry points
+
+demo: setup
+	$(call banner,demo)
+	bash demo/run-demo.sh
+
+bench: setup
+	$(call banner,bench)
+	bash bench/run.sh
+
+# ---------------------------------------------------------------- tests
+
+test: system-deps setup-dev
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) sanity
+	$(MAKE) lint
+	$(MAKE) molecule
+	$(call banner,test: all stages passed)
+
+define run_pytest
+	$(call banner,$(1): pytest $(2))
+	@rc=0; $(BIN)/pytest -q $(2) || rc=$$?; \
+	if [ $$rc = 5 ]; then \
+	  if [ "$(ALLOW_NO_TESTS)" = 1 ]; then echo "$(1): no tests collected in $(2) (allowed by ALLOW_NO_TESTS=1)"; exit 0; fi; \
+	  echo "$(1): pytest collected no tests in $(2)" >&2; \
+	fi; \
+	exit $$rc
+endef
+
+unit: setup-dev
+	$(call run_pytest,unit,tests/unit)
+
+integration: setup-dev system-deps
+	$(call run_pytest,integration,tests/integration)
+
+# ansible-test sanity on a copy at $(COLLECTION_COPY) (see .ci/sanity.sh): all tests on Python
+# $(SANITY_PYTHON), then compile + import of modules/module_utils on the other installed Pythons >= 3.9.
+sanity: setup-dev
+	$(call banner,sanity: ansible-test sanity --venv --python $(SANITY_PYTHON))
+	ANSIBLE_TEST=$(BIN)/ansible-test SANITY_PYTHON=$(SANITY_PYTHON) SANITY_ARGS='$(SANITY_ARGS)' \
+	  SANITY_EXTRA_PYTHONS='$(SANITY_EXTRA_PYTHONS)' bash .ci/sanity.sh
+
+lint: setup-dev
+	$(call banner,lint: ansible-lint (production profile))
+	$(BIN)/ansible-lint
+
+molecule: setup-dev
+	$(call banner,molecule: scenario $(MOLECULE_SCENARIO))
+	@if [ ! -d molecule/$(MOLECULE_SCENARIO) ]; then \
+	  echo "molecule: NOTICE: molecule/$(MOLECULE_SCENARIO) does not exist yet; skipping"; exit 0; fi; \
+	$(BIN)/molecule test --scenario-name $(MOLECULE_SCENARIO)
+
+# ---------------------------------------------------------------- housekeeping
+
+clean:
+	rm -rf build dist tests/output .pytest_cache .hypothesis .ansible .cache .molecule molecule/*/.molecule *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
