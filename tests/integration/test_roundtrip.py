@@ -130,3 +130,39 @@ def test_zstd_and_uncompressed_backups_restore(sample_db, tmp_path):
             assert table_checksums(cluster, copy) == table_checksums(cluster, sample_db.name)
         finally:
             cluster.drop_db(copy)
+
+
+def test_least_privileged_backup_user(sample_db, tmp_path):
+    """A managed-service style user (no superuser, pg_read_all_data) gets a full backup, globals without passwords."""
+    cluster = sample_db.cluster
+    user = "backup_%s" % sample_db.name
+    cluster.create_role(user, password="reader-pw", options=["IN ROLE pg_read_all_data"])
+    try:
+        env = cli.cli_env(cluster.url(sample_db.name, user=user), tmp_path / "denied")
+        # pg_read_all_data does not cover large objects: the failure says exactly which one.
+        line = cli.error_line(cli.run(["create"], env, check=False))
+        assert line == ("seawall-pgbackup: error: pg_dump failed (exit 1): pg_dump: error: could not open large "
+                        "object 424201: ERROR:  permission denied for large object 424201")
+        cluster.psql("DO $$ DECLARE lo oid; BEGIN FOR lo IN SELECT oid FROM pg_largeobject_metadata LOOP "
+                     "EXECUTE format('GRANT SELECT ON LARGE OBJECT %%s TO %%I', lo, '%s'); END LOOP; END $$" % user,
+                     sample_db.name)
+        env = cli.cli_env(cluster.url(sample_db.name, user=user), tmp_path / "backups",
+                          PGPASSFILE=str(cluster.passfile))
+        manifest = cli.create(env, "full")
+        assert manifest["globals"] == {"role_passwords": False}
+        assert manifest["source"]["superuser"] is False
+        import gzip
+
+        with gzip.open(tmp_path / "backups" / "full" / manifest["files"][1]["name"], "rt") as handle:
+            script = handle.read()
+        assert "CREATE ROLE vtt_app;" in script and "PASSWORD" not in script
+        copy = sample_db.name + "_ro"
+        cli.run(["restore", manifest["id"], "--target-url", cluster.url(copy, with_password=False)], env=dict(
+            env, DATABASE_URL=cluster.url(sample_db.name)))
+        try:
+            assert table_checksums(cluster, copy) == table_checksums(cluster, sample_db.name)
+        finally:
+            cluster.drop_db(copy)
+    finally:
+        cluster.psql('DROP OWNED BY "%s"' % user, sample_db.name)
+        cluster.psql('DROP ROLE "%s"' % user)

@@ -74,7 +74,3 @@ def open_decompressed(path: str, algorithm: str) -> BinaryIO:
         return open(path, "rb")  # pylint: disable=consider-using-with
     raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
 
-
-def decompression_command(algorithm: str, path: str) -> str:
-    """The shell command that restores a file's original bytes without seawall (for docs and output)."""
-    return {"gzip": "gzip -dc %s" % path, "zstd": "zstd -dc %s" % path, "none": "cat %s" % path}[algorithm]

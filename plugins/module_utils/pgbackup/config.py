@@ -72,9 +72,6 @@ class Config:
     monitoring: Dict[str, Any] = field(default_factory=dict)
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
 
-    def kind(self, name: str) -> KindSettings:
-        return self.kinds[name]
-
     def compression_for(self, kind: str) -> str:
         return self.kinds[kind].compression or self.compression
 

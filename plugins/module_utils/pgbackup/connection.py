@@ -62,10 +62,6 @@ class DbTarget:
         self.url = redact_url(url)
         self._passfile: Optional[str] = None
 
-    @property
-    def label(self) -> str:
-        return self.url
-
     def for_database(self, dbname: str) -> "DbTarget":
         """The same server and credentials, another database."""
         clone = DbTarget.__new__(DbTarget)

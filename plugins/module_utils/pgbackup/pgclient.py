@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from .connection import DbTarget
 from .errors import BackupError, ConnectionFailed
@@ -105,22 +105,15 @@ def database_exists(psql: str, target: DbTarget, name: str) -> bool:
 
 
 def user_object_count(psql: str, target: DbTarget) -> int:
-    """Relations, routines and types outside the system schemas, plus non-default extensions."""
+    """Relations, routines, schemas, extensions (but plpgsql) and large objects a database holds."""
     sql = ("SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-           "        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
-           "        AND n.nspname NOT LIKE 'pg_temp%%') "
+           "        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+           "        AND n.nspname NOT LIKE 'pg_temp%') "
            "     + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
            "        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) "
            "     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') "
            "     + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') "
-           "        AND nspname NOT LIKE 'pg_toast%%' AND nspname NOT LIKE 'pg_temp%%') "
+           "        AND nspname NOT LIKE 'pg_toast%' AND nspname NOT LIKE 'pg_temp%') "
            "     + (SELECT count(*) FROM pg_largeobject_metadata)")
-    return int(query(psql, target, sql.replace("%%", "%"))[0][0])
+    return int(query(psql, target, sql)[0][0])
 
-
-def table_row_counts(psql: str, target: DbTarget) -> Sequence[List[str]]:
-    """Estimated rows per ordinary table (cheap; exact counts belong to verification)."""
-    return query(psql, target, (
-        "SELECT n.nspname, c.relname, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"))

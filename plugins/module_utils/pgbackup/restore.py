@@ -30,6 +30,7 @@ from .globals_sql import filter_globals
 from .pgclient import (ServerInfo, database_exists, execute, query, quote_ident, quote_literal, server_info,
                        user_object_count)
 from .pipeline import CHUNK, describe_exit
+from .runlog import RunLog
 from .verify import verify_checksums
 
 STAGING_SUFFIX = "__seawall_restore"
@@ -380,4 +381,12 @@ def restore_backup(cfg: Config, selector: str, target_url: Optional[str] = None,
     if target_url and cfg.database_url:
         # Restoring next to the source: the password of DATABASE_URL serves without repeating it in argv.
         restorer.target.borrow_password(DbTarget(cfg.database_url))
-    return restorer.run()
+    log = RunLog(repo.log_dir)
+    try:
+        result = restorer.run()
+    except BackupError as exc:
+        log.failure("restore-failed", id=backup.id, target=restorer.target.url, step=exc.step, error=str(exc))
+        raise
+    log.info("restore-ok", id=backup.id, target=result.target, replaced=result.replaced,
+             globals=result.globals_applied, seconds=result.seconds)
+    return result

@@ -18,6 +18,7 @@ from .config import Config
 from .errors import VerifyError
 from .logical import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
 from .pipeline import CHUNK, describe_exit, sha256_file
+from .runlog import RunLog
 
 LEVELS = ("checksum", "archive")
 
@@ -106,6 +107,7 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
                       kind: Optional[str] = None) -> List[Dict[str, Any]]:
     """Verify one backup (or every good one when ``selector`` is None) and record each result in its manifest."""
     repo = Repository(cfg.backup_dir)
+    log = RunLog(repo.log_dir)
     with repo.lock(wait_seconds=30):
         targets = [repo.find(selector, kind=kind, allow_bad=True)] if selector else repo.backups(kind=kind)
         results = []
@@ -114,4 +116,8 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             backup.manifest["verification"] = record
             backup.save()
             results.append({"id": backup.id, "type": backup.kind, **record})
+            if record["ok"]:
+                log.info("verify-ok", id=backup.id, level=level, seconds=record["duration_seconds"])
+            else:
+                log.failure("verify-failed", id=backup.id, level=level, step="verify", error=record["details"])
     return results
