@@ -67,7 +67,9 @@ options:
     choices: [gzip, zstd, none]
   compression_level:
     description:
-      - Compression level, 1 to 9 for V(gzip) and 1 to 22 for V(zstd). If not set, 6 for gzip and 3 for zstd.
+      - Compression level, 1 to 9 for V(gzip) and 1 to 22 for V(zstd).
+      - If not set, gzip uses the fast ISA-L deflate at level 2 when the C(isal) Python library is
+        installed (zlib level 6 otherwise), and zstd uses level 3. Gzip levels 1 to 3 use ISA-L when available.
     type: int
 requirements:
   - PostgreSQL client tools (C(pg_dump), C(pg_dumpall), C(psql)) of at least the server's major version on the managed host.
