@@ -34,6 +34,9 @@ def test_backup_under_pgbench_load_is_consistent(pg, tmp_path):
             row = pg.psql(BALANCES, copy)[0]
             assert row[0] == row[1] == row[2] == row[3], row
             assert int(row[4]) > 0, "the backup ran while no transaction had committed yet"
+            # The manifest's row counts come from the dump's own snapshot, not from a moment later.
+            assert manifest["table_rows"]["public.pgbench_history"] == int(row[4])
+            assert manifest["table_rows"]["public.pgbench_accounts"] == 200000
         # The live database moved on after the backup: the restored copy is a point in the past.
         assert int(pg.scalar("SELECT count(*) FROM pgbench_history", source)) >= int(row[4])
     finally:

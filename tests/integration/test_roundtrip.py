@@ -50,6 +50,7 @@ def test_full_backup_rebuilds_the_database_on_a_fresh_cluster(sample_db, fresh_c
     result = json.loads(out.stdout)
     assert result["globals_applied"] is True and result["objects"] > 0
     assert_same_database(sample_db.cluster, sample_db.name, fresh_cluster, sample_db.name)
+    assert fresh_cluster.scalar("SELECT current_setting('seawall.restored_backup')", sample_db.name) == manifest["id"]
     # The connecting role kept its own password on the target cluster.
     assert fresh_cluster.scalar("SELECT 1", user="postgres") == "1"
 

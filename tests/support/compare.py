@@ -266,7 +266,8 @@ SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate,
        coalesce((SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(d.datacl) a), '<default>'),
        coalesce((SELECT string_agg(x, '; ' ORDER BY x) FROM (
                      SELECT CASE WHEN s.setrole = 0 THEN '*' ELSE pg_get_userbyid(s.setrole) END || ': ' || c AS x
-                     FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid) ss), ''),
+                     FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setdatabase = d.oid
+                       AND c NOT LIKE 'seawall.%') ss), ''),  -- seawall's own restore record
        coalesce(shobj_description(d.oid, 'pg_database'), '')
 FROM pg_database d WHERE d.datname = current_database();
 """,

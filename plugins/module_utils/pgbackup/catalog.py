@@ -39,6 +39,32 @@ def parse_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
 
 
+def parse_moment(text: str, tz_name: str = "UTC") -> datetime:
+    """ISO 8601 (``2026-11-24T13:00:00Z``, ``2026-11-24 13:00``); a time without offset is in ``tz_name``."""
+    cleaned = text.strip().replace(" ", "T", 1)
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise NotFound("time %r is not valid: use ISO 8601 such as 2026-11-24T13:00:00Z or '2026-11-24 13:00'"
+                       % text) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(tz_name))
+    return moment
+
+
+def zone(tz_name: str):
+    """A tzinfo for an IANA name (UTC needs no tz database, so it works everywhere)."""
+    if tz_name.upper() == "UTC":
+        return timezone.utc
+    try:
+        from zoneinfo import ZoneInfo  # pylint: disable=import-outside-toplevel
+        return ZoneInfo(tz_name)
+    except Exception:  # pylint: disable=broad-except
+        raise NotFound("time zone %r is not valid: use an IANA name such as UTC or Europe/Berlin" % tz_name) from None
+
+
 def slug(name: str) -> str:
     """A file-name-safe rendering of a database name (the manifest keeps the real one)."""
     return _SLUG.sub("_", name).strip("_") or "db"
@@ -188,6 +214,14 @@ class Repository:
                     raise NotFound("backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
                 return backup
         raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list')" % (selector, self.root))
+
+    def newest_before(self, moment: datetime, kind: str = "full", database: Optional[str] = None) -> Backup:
+        """The newest good backup of ``kind`` that started before ``moment``."""
+        chosen = [b for b in self.backups(kind=kind, database=database) if b.created_at < moment]
+        if not chosen:
+            raise NotFound("no good %s backup%s before %s in %s" % (kind, " of %s" % database if database else "",
+                                                                    iso(moment), self.root))
+        return chosen[-1]
 
     def _find_by_path(self, path: str) -> Backup:
         path = os.path.abspath(path)

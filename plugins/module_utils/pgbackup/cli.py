@@ -52,7 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
 
     restore = sub.add_parser("restore", help="restore a backup into a database")
-    restore.add_argument("backup", help="a backup id, a manifest or data file path, or 'latest'")
+    restore.add_argument("backup", nargs="?", default="latest",
+                         help="a backup id, a manifest or data file path, or 'latest' (the default)")
+    restore.add_argument("--before", metavar="TIME", help="with 'latest': the newest backup started before TIME "
+                                                          "(ISO 8601; without an offset, in BACKUP_TIMEZONE)")
+    restore.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
+                         help="partial restore: only these tables' rows (repeatable); into a temporary database "
+                              "unless --target-url is given")
+    restore.add_argument("--schema", action="append", default=[], help="partial restore: every table of a schema")
     restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
                                               "prefer a passfile to a password in this URL")
     restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
@@ -121,7 +128,8 @@ def _cmd_restore(cfg, args) -> int:
         _err("%s: warning: a password in --target-url is visible to other users in 'ps'; "
              "use a passfile (PGPASSFILE) instead" % PROG)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
-                            with_globals=args.with_globals, jobs=args.jobs, kind=args.kind)
+                            with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
+                            tables=args.table, schemas=args.schema)
     if args.json:
         _print_json(result.as_dict())
         return 0

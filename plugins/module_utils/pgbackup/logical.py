@@ -21,6 +21,7 @@ from .errors import BackupError, ConfigError
 from .pgclient import ServerInfo, server_info, user_object_count
 from .pipeline import describe_exit, stream_tool_to_file
 from .runlog import RunLog
+from .snapshot import SnapshotSession, snapshot_flag
 
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
@@ -55,9 +56,9 @@ def _globals_command(tools: ClientTools, target: DbTarget, info: ServerInfo) -> 
     return cmd
 
 
-def _dump_command(tools: ClientTools, target: DbTarget, kind: str) -> List[str]:
+def _dump_command(tools: ClientTools, target: DbTarget, kind: str, snapshot: Optional[str]) -> List[str]:
     return [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
-            "--dbname=" + target.url] + DUMP_FLAGS[kind]
+            "--dbname=" + target.url] + DUMP_FLAGS[kind] + snapshot_flag(snapshot)
 
 
 def database_statements(tools: ClientTools, target: DbTarget) -> List[str]:
@@ -140,14 +141,22 @@ class BackupRun:
         written: List[str] = []
         objects = user_object_count(tools.path("psql"), self.target) if self.kind != "globals" else None
         db_sql = database_statements(tools, self.target) if self.kind in ("full", "schema") else None
+        counts: Dict[str, Any] = {}
+        session = None
         try:
             if self.kind != "globals":
+                session = SnapshotSession(tools.path("psql"), self.target)
+                snapshot = session.export()
+                if self.kind in ("full", "data"):
+                    session.count_rows_in_background()  # same snapshot as the dump, on the other core
                 dest = os.path.join(directory, "%s.dump%s" % (backup_id, SUFFIX[algorithm]))
-                result = stream_tool_to_file(_dump_command(tools, self.target, self.kind), env, dest, algorithm,
-                                             level, check_custom_archive, "pg_dump", "dump")
+                result = stream_tool_to_file(_dump_command(tools, self.target, self.kind, snapshot), env, dest,
+                                             algorithm, level, check_custom_archive, "pg_dump", "dump")
                 written.append(result.path)
                 files.append(_file_entry(result, "database", "custom", algorithm))
                 warnings.extend(result.warnings)
+                counts = session.finish()
+                session = None
             if self.kind in ("full", "globals"):
                 name = "%s.globals.sql%s" if self.kind == "full" else "%s.sql%s"
                 dest = os.path.join(directory, name % (backup_id, SUFFIX[algorithm]))
@@ -179,6 +188,8 @@ class BackupRun:
                 "encryption": None,
                 "parent": None,
                 "user_objects": objects,
+                "database_size": counts.get("size"),
+                "table_rows": counts.get("rows"),
                 "database_sql": db_sql,
                 "globals": {"role_passwords": info.is_superuser} if self.kind in ("full", "globals") else None,
                 "warnings": warnings,
@@ -188,6 +199,8 @@ class BackupRun:
             backup.save()  # last: until now nothing of this run is listed or restorable
             return backup
         except BaseException:
+            if session is not None:
+                session.close()
             for path in written:
                 try:
                     os.unlink(path)

@@ -81,6 +81,11 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def qualified(schema: str, name: str) -> str:
+    """``"schema"."name"``, always quoted: safe for to_regclass and any SQL position."""
+    return quote_ident(schema) + "." + quote_ident(name)
+
+
 def server_info(psql: str, target: DbTarget) -> ServerInfo:
     rows = query(psql, target, (
         "SELECT current_setting('server_version_num'), current_setting('server_version'), current_user, "

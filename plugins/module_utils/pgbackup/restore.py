@@ -17,20 +17,25 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .binaries import ClientTools, any_psql, select_tools
-from .catalog import Backup, Repository
+from .catalog import Backup, Repository, parse_moment, utc_now
 from .compression import open_decompressed
 from .config import Config
 from .connection import DbTarget
 from .errors import BackupError, RestoreError
-from .globals_sql import filter_globals
-from .pgclient import (ServerInfo, database_exists, execute, query, quote_ident, quote_literal, server_info,
+from .fsutil import describe_os_error
+from .globals_sql import filter_globals, leading_identifier
+from .pgclient import (ServerInfo, database_exists, execute, query, qualified as format_table, quote_ident, quote_literal,
+                       server_info,
                        user_object_count)
 from .pipeline import CHUNK, describe_exit
 from .runlog import RunLog
+from .snapshot import count_rows
+from .space import check_free_space
 from .verify import verify_checksums
 
 STAGING_SUFFIX = "__seawall_restore"
@@ -58,6 +63,7 @@ class RestoreResult:
     objects: Optional[int] = None
     seconds: float = 0.0
     jobs: int = 1
+    rows: Optional[Dict[str, int]] = None
     warnings: List[str] = field(default_factory=list)
 
     def as_dict(self) -> Dict[str, Any]:
@@ -72,6 +78,75 @@ def rename_database(statement: str, source: str, target: str) -> str:
         if pattern.search(statement):
             return pattern.sub(lambda m: m.group(1) + quoted, statement, count=1)
     return statement
+
+
+def split_table_name(name: str) -> Tuple[str, str]:
+    """``schema.table`` (``public`` when no schema is given); quote names that contain dots: ``"a.b".c``."""
+    if name.startswith('"'):
+        first, rest = leading_identifier(name)
+        if rest.startswith("."):
+            second = leading_identifier(rest[1:])[0]
+            return first or "", second or ""
+        return "public", first or ""
+    if "." in name:
+        schema, table = name.split(".", 1)
+        return schema, leading_identifier(table)[0] or table
+    return "public", name
+
+
+def leaf_tables(psql: str, staged: DbTarget, tables: Sequence[Tuple[str, str]],
+                schemas: Sequence[str]) -> List[Tuple[str, str]]:
+    """The tables that hold the rows of the chosen ones (a partitioned table's rows live in its leaves)."""
+    found: List[Tuple[str, str]] = []
+    for schema, table in tables:
+        name = quote_literal(format_table(schema, table))
+        rows = query(psql, staged, (
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND (c.oid = to_regclass(%s) OR c.oid IN (SELECT relid FROM "
+            "pg_partition_tree(to_regclass(%s)) WHERE isleaf))" % (name, name)))
+        if not rows:
+            raise RestoreError("table %s.%s is not in the backup" % (schema, table))
+        found.extend((row[0], row[1]) for row in rows)
+    for schema in schemas:
+        rows = query(psql, staged, (
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname = %s" % quote_literal(schema)))
+        if not query(psql, staged, "SELECT 1 FROM pg_namespace WHERE nspname = %s" % quote_literal(schema)):
+            raise RestoreError("schema %s is not in the backup" % schema)
+        found.extend((row[0], row[1]) for row in rows)
+    return sorted(set(found))
+
+
+def check_partial_rows(psql: str, staged: DbTarget, backup: Backup, leaves: Sequence[Tuple[str, str]]) -> Dict[str, int]:
+    """Every table a partial restore filled holds exactly the rows the backup recorded."""
+    counts = count_rows(psql, staged, [list(t) for t in leaves])
+    recorded = backup.manifest.get("table_rows") or {}
+    wrong = ["%s has %d rows, the backup recorded %d" % (k, v, recorded[k]) for k, v in sorted(counts.items())
+             if k in recorded and recorded[k] != v]
+    if wrong:
+        raise RestoreError("partial restore is incomplete: " + "; ".join(wrong))
+    return counts
+
+
+RESTORED_SETTING = "seawall.restored_backup"
+
+
+def record_restored(psql: str, target: DbTarget, backup_id: str, warnings: List[str]) -> None:
+    """Mark the target with the backup it came from (a database setting: the comment belongs to the data)."""
+    try:
+        execute(psql, target, "ALTER DATABASE %s SET %s = %s" % (quote_ident(target.dbname or ""), RESTORED_SETTING,
+                                                                  quote_literal(backup_id)))
+    except BackupError as exc:
+        warnings.append("could not record the restored backup id on %s: %s" % (target.dbname, exc))
+
+
+def restored_backup_id(psql: str, target: DbTarget) -> Optional[str]:
+    """The backup id recorded on ``target`` by an earlier restore, if any."""
+    rows = query(psql, target, (
+        "SELECT substr(c, length(%s) + 2) FROM pg_db_role_setting s, unnest(s.setconfig) c "
+        "WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND s.setrole = 0 AND c LIKE %s" % (quote_literal(RESTORED_SETTING), quote_literal(RESTORED_SETTING + "=%"))))
+    return rows[0][0] if rows else None
 
 
 def staging_name(target: str) -> str:
@@ -133,16 +208,24 @@ class _ToolRun:
 
 
 class Restorer:
-    def __init__(self, cfg: Config, backup: Backup, target_url: str, clean: bool = False,
-                 with_globals: bool = False, jobs: Optional[int] = None) -> None:
+    """Restore one backup into one target; ``tables``/``schemas`` make it partial (definitions of
+    everything, rows of the chosen tables only: the strategy's partial-recovery procedure)."""
+
+    def __init__(self, cfg: Config, backup: Backup, target: DbTarget, clean: bool = False,
+                 with_globals: bool = False, jobs: Optional[int] = None, tables: Sequence[str] = (),
+                 schemas: Sequence[str] = ()) -> None:
         self.cfg = cfg
         self.backup = backup
-        self.target = DbTarget(target_url)
+        self.target = target
         if not self.target.dbname and backup.kind != "globals":
             raise RestoreError("target URL %s names no database" % self.target.url)
         self.clean = clean
         self.with_globals = with_globals or backup.kind == "globals"
         self.jobs = jobs or cfg.jobs
+        self.tables = [split_table_name(t) for t in tables]
+        self.schemas = list(schemas)
+        if (self.tables or self.schemas) and backup.kind != "full":
+            raise RestoreError("a partial restore needs a full backup; %s is a %s backup" % (backup.id, backup.kind))
         self.result = RestoreResult(backup.id, backup.kind, self.target.url, self.target.dbname, jobs=self.jobs)
 
     # ------------------------------------------------------------------ checks before anything is touched
@@ -163,6 +246,8 @@ class Restorer:
         admin = _maintenance(self.target, psql)
         info = server_info(psql, admin)
         tools = self._check_compatibility(info)
+        if self.backup.kind in ("full", "schema"):
+            check_free_space(psql, admin, self.backup, self.result.warnings)
         try:
             if self.with_globals:
                 self._apply_globals(tools, admin, info)
@@ -215,7 +300,10 @@ class Restorer:
         execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
         self._create_database(psql, admin, staging)
         try:
-            self._pg_restore(tools, staged)
+            if self.tables or self.schemas:
+                self._restore_partial(tools, staged)
+            else:
+                self._pg_restore(tools, staged, [[]])
             restored = user_object_count(psql, staged)
             expected = self.backup.manifest.get("user_objects")
             if expected and restored == 0:
@@ -228,6 +316,7 @@ class Restorer:
             execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
             self.result.objects = restored
             self._apply_database_properties(psql)
+            record_restored(psql, self.target, self.backup.id, self.result.warnings)
         except BaseException:
             try:
                 execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
@@ -265,28 +354,52 @@ class Restorer:
                                             % (server["collate"], exc))
         execute(psql, admin, base)
 
-    def _pg_restore(self, tools: ClientTools, staged: DbTarget) -> None:
+    def _restore_partial(self, tools: ClientTools, staged: DbTarget) -> None:
+        """Every definition (so types, extensions and schemas are there), then the chosen tables' rows."""
+        psql = tools.path("psql")
+        with self._unpacked_archive() as plain:
+            self._pg_restore(tools, staged, [["--section=pre-data"]], plain)
+            leaves = leaf_tables(psql, staged, self.tables, self.schemas)
+            self._pg_restore(tools, staged, [["--data-only", "--schema=" + schema, "--table=" + table]
+                                             for schema, table in leaves], plain)
+        self.result.rows = check_partial_rows(psql, staged, self.backup, leaves)
+
+    @contextmanager
+    def _unpacked_archive(self) -> Iterator[str]:
+        """The archive decompressed beside the backups: parallel and repeated pg_restore runs need to seek."""
+        entry = self.backup.file("database")
+        path = self.backup.file_path(entry)
+        scratch = tempfile.mkdtemp(prefix=".restore-", dir=os.path.dirname(self.backup.directory))
+        try:
+            plain = os.path.join(scratch, "archive.dump")
+            try:
+                with open_decompressed(path, entry["compression"]) as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+            except (EOFError, ValueError) as exc:
+                raise RestoreError("%s is corrupt or truncated: %s" % (path, exc)) from None
+            except OSError as exc:
+                raise RestoreError("cannot unpack the archive: " + describe_os_error(exc, plain)) from None
+            yield plain
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _pg_restore(self, tools: ClientTools, staged: DbTarget, passes: List[List[str]],
+                    plain: Optional[str] = None) -> None:
         entry = self.backup.file("database")
         path = self.backup.file_path(entry)
         common = [tools.path("pg_restore"), "--exit-on-error", "--no-password", "--dbname=" + staged.url]
         env = staged.env()
-        if self.jobs > 1:
-            # Parallel restore needs a seekable archive: unpack it beside the backups first.
-            scratch = tempfile.mkdtemp(prefix=".restore-", dir=os.path.dirname(self.backup.directory))
-            try:
-                plain = os.path.join(scratch, "archive.dump")
-                try:
-                    with open_decompressed(path, entry["compression"]) as src, open(plain, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
-                except (EOFError, ValueError) as exc:
-                    raise RestoreError("%s is corrupt or truncated: %s" % (path, exc)) from None
-                out = subprocess.run(common + ["--jobs=%d" % self.jobs, plain], capture_output=True, env=env,
-                                     check=False)
-                stderr = out.stderr.decode("utf-8", "replace")
+        if plain is None and self.jobs > 1:
+            with self._unpacked_archive() as unpacked:
+                self._pg_restore(tools, staged, passes, unpacked)
+            return
+        if plain is not None:
+            jobs = ["--jobs=%d" % self.jobs] if self.jobs > 1 else []
+            for extra in passes:
+                out = subprocess.run(common + jobs + extra + [plain], capture_output=True, env=env, check=False)
                 if out.returncode != 0:
-                    raise RestoreError(describe_exit("pg_restore", out.returncode, stderr))
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+                    raise RestoreError(describe_exit("pg_restore", out.returncode,
+                                                     out.stderr.decode("utf-8", "replace")))
             return
         run = _ToolRun(common + ["--single-transaction"], env, "pg_restore")
         try:
@@ -370,23 +483,42 @@ class Restorer:
                 pass
 
 
-def restore_backup(cfg: Config, selector: str, target_url: Optional[str] = None, clean: bool = False,
-                   with_globals: bool = False, jobs: Optional[int] = None,
-                   kind: Optional[str] = None) -> RestoreResult:
+def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = None,
+                  before: Optional[str] = None) -> Backup:
+    """An id or path; or the newest good backup of ``kind`` (of DATABASE_URL's database), optionally before a time."""
     repo = Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
-    backup = repo.find(selector, kind=kind, database=database if selector == "latest" else None)
-    restorer = Restorer(cfg, backup, target_url or cfg.require_database_url(), clean=clean,
-                        with_globals=with_globals, jobs=jobs)
-    if target_url and cfg.database_url:
-        # Restoring next to the source: the password of DATABASE_URL serves without repeating it in argv.
-        restorer.target.borrow_password(DbTarget(cfg.database_url))
-    log = RunLog(repo.log_dir)
+    if before is not None:
+        if selector != "latest":
+            raise RestoreError("--before selects among the newest backups: give it with 'latest', not %r" % selector)
+        return repo.newest_before(parse_moment(before, cfg.timezone), kind=kind or "full", database=database)
+    return repo.find(selector, kind=kind, database=database if selector == "latest" else None)
+
+
+def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[str] = None, clean: bool = False,
+                   with_globals: bool = False, jobs: Optional[int] = None, kind: Optional[str] = None,
+                   before: Optional[str] = None, tables: Sequence[str] = (),
+                   schemas: Sequence[str] = ()) -> RestoreResult:
+    backup = select_backup(cfg, selector, kind, before)
+    if target_url:
+        target = DbTarget(target_url)
+        if cfg.database_url:
+            # Restoring next to the source: the password of DATABASE_URL serves without repeating it in argv.
+            target.borrow_password(DbTarget(cfg.database_url))
+    elif tables or schemas:
+        # The strategy's partial recovery: a temporary database beside the source, never the source itself.
+        source = DbTarget(cfg.require_database_url())
+        target = source.for_database("%s_partial_%s" % (source.dbname, utc_now().strftime("%Y%m%d%H%M%S")))
+    else:
+        target = DbTarget(cfg.require_database_url())
+    restorer = Restorer(cfg, backup, target, clean=clean, with_globals=with_globals, jobs=jobs, tables=tables,
+                        schemas=schemas)
+    log = RunLog(Repository(cfg.backup_dir).log_dir)
     try:
         result = restorer.run()
     except BackupError as exc:
-        log.failure("restore-failed", id=backup.id, target=restorer.target.url, step=exc.step, error=str(exc))
+        log.failure("restore-failed", id=backup.id, target=target.url, step=exc.step, error=str(exc))
         raise
     log.info("restore-ok", id=backup.id, target=result.target, replaced=result.replaced,
-             globals=result.globals_applied, seconds=result.seconds)
+             globals=result.globals_applied, partial=bool(tables or schemas), seconds=result.seconds)
     return result
