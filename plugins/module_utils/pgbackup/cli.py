@@ -70,13 +70,28 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check checksums and read archives back")
     verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
-    verify.add_argument("--level", choices=("checksum", "archive"), default="archive")
+    verify.add_argument("--level", choices=("checksum", "archive", "restore"), default="archive",
+                        help="restore: also restore into a scratch database and compare row counts")
     verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    _restore_check_options(verify)
     verify.add_argument("--json", action="store_true")
+
+    drill = sub.add_parser("drill", help="DR drill: restore the newest full backup, check it, time it")
+    _restore_check_options(drill)
+    drill.add_argument("--json", action="store_true")
 
     health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
     health.add_argument("--json", action="store_true")
     return parser
+
+
+def _restore_check_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-url", help="server to restore on (its database part is ignored; "
+                                             "default: DATABASE_URL's server)")
+    parser.add_argument("--probe", action="append", default=[], metavar="SQL",
+                        help="a query that must return true on the restored database (repeatable)")
+    parser.add_argument("--with-globals", action="store_true", default=None,
+                        help="create the backup's roles first (default: only on another server)")
 
 
 def _out(text: str) -> None:
@@ -143,18 +158,36 @@ def _cmd_restore(cfg, args) -> int:
 def _cmd_verify(cfg, args) -> int:
     from .verify import verify_and_record  # pylint: disable=import-outside-toplevel
 
-    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind)
+    server = None
+    if args.target_url:
+        server = DbTarget(args.target_url)
+        if cfg.database_url:
+            server.borrow_password(DbTarget(cfg.database_url))
+    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
+                                probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
     if args.json:
         _print_json(results)
     else:
         for result in results:
-            _out("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"], result["details"]))
+            _out("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"] or result["file"], result["details"]))
         if not results:
             _out("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
     bad = [r for r in results if not r["ok"]]
     if bad:
         raise BackupError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]),
                           step="verify")
+    return 0
+
+
+def _cmd_drill(cfg, args) -> int:
+    from .drill import run_drill  # pylint: disable=import-outside-toplevel
+
+    report = run_drill(cfg, args.target_url, probes=args.probe or cfg.verify_probes, with_globals=args.with_globals)
+    if args.json:
+        _print_json(report)
+    else:
+        _out("DR drill OK: %s restored on %s in %.1f s (the RTO); %s"
+             % (report["backup_id"], report["server"], report["rto_seconds"] or 0, report["details"]))
     return 0
 
 
@@ -172,7 +205,7 @@ def _cmd_health(cfg, args) -> int:
 
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
-            "health": _cmd_health}
+            "drill": _cmd_drill, "health": _cmd_health}
 
 
 def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from .cron import Cron
 from .errors import ConfigError
@@ -70,6 +70,7 @@ class Config:
     cleanup_schedule: str = DEFAULT_SCHEDULES["cleanup"]
     destinations: Dict[str, Any] = field(default_factory=lambda: {"local": {"enabled": True}})
     monitoring: Dict[str, Any] = field(default_factory=dict)
+    verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
 
     def compression_for(self, kind: str) -> str:
@@ -187,7 +188,7 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
         raise ConfigError('%s is not valid: expected an object {"backup": {...}}' % where)
     backup = document["backup"]
     known = {"types", "destinations", "monitoring", "directory", "pgBinDir", "timezone", "compression",
-             "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl"}
+             "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify"}
     for key in backup:
         if key not in known:
             raise _bad("backup.%s" % key, backup[key], "unknown key; known: %s" % ", ".join(sorted(known)), where)
@@ -207,6 +208,11 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
         cfg.jobs = parse_count("backup.jobs", backup["jobs"], where, 1)
     if "databaseUrl" in backup:
         cfg.database_url = parse_url("backup.databaseUrl", backup["databaseUrl"], where)
+    probes = (backup.get("verify") or {}).get("probes")
+    if probes is not None:
+        if not isinstance(probes, list) or not all(isinstance(p, str) and p.strip() for p in probes):
+            raise _bad("backup.verify.probes", probes, "expected a list of SQL queries that return true", where)
+        cfg.verify_probes = list(probes)
     cleanup = backup.get("cleanup") or {}
     if "schedule" in cleanup:
         cfg.cleanup_schedule = parse_cron("backup.cleanup.schedule", cleanup["schedule"], where)

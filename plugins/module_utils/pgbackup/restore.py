@@ -36,7 +36,7 @@ from .pipeline import CHUNK, describe_exit
 from .runlog import RunLog
 from .snapshot import count_rows
 from .space import check_free_space
-from .verify import verify_checksums
+from .integrity import verify_checksums
 
 STAGING_SUFFIX = "__seawall_restore"
 # A full restore fills materialized views with REFRESH (pg_dump stores no rows for them); a data-only

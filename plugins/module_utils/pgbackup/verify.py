@@ -9,33 +9,23 @@ import os
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-from .binaries import select_tools
-from .catalog import Backup, Repository, iso, utc_now
+from .binaries import any_psql, select_tools
+from .catalog import PARTIAL_SUFFIX, Backup, Repository, iso, load_backup, slug, utc_now
 from .compression import open_decompressed
 from .config import Config
-from .errors import VerifyError
+from .connection import DbTarget
+from .errors import BackupError, VerifyError
+from .integrity import verify_checksums
 from .logical import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
-from .pipeline import CHUNK, describe_exit, sha256_file
+from .pgclient import execute, query, quote_ident
+from .pipeline import CHUNK, describe_exit
+from .restore import Restorer
 from .runlog import RunLog
+from .snapshot import count_rows
 
-LEVELS = ("checksum", "archive")
-
-
-def verify_checksums(backup: Backup) -> None:
-    """Every file present with the manifest's size and sha256; names the first file that differs."""
-    for entry in backup.manifest.get("files", []):
-        path = backup.file_path(entry)
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            raise VerifyError("%s: file %s is missing" % (backup.id, path)) from None
-        if size != entry["size"]:
-            raise VerifyError("%s: file %s has %d bytes, the manifest recorded %d (truncated or replaced)"
-                              % (backup.id, path, size, entry["size"]))
-        if sha256_file(path) != entry["sha256"]:
-            raise VerifyError("%s: file %s does not match its sha256 (corrupted)" % (backup.id, path))
+LEVELS = ("checksum", "archive", "restore")
 
 
 def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
@@ -82,8 +72,51 @@ def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
     return "%d archive entries" % len(entries)
 
 
-def verify(cfg: Config, backup: Backup, level: str = "archive") -> Dict[str, Any]:
-    """Check ``backup`` and return the verification record (not yet saved)."""
+def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequence[str],
+                   with_globals: bool, record: Dict[str, Any]) -> str:
+    """Restore into a scratch database, compare row counts with the backup's, run the probes, drop it."""
+    if backup.kind not in ("full", "schema"):
+        raise VerifyError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
+    scratch = server.for_database(("seawall_verify_" + slug(backup.id))[:63])
+    psql = any_psql(cfg.pg_bin_dir)
+    try:
+        try:
+            result = Restorer(cfg, backup, scratch, clean=True, with_globals=with_globals).run()
+        except BackupError as exc:
+            raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
+        record["rto_seconds"] = result.seconds
+        details = ["restored %d objects into %s on %s in %.1f s" % (result.objects or 0, scratch.dbname,
+                                                                     server.hostinfo, result.seconds)]
+        recorded = backup.manifest.get("table_rows")
+        if backup.kind == "full" and recorded is not None:
+            counts = count_rows(psql, scratch)
+            wrong = ["%s has %s rows, the backup recorded %d" % (k, counts.get(k, "no"), v)
+                     for k, v in sorted(recorded.items()) if counts.get(k) != v]
+            if wrong:
+                raise VerifyError("%s: restored rows differ: %s" % (backup.id, "; ".join(wrong[:5])))
+            details.append("%d tables with the recorded row counts" % len(recorded))
+        for probe in probes:
+            try:
+                answer = query(psql, scratch, probe)
+            except BackupError as exc:
+                raise VerifyError("%s: probe %r failed: %s" % (backup.id, probe, exc)) from None
+            if answer != [["t"]]:
+                raise VerifyError("%s: probe %r returned %s, not true" % (backup.id, probe, answer))
+        if probes:
+            details.append("%d probes true" % len(probes))
+        return "; ".join(details)
+    finally:
+        try:
+            execute(psql, scratch.for_database("postgres"), "DROP DATABASE IF EXISTS %s WITH (FORCE)"
+                    % quote_ident(scratch.dbname or ""))
+        except BackupError:
+            pass
+        scratch.close()
+
+
+def verify(cfg: Config, backup: Backup, level: str = "archive", server: Optional[DbTarget] = None,
+           probes: Sequence[str] = (), with_globals: bool = False) -> Dict[str, Any]:
+    """Check ``backup`` up to ``level`` and return the verification record (not yet saved)."""
     if level not in LEVELS:
         raise VerifyError("level=%r is not valid: use one of %s" % (level, ", ".join(LEVELS)))
     started = time.monotonic()
@@ -92,9 +125,13 @@ def verify(cfg: Config, backup: Backup, level: str = "archive") -> Dict[str, Any
     try:
         verify_checksums(backup)
         details.append("checksums match")
-        if level == "archive":
+        if level in ("archive", "restore"):
             for entry in backup.manifest.get("files", []):
                 details.append(_check_archive(backup, entry, cfg))
+        if level == "restore":
+            if server is None:
+                server = DbTarget(cfg.require_database_url())
+            details.append(_check_restore(cfg, backup, server, probes, with_globals, record))
     except VerifyError as exc:
         record["ok"] = False
         details = [str(exc)]
@@ -104,20 +141,42 @@ def verify(cfg: Config, backup: Backup, level: str = "archive") -> Dict[str, Any
 
 
 def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = "archive",
-                      kind: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Verify one backup (or every good one when ``selector`` is None) and record each result in its manifest."""
+                      kind: Optional[str] = None, server: Optional[DbTarget] = None, probes: Sequence[str] = (),
+                      with_globals: bool = False) -> List[Dict[str, Any]]:
+    """Verify one backup (or every good one when ``selector`` is None) and record each result in its manifest.
+
+    The lock is held only to record: a long restore-level check never delays a scheduled backup.
+    """
     repo = Repository(cfg.backup_dir)
     log = RunLog(repo.log_dir)
-    with repo.lock(wait_seconds=30):
-        targets = [repo.find(selector, kind=kind, allow_bad=True)] if selector else repo.backups(kind=kind)
-        results = []
-        for backup in targets:
-            record = verify(cfg, backup, level)
-            backup.manifest["verification"] = record
-            backup.save()
-            results.append({"id": backup.id, "type": backup.kind, **record})
-            if record["ok"]:
-                log.info("verify-ok", id=backup.id, level=level, seconds=record["duration_seconds"])
-            else:
-                log.failure("verify-failed", id=backup.id, level=level, step="verify", error=record["details"])
+    targets = [repo.find(selector, kind=kind, allow_bad=True)] if selector else repo.backups(kind=kind)
+    results = []
+    for backup in targets:
+        record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
+        with repo.lock(wait_seconds=600):
+            current = load_backup(backup.manifest_path)
+            if current is None:
+                raise VerifyError("%s was removed while it was being verified" % backup.id)
+            current.manifest["verification"] = record
+            current.save()
+        results.append(dict({"id": backup.id, "type": backup.kind}, **record))
+        if record["ok"]:
+            log.info("verify-ok", id=backup.id, level=level, seconds=record["duration_seconds"])
+        else:
+            log.failure("verify-failed", id=backup.id, level=level, step="verify", error=record["details"])
+    if not selector:
+        results.extend(_orphans(repo, kind, log))
     return results
+
+
+def _orphans(repo: Repository, kind: Optional[str], log: RunLog) -> List[Dict[str, Any]]:
+    """Data files no manifest names: a deleted manifest shows here (a running backup's .partial does not)."""
+    found = []
+    for path in repo.leftovers():
+        folder = os.path.basename(os.path.dirname(path))
+        if path.endswith(PARTIAL_SUFFIX) or os.path.basename(path).startswith(".") or (kind and folder != kind):
+            continue
+        details = "%s: no manifest names this file (an interrupted backup, or its manifest was deleted)" % path
+        found.append({"id": None, "file": path, "type": folder, "ok": False, "details": details})
+        log.failure("verify-failed", path=path, step="verify", error=details)
+    return found
