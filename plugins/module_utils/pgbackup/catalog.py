@@ -238,22 +238,30 @@ class Repository:
                     return backup
         raise NotFound("%s belongs to no complete backup (no manifest names it): it is not restorable" % path)
 
-    def leftovers(self) -> List[str]:
-        """Files no manifest names: partial writes and data files of interrupted runs."""
-        named = set()
-        for backup in self.backups(include_bad=True):
-            for entry in backup.manifest.get("files", []):
-                named.add(backup.file_path(entry))
+    def leftovers(self, backups: Optional[List[Backup]] = None) -> List[str]:
+        """Files no manifest names: partial writes and data files of interrupted runs.
+
+        ``backups``: the catalog as already read with include_bad=True (10,000 manifests are read once).
+        A file named like a manifest this version cannot read (a newer format, say) is not a leftover:
+        it may well belong to that manifest.
+        """
+        backups = self.backups(include_bad=True) if backups is None else backups
+        named = {b.file_path(entry) for b in backups for entry in b.manifest.get("files", [])}
+        readable = {b.manifest_path for b in backups}
         stray = []
         for kind in ALL_KINDS:
             directory = self.kind_dir(kind)
             if not os.path.isdir(directory):
                 continue
-            for name in os.listdir(directory):
+            names = os.listdir(directory)
+            foreign = [os.path.join(directory, n[:-len(MANIFEST_SUFFIX)]) for n in names
+                       if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")
+                       and os.path.join(directory, n) not in readable]
+            for name in names:
                 path = os.path.join(directory, name)
                 if name.endswith(MANIFEST_SUFFIX) and not name.startswith("."):
                     continue
-                if os.path.isfile(path) and path not in named:
+                if os.path.isfile(path) and path not in named and not _owned_by(path, foreign):
                     stray.append(path)
         return sorted(stray)
 
@@ -263,6 +271,11 @@ class Repository:
         for path in removed:
             remove_quietly(path)
         return removed
+
+
+def _owned_by(path: str, stems: List[str]) -> bool:
+    """Whether ``path`` is ``<stem>.<anything>`` for one of ``stems``."""
+    return any(path.startswith(stem + ".") for stem in stems)
 
 
 def load_backup(path: str) -> Optional[Backup]:

@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     _restore_check_options(drill)
     drill.add_argument("--json", action="store_true")
 
+    cleanup = sub.add_parser("cleanup", help="apply the retention policy: delete expired backups and old leftovers")
+    cleanup.add_argument("--dry-run", action="store_true", help="print the plan; delete nothing")
+    cleanup.add_argument("--timezone", help="time zone of the retention slots (default: $BACKUP_TIMEZONE or UTC)")
+    cleanup.add_argument("--leftover-grace", help="remove files of interrupted runs older than this (default: 6h)")
+    cleanup.add_argument("--json", action="store_true")
+
     health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
     health.add_argument("--json", action="store_true")
     return parser
@@ -191,6 +197,18 @@ def _cmd_drill(cfg, args) -> int:
     return 0
 
 
+def _cmd_cleanup(cfg, args) -> int:
+    from .prune import cleanup, format_cleanup  # pylint: disable=import-outside-toplevel
+
+    result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace)
+    if args.json:
+        _print_json(result)
+        return 0
+    for line in format_cleanup(result):
+        _out(line)
+    return 0
+
+
 def _cmd_health(cfg, args) -> int:
     from .health import health  # pylint: disable=import-outside-toplevel
 
@@ -205,7 +223,7 @@ def _cmd_health(cfg, args) -> int:
 
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
-            "drill": _cmd_drill, "health": _cmd_health}
+            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health}
 
 
 def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from .cron import Cron
+from .duration import parse_duration
 from .errors import ConfigError
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
@@ -71,6 +72,7 @@ class Config:
     destinations: Dict[str, Any] = field(default_factory=lambda: {"local": {"enabled": True}})
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
+    leftover_grace: Optional[str] = None  # a duration; None: prune's default (6 h)
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
 
     def compression_for(self, kind: str) -> str:
@@ -171,6 +173,19 @@ def parse_cron(key: str, value: Any, where: str = "") -> str:
     return text
 
 
+def parse_timezone(key: str, value: Any, where: str = "") -> str:
+    text = str(value).strip()
+    if text.upper() == "UTC":
+        return "UTC"
+    try:
+        from zoneinfo import ZoneInfo  # pylint: disable=import-outside-toplevel
+
+        ZoneInfo(text)
+    except (ImportError, KeyError, ValueError, OSError):
+        raise _bad(key, value, "use an IANA time zone name such as UTC or Europe/Berlin", where) from None
+    return text
+
+
 def parse_url(key: str, value: Any, where: str = "") -> str:
     text = str(value).strip()
     if not re.match(r"^postgres(ql)?://", text):
@@ -197,7 +212,7 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
     if "pgBinDir" in backup:
         cfg.pg_bin_dir = str(backup["pgBinDir"]) or None
     if "timezone" in backup:
-        cfg.timezone = str(backup["timezone"])
+        cfg.timezone = parse_timezone("backup.timezone", backup["timezone"], where)
     if "compression" in backup:
         cfg.compression = parse_compression("backup.compression", backup["compression"], where)
     if "compressionLevel" in backup:
@@ -216,6 +231,8 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
     cleanup = backup.get("cleanup") or {}
     if "schedule" in cleanup:
         cfg.cleanup_schedule = parse_cron("backup.cleanup.schedule", cleanup["schedule"], where)
+    if "leftoverGrace" in cleanup:
+        cfg.leftover_grace = str(parse_duration("backup.cleanup.leftoverGrace", cleanup["leftoverGrace"]).total_seconds())
     types = backup.get("types") or {}
     if not isinstance(types, Mapping):
         raise _bad("backup.types", types, "expected an object keyed by backup type", where)
@@ -296,7 +313,10 @@ def apply_env(cfg: Config, env: Mapping[str, str]) -> None:
     if get("BACKUP_JOBS"):
         cfg.jobs = parse_count("BACKUP_JOBS", env["BACKUP_JOBS"], minimum=1)
     if get("BACKUP_TIMEZONE"):
-        cfg.timezone = env["BACKUP_TIMEZONE"]
+        cfg.timezone = parse_timezone("BACKUP_TIMEZONE", env["BACKUP_TIMEZONE"])
+    if get("BACKUP_LEFTOVER_GRACE"):
+        parse_duration("BACKUP_LEFTOVER_GRACE", env["BACKUP_LEFTOVER_GRACE"])
+        cfg.leftover_grace = env["BACKUP_LEFTOVER_GRACE"]
     # The users' retention variables govern full backups (their default type).
     for slot in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY"):
         name = "BACKUP_RETENTION_%s" % slot
