@@ -211,7 +211,6 @@ step:
 
 import getpass
 import os
-import re
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
@@ -221,40 +220,10 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
+from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import format_duration, parse_duration
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import utc_now
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.logical import create_backup, newest_good
-
-_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
-_DURATION = re.compile(r'(\d+)\s*([smhdw])')
-
-
-def parse_duration(value):
-    """Seconds in ``value`` (an int, ``'3600'``, ``'20h'``, ``'1d12h'``); None when it is not a duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    text = str(value).strip().lower().replace(' ', '')
-    if text.isdigit():
-        return int(text)
-    if not text or _DURATION.sub('', text):
-        return None
-    return sum(int(number) * _UNITS[unit] for number, unit in _DURATION.findall(text))
-
-
-def format_duration(seconds):
-    """``7500`` -> ``'2h5m'``; under a minute in seconds."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return '%ds' % max(seconds, 0)
-    parts = []
-    for unit in ('d', 'h', 'm'):
-        count, seconds = divmod(seconds, _UNITS[unit])
-        if count:
-            parts.append('%d%s' % (count, unit))
-    return ''.join(parts)
-
 
 def database_of(url):
     """The database libpq connects to for ``url``: its path, else PGDATABASE, else the user name."""

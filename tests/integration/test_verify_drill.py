@@ -56,7 +56,7 @@ def test_every_kind_of_damage_is_detected_and_named(pg15, tmp_path):
     try:
         backup_dir = tmp_path / "backups"
         env = cli.cli_env(pg15.url("damage"), backup_dir)
-        first, second, third, fourth = (cli.create(env, "full") for _ in range(4))
+        first, second, third, fourth = (cli.create(env, "full") for _attempt in range(4))
         paths = {b["id"]: [os.path.join(backup_dir, "full", f["name"]) for f in b["files"]]
                  for b in (first, second, third, fourth)}
         # One flipped byte.

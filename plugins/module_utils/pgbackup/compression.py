@@ -73,4 +73,3 @@ def open_decompressed(path: str, algorithm: str) -> BinaryIO:
     if algorithm == "none":
         return open(path, "rb")  # pylint: disable=consider-using-with
     raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
-

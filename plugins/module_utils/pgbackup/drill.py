@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 from .catalog import Repository, iso, utc_now
 from .config import Config
 from .connection import DbTarget
-from .errors import VerifyError
+from .errors import BackupError, VerifyError
 from .fsutil import write_json_atomic
 from .verify import verify_and_record
 
@@ -35,8 +35,12 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
     repo = Repository(cfg.backup_dir)
     backup = repo.find("latest", kind="full", database=source.dbname)
     started = utc_now()
-    result = verify_and_record(cfg, backup.id, level="restore", server=server, probes=probes,
-                               with_globals=with_globals)[0]
+    try:
+        result = verify_and_record(cfg, backup.id, level="restore", server=server, probes=probes,
+                                   with_globals=with_globals)[0]
+    except BackupError as exc:  # the drill could not run: that is a failed drill too, and it is reported
+        result = {"ok": False, "details": "%s (step %s)" % (exc, exc.step),
+                  "duration_seconds": round((utc_now() - started).total_seconds(), 3)}
     report = {
         "kind": "dr-drill",
         "backup_id": backup.id,

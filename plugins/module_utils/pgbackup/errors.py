@@ -37,6 +37,12 @@ class NotFound(BackupError):
     step = "select"
 
 
+class ResourceError(BackupError):
+    """The machine lacks something (disk space): nothing is wrong with the backup."""
+
+    step = "space"
+
+
 class RestoreError(BackupError):
     step = "restore"
 

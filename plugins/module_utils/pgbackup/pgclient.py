@@ -121,4 +121,3 @@ def user_object_count(psql: str, target: DbTarget) -> int:
            "        AND nspname NOT LIKE 'pg_toast%' AND nspname NOT LIKE 'pg_temp%') "
            "     + (SELECT count(*) FROM pg_largeobject_metadata)")
     return int(query(psql, target, sql)[0][0])
-

@@ -26,7 +26,7 @@ from .catalog import Backup, Repository, parse_moment, utc_now
 from .compression import open_decompressed
 from .config import Config
 from .connection import DbTarget
-from .errors import BackupError, RestoreError
+from .errors import BackupError, ClientToolError, ConnectionFailed, RestoreError
 from .fsutil import describe_os_error
 from .globals_sql import filter_globals, leading_identifier
 from .pgclient import (ServerInfo, database_exists, execute, query, qualified as format_table, quote_ident, quote_literal,
@@ -134,8 +134,8 @@ RESTORED_SETTING = "seawall.restored_backup"
 def record_restored(psql: str, target: DbTarget, backup_id: str, warnings: List[str]) -> None:
     """Mark the target with the backup it came from (a database setting: the comment belongs to the data)."""
     try:
-        execute(psql, target, "ALTER DATABASE %s SET %s = %s" % (quote_ident(target.dbname or ""), RESTORED_SETTING,
-                                                                  quote_literal(backup_id)))
+        execute(psql, target, "ALTER DATABASE %s SET %s = %s"
+                % (quote_ident(target.dbname or ""), RESTORED_SETTING, quote_literal(backup_id)))
     except BackupError as exc:
         warnings.append("could not record the restored backup id on %s: %s" % (target.dbname, exc))
 
@@ -166,7 +166,8 @@ def _maintenance(target: DbTarget, psql: str) -> DbTarget:
         except BackupError as exc:
             if "does not exist" not in str(exc):
                 raise
-    raise RestoreError("%s: neither database postgres nor template1 can be reached to create the target" % target.url)
+    raise ConnectionFailed("%s: neither database postgres nor template1 can be reached to create the target"
+                           % target.url)
 
 
 class _ToolRun:
@@ -233,7 +234,7 @@ class Restorer:
         source = self.backup.manifest.get("server") or {}
         source_major = int(source.get("major") or 0)
         if info.major < source_major:
-            raise RestoreError("target server is PostgreSQL %d but backup %s comes from PostgreSQL %d: restore onto "
+            raise ClientToolError("target server is PostgreSQL %d but backup %s comes from PostgreSQL %d: restore onto "
                                "PostgreSQL %d or newer" % (info.major, self.backup.id, source_major, source_major))
         dump_major = int((self.backup.manifest.get("client") or {}).get("major") or 0)
         return select_tools(max(info.major, dump_major), self.cfg.pg_bin_dir,

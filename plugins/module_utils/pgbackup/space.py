@@ -11,7 +11,7 @@ from typing import List
 
 from .catalog import Backup
 from .connection import DbTarget
-from .errors import BackupError, RestoreError
+from .errors import BackupError, ResourceError
 from .pgclient import query
 
 LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "[::1]", "::1")
@@ -41,5 +41,5 @@ def check_free_space(psql: str, admin: DbTarget, backup: Backup, warnings: List[
         return  # the server runs in a container or elsewhere: its path is not ours to measure
     free = shutil.disk_usage(data_dir).free
     if free < needed * HEADROOM:
-        raise RestoreError("not enough free space for backup %s: %s has %s free, the database needs about %s "
+        raise ResourceError("not enough free space for backup %s: %s has %s free, the database needs about %s "
                            "(its size at backup time)" % (backup.id, data_dir, gib(free), gib(needed * HEADROOM)))

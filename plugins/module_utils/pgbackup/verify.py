@@ -16,7 +16,8 @@ from .catalog import PARTIAL_SUFFIX, Backup, Repository, iso, load_backup, slug,
 from .compression import open_decompressed
 from .config import Config
 from .connection import DbTarget
-from .errors import BackupError, VerifyError
+from .errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
+                     VerifyError)
 from .integrity import verify_checksums
 from .logical import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
 from .pgclient import execute, query, quote_ident
@@ -26,6 +27,8 @@ from .runlog import RunLog
 from .snapshot import count_rows
 
 LEVELS = ("checksum", "archive", "restore")
+# Failures of the surroundings, not of the backup: raised to the caller, never recorded in the manifest.
+UNVERIFIABLE = (ConnectionFailed, ClientToolError, ConfigError, LockedError, ResourceError)
 
 
 def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
@@ -76,17 +79,19 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
                    with_globals: bool, record: Dict[str, Any]) -> str:
     """Restore into a scratch database, compare row counts with the backup's, run the probes, drop it."""
     if backup.kind not in ("full", "schema"):
-        raise VerifyError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
+        raise ConfigError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
     scratch = server.for_database(("seawall_verify_" + slug(backup.id))[:63])
     psql = any_psql(cfg.pg_bin_dir)
     try:
         try:
             result = Restorer(cfg, backup, scratch, clean=True, with_globals=with_globals).run()
+        except UNVERIFIABLE:
+            raise  # the server, the tools or the settings failed, not the backup: nothing is recorded
         except BackupError as exc:
             raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
         record["rto_seconds"] = result.seconds
-        details = ["restored %d objects into %s on %s in %.1f s" % (result.objects or 0, scratch.dbname,
-                                                                     server.hostinfo, result.seconds)]
+        details = ["restored %d objects into %s on %s in %.1f s"
+                   % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds)]
         recorded = backup.manifest.get("table_rows")
         if backup.kind == "full" and recorded is not None:
             counts = count_rows(psql, scratch)
@@ -98,8 +103,9 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         for probe in probes:
             try:
                 answer = query(psql, scratch, probe)
-            except BackupError as exc:
-                raise VerifyError("%s: probe %r failed: %s" % (backup.id, probe, exc)) from None
+            except BackupError as exc:  # a probe that cannot run says nothing about the backup
+                raise ConfigError("probe %r cannot run on the restored database: %s" % (probe, exc),
+                                  step="probe") from None
             if answer != [["t"]]:
                 raise VerifyError("%s: probe %r returned %s, not true" % (backup.id, probe, answer))
         if probes:

@@ -1,0 +1,15 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Durations of the modules' ``max_age`` options (``3600``, ``'30m'``, ``'20h'``, ``'1d12h'``, ``'1w'``).
+
+The grammar lives in the engine, so modules, the host command and the configuration agree.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.duration import (  # noqa: F401 pylint: disable=unused-import
+    INVALID_DURATION,
+    format_duration,
+)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.duration import duration_seconds as parse_duration  # noqa: F401

@@ -1,0 +1,430 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pg_backup_restore
+short_description: Restore a seawall backup into a PostgreSQL database, refusing to overwrite data unless told to
+version_added: 0.1.0
+description:
+  - Restores one backup of a seawall backup repository - chosen by id, as the newest good one
+    (V(latest)), or as the newest good one taken before a time (O(before)) - with PostgreSQL's own
+    tools (C(pg_restore), C(psql)).
+  - Full and schema backups are restored into a staging database that replaces the target only when
+    the restore succeeded, so a failed restore leaves the target as it was. A restore that restored
+    nothing is a failure. Data-only backups are replayed into the existing tables in one transaction.
+  - Before anything is touched, the backup's checksums are checked, and the target server must be of
+    the backup's PostgreSQL major version or newer, with client tools new enough and, when the server
+    is local, enough free space.
+  - Refuses a target database that already holds objects unless O(replace=true).
+  - Records the restored backup id on the target database (the database setting
+    C(seawall.restored_backup)) and is idempotent on that record - when the target already holds the
+    selected backup, nothing is restored and the result is C(changed=false) (O(force=true) restores it again).
+  - A partial restore (O(tables), O(schemas)) restores every definition and the rows of the chosen
+    tables only; without O(target_url) it goes into a new temporary database
+    C(<database>_partial_<time>) beside the database of O(database_url), never into that database.
+author:
+  - Seawall Platform Team (@seawall)
+extends_documentation_fragment:
+  - seawall.pgbackup.common
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports which backup would be restored where (C(changed)) and restores nothing.
+      - Fails, as the restore would, when the target holds objects and O(replace) is not set.
+      - When O(backup=latest) finds no good backup yet, reports C(changed) with a warning instead of
+        failing, since an earlier task of the play may take one.
+  diff_mode:
+    support: full
+    description: Shows the backup id recorded on the target database before and after the run.
+options:
+  backup:
+    description:
+      - The backup to restore - its id (see M(seawall.pgbackup.pg_backup_info)), the path of its
+        manifest or of one of its data files, or V(latest).
+      - V(latest) is the newest good backup of O(type) of the database of O(database_url).
+      - A backup marked bad by a failed verification is never restored.
+    type: str
+    default: latest
+  type:
+    description:
+      - The kind of backup V(latest) and O(before) pick.
+      - V(full) restores the database (and with O(with_globals) the roles first), V(schema) the
+        structure only, V(data) the rows into an existing schema, V(globals) only the roles and tablespaces.
+      - If not set, V(full).
+    type: str
+    choices: [full, schema, data, globals]
+  before:
+    description:
+      - Restore the newest good backup of O(type) that started before this time instead of the newest one.
+      - ISO 8601, for example V(2026-11-24T13:00:00Z) or V(2026-11-24 13:00); a time without an offset
+        is in the configuration's time zone (UTC by default).
+      - Only with O(backup=latest).
+    type: str
+  target_url:
+    description:
+      - The database to restore into, as a libpq URL C(postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME).
+        It is created when it does not exist.
+      - If not set, the database of O(database_url) itself - which holds objects, so this needs
+        O(replace=true) - or, for a partial restore, a new temporary database beside it.
+      - Without a password, the password of O(database_url) is used when the user and server are the
+        same; otherwise give it with E(PGPASSFILE) or C(~/.pgpass).
+      - Treated as a secret (C(no_log)); results show the URL without its password.
+    type: str
+  replace:
+    description:
+      - Replace a target database that already holds objects (the restore's C(--clean)).
+      - For full and schema backups the old database is dropped only after the new one was restored
+        completely; for data-only backups each table is emptied right before it is refilled, in the
+        same transaction.
+    type: bool
+    default: false
+  force:
+    description:
+      - Restore even when the target database already records the selected backup as restored.
+      - A target that holds objects still needs O(replace=true).
+    type: bool
+    default: false
+  with_globals:
+    description:
+      - Create the backup's roles, role memberships and settings and tablespaces first, for a fresh cluster.
+      - Roles that exist and the connecting role are never altered.
+      - Needs a V(full) or V(globals) backup.
+    type: bool
+    default: false
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs.
+      - If not set, E(BACKUP_JOBS), then the configuration file's C(backup.jobs), then V(1).
+    type: int
+  tables:
+    description:
+      - Partial restore - the rows of only these tables, as V(schema.table) (V(public) when no schema
+        is given; quote names with dots, V("a.b".c)). Every definition of the backup is restored.
+      - Needs a V(full) backup.
+    type: list
+    elements: str
+    default: []
+  schemas:
+    description:
+      - Partial restore - the rows of every table of these schemas.
+      - Needs a V(full) backup.
+    type: list
+    elements: str
+    default: []
+requirements:
+  - PostgreSQL client tools (C(pg_restore), C(psql)) of at least the target server's and the backup's C(pg_dump)
+    major version on the managed host.
+seealso:
+  - module: seawall.pgbackup.pg_backup
+  - module: seawall.pgbackup.pg_backup_verify
+  - module: seawall.pgbackup.pg_backup_info
+notes:
+  - Only full and schema restores are recorded on the target; data-only and globals restores run on every call.
+  - The record names the backup, not the tables of a partial restore - to restore other tables of the
+    same backup into the same target, set O(force=true) and O(replace=true).
+  - A partial restore without O(target_url) creates a new database on every run.
+  - The same restore runs as C(seawall-pgbackup restore) on the host.
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest full backup into a new database on the same server
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    target_url: postgresql://backup@db.example.internal:5432/vtt_copy
+
+- name: Roll the database back to the last backup taken before the incident, replacing it
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    before: "2026-11-24T13:00:00Z"
+    replace: true
+
+- name: Rebuild on a fresh cluster, roles first
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    backup: full-vtt-20260126T020000Z
+    target_url: postgresql://postgres@new-db.internal:5432/vtt
+    with_globals: true
+    jobs: 4
+  environment:
+    PGPASSFILE: /var/lib/seawall/.pgpass
+
+- name: Get back one table's rows in a temporary database beside the source
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    tables:
+      - public.players
+  register: partial
+
+- name: Where it went
+  ansible.builtin.debug:
+    msg: "{{ partial.restore.database }} holds {{ partial.restore.rows }}"
+'''
+
+RETURN = r'''
+restore:
+  description: What this run restored; V(null) when nothing was restored (or in check mode).
+  returned: success
+  type: dict
+  contains:
+    backup_id:
+      description: The backup restored.
+      type: str
+      sample: full-vtt-20260126T020000Z
+    kind:
+      description: The kind of backup restored.
+      type: str
+      sample: full
+    target:
+      description:
+        - The target database URL, without its password.
+        - Ansible hides it (C(VALUE_SPECIFIED_IN_NO_LOG_PARAMETER)) when it equals O(target_url) or
+          O(database_url), options marked C(no_log); RV(target) has the same information.
+      type: str
+      sample: postgresql://backup@db.example.internal:5432/vtt_copy
+    database:
+      description: The target database.
+      type: str
+      sample: vtt_copy
+    replaced:
+      description: Whether an existing target database was replaced.
+      type: bool
+      sample: false
+    globals_applied:
+      description: Whether the backup's roles and tablespaces were applied first.
+      type: bool
+      sample: false
+    objects:
+      description: User objects in the restored database (for data-only backups, the tables filled).
+      type: int
+      sample: 42
+    seconds:
+      description: How long the restore took.
+      type: float
+      sample: 3.871
+    jobs:
+      description: Parallel pg_restore jobs used.
+      type: int
+      sample: 1
+    rows:
+      description: Rows per table filled by a partial restore (V(null) otherwise).
+      type: dict
+      sample: {"public.players": 12}
+    warnings:
+      description: Messages of the restore tools and properties of the source database that could not be applied.
+      type: list
+      elements: str
+      sample: []
+backup:
+  description: The backup selected, as M(seawall.pgbackup.pg_backup_info) lists it.
+  returned: success
+  type: dict
+  sample:
+    id: full-vtt-20260126T020000Z
+    type: full
+    database: vtt
+    good: true
+target:
+  description:
+    - Where the backup is (or would be) restored.
+    - V(null) for a partial restore without O(target_url) in check mode (its database name is chosen when it runs).
+  returned: success
+  type: dict
+  contains:
+    server:
+      description: Host and port of the target server, as in the URL.
+      type: str
+      sample: db.example.internal:5432
+    database:
+      description: The target database.
+      type: str
+      sample: vtt_copy
+    user:
+      description: The user connecting to it (V(null) when the URL names none).
+      type: str
+      sample: backup
+restored_before:
+  description: The backup id recorded on the target database before the run; V(null) when none (or no such database).
+  returned: success
+  type: str
+  sample: full-vtt-20260125T020000Z
+skipped_reason:
+  description: Why nothing was restored; V(null) when a restore ran (or would, in check mode).
+  returned: success
+  type: str
+  sample: vtt_copy already holds full-vtt-20260126T020000Z (restored earlier); force=true restores it again
+backup_dir:
+  description: The absolute path of the backup repository on the managed host.
+  returned: always
+  type: str
+  sample: /var/backups/postgresql
+step:
+  description: The step that failed (for example V(select), V(restore), V(globals), V(connect), V(client-tools), V(config)).
+  returned: failure
+  type: str
+  sample: restore
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
+    engine_errors,
+    pgbackup_common_argument_spec,
+    pgbackup_config,
+)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.binaries import any_psql
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError, NotFound, RestoreError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pgclient import (
+    database_exists,
+    user_object_count,
+)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.restore import (
+    restore_backup,
+    restored_backup_id,
+    select_backup,
+)
+
+RECORDED_KINDS = ('full', 'schema')
+
+
+def describe(target, database=None):
+    """The target without its URL: Ansible masks any string equal to a no_log option such as target_url."""
+    return dict(server=target.hostinfo, database=database or target.dbname, user=target.user)
+
+
+def target_of(cfg, params):
+    """The target DbTarget (password borrowed as the engine does), or None for a new partial database."""
+    if params['target_url']:
+        target = DbTarget(params['target_url'])
+        if cfg.database_url:
+            target.borrow_password(DbTarget(cfg.database_url))
+        return target
+    if params['tables'] or params['schemas']:
+        return None
+    return DbTarget(cfg.require_database_url())
+
+
+def maintenance_database(psql, target):
+    """A database of the target's server to look at pg_database from (postgres, else template1)."""
+    last = None
+    for name in ('postgres', 'template1'):
+        candidate = target.for_database(name)
+        try:
+            database_exists(psql, candidate, name)
+            return candidate
+        except BackupError as exc:
+            if 'does not exist' not in str(exc):
+                raise
+            last = exc
+    raise RestoreError('%s: neither database postgres nor template1 can be reached: %s' % (target.url, last))
+
+
+def inspect_target(cfg, target):
+    """(exists, recorded backup id, user objects) of the target database; read-only."""
+    psql = any_psql(cfg.pg_bin_dir)
+    admin = maintenance_database(psql, target)
+    if not database_exists(psql, admin, target.dbname):
+        return False, None, 0
+    return True, restored_backup_id(psql, target), user_object_count(psql, target)
+
+
+def main():
+    argument_spec = pgbackup_common_argument_spec()
+    argument_spec.update(
+        backup=dict(type='str', default='latest'),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals']),
+        before=dict(type='str'),
+        target_url=dict(type='str', no_log=True),
+        replace=dict(type='bool', default=False),
+        force=dict(type='bool', default=False),
+        with_globals=dict(type='bool', default=False),
+        jobs=dict(type='int'),
+        tables=dict(type='list', elements='str', default=[]),
+        schemas=dict(type='list', elements='str', default=[]),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if params['jobs'] is not None and params['jobs'] < 1:
+        module.fail_json(msg='jobs=%d is not valid: use 1 or more' % params['jobs'], step='config')
+
+    cfg = pgbackup_config(module)
+    result = dict(changed=False, restore=None, backup=None, target=None, restored_before=None, skipped_reason=None,
+                  backup_dir=os.path.abspath(cfg.backup_dir))
+
+    with engine_errors(module, **result):
+        target = target_of(cfg, params)
+        if target is not None:
+            result['target'] = describe(target)
+        try:
+            backup = select_backup(cfg, params['backup'], params['type'], params['before'])
+        except NotFound as exc:
+            if module.check_mode and params['backup'] == 'latest':
+                # An earlier task of the play (pg_backup) may take it.
+                module.warn('%s: the run fails unless an earlier task takes one' % exc)
+                result['changed'] = True
+                module.exit_json(**result)
+            raise
+        result['backup'] = backup.summary()
+        exists, recorded, objects = False, None, 0
+        if target is not None and target.dbname and backup.kind in RECORDED_KINDS:
+            exists, recorded, objects = inspect_target(cfg, target)
+            target.close()
+    result['restored_before'] = recorded
+    where = target.dbname if target is not None and target.dbname else 'a new temporary database'
+    before = dict(restored_backup=recorded)
+    after = dict(restored_backup=backup.id)
+
+    if exists and recorded == backup.id and not params['force']:
+        result['skipped_reason'] = ('%s already holds %s (restored earlier); force=true restores it again'
+                                    % (where, backup.id))
+        if module._diff:
+            result['diff'] = dict(before=before, after=before)
+        module.exit_json(**result)
+
+    if module.check_mode and exists and objects and not params['replace']:
+        # The restore would be refused (by the engine, before it touches anything): say so in check mode too.
+        module.fail_json(msg='target database %s already holds %d user objects%s: restore into another database '
+                             'or set replace=true to replace it'
+                             % (where, objects, ' (restored from %s)' % recorded if recorded else ''),
+                         step='restore', **result)
+
+    if module.check_mode:
+        result['changed'] = True
+        result['skipped_reason'] = None
+        if module._diff:
+            result['diff'] = dict(before=before, after=after)
+        module.exit_json(**result)
+
+    try:
+        restored = restore_backup(cfg, backup.id, target_url=params['target_url'], clean=params['replace'],
+                                  with_globals=params['with_globals'], jobs=params['jobs'],
+                                  tables=params['tables'], schemas=params['schemas'])
+    except BackupError as exc:
+        # The engine speaks the command's language (--clean); this module's option is replace.
+        module.fail_json(msg=str(exc).replace('pass --clean to replace', 'set replace=true to replace'),
+                         step=exc.step, **result)
+    result['changed'] = True
+    result['restore'] = restored.as_dict()
+    if target is None:
+        result['target'] = describe(DbTarget(cfg.require_database_url()), restored.database)
+    for warning in restored.warnings:
+        module.warn('%s: %s' % (backup.id, warning))
+    if module._diff:
+        result['diff'] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
