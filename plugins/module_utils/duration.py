@@ -8,8 +8,15 @@ The grammar lives in the engine, so modules, the host command and the configurat
 
 from __future__ import annotations
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.duration import (  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.duration import (
     INVALID_DURATION,
+    duration_seconds,
     format_duration,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.duration import duration_seconds as parse_duration  # noqa: F401
+
+__all__ = ["INVALID_DURATION", "format_duration", "parse_duration"]
+
+
+def parse_duration(value):
+    """Seconds in ``value`` (an int, ``'3600'``, ``'20h'``, ``'1d12h'``); None when it is not a duration."""
+    return duration_seconds(value)

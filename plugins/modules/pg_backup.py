@@ -225,6 +225,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.logical import create_backup, newest_good
 
+
 def database_of(url):
     """The database libpq connects to for ``url``: its path, else PGDATABASE, else the user name."""
     target = DbTarget(url)

@@ -112,3 +112,32 @@ def test_drill_on_another_cluster_writes_its_report(sample_db, tmp_path):
             assert json.load(handle)["ok"] is False
     finally:
         drill_host.destroy()
+
+
+def test_a_verification_that_cannot_run_never_marks_the_backup_bad(pg15, tmp_path):
+    from tests.support import load_sample
+    from tests.support.pgcluster import free_port
+
+    load_sample(pg15, "unverifiable")
+    try:
+        backup_dir = tmp_path / "backups"
+        env = cli.cli_env(pg15.url("unverifiable"), backup_dir)
+        backup = cli.create(env, "full")
+        nowhere = "postgresql://postgres@127.0.0.1:%d/postgres" % free_port()
+        line = cli.error_line(cli.run(["verify", backup["id"], "--level", "restore", "--target-url", nowhere], env,
+                                      check=False))
+        assert line.startswith("seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:")
+        line = cli.error_line(cli.run(["verify", backup["id"], "--level", "restore", "--probe", "SELEC 1"], env,
+                                      check=False))
+        assert line.startswith("seawall-pgbackup: error: probe 'SELEC 1' cannot run on the restored database: ")
+        assert _manifest(backup_dir, backup)["verification"] is None
+        assert [b["id"] for b in cli.listing(env)] == [backup["id"]]
+        # A drill that cannot reach its server is a failed drill, and says so in its report.
+        failed = cli.run(["drill", "--target-url", nowhere], env, check=False)
+        assert cli.error_line(failed).startswith("seawall-pgbackup: error: DR drill failed: cannot connect to ")
+        with open(os.path.join(backup_dir, "logs", "drill-latest.json"), encoding="utf-8") as handle:
+            report = json.load(handle)
+        assert report["ok"] is False and "(step connect)" in report["details"]
+        assert [b["id"] for b in cli.listing(env)] == [backup["id"]]
+    finally:
+        pg15.drop_db("unverifiable")

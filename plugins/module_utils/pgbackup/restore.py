@@ -235,7 +235,7 @@ class Restorer:
         source_major = int(source.get("major") or 0)
         if info.major < source_major:
             raise ClientToolError("target server is PostgreSQL %d but backup %s comes from PostgreSQL %d: restore onto "
-                               "PostgreSQL %d or newer" % (info.major, self.backup.id, source_major, source_major))
+                                  "PostgreSQL %d or newer" % (info.major, self.backup.id, source_major, source_major))
         dump_major = int((self.backup.manifest.get("client") or {}).get("major") or 0)
         return select_tools(max(info.major, dump_major), self.cfg.pg_bin_dir,
                             purpose="the target server and the backup's pg_dump")

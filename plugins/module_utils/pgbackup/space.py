@@ -42,4 +42,4 @@ def check_free_space(psql: str, admin: DbTarget, backup: Backup, warnings: List[
     free = shutil.disk_usage(data_dir).free
     if free < needed * HEADROOM:
         raise ResourceError("not enough free space for backup %s: %s has %s free, the database needs about %s "
-                           "(its size at backup time)" % (backup.id, data_dir, gib(free), gib(needed * HEADROOM)))
+                            "(its size at backup time)" % (backup.id, data_dir, gib(free), gib(needed * HEADROOM)))
