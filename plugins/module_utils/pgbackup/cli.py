@@ -57,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--before", metavar="TIME", help="with 'latest': the newest backup started before TIME "
                                                           "(ISO 8601; without an offset, in BACKUP_TIMEZONE)")
     restore.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
-                         help="partial restore: only these tables' rows (repeatable); into a temporary database "
-                              "unless --target-url is given")
+                         help="partial restore: only these tables' rows, with the definitions of every table but no "
+                              "indexes or keys (repeatable); into a temporary database unless --target-url is given")
     restore.add_argument("--schema", action="append", default=[], help="partial restore: every table of a schema")
     restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
                                               "prefer a passfile to a password in this URL")
