@@ -31,3 +31,16 @@ def test_day_of_month_or_weekday_rule():
 def test_invalid_or_never_firing(expression):
     with pytest.raises(ConfigError):
         Cron(expression).longest_gap()
+
+
+def test_a_stepped_star_does_not_restrict_the_day_as_in_vixie_cron():
+    cron = Cron("0 0 */2 * mon")  # "*/2" starts with "*": only Mondays on odd days, like cronie
+    assert cron.matches(datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc))  # Monday the 23rd
+    assert not cron.matches(datetime(2026, 11, 16, 0, 0, tzinfo=timezone.utc))  # Monday the 16th
+    assert not cron.matches(datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc))  # Wednesday the 25th
+
+
+@pytest.mark.parametrize("macro,gap", [("@hourly", timedelta(hours=1)), ("@daily", timedelta(days=1)),
+                                       ("@weekly", timedelta(days=7)), ("@monthly", timedelta(days=31))])
+def test_macros(macro, gap):
+    assert Cron(macro).longest_gap() == gap

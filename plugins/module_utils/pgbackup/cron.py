@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import List, Set
 
@@ -15,6 +16,16 @@ _NAMES = {
     5: {n: i for i, n in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
 }
 _BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+_FIELD = re.compile(r"[A-Za-z0-9*,/-]+")  # fullmatch: int() would also take "+3", "1_0" or non-ASCII digits
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 def _value(text: str, position: int) -> int:
@@ -53,16 +64,21 @@ def parse_field(text: str, position: int) -> Set[int]:
 
 class Cron:
     def __init__(self, expression: str) -> None:
-        fields = expression.split()
+        fields = MACROS.get(expression.strip().lower(), expression).split()
         if len(fields) != 5:
-            raise ConfigError("cron expression %r is not valid: use 5 fields (minute hour day month weekday)" % expression)
+            raise ConfigError("cron expression %r is not valid: use 5 fields (minute hour day month weekday) or one of "
+                              "%s" % (expression, ", ".join(sorted(MACROS))))
+        if not all(_FIELD.fullmatch(f) for f in fields):
+            raise ConfigError("cron expression %r is not valid: only digits, names (jan, mon), '*', ',', '-' and '/' "
+                              "are allowed in a field" % expression)
         try:
             self.sets: List[Set[int]] = [parse_field(f, i) for i, f in enumerate(fields)]
         except ValueError:
             raise ConfigError("cron expression %r is not valid: a field is out of range or malformed" % expression) from None
         self.expression = expression
-        self.dom_any = fields[2] == "*"
-        self.dow_any = fields[4] == "*"
+        # As in Vixie cron and cronie: a day field starting with "*" (also "*/2") does not restrict.
+        self.dom_any = fields[2].startswith("*")
+        self.dow_any = fields[4].startswith("*")
 
     def matches(self, moment: datetime) -> bool:
         minute, hour, dom, month, dow = self.sets
