@@ -35,7 +35,7 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev system-deps demo test unit integration sanity lint molecule bench clean distclean
+.PHONY: help setup setup-dev system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
@@ -129,6 +129,15 @@ molecule: setup-dev
 	@if [ ! -d molecule/$(MOLECULE_SCENARIO) ]; then \
 	  echo "molecule: NOTICE: molecule/$(MOLECULE_SCENARIO) does not exist yet; skipping"; exit 0; fi; \
 	$(BIN)/molecule test --scenario-name $(MOLECULE_SCENARIO)
+
+# The real-systemd scenario (podman, an mmdebstrap image): run on demand until the roles converge in it.
+systemd-image: system-deps
+	$(call banner,systemd-image: tests/systemd/build-image.sh)
+	bash tests/systemd/build-image.sh
+
+molecule-systemd: setup-dev systemd-image
+	$(call banner,molecule: scenario systemd)
+	$(BIN)/molecule test --scenario-name systemd
 
 # ---------------------------------------------------------------- housekeeping
 

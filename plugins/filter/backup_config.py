@@ -10,13 +10,13 @@ short_description: The seawall-pgbackup configuration document of a host, in the
 version_added: 0.1.0
 author: Seawall Platform Team (@seawall)
 description:
-  - Builds the document the C(seawall-pgbackup) command reads (C(--config) or C(BACKUP_CONFIG)):
-    C({"backup": {"types": ..., "destinations": ..., "monitoring": ..., "directory": ..., "timezone": ...}}).
+  - Builds the document the C(seawall-pgbackup) command reads (C(--config) or C(BACKUP_CONFIG)), in the users'
+    shape, one C(backup) object with C(types), C(destinations), C(monitoring), C(directory), C(timezone) and so on.
   - Starts from the users' configuration (the input, normally C(pgbackup_config)) and sets, per backup kind,
     C(enabled) and C(schedule) from the jobs of R(seawall.pgbackup.schedule_jobs,ansible_collections.seawall.pgbackup.schedule_jobs_filter),
     so the engine's health check expects exactly the backups the host schedules; C(cleanup.schedule) likewise.
   - Sets C(directory), C(timezone), C(compression), C(pgBinDir) and C(databaseUrl) when given.
-  - A O(database_url) holding a password is refused: the password belongs in a passfile, never in this file.
+  - A O(database_url) holding a password is refused, because the password belongs in a passfile, never in this file.
 options:
   _input:
     description: The users' configuration document; may be empty.

@@ -16,7 +16,7 @@ description:
   - Input is a dictionary of job name to cron expression, normally built from the role variables
     C(pgbackup_schedule_<job>). An empty or missing expression means the job is not scheduled.
   - For the backup kinds C(full), C(incremental), C(schema), C(data) and C(globals), the users' configuration
-    (O(config), the shape C({"backup": {"types": {"full": {"schedule": ..., "enabled": ...}}}})) wins over the
+    (O(config), its C(backup.types.<kind>.schedule) and C(backup.types.<kind>.enabled)) wins over the
     input; C(backup.cleanup.schedule) likewise for C(cleanup). C(monitoring.healthChecks.enabled=false) turns the
     C(health) job off.
   - C(incremental) is scheduled only when O(incremental=true) (the engine refuses that kind until physical

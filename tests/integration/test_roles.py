@@ -1,0 +1,387 @@
+"""The roles seawall.pgbackup.tooling and seawall.pgbackup.schedule, checked without a systemd or Windows host.
+
+* Linux: tests/integration/roles/render_linux.yml renders every unit, the job scripts, config.json,
+  secrets.env and pgpass into a fake root; `systemd-analyze verify --root` must accept every unit without a
+  word, the contents are checked (hardening, OnCalendar= from the cron schedules, no secret outside its 0600
+  files), a second run changes nothing, and a job removed from the variables loses its units.
+* Windows: tests/integration/roles/render_windows.yml renders the scheduled task definitions and validates
+  them against community.windows.win_scheduled_task's own argument spec; backup.ps1 is parsed with
+  tree-sitter-powershell (syntax, parameters) and its action -> engine argument mapping is parsed by the
+  engine's own argparse parser.
+* Argument specs: wrong variable types make both roles fail with the argument spec message.
+
+The converge test on a real systemd host (timers started, services run) is molecule's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = Path(__file__).resolve().parent / "roles"
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+UNIT_DIR = "etc/systemd/system"
+SECRET = "s3cr:t"  # the password of the URL in render_linux.yml (percent-encoded there)
+EXPECTED_CALENDARS = {  # job -> OnCalendar= values, for the schedules in render_linux.yml
+    "full": ["*-*-* 02:00:00"],
+    "schema": ["Tue *-*-* 04:15:00"],
+    "cleanup": ["Sun *-*-* 03:00:00"],
+    "verify": ["*-*-* 03:30:00"],
+    "health": ["*-*-* *:00,15,30,45:00"],
+}
+
+
+def run_playbook(playbook: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+               ANSIBLE_NOCOLOR="1")
+    # -i localhost,: not inventories/local, whose pgbackup_config would change the schedules.
+    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), *extra], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    if check and result.returncode != 0:
+        pytest.fail("%s failed (%d):\n%s\n%s" % (playbook.name, result.returncode, result.stdout[-6000:], result.stderr[-3000:]))
+    return result
+
+
+def stats(result: subprocess.CompletedProcess) -> Dict[str, int]:
+    return json.loads(result.stdout)["stats"]["localhost"]
+
+
+def make_root(root: Path) -> None:
+    """A root systemd-analyze can verify units in: the host's system units and the executables they name."""
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    for path in ("opt/seawall-pgbackup/bin/seawall-pgbackup",):
+        exe = root / path
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(shutil.which("flock") or "/usr/bin/flock", root / "usr/bin/flock")
+    (root / "opt/seawall-pgbackup/libexec").mkdir(parents=True, exist_ok=True)
+    (root / "etc/seawall-pgbackup").mkdir(parents=True, exist_ok=True)
+
+
+def units(root: Path) -> List[Path]:
+    return sorted((root / UNIT_DIR).glob("seawall-pgbackup-*"))
+
+
+def parse_unit(path: Path) -> Dict[str, List[str]]:
+    """key -> values (section-qualified: 'Service.ExecStart')."""
+    section, values = "", {}  # type: str, Dict[str, List[str]]
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, value = line.split("=", 1) if "=" in line else (line, "")
+        values.setdefault("%s.%s" % (section, key), []).append(value)
+    return values
+
+
+@pytest.fixture(scope="module")
+def linux_root(tmp_path_factory) -> Path:
+    if not os.access(SYSTEMD_ANALYZE, os.X_OK):
+        pytest.skip("systemd-analyze is not installed")
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("no .venv: run make setup")
+    root = tmp_path_factory.mktemp("root")
+    make_root(root)
+    run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % root)
+    return root
+
+
+def test_every_unit_passes_systemd_analyze_verify(linux_root):
+    found = units(linux_root)
+    names = sorted(p.name for p in found)
+    expected = sorted(["seawall-pgbackup-failure@.service"]
+                      + ["seawall-pgbackup-%s.%s" % (job, ext) for job in EXPECTED_CALENDARS for ext in ("service", "timer")])
+    assert names == expected
+    for unit in found:
+        result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--root=%s" % linux_root, "/%s/%s" % (UNIT_DIR, unit.name)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+            "%s: %s%s" % (unit.name, result.stdout, result.stderr)
+
+
+def test_hardening_scores_ok(linux_root):
+    result = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--root=%s" % linux_root,
+                             "/%s/seawall-pgbackup-full.service" % UNIT_DIR],
+                            capture_output=True, text=True, timeout=60, check=False)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout  # "OK": below 2.0 on systemd's 0-10 scale
+
+
+def test_timers_fire_on_the_cron_schedules(linux_root):
+    for job, calendars in EXPECTED_CALENDARS.items():
+        timer = parse_unit(linux_root / UNIT_DIR / ("seawall-pgbackup-%s.timer" % job))
+        assert timer["Timer.OnCalendar"] == calendars, job
+        assert timer["Timer.Persistent"] == ["true"]
+        assert timer["Timer.RandomizedDelaySec"] == ["5m"]
+        assert timer["Install.WantedBy"] == ["timers.target"]
+
+
+def test_services_run_the_engine_hardened(linux_root):
+    engine = "/opt/seawall-pgbackup/bin/seawall-pgbackup"
+    commands = {"full": "create --type full", "schema": "create --type schema", "cleanup": "cleanup",
+                "verify": "verify latest --level archive", "health": "health"}
+    for job, arguments in commands.items():
+        service = parse_unit(linux_root / UNIT_DIR / ("seawall-pgbackup-%s.service" % job))
+        exec_start = service["Service.ExecStart"]
+        assert len(exec_start) == 1
+        if job == "health":  # read-only: no lock
+            assert exec_start[0] == "%s %s" % (engine, arguments)
+            assert service["Service.SuccessExitStatus"] == ["1"]
+        else:
+            assert exec_start[0] == ("/usr/bin/flock --exclusive --wait 21600 --conflict-exit-code 75 "
+                                     "/var/backups/postgresql/.schedule.lock %s %s" % (engine, arguments))
+        expected = {
+            "Service.Type": ["oneshot"], "Service.User": ["pgbackup"], "Service.Group": ["pgbackup"],
+            "Service.EnvironmentFile": ["/etc/seawall-pgbackup/secrets.env"],
+            "Service.ProtectSystem": ["strict"], "Service.ReadWritePaths": ["/var/backups/postgresql"],
+            "Service.NoNewPrivileges": ["yes"], "Service.PrivateTmp": ["yes"], "Service.ProtectHome": ["yes"],
+            "Unit.OnFailure": ["seawall-pgbackup-failure@%n.service"],
+        }
+        for key, value in expected.items():
+            assert service.get(key) == value, (job, key, service.get(key))
+        assert sorted(service["Service.Environment"]) == ["BACKUP_CONFIG=/etc/seawall-pgbackup/config.json",
+                                                          "PGPASSFILE=/etc/seawall-pgbackup/pgpass"]
+    failure = parse_unit(linux_root / UNIT_DIR / "seawall-pgbackup-failure@.service")
+    assert failure["Service.ExecStart"] == ["/opt/seawall-pgbackup/libexec/record-failure %i"]
+
+
+def test_secrets_only_in_their_private_files(linux_root):
+    for path in linux_root.rglob("*"):
+        if not path.is_file() or "usr/lib/systemd" in str(path):
+            continue
+        text = path.read_text(errors="replace")
+        if path.name == "pgpass":
+            assert text == "db.example.internal:5433:*:backup:s3cr\\:t\n"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        else:
+            assert SECRET not in text and "s3cr%3At" not in text, path
+        if path.name == "secrets.env":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert "DATABASE_URL='postgresql://backup@db.example.internal:5433/highseas_vtt?sslmode=require'" in text
+            assert "BACKUP_ENCRYPTION_KEY='render-test-key'" in text
+        elif "render-test-key" in text:
+            pytest.fail("the encryption key is in %s" % path)
+
+
+def test_config_json_is_read_by_the_engine(linux_root):
+    path = linux_root / "etc/seawall-pgbackup/config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    document = json.loads(path.read_text())
+    backup = document["backup"]
+    assert backup["directory"] == "/var/backups/postgresql" and backup["timezone"] == "UTC"
+    assert backup["types"]["full"] == {"enabled": True, "schedule": "0 2 * * *", "retention": {"daily": 3}}
+    assert backup["types"]["schema"] == {"enabled": True, "schedule": "15 4 * * 2"}
+    assert backup["types"]["incremental"]["enabled"] is False
+    assert backup["types"]["data"] == {"enabled": False}
+    assert backup["cleanup"] == {"schedule": "0 3 * * 0"}
+    # The engine accepts it, and its health check expects exactly the scheduled kinds.
+    import sys  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(REPO))
+    from plugins.module_utils.pgbackup.config import load_config  # pylint: disable=import-outside-toplevel
+    cfg = load_config(env={}, config_file=str(path))
+    assert cfg.public()["schedules"] == {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "15 4 * * 2",
+                                         "cleanup": "0 3 * * 0"}
+    assert [k for k, s in cfg.kinds.items() if s.enabled and s.schedule] == ["full", "schema"]
+
+
+def test_job_scripts_are_valid_shell(linux_root):
+    for name in ("record-failure", "run-job"):
+        path = linux_root / "opt/seawall-pgbackup/libexec" / name
+        subprocess.run(["sh", "-n", str(path)], check=True)
+        if shutil.which("shellcheck"):
+            result = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True, check=False)
+            assert result.returncode == 0, result.stdout
+
+
+def test_record_failure_appends_a_log_line(linux_root, tmp_path):
+    script = (linux_root / "opt/seawall-pgbackup/libexec/record-failure").read_text()
+    script = script.replace("/var/backups/postgresql", str(tmp_path))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "record").write_text(script)
+    env = dict(os.environ, MONITOR_SERVICE_RESULT="exit-code", MONITOR_EXIT_CODE="exited", MONITOR_EXIT_STATUS="1")
+    subprocess.run(["sh", str(tmp_path / "record"), "seawall-pgbackup-full.service"], env=env, check=True)
+    line = (tmp_path / "logs/backup-failures.log").read_text()
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000000Z ERROR unit-failed unit=seawall-pgbackup-full.service "
+                    r"result=exit-code exit_code=exited exit_status=1\n$", line), line
+    assert stat.S_IMODE((tmp_path / "logs/backup-failures.log").stat().st_mode) == 0o600
+
+
+def test_second_run_changes_nothing_and_removed_jobs_lose_their_units(linux_root):
+    again = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)
+    assert stats(again)["changed"] == 0
+    fewer = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root,
+                         "-e", '{"pgbackup_schedule_verify": "", "render_schema_enabled": false}')
+    names = {p.name for p in units(linux_root)}
+    assert stats(fewer)["changed"] > 0
+    for job in ("verify", "schema"):
+        assert "seawall-pgbackup-%s.timer" % job not in names and "seawall-pgbackup-%s.service" % job not in names
+    assert "seawall-pgbackup-full.timer" in names
+    run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)  # back for the other tests
+    assert len(units(linux_root)) == 11
+
+
+# ------------------------------------------------------------------------------------------------ Windows
+
+@pytest.fixture(scope="module")
+def windows_tasks(tmp_path_factory) -> List[dict]:
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("no .venv: run make setup")
+    out = tmp_path_factory.mktemp("windows") / "tasks.json"
+    run_playbook(PLAYBOOKS / "render_windows.yml", "-e", "render_out=%s" % out)
+    return json.loads(out.read_text())
+
+
+def test_windows_tasks(windows_tasks):
+    by_name = {t["name"]: t for t in windows_tasks}
+    assert sorted(by_name) == sorted("seawall-pgbackup-%s" % j for j in
+                                     ("full", "incremental", "schema", "data", "globals", "cleanup", "verify", "health"))
+    for name in ("incremental", "data", "globals"):
+        assert by_name["seawall-pgbackup-" + name] == {"name": "seawall-pgbackup-" + name, "path": "\\seawall-pgbackup\\",
+                                                       "state": "absent"}
+    full = by_name["seawall-pgbackup-full"]
+    assert full["triggers"] == [{"type": "daily", "start_boundary": "2026-01-01T02:00:00", "random_delay": "PT5M"}]
+    assert full["username"] == "pgbackup" and full["logon_type"] == "password" and "password" not in full
+    assert full["multiple_instances"] == 2 and full["start_when_available"] is True
+    assert full["actions"][0]["arguments"] == (
+        '-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "C:\\ProgramData\\seawall-pgbackup\\backup.ps1" '
+        '-Action create -BackupType full -Engine "C:\\Program Files\\seawall-pgbackup\\Scripts\\seawall-pgbackup.exe"')
+    assert by_name["seawall-pgbackup-schema"]["triggers"] == [
+        {"type": "weekly", "days_of_week": "monday", "weeks_interval": 1, "start_boundary": "2026-01-01T03:00:00",
+         "random_delay": "PT5M"}]
+    assert by_name["seawall-pgbackup-health"]["triggers"] == [
+        {"type": "daily", "start_boundary": "2026-01-01T00:00:00", "random_delay": "PT5M",
+         "repetition": {"interval": "PT15M", "duration": "P1D", "stop_at_duration_end": False}}]
+    assert "-Action health" in by_name["seawall-pgbackup-health"]["actions"][0]["arguments"]
+    assert "-Action cleanup" in by_name["seawall-pgbackup-cleanup"]["actions"][0]["arguments"]
+
+
+def _ps_tree():
+    try:
+        import tree_sitter  # pylint: disable=import-outside-toplevel
+        import tree_sitter_powershell as tsp  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("tree-sitter-powershell is not installed (requirements-dev.txt)")
+    parser = tree_sitter.Parser(tree_sitter.Language(tsp.language()))
+    source = (REPO / "roles/schedule/files/backup.ps1").read_bytes()
+    return parser.parse(source)
+
+
+def _nodes(node, kind):
+    if node.type == kind:
+        yield node
+    for child in node.children:
+        yield from _nodes(child, kind)
+
+
+def _literal(node) -> str:
+    text = node.text.decode()
+    return text[1:-1] if node.type == "string_literal" else text
+
+
+def _values(node) -> List[str]:
+    """String literals and variables below ``node``, in order."""
+    out = []
+
+    def walk(n):
+        if n.type in ("string_literal", "variable"):
+            out.append(_literal(n))
+            return
+        for c in n.children:
+            walk(c)
+    walk(node)
+    return out
+
+
+def test_backup_ps1_parses_and_has_the_users_parameters():
+    tree = _ps_tree()
+    errors = list(_nodes(tree.root_node, "ERROR"))
+    assert not tree.root_node.has_error, ["%s: %s" % (n.start_point, n.text[:80]) for n in errors]
+    parameters = {}
+    for parameter in _nodes(tree.root_node, "script_parameter"):
+        name = next(c for c in parameter.children if c.type == "variable").text.decode()
+        validate = [a for a in _nodes(parameter, "attribute") if "ValidateSet" in a.text.decode()]
+        parameters[name] = _values(validate[0]) if validate else None
+    assert set(parameters["$Action"]) >= {"create", "restore", "schedule", "cleanup", "health"}
+    assert parameters["$BackupType"] == ["full", "schema", "data", "globals"]
+    assert "$BackupPath" in parameters
+
+
+def test_backup_ps1_maps_every_action_to_a_valid_engine_command_line(windows_tasks):
+    import sys  # pylint: disable=import-outside-toplevel
+    sys.path.insert(0, str(REPO))
+    from plugins.module_utils.pgbackup.cli import _parser  # pylint: disable=import-outside-toplevel
+
+    tree = _ps_tree()
+    mapping = {}
+    for entry in _nodes(tree.root_node, "hash_entry"):
+        key = _values(entry.child_by_field_name("key") or entry.children[0])[0]
+        mapping[key] = _values(entry.children[-1])
+    assert mapping["create"] == ["create", "--type", "$BackupType"]
+    assert mapping["restore"] == ["restore", "$BackupPath"]
+    assert mapping["cleanup"] == ["cleanup"] and mapping["health"] == ["health"]
+    actions = set(_values(next(a for a in _nodes(tree.root_node, "attribute")
+                               if "ValidateSet('create'" in a.text.decode())))
+    assert set(mapping) == actions - {"schedule"}  # schedule lists the tasks, it runs no engine command
+    parser = _parser()
+    for action, arguments in mapping.items():
+        for kind in ("full", "schema", "data", "globals"):
+            argv = ["--config", "C:\\ProgramData\\seawall-pgbackup\\config.json"] + [
+                {"$BackupType": kind, "$BackupPath": "C:\\backups\\full\\x.json"}.get(a, a) for a in arguments]
+            parsed = parser.parse_args(argv)  # SystemExit on anything the engine does not accept
+            assert parsed.command == arguments[0]
+            if "--type" in arguments:
+                assert parsed.kind == kind
+    # The scheduled tasks call backup.ps1 with actions and types it accepts.
+    for task in windows_tasks:
+        if task["state"] != "present":
+            continue
+        words = task["actions"][0]["arguments"].split()
+        action = words[words.index("-Action") + 1]
+        assert action in mapping, task["name"]
+        if "-BackupType" in words:
+            assert words[words.index("-BackupType") + 1] in ("full", "schema", "data", "globals")
+
+
+# ------------------------------------------------------------------------------------------------ argument specs
+
+@pytest.mark.parametrize("role, variables, message", [
+    ("tooling", {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_physical": "maybe"}, "pgbackup_physical"),
+    ("tooling", {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_pg_client_source": "pgdg"}, "pgbackup_pg_client_source"),
+    ("tooling", {}, "pgbackup_database_url"),
+    ("schedule", {"pgbackup_lock_wait": "soon"}, "pgbackup_lock_wait"),
+    ("schedule", {"pgbackup_scheduler": "launchd"}, "pgbackup_scheduler"),
+    ("schedule", {"pgbackup_verify_arguments": {"level": "archive"}}, "pgbackup_verify_arguments"),
+])
+def test_argument_specs_reject_wrong_variables(role, variables, message, tmp_path):
+    playbook = tmp_path / "apply.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Apply", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [{"name": "Apply the role", "ansible.builtin.include_role": {"name": "seawall.pgbackup." + role}}],
+    }]))
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    result = run_playbook(playbook, "-e", "@%s" % (tmp_path / "vars.json"), check=False)
+    assert result.returncode != 0
+    output = json.loads(result.stdout)
+    failed = [t for play in output["plays"] for t in play["tasks"] if t["hosts"]["localhost"].get("failed")]
+    assert failed and "Validating arguments against arg spec" in failed[0]["task"]["name"], failed
+    assert message in failed[0]["hosts"]["localhost"]["msg"] or message in json.dumps(failed[0]["hosts"]["localhost"])
