@@ -70,11 +70,7 @@ from urllib.parse import unquote, urlsplit
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import redact_url
-
-
-def _escape(value):
-    return value.replace('\\', '\\\\').replace(':', '\\:')
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import escape_passfile, redact_url
 
 
 def database_url_parts(url, password=''):
@@ -101,7 +97,7 @@ def database_url_parts(url, password=''):
             raise AnsibleFilterError('database_url_parts: a password needs a user name in the URL')
         if '\n' in secret or '\r' in secret:
             raise AnsibleFilterError('database_url_parts: the password must not contain a newline')
-        pgpass = ':'.join((_escape(host or 'localhost'), str(port), '*', _escape(user), _escape(secret)))
+        pgpass = ':'.join((escape_passfile(host or 'localhost'), str(port), '*', escape_passfile(user), escape_passfile(secret)))
     return {
         'url': redact_url(text),
         'user': user,

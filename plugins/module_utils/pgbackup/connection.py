@@ -38,7 +38,8 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _escape_passfile(value: str) -> str:
+def escape_passfile(value: str) -> str:
+    """A libpq passfile field: backslash and colon escaped."""
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
@@ -91,7 +92,7 @@ class DbTarget:
             return self._passfile
         fd, path = tempfile.mkstemp(prefix="seawall-pgpass-")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("*:*:*:*:%s\n" % _escape_passfile(self._password or ""))
+            handle.write("*:*:*:*:%s\n" % escape_passfile(self._password or ""))
         os.chmod(path, 0o600)
         self._passfile = path
         atexit.register(_remove_quietly, path)
