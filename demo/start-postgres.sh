@@ -130,9 +130,9 @@ else
             die "initdb failed"
         fi
         rm -f "$pwfile"
-        echo "$BIN" > "$DEMO_DIR/bindir"
         echo "include_if_exists = 'demo.conf'" >> "$DATA/postgresql.conf"
     fi
+    echo "$BIN" > "$DEMO_DIR/bindir"   # what runs the server now: stop-postgres.sh uses the same pg_ctl
     [[ -f "$PASSFILE" ]] || die "$PASSFILE is missing: remove $DEMO_DIR (demo/stop-postgres.sh --purge) and start again"
     # (Re)write the demo settings: the port may have changed since the last run.
     cat > "$DEMO_DIR/demo.conf.tmp" <<EOF

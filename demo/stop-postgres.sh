@@ -31,9 +31,15 @@ if [[ -f "$DATA/PG_VERSION" ]]; then
     else
         as_server() { env -u PGDATA "$@"; }
     fi
+    pid="$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)"
     if [[ -x "$BIN/pg_ctl" ]] && as_server "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
         as_server "$BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
         say "stopped the server in $DATA"
+    elif [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        # The binaries that started it are gone (a removed checkout): SIGINT is PostgreSQL's fast shutdown.
+        kill -INT "$pid"
+        for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+        say "stopped the server in $DATA (pid $pid)"
     else
         say "not running"
     fi
