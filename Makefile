@@ -42,8 +42,8 @@ help:
 	@echo 'make setup-dev    setup + requirements-dev.txt (pytest, hypothesis, ansible-lint, molecule)'
 	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
 	@echo 'make demo         setup, then demo/run-demo.sh'
-	@echo 'make test         system-deps setup-dev, then unit integration sanity lint molecule (stops at the first failure)'
-	@echo 'make unit | integration | sanity | lint | molecule | bench'
+	@echo 'make test         system-deps setup-dev, then unit integration sanity lint molecule molecule-systemd (stops at the first failure)'
+	@echo 'make unit | integration | sanity | lint | molecule | molecule-systemd | systemd-image | bench'
 	@echo 'make clean        build output and caches; make distclean also removes .venv'
 
 # ---------------------------------------------------------------- environments
@@ -95,6 +95,7 @@ test: system-deps setup-dev
 	$(MAKE) sanity
 	$(MAKE) lint
 	$(MAKE) molecule
+	$(MAKE) molecule-systemd
 	$(call banner,test: all stages passed)
 
 define run_pytest
@@ -130,7 +131,7 @@ molecule: setup-dev
 	  echo "molecule: NOTICE: molecule/$(MOLECULE_SCENARIO) does not exist yet; skipping"; exit 0; fi; \
 	$(BIN)/molecule test --scenario-name $(MOLECULE_SCENARIO)
 
-# The real-systemd scenario (podman, an mmdebstrap image): run on demand until the roles converge in it.
+# The roles on real systemd hosts (podman containers of an mmdebstrap image; as root).
 systemd-image: system-deps
 	$(call banner,systemd-image: tests/systemd/build-image.sh)
 	bash tests/systemd/build-image.sh
