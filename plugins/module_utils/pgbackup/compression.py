@@ -100,7 +100,7 @@ def decompressing_reader(stream: BinaryIO, algorithm: str) -> BinaryIO:
     if algorithm == "gzip":
         try:
             from isal import igzip  # pylint: disable=import-outside-toplevel
-            top = igzip.IgzipFile(fileobj=stream, mode="rb")
+            top = igzip.IGzipFile(fileobj=stream, mode="rb")
         except ImportError:
             top = gzip.GzipFile(fileobj=stream, mode="rb")
         return _Closing(top, stream)  # type: ignore[return-value]

@@ -132,11 +132,12 @@ def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyrin
         raise VerifyError("%s: the re-encrypted copy does not match what was written (disk fault?)" % label)
     hashing = _Hashing(open_decrypted(path, sealing.record(), ring, label + " (new copy)"))
     try:
-        with decompressing_reader(io.BufferedReader(hashing, CHUNK), entry["compression"]) as plain:
+        buffered = io.BufferedReader(hashing, CHUNK)
+        with decompressing_reader(buffered, entry["compression"]) as plain:
             for _chunk in iter(lambda: plain.read(CHUNK), b""):
                 pass
-        for _chunk in iter(lambda: hashing.read(CHUNK), b""):
-            pass
+            for _chunk in iter(lambda: buffered.read(CHUNK), b""):
+                pass  # anything after the compressed stream is hashed too
     except (EOFError, OSError, ValueError) as exc:
         raise VerifyError("%s: the re-encrypted copy does not read back: %s" % (label, exc)) from None
     if hashing.digest.hexdigest() != plain_sha256:
