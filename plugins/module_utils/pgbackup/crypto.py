@@ -26,7 +26,7 @@ import struct
 import threading
 from typing import BinaryIO, Callable, List, Optional, Sequence
 
-from .errors import ConfigError
+from .errors import BackupError, ConfigError
 
 AES_MODE = "aes-256-gcm"
 AGE_MODE = "age"
@@ -327,8 +327,8 @@ class AgeWriter:
         self._feeder.join()
         if self._feeder.errors:
             error = self._feeder.errors[0]
-            if isinstance(error, OSError):
-                raise error
+            if isinstance(error, (OSError, BackupError)):
+                raise error  # the sink's own failure (a full disk, say) keeps its message
             raise OSError("age encryption failed: %s" % error)
 
     def close(self) -> None:

@@ -88,7 +88,10 @@ def _copy(backup: Backup, entry: Dict[str, Any], ring: Keyring, sealing: Sealing
     partial = dest + ".partial"
     label = "%s file %s" % (backup.id, entry["name"])
     old = backup.manifest.get("encryption")
-    source = _Hashing(open_decrypted(backup.file_path(entry), old, ring, label, backup.id))
+    try:
+        source = _Hashing(open_decrypted(backup.file_path(entry), old, ring, label, backup.id))
+    except ValueError as exc:
+        raise VerifyError("%s cannot be decrypted: %s" % (label, exc)) from None
     out = None
     writer = None
     try:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Dict, List, Optional
 
 from .compression import decompressing_reader
-from .crypto import AES_MODE, AGE_MODE, SUFFIX, AesReader, AesWriter, AgeReader, AgeWriter, read_aes_header
-from .errors import BackupError, ConfigError
+from .crypto import (AES_MODE, AGE_MODE, SUFFIX, AesReader, AesWriter, AgeReader, AgeWriter, AuthenticationFailed,
+                     read_aes_header)
+from .errors import BackupError, ConfigError, VerifyError
 from .fsutil import describe_os_error
 from .keyring import Keyring, load_keyring
 
@@ -134,8 +135,8 @@ def open_decrypted(path: str, encryption: Optional[Dict[str, Any]], ring_source,
         if algorithm == AES_MODE:
             key_id, _chunk, _header = read_aes_header(raw)
             if key_id != encryption.get("key_id"):
-                raise ConfigError("%s: the file's header names key id %s, the manifest %s (the file was replaced)"
-                                  % (label, key_id, encryption.get("key_id")))
+                raise AuthenticationFailed("%s: the file's header names key id %s, the manifest %s (replaced or "
+                                           "tampered)" % (label, key_id, encryption.get("key_id")))
             key = ring.aes_key(key_id, backup_id)
             raw.seek(0)
             return io.BufferedReader(AesReader(raw, key, label), 1 << 20)
@@ -163,7 +164,12 @@ def open_stored(backup, entry: Dict[str, Any], cfg, ring: Optional[Keyring] = No
 def require_keys(backup, cfg, ring: Optional[Keyring] = None) -> None:
     """Fail before anything is touched when a key ``backup`` needs is not here (KeyMissing names its id)."""
     for entry in backup.manifest.get("files", []):
-        if entry.get("encryption", backup.manifest.get("encryption")):
+        encryption = entry.get("encryption", backup.manifest.get("encryption"))
+        if encryption:
             ring = ring or load_keyring(cfg)
-            open_decrypted(backup.file_path(entry), entry.get("encryption", backup.manifest.get("encryption")), ring,
-                           _label(backup, entry), backup.id).close()
+            try:
+                open_decrypted(backup.file_path(entry), encryption, ring, _label(backup, entry), backup.id).close()
+            except AuthenticationFailed as exc:
+                raise VerifyError(str(exc)) from None
+            except OSError as exc:
+                raise VerifyError("%s cannot be read: %s" % (_label(backup, entry), exc.strerror or exc)) from None
