@@ -225,3 +225,31 @@ def test_refused_key_file_mode_and_unencrypted_to_encrypted_rekey(pg15, vtt, tmp
     assert out[0]["changed"] is True and out[0]["from"] is None
     assert _manifest(backup_dir, plain)["encryption"]["algorithm"] == "aes-256-gcm"
     cli.run(["verify", plain["id"], "--level", "archive"], loose)
+
+
+def test_age_rekey_to_new_recipients_needs_and_uses_the_identities(pg15, vtt, tmp_path):
+    backup_dir, secure = tmp_path / "backups", tmp_path / "secure"
+    secure.mkdir()
+    keygen_env = cli.cli_env(None, backup_dir)
+    first = json.loads(cli.run(["keygen", "--age", str(secure / "first.txt"), "--json"], keygen_env).stdout)
+    second = json.loads(cli.run(["keygen", "--age", str(secure / "second.txt"), "--json"], keygen_env).stdout)
+    env = cli.cli_env(pg15.url(vtt), backup_dir, BACKUP_ENCRYPTION="true", BACKUP_ENCRYPTION_MODE="age",
+                      BACKUP_ENCRYPTION_RECIPIENTS=first["recipient"], PGPASSFILE=str(pg15.passfile))
+    schema = cli.create(env, "schema")
+    assert schema["encryption"]["key_id"] == first["key_id"]
+    # Both identities in one age identity file (age's own format allows several).
+    both = secure / "both.txt"
+    both.write_text((secure / "first.txt").read_text() + (secure / "second.txt").read_text())
+    both.chmod(0o600)
+    moved = dict(env, BACKUP_ENCRYPTION_RECIPIENTS=second["recipient"])
+    line = cli.error_line(cli.run(["rekey", "--all"], moved, check=False))
+    assert "needs an identity of key id %s" % second["key_id"] in line
+    moved["BACKUP_ENCRYPTION_IDENTITY_FILE"] = str(both)
+    out = json.loads(cli.run(["rekey", "--all", "--json"], moved).stdout)
+    assert out[0]["changed"] is True and out[0]["from"] == first["key_id"] and out[0]["to"] == second["key_id"]
+    # Only the second identity is needed from now on.
+    only_second = dict(moved, BACKUP_ENCRYPTION_IDENTITY_FILE=str(secure / "second.txt"))
+    cli.run(["verify", schema["id"], "--level", "archive"], only_second)
+    only_first = dict(moved, BACKUP_ENCRYPTION_IDENTITY_FILE=str(secure / "first.txt"))
+    line = cli.error_line(cli.run(["verify", schema["id"], "--level", "archive"], only_first, check=False))
+    assert "needs the age identity of key id %s" % second["key_id"] in line

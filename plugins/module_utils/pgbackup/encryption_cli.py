@@ -36,9 +36,6 @@ def add_encryption_commands(sub) -> None:
 def _cmd_rekey(cfg, args) -> int:
     from .rekey import rekey  # pylint: disable=import-outside-toplevel
 
-    if not cfg.encryption and cfg.encryption_mode != "age" and not (cfg.encryption_keyring or cfg.encryption_key_file):
-        raise ConfigError("rekey needs the new key: set BACKUP_ENCRYPTION_KEYRING (newest key wins) or "
-                          "BACKUP_ENCRYPTION_KEY_FILE, or BACKUP_ENCRYPTION_MODE=age with recipients")
     results = rekey(cfg, args.backup, kind=args.kind, before=args.before, everything=args.everything)
     if args.json:
         _out(json.dumps(results, indent=2, sort_keys=True))
