@@ -72,6 +72,8 @@ def test_aes_round_trip_verify_restore_and_no_key_material(pg15, vtt, tmp_path):
     copy = vtt + "_copy"
     cli.run(["restore", full["id"], "--target-url", pg15.url(copy, with_password=False), "--jobs", "2"], env)
     assert_same_database(pg15, vtt, pg15, copy)
+    drill = json.loads(cli.run(["drill", "--json"], env).stdout)
+    assert drill["ok"] is True and drill["backup_id"] == full["id"]
     # Schema then data (the data restore streams through pg_restore into psql), both encrypted.
     schema, data = cli.create(env, "schema"), cli.create(env, "data")
     split = vtt + "_split"
