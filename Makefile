@@ -13,7 +13,7 @@ DEV_STAMP := $(VENV)/.stamp-setup-dev
 
 # Debian packages the tests need (pgbench and the PostgreSQL 15 tools come with postgresql;
 # shellcheck is used by ansible-test sanity for shell scripts).
-SYSTEM_PACKAGES ?= postgresql postgresql-contrib rsync shellcheck
+SYSTEM_PACKAGES ?= postgresql postgresql-contrib rsync shellcheck age
 
 # ansible-test only runs from a path ending in ansible_collections/<namespace>/<name>.
 COLLECTION_COPY := build/ansible_collections/seawall/pgbackup

@@ -58,7 +58,8 @@ WORK = Path(os.environ.get("BENCH_DIR") or "/tmp/seawall-bench")
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or HERE / "results" / "latest.json")
 VARIANTS = [v.strip() for v in (os.environ.get("BENCH_VARIANTS")
                                 or "seawall-gzip,seawall-zstd,pg_dump-Fc").split(",") if v.strip()]
-KNOWN = ("seawall-gzip", "seawall-zstd", "seawall-none", "pg_dump-Fc", "pg_dump-Fc-Z0", "pg_dump-Fc-Z0-null")
+KNOWN = ("seawall-gzip", "seawall-zstd", "seawall-none", "seawall-gzip-aes", "seawall-gzip-age", "pg_dump-Fc",
+         "pg_dump-Fc-Z0", "pg_dump-Fc-Z0-null")
 BASELINE = "pg_dump-Fc"
 DB = "bench"
 HOST = "127.0.0.1"
@@ -286,8 +287,23 @@ def measure(argv: list[str], env: dict[str, str], stdout) -> dict:
     }
 
 
-def run_seawall(algorithm: str, state: dict) -> dict:
-    backup_dir = OUT / ("seawall-%s" % algorithm)
+def encryption_env(mode: str) -> dict[str, str]:
+    """Encrypted variants: a fresh aes-256-gcm key file or age recipient under OUT/keys (outside the backups)."""
+    keys = OUT / "keys"
+    shutil.rmtree(keys, ignore_errors=True)
+    keys.mkdir(mode=0o700, parents=True)
+    if mode == "aes":
+        key = keys / "bench.key"
+        key.write_text(os.urandom(32).hex() + "\n")
+        key.chmod(0o600)
+        return {"BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_KEY_FILE": str(key)}
+    made = json.loads(subprocess.run([PYTHON, "-m", "seawall_pgbackup", "keygen", "--age", str(keys / "age.txt"),
+                                      "--json"], capture_output=True, text=True, check=True).stdout)
+    return {"BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_MODE": "age", "BACKUP_ENCRYPTION_RECIPIENTS": made["recipient"]}
+
+
+def run_seawall(algorithm: str, state: dict, encryption: str = "") -> dict:
+    backup_dir = OUT / ("seawall-%s%s" % (algorithm, "-" + encryption if encryption else ""))
     shutil.rmtree(backup_dir, ignore_errors=True)
     backup_dir.mkdir(parents=True)
     rusage_file = OUT / "seawall-rusage.json"
@@ -298,6 +314,8 @@ def run_seawall(algorithm: str, state: dict) -> dict:
     env.update(DATABASE_URL="postgresql://postgres:%s@%s:%d/%s" % (state["password"], HOST, PORT, DB),
                BACKUP_DIR=str(backup_dir), BACKUP_COMPRESSION=algorithm, BENCH_RUSAGE_FILE=str(rusage_file))
     env.pop("BACKUP_COMPRESSION_LEVEL", None)
+    if encryption:
+        env.update(encryption_env(encryption))
     with tempfile.TemporaryFile() as out:
         m = measure([PYTHON, str(HERE / "_peak.py"), "create", "--type", "full", "--json"], env, out)
         out.seek(0)
@@ -345,6 +363,8 @@ def run_pg_dump(extra: list[str], name: str, to_null: bool = False) -> dict:
 
 
 def run_variant(name: str, state: dict) -> dict:
+    if name in ("seawall-gzip-aes", "seawall-gzip-age"):
+        return run_seawall("gzip", state, name.rsplit("-", 1)[1])
     if name.startswith("seawall-"):
         return run_seawall(name.split("-", 1)[1], state)
     if name == "pg_dump-Fc":

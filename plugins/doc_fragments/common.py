@@ -43,9 +43,39 @@ options:
         the module (E(BACKUP_COMPRESSION), E(BACKUP_ENCRYPTION), E(BACKUP_JOBS) and so on), then
         the module's options.
     type: path
+  encryption:
+    description:
+      - Encrypt new backups (the users' E(BACKUP_ENCRYPTION)), after compression, authenticated.
+      - If not set, E(BACKUP_ENCRYPTION) and the configuration file's C(backup.encryption) decide.
+      - Reading encrypted backups (verify, restore) needs the key whatever this option says.
+    type: bool
+  encryption_mode:
+    description:
+      - C(aes-256-gcm) (a symmetric key, the default) or C(age) (X25519 public-key encryption).
+    type: str
+    choices: [aes-256-gcm, age]
+  encryption_key_file:
+    description:
+      - An aes-256-gcm key file (64 hex digits), mode 0600, outside the backup directory; new backups use it.
+      - A relative name is looked up in E(CREDENTIALS_DIRECTORY) first (systemd credentials).
+    type: path
+  encryption_keyring:
+    description:
+      - A directory of C(*.key) files; reads find any of them by key id, and without O(encryption_key_file)
+        new backups use the newest (the name that sorts last).
+    type: path
+  encryption_recipients:
+    description:
+      - age public keys (C(age1...)) or files of them; age-mode backups are encrypted to all of them.
+    type: list
+    elements: str
+  encryption_identity_file:
+    description:
+      - An age identity file (C(AGE-SECRET-KEY-1...)), mode 0600; needed only to verify or restore age-mode backups.
+    type: path
 notes:
   - The options O(database_url) and O(backup_dir) can be set once for every module of this
     collection with C(module_defaults) and the action group C(group/seawall.pgbackup.pgbackup).
   - The engine is plain Python (standard library only); C(zstd) compression needs the
-    C(zstandard) Python library on the managed host.
+    C(zstandard) Python library on the managed host, aes-256-gcm encryption C(cryptography) and age C(pyrage).
 '''

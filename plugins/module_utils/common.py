@@ -27,6 +27,13 @@ def pgbackup_common_argument_spec():
         backup_dir=dict(type='path', fallback=(env_fallback, ['BACKUP_DIR'])),
         pg_bin_dir=dict(type='path'),
         config_file=dict(type='path', fallback=(env_fallback, ['BACKUP_CONFIG'])),
+        # Encryption (docs/encryption.md): keys stay in 0600 files; options only say where they are.
+        encryption=dict(type='bool'),
+        encryption_mode=dict(type='str', choices=['aes-256-gcm', 'age']),
+        encryption_key_file=dict(type='path', no_log=False),
+        encryption_keyring=dict(type='path', no_log=False),
+        encryption_recipients=dict(type='list', elements='str'),
+        encryption_identity_file=dict(type='path', no_log=False),
     )
 
 
@@ -57,6 +64,9 @@ def pgbackup_config(module, **overrides):
         backup_dir=params.get('backup_dir'),
         pg_bin_dir=params.get('pg_bin_dir'),
     )
+    for name in ('encryption', 'encryption_mode', 'encryption_key_file', 'encryption_keyring',
+                 'encryption_recipients', 'encryption_identity_file'):
+        settings[name] = params.get(name)
     settings.update(overrides)
     try:
         return load_config(env=os.environ, config_file=params.get('config_file'), overrides=settings)

@@ -32,6 +32,7 @@ ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 UNIT_DIR = "etc/systemd/system"
 SECRET = "s3cr:t"  # the password of the URL in render_linux.yml (percent-encoded there)
+RENDER_KEY = "5f1d0c3b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817065f4e"  # pgbackup_encryption_key there
 EXPECTED_CALENDARS = {  # job -> OnCalendar= values, for the schedules in render_linux.yml
     "full": ["*-*-* 02:00:00"],
     "schema": ["Tue *-*-* 04:15:00"],
@@ -175,9 +176,12 @@ def test_secrets_only_in_their_private_files(linux_root):
         if path.name == "secrets.env":
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             assert "DATABASE_URL='postgresql://backup@db.example.internal:5433/highseas_vtt?sslmode=require'" in text
-            assert "BACKUP_ENCRYPTION_KEY='render-test-key'" in text
-        elif "render-test-key" in text:
-            pytest.fail("the encryption key is in %s" % path)
+            assert "ENCRYPTION" not in text
+        if path.name in ("encryption.key", "000.key"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert (RENDER_KEY if path.name == "encryption.key" else RENDER_KEY[::-1]) in text
+        elif RENDER_KEY in text or RENDER_KEY[::-1] in text:
+            pytest.fail("an encryption key is in %s" % path)
 
 
 def test_config_json_is_read_by_the_engine(linux_root):
@@ -191,6 +195,9 @@ def test_config_json_is_read_by_the_engine(linux_root):
     assert backup["types"]["incremental"]["enabled"] is False
     assert backup["types"]["data"] == {"enabled": False}
     assert backup["cleanup"] == {"schedule": "0 3 * * 0"}
+    assert backup["encryption"] == {"enabled": True, "mode": "aes-256-gcm",
+                                    "keyFile": str(linux_root / "etc/seawall-pgbackup/encryption.key"),
+                                    "keyring": str(linux_root / "etc/seawall-pgbackup/keyring")}
     # The engine accepts it, and its health check expects exactly the scheduled kinds.
     import sys  # pylint: disable=import-outside-toplevel
     sys.path.insert(0, str(REPO))

@@ -127,6 +127,7 @@ class Backup:
             "size": self.size,
             "sha256": main.get("sha256"),
             "compression": self.manifest.get("compression"),
+            "encryption": self.manifest.get("encryption"),
             "server_version": (self.manifest.get("server") or {}).get("version"),
             "files": [self.file_path(f) for f in self.manifest.get("files", [])],
             "manifest": self.manifest_path,

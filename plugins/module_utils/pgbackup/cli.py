@@ -22,6 +22,7 @@ from . import __version__
 from .catalog import Repository
 from .config import LOGICAL_KINDS, load_config
 from .connection import DbTarget
+from .encryption_cli import ENCRYPTION_COMMANDS, add_encryption_commands
 from .errors import BackupError
 
 PROG = "seawall-pgbackup"
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
     health.add_argument("--json", action="store_true")
+    add_encryption_commands(sub)
     return parser
 
 
@@ -224,6 +226,7 @@ def _cmd_health(cfg, args) -> int:
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
             "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health}
+COMMANDS.update(ENCRYPTION_COMMANDS)
 
 
 def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument

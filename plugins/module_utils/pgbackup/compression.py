@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from typing import BinaryIO, Optional
 
@@ -72,4 +73,39 @@ def open_decompressed(path: str, algorithm: str) -> BinaryIO:
         return _zstandard().ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
     if algorithm == "none":
         return open(path, "rb")  # pylint: disable=consider-using-with
+    raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
+
+
+class _Closing(io.BufferedReader):
+    """A decompressing reader that also closes the stream under it."""
+
+    def __init__(self, top, under) -> None:
+        super().__init__(top, CHUNK_READ)  # type: ignore[arg-type]
+        self._under = under
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._under.close()
+
+
+CHUNK_READ = 1 << 20
+
+
+def decompressing_reader(stream: BinaryIO, algorithm: str) -> BinaryIO:
+    """Like ``open_decompressed`` but over an open binary stream (a decrypting reader, say); closing closes both."""
+    if algorithm == "none":
+        return stream
+    if algorithm == "gzip":
+        try:
+            from isal import igzip  # pylint: disable=import-outside-toplevel
+            top = igzip.IGzipFile(fileobj=stream, mode="rb")
+        except ImportError:
+            top = gzip.GzipFile(fileobj=stream, mode="rb")
+        return _Closing(top, stream)  # type: ignore[return-value]
+    if algorithm == "zstd":
+        top = _zstandard().ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=True)
+        return _Closing(top, stream)  # type: ignore[return-value]
+    stream.close()
     raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)

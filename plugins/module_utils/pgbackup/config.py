@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .cron import Cron
 from .duration import parse_duration
+from .encryption_config import apply_encryption_env, apply_encryption_json, apply_encryption_setting
 from .errors import ConfigError
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
@@ -64,6 +65,11 @@ class Config:
     compression: str = "gzip"
     compression_level: Optional[int] = None
     encryption: bool = False
+    encryption_mode: str = "aes-256-gcm"                      # or "age" (docs/encryption.md)
+    encryption_key_file: Optional[str] = None                 # a 0600 key file outside the backup directory
+    encryption_keyring: Optional[str] = None                  # a directory of *.key files (rotation)
+    encryption_recipients: List[str] = field(default_factory=list)  # age1... public keys
+    encryption_identity_file: Optional[str] = None            # age private keys, restore side only
     pg_bin_dir: Optional[str] = None
     jobs: int = 1
     timezone: str = "UTC"
@@ -97,6 +103,7 @@ class Config:
             "backup_type": self.backup_type,
             "compression": self.compression,
             "encryption": self.encryption,
+            "encryption_mode": self.encryption_mode if self.encryption else None,
             "pg_bin_dir": self.pg_bin_dir,
             "timezone": self.timezone,
             "schedules": dict({k: s.schedule for k, s in self.kinds.items() if s.schedule}, cleanup=self.cleanup_schedule),
@@ -218,7 +225,7 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
     if "compressionLevel" in backup:
         cfg.compression_level = parse_count("backup.compressionLevel", backup["compressionLevel"], where, 1)
     if "encryption" in backup:
-        cfg.encryption = parse_bool("backup.encryption", backup["encryption"], where)
+        apply_encryption_json(cfg, backup["encryption"], where)
     if "jobs" in backup:
         cfg.jobs = parse_count("backup.jobs", backup["jobs"], where, 1)
     if "databaseUrl" in backup:
@@ -308,6 +315,7 @@ def apply_env(cfg: Config, env: Mapping[str, str]) -> None:
         cfg.compression_level = parse_count("BACKUP_COMPRESSION_LEVEL", env["BACKUP_COMPRESSION_LEVEL"], minimum=1)
     if get("BACKUP_ENCRYPTION"):
         cfg.encryption = parse_bool("BACKUP_ENCRYPTION", env["BACKUP_ENCRYPTION"])
+    apply_encryption_env(cfg, env)
     if get("BACKUP_PG_BIN_DIR"):
         cfg.pg_bin_dir = env["BACKUP_PG_BIN_DIR"]
     if get("BACKUP_JOBS"):
@@ -354,6 +362,8 @@ def load_config(env: Optional[Mapping[str, str]] = None, config_file: Optional[s
             cfg.compression_level = parse_count("compression_level", value, minimum=1)
         elif key == "encryption":
             cfg.encryption = parse_bool("encryption", value)
+        elif key.startswith("encryption_"):
+            apply_encryption_setting(cfg, key, value)
         elif key == "pg_bin_dir":
             cfg.pg_bin_dir = str(value)
         elif key == "jobs":

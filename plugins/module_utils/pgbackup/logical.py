@@ -22,6 +22,7 @@ from .pgclient import ServerInfo, server_info, user_object_count
 from .pipeline import describe_exit, stream_tool_to_file
 from .runlog import RunLog
 from .snapshot import SnapshotSession, snapshot_flag
+from .stored import sealing_for
 
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
@@ -95,9 +96,8 @@ class BackupRun:
         if self.kind == "incremental":
             raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
                               "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data or globals")
-        if cfg.encryption_for(self.kind):
-            raise ConfigError("BACKUP_ENCRYPTION=true is not supported by this version yet: refusing to write an "
-                              "unencrypted backup; set BACKUP_ENCRYPTION=false to back up without encryption")
+        # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
+        self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())
         self.repo = Repository(cfg.backup_dir)
         self.log = log
@@ -143,15 +143,17 @@ class BackupRun:
         db_sql = database_statements(tools, self.target) if self.kind in ("full", "schema") else None
         counts: Dict[str, Any] = {}
         session = None
+        seal_suffix = self.sealing.suffix if self.sealing else ""
         try:
             if self.kind != "globals":
                 session = SnapshotSession(tools.path("psql"), self.target)
                 snapshot = session.export()
                 if self.kind in ("full", "data"):
                     session.count_rows_in_background()  # same snapshot as the dump, on the other core
-                dest = os.path.join(directory, "%s.dump%s" % (backup_id, SUFFIX[algorithm]))
+                dest = os.path.join(directory, "%s.dump%s%s" % (backup_id, SUFFIX[algorithm], seal_suffix))
                 result = stream_tool_to_file(_dump_command(tools, self.target, self.kind, snapshot), env, dest,
-                                             algorithm, level, check_custom_archive, "pg_dump", "dump")
+                                             algorithm, level, check_custom_archive, "pg_dump", "dump",
+                                             sealing=self.sealing)
                 written.append(result.path)
                 files.append(_file_entry(result, "database", "custom", algorithm))
                 warnings.extend(result.warnings)
@@ -159,9 +161,10 @@ class BackupRun:
                 session = None
             if self.kind in ("full", "globals"):
                 name = "%s.globals.sql%s" if self.kind == "full" else "%s.sql%s"
-                dest = os.path.join(directory, name % (backup_id, SUFFIX[algorithm]))
+                dest = os.path.join(directory, name % (backup_id, SUFFIX[algorithm]) + seal_suffix)
                 result = stream_tool_to_file(_globals_command(tools, self.target, info), env, dest, algorithm,
-                                             level, check_cluster_sql, "pg_dumpall", "globals")
+                                             level, check_cluster_sql, "pg_dumpall", "globals",
+                                             sealing=self.sealing)
                 written.append(result.path)
                 files.append(_file_entry(result, "globals", "plain", algorithm))
                 warnings.extend(result.warnings)
@@ -185,7 +188,7 @@ class BackupRun:
                 "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
                 "files": files,
                 "compression": algorithm,
-                "encryption": None,
+                "encryption": self.sealing.record() if self.sealing else None,
                 "parent": None,
                 "user_objects": objects,
                 "database_size": counts.get("size"),

@@ -26,6 +26,7 @@ except ImportError:  # Windows
 from .compression import compressor
 from .errors import BackupError
 from .fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
+from .stored import StoredWriter
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for constant memory
 EDGE = 4096      # bytes of the raw stream kept from its start and end for sanity checks
@@ -58,17 +59,19 @@ def describe_exit(tool: str, returncode: int, stderr: str) -> str:
 
 def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algorithm: str,
                         level: Optional[int], check_output: Callable[[bytes, bytes, int], Optional[str]],
-                        tool: str, step: str) -> StreamResult:
+                        tool: str, step: str, sealing=None) -> StreamResult:
     """Run ``cmd``, store its compressed stdout at ``dest``; raise BackupError naming ``step`` on any fault.
 
     ``check_output(head, tail, raw_size)`` returns an error text for output that is empty or not
     what the tool should have written (a headerless dump is a failure even with exit 0).
+    ``sealing`` (stored.Sealing): encrypt after compression; size and sha256 are of the stored bytes.
     """
     partial = dest + ".partial"
     err_file = tempfile.TemporaryFile()  # stderr can be large; a file never blocks the tool
     proc = None
     out = None
     source = None
+    stored = None
     try:
         try:
             out = create_private(partial)
@@ -82,8 +85,8 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             os.close(write_end)  # only the tool writes; EOF comes when it exits
         source = os.fdopen(read_end, "rb", buffering=0)
         packer = compressor(algorithm, level)
-        digest = hashlib.sha256()
-        size = raw_size = 0
+        stored = StoredWriter(out, partial, step, sealing)
+        raw_size = 0
         head = b""
         tail = b""
         while True:
@@ -94,15 +97,9 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
                 head += chunk[:EDGE - len(head)]
             tail = (tail + chunk[-EDGE:])[-EDGE:]
             raw_size += len(chunk)
-            packed = packer.compress(chunk)
-            if packed:
-                digest.update(packed)
-                size += len(packed)
-                _write(out, packed, partial, step)
-        packed = packer.flush()
-        digest.update(packed)
-        size += len(packed)
-        _write(out, packed, partial, step)
+            stored.write(packer.compress(chunk))
+        stored.write(packer.flush())
+        stored.close()
         returncode = proc.wait()
         err_file.seek(0)
         stderr = err_file.read().decode("utf-8", "replace")
@@ -122,8 +119,10 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             fsync_dir(os.path.dirname(dest) or ".")
         except OSError as exc:
             raise BackupError("cannot finish " + describe_os_error(exc, dest), step=step) from None
-        return StreamResult(dest, size, digest.hexdigest(), raw_size, stderr_lines)
+        return StreamResult(dest, stored.size, stored.sha256, raw_size, stderr_lines)
     except BaseException:
+        if stored is not None:
+            stored.abort()
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -23,7 +23,6 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .binaries import ClientTools, any_psql, select_tools
 from .catalog import Backup, Repository, parse_moment, utc_now
-from .compression import open_decompressed
 from .config import Config
 from .connection import DbTarget
 from .errors import BackupError, ClientToolError, ConnectionFailed, RestoreError
@@ -35,6 +34,7 @@ from .pgclient import (ServerInfo, database_exists, execute, query, qualified as
 from .pipeline import CHUNK, describe_exit
 from .runlog import RunLog
 from .snapshot import count_rows
+from .stored import open_stored, require_keys
 from .space import check_free_space
 from .integrity import verify_checksums
 
@@ -243,6 +243,7 @@ class Restorer:
     def run(self) -> RestoreResult:
         started = time.monotonic()
         verify_checksums(self.backup)  # never feed a damaged file to pg_restore
+        require_keys(self.backup, self.cfg)  # a missing key fails here, naming its id
         psql = any_psql(self.cfg.pg_bin_dir)
         admin = _maintenance(self.target, psql)
         info = server_info(psql, admin)
@@ -273,7 +274,7 @@ class Restorer:
         run = _ToolRun([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", admin.url, "-f", "-"],
                        admin.env(), "psql")
         try:
-            with open_decompressed(path, entry["compression"]) as raw:
+            with open_stored(self.backup, entry, self.cfg) as raw:
                 text = (line.decode("utf-8") for line in raw)
                 for line in filter_globals(text, roles, info.current_user, spaces):
                     run.proc.stdin.write(line.encode("utf-8"))
@@ -374,7 +375,7 @@ class Restorer:
         try:
             plain = os.path.join(scratch, "archive.dump")
             try:
-                with open_decompressed(path, entry["compression"]) as src, open(plain, "wb") as dst:
+                with open_stored(self.backup, entry, self.cfg) as src, open(plain, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
             except (EOFError, ValueError) as exc:
                 raise RestoreError("%s is corrupt or truncated: %s" % (path, exc)) from None
@@ -404,7 +405,7 @@ class Restorer:
             return
         run = _ToolRun(common + ["--single-transaction"], env, "pg_restore")
         try:
-            with open_decompressed(path, entry["compression"]) as src:
+            with open_stored(self.backup, entry, self.cfg) as src:
                 run.feed(src, path)
         except BaseException:
             run.kill()
@@ -431,7 +432,7 @@ class Restorer:
 
         def pump() -> None:
             try:
-                with open_decompressed(path, entry["compression"]) as src:
+                with open_stored(self.backup, entry, self.cfg) as src:
                     producer.feed(src, path)
             except BaseException as exc:  # pylint: disable=broad-except
                 failure.append(exc)

@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .binaries import any_psql, select_tools
 from .catalog import PARTIAL_SUFFIX, Backup, Repository, iso, load_backup, slug, utc_now
-from .compression import open_decompressed
 from .config import Config
 from .connection import DbTarget
 from .errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
@@ -25,6 +24,7 @@ from .pipeline import CHUNK, describe_exit
 from .restore import Restorer
 from .runlog import RunLog
 from .snapshot import count_rows
+from .stored import open_stored
 
 LEVELS = ("checksum", "archive", "restore")
 # Failures of the surroundings, not of the backup: raised to the caller, never recorded in the manifest.
@@ -36,10 +36,13 @@ def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
     path = backup.file_path(entry)
     if entry.get("format") == "plain":
         head, tail = b"", b""
-        with open_decompressed(path, entry["compression"]) as src:
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                head = head or chunk[:4096]
-                tail = (tail + chunk)[-4096:]
+        try:
+            with open_stored(backup, entry, cfg) as src:
+                for chunk in iter(lambda: src.read(CHUNK), b""):
+                    head = head or chunk[:4096]
+                    tail = (tail + chunk)[-4096:]
+        except (EOFError, OSError, ValueError) as exc:
+            raise VerifyError("%s: %s does not decompress: %s" % (backup.id, path, exc)) from None
         if CLUSTER_DUMP_HEAD not in head or CLUSTER_DUMP_END not in tail:
             raise VerifyError("%s: %s is not a complete pg_dumpall script" % (backup.id, path))
         return "globals script complete"
@@ -49,7 +52,7 @@ def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
     listing = tempfile.TemporaryFile()  # a file, not a pipe: a long listing must never block pg_restore
     proc = subprocess.Popen([tools.path("pg_restore"), "--list"], stdin=subprocess.PIPE, stdout=listing, stderr=err)
     try:
-        with open_decompressed(path, entry["compression"]) as src:
+        with open_stored(backup, entry, cfg) as src:
             # pg_restore --list only reads the table of contents; we still read (and so check) every byte.
             for chunk in iter(lambda: src.read(CHUNK), b""):
                 try:
