@@ -225,6 +225,18 @@ class Azurite(_Server):
         for container in self.containers:
             self.create_container(container)
 
+    def start(self) -> "Azurite":
+        super().start()
+        # Azurite saves its metadata every few seconds: after a SIGKILL a young container can be gone
+        # (Azure itself never loses one), so make sure it is there again.
+        for container in self.containers:
+            try:
+                self.create_container(container)
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: it survived
+                    raise
+        return self
+
     def create_container(self, container: str) -> None:
         """PUT ?restype=container signed with SharedKey (the emulator's path-style resource form)."""
         date = email.utils.formatdate(usegmt=True)
