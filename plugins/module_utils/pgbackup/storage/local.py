@@ -28,7 +28,7 @@ class LocalDestination(Destination):
         return os.path.join(self.root, *parts)
 
     def uri(self, key: str = "") -> str:
-        return "file://" + (self._path(key) if key else self.root)
+        return "file://" + (os.path.join(self.root, *key.split("/")) if key else self.root)
 
     def put_file(self, key: str, path: str, size: int, sha256: str) -> ObjectInfo:
         target = self._path(key)
