@@ -131,11 +131,12 @@ class SeaweedFS(_Server):
         super().__init__(workdir)
         self.binary = weed_binary()
         self.buckets = buckets
-        self.ports = {k: free_port() for k in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-                                                "s3", "s3.grpc", "admin", "admin.grpc")}
-        config = {"identities": [{"name": "seawall", "credentials": [{"accessKey": S3_ACCESS_KEY,
-                                                                        "secretKey": S3_SECRET_KEY}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin",
+                 "admin.grpc")
+        self.ports = {k: free_port() for k in names}
+        identity = {"name": "seawall", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        config = {"identities": [identity]}
         self.config = self.workdir / "s3.json"
         self.config.write_text(json.dumps(config))
 

@@ -94,8 +94,9 @@ class RemoteCatalog:
                 moment = parse_moment(before, self.cfg.timezone)
                 chosen = [b for b in chosen if b.created_at < moment]
             if not chosen:
-                raise NotFound("no good %s backup%s%s in %s" % (kind or "full", " of %s" % database if database else "",
-                                                               " before %s" % before if before else "", where))
+                of = " of %s" % database if database else ""
+                until = " before %s" % before if before else ""
+                raise NotFound("no good %s backup%s%s in %s" % (kind or "full", of, until, where))
             return chosen[-1]
         for backup in self.backups:
             if backup.id == selector or posixpath.basename(backup.manifest_path) == selector:
