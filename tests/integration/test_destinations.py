@@ -154,7 +154,8 @@ def test_retention_runs_per_destination(servers, source, pg15, tmp_path):
         "types": {"full": {"retention": {"keep_last": 1}}},
         "destinations": {
             "local": {"enabled": True},
-            "s3": {"enabled": True, "bucket": "backups", "endpoint": servers["s3"].endpoint, "prefix": prefix},
+            "s3": {"enabled": True, "bucket": "backups", "endpoint": servers["s3"].endpoint, "prefix": prefix,
+                   "serviceChecksum": True, "storageClass": "STANDARD_IA", "encryption": True},
             "azure": {"enabled": True, "container": "backups", "account": "devstoreaccount1",
                       "endpoint": servers["azure"].endpoint, "prefix": prefix},
         }}}))
