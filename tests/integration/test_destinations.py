@@ -19,7 +19,7 @@ import pytest
 from tests.integration import cli
 from tests.support import load_sample
 from tests.support.compare import assert_same_database
-from tests.support.standins import Azurite, CutProxy, FakeGcs, SeaweedFS, StandinMissing
+from tests.support.standins import AZURITE_KEY, S3_SECRET_KEY, Azurite, CutProxy, FakeGcs, SeaweedFS, StandinMissing
 
 KINDS = ("s3", "azure", "gcs", "dir")
 
@@ -75,6 +75,13 @@ def destination_env(kind: str, server, prefix: str, tmp_path: Path, endpoint: st
     return env
 
 
+def assert_no_secret(*texts: str, backup_dir: Path = None) -> None:
+    """Neither the S3 secret nor the Azure key in outputs or in the run logs."""
+    logs = [p.read_text(errors="replace") for p in (backup_dir / "logs").glob("*")] if backup_dir else []
+    for text in list(texts) + logs:
+        assert S3_SECRET_KEY not in text and AZURITE_KEY not in text and AZURITE_KEY[:20] not in text
+
+
 def dest_name(kind: str) -> str:
     return "local" if kind == "dir" else kind
 
@@ -105,6 +112,7 @@ def test_backup_list_verify_restore_from_destination(kind, servers, source, pg15
     # A second sync finds everything present: nothing is uploaded twice.
     synced = json.loads(cli.run(["sync", "--json"], env).stdout)
     assert synced["copied"] == [] and synced["present"] == 1
+    assert_no_secret(json.dumps(manifest), json.dumps(remote), backup_dir=backup_dir)
 
     # Lose the local backup directory entirely: the restore comes from the destination alone.
     shutil.rmtree(backup_dir)
@@ -188,7 +196,7 @@ def test_retention_runs_per_destination(servers, source, pg15, tmp_path):
     assert synced["copied"] == [] and synced["failed"] == []
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def big_source(pg15) -> Iterator[str]:
     """About 17 MB of incompressible-looking rows: several 5 MiB parts."""
     name = "vtt_big_%s" % uuid.uuid4().hex[:8]
@@ -221,6 +229,7 @@ def test_upload_cut_half_way_leaves_nothing_listed_and_sync_finishes(kind, big_s
         line = cli.error_line(proc)
         assert proxy.cut.is_set(), "the upload finished before the cut: make the table bigger"
         assert "is complete and kept" in line and "destination '%s'" % kind in line and "sync" in line, line
+        assert_no_secret(proc.stdout, proc.stderr, backup_dir=tmp_path / "backups")
         local = cli.listing(env)
         assert len(local) == 1 and local[0]["good"] and local[0]["size"] > 12 * 1024 * 1024
         assert not any(c.get("destination") == kind for c in json.loads(

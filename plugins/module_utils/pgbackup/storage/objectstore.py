@@ -105,8 +105,7 @@ class ObjectStoreDestination(Destination):
         obstore = _obstore()
         try:
             result = obstore.get(self.store, self._full(key))
-            for chunk in result.stream(min_chunk_size=CHUNK):
-                yield chunk
+            yield from result.stream(min_chunk_size=CHUNK)
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("download", key, one_line(exc)) from None
 
