@@ -58,6 +58,8 @@ def test_bad_settings_are_named(raw, message):
 
 def test_missing_bucket_fails_when_used_not_when_loaded():
     cfg = load_config(env={"BACKUP_S3_ENDPOINT": "http://127.0.0.1:1"})
+    assert remote_settings(cfg) == []  # an endpoint alone turns nothing on
+    cfg = load_config(env={"BACKUP_S3_ENDPOINT": "http://127.0.0.1:1", "BACKUP_S3_ENABLED": "true"})
     (s3,) = remote_settings(cfg)
     with pytest.raises(ConfigError, match="needs a bucket"):
         open_destination(s3)
@@ -100,3 +102,30 @@ def test_directory_destination_round_trip(tmp_path):
     assert [o.key for o in dest.list()] == ["full/f.dump"]
     with pytest.raises(ConfigError.__mro__[1], match="leaves the destination"):
         dest.head("../escape")
+
+
+def test_a_failed_destination_does_not_stop_the_others_and_keeps_the_backup(tmp_path):
+    """sync over a real backup directory: a destination without its bucket fails by name, a directory copy works."""
+    import json as _json
+    from seawall_pgbackup.catalog import FORMAT_VERSION, Repository
+    from seawall_pgbackup.storage.copies import raise_failures, sync
+
+    repo = Repository(str(tmp_path / "backups"))
+    repo.prepare()
+    data = b"PGDMP" + b"\0" * 1000
+    (tmp_path / "backups" / "full" / "full-db-1.dump").write_bytes(data)
+    manifest = {"format_version": FORMAT_VERSION, "id": "full-db-1", "type": "full", "status": "ok",
+                "database": "db", "created_at": "2026-11-26T02:00:00.000000Z",
+                "files": [{"name": "full-db-1.dump", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
+    (tmp_path / "backups" / "full" / "full-db-1.json").write_text(_json.dumps(manifest))
+    cfg = load_config(env={"BACKUP_DIR": str(tmp_path / "backups"), "BACKUP_S3_ENABLED": "yes",
+                           "BACKUP_LOCAL_PATH": str(tmp_path / "nas")})
+    result = sync(cfg)
+    assert [c["destination"] for c in result["copied"]] == ["local"]
+    assert [f["destination"] for f in result["failed"]] == ["s3"] and "needs a bucket" in result["failed"][0]["error"]
+    with pytest.raises(Exception, match="the copy to destination 's3' failed"):
+        raise_failures(result)
+    assert (tmp_path / "nas" / "full" / "full-db-1.json").exists()
+    recorded = _json.loads((tmp_path / "backups" / "full" / "full-db-1.json").read_text())
+    assert [c["destination"] for c in recorded["copies"]] == ["local"]
+    assert sync(cfg)["present"] == 1  # the directory copy is not made twice

@@ -18,6 +18,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..catalog import MANIFEST_SUFFIX, Backup, Repository, iso, load_backup, utc_now
+from ..errors import BackupError
 from ..runlog import RunLog
 from . import open_destination, remote_settings
 from .base import Destination, DestinationError
@@ -122,27 +123,35 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
     result: Dict[str, Any] = {"copied": [], "present": 0, "failed": [], "destinations": [s.name for s in targets]}
     if not targets:
         return result
-    with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
-        backups = [load_backup(b.manifest_path) for b in only] if only is not None else repo.backups()
-        for settings in targets:
+    # The lock is held only to record a copy: a long upload never makes a scheduled backup wait or fail.
+    # A backup pruned locally meanwhile still completes its copy (its files stay readable while open, or the
+    # upload fails cleanly before the manifest); the record is then simply skipped.
+    backups = [load_backup(b.manifest_path) for b in only] if only is not None else repo.backups()
+    for settings in targets:
+        try:
             dest = open_destination(settings)
-            try:
-                for backup in backups:
-                    if backup is None or not backup.good:
-                        continue
-                    if copy_recorded(backup, settings.name):
-                        result["present"] += 1
-                        continue
-                    record = copy_backup(backup, dest, settings)
+        except BackupError as exc:
+            result["failed"].append({"destination": settings.name, "error": str(exc)})
+            log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
+            continue
+        try:
+            for backup in backups:
+                if backup is None or not backup.good:
+                    continue
+                if copy_recorded(backup, settings.name):
+                    result["present"] += 1
+                    continue
+                record = copy_backup(backup, dest, settings)
+                with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
                     record_copy(backup, record)
-                    result["copied"].append(dict(record, id=backup.id))
-                    log.info("copied", id=backup.id, destination=settings.name, uri=record["uri"],
-                             uploaded=record["uploaded"])
-            except DestinationError as exc:
-                result["failed"].append({"destination": settings.name, "error": str(exc)})
-                log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
-            finally:
-                dest.close()
+                result["copied"].append(dict(record, id=backup.id))
+                log.info("copied", id=backup.id, destination=settings.name, uri=record["uri"],
+                         uploaded=record["uploaded"])
+        except BackupError as exc:  # a destination's failure (or its bad credentials file) stops only that one
+            result["failed"].append({"destination": settings.name, "error": str(exc)})
+            log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
+        finally:
+            dest.close()
     return result
 
 

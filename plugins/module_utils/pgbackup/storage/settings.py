@@ -181,9 +181,9 @@ def parse_destinations(raw: Mapping[str, Any], env: Mapping[str, str]) -> List[D
             found.pop("enabled", None)
         if found:
             target = merged.setdefault(kind, {})
-            if "enabled" not in found and "enabled" not in target and (
-                    "bucket" in found or "container" in found or "path" in found):
-                found["enabled"] = True  # BACKUP_S3_BUCKET turns the s3 copy on unless the file says otherwise
+            if "enabled" not in found and "enabled" not in target:
+                # BACKUP_S3_BUCKET turns the s3 copy on unless the file says otherwise; an endpoint alone does not.
+                found["enabled"] = any(k in found for k in ("bucket", "container", "path"))
             target.update(found)
     for var, key in COMMON_ENV.items():
         if env.get(var) not in (None, ""):
