@@ -248,3 +248,46 @@ def test_upload_cut_half_way_leaves_nothing_listed_and_sync_finishes(kind, big_s
         if proxy:
             proxy.close()
         server.stop()
+
+
+def test_pg_backup_module_copies_to_its_destinations(servers, source, pg15, tmp_path):
+    """The module's ``destinations`` option, through ansible-playbook: the copy is in its result and listed there."""
+    import subprocess
+    import sys
+
+    playbook_bin = Path(sys.executable).with_name("ansible-playbook")
+    if not playbook_bin.exists():
+        pytest.skip("ansible-playbook is not installed beside this Python")
+    repo = Path(__file__).resolve().parents[2]
+    prefix = "pg-%s" % uuid.uuid4().hex[:8]
+    out = tmp_path / "result.json"
+    playbook = tmp_path / "play.yml"
+    playbook.write_text("""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Back up with a copy in S3
+      seawall.pgbackup.pg_backup:
+        database_url: "{{ url }}"
+        backup_dir: "{{ dir }}"
+        destinations:
+          - {name: s3, type: s3, bucket: backups, endpoint: "{{ endpoint }}", prefix: "{{ prefix }}"}
+      register: taken
+    - name: Save the result
+      ansible.builtin.copy:
+        content: "{{ taken | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "ANSIBLE_", "AWS_"))}
+    env.update(servers["s3"].env(), ANSIBLE_CONFIG=str(repo / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    extra = json.dumps({"url": pg15.url(source), "dir": str(tmp_path / "backups"), "endpoint": servers["s3"].endpoint,
+                        "prefix": prefix, "out": str(out), "ansible_python_interpreter": sys.executable})
+    proc = subprocess.run([str(playbook_bin), "-i", "localhost,", "-c", "local", str(playbook), "-e", extra],
+                          cwd=str(repo), env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["changed"] is True
+    assert [c["destination"] for c in result["copies"]] == ["s3"]
+    assert result["copies"][0]["uri"] == "s3://backups/%s/full/%s.json" % (prefix, result["backup"]["id"])
+    assert_no_secret(proc.stdout, proc.stderr, out.read_text())
