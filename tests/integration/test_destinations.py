@@ -291,3 +291,23 @@ def test_pg_backup_module_copies_to_its_destinations(servers, source, pg15, tmp_
     assert [c["destination"] for c in result["copies"]] == ["s3"]
     assert result["copies"][0]["uri"] == "s3://backups/%s/full/%s.json" % (prefix, result["backup"]["id"])
     assert_no_secret(proc.stdout, proc.stderr, out.read_text())
+
+
+@pytest.mark.parametrize("kind", ("s3", "azure", "gcs"))
+def test_a_dropped_connection_is_retried_within_the_run(kind, servers, big_source, pg15, tmp_path):
+    """One connection dies half-way through the upload (the server stays up): the retry finishes the copy."""
+    server = servers[kind]
+    upstream = server.ports["s3"] if kind == "s3" else server.port
+    proxy = CutProxy(upstream, cut_after=8 * 1024 * 1024, drop=True)
+    try:
+        endpoint = server.endpoint.replace(":%d" % upstream, ":%d" % proxy.port)
+        prefix = "pg-%s" % uuid.uuid4().hex[:8]
+        env = cli.cli_env(pg15.url(big_source), tmp_path / "backups", BACKUP_COMPRESSION="none",
+                          **destination_env(kind, server, prefix, tmp_path, endpoint=endpoint))
+        manifest = cli.create(env, "full")
+        assert proxy.cut.is_set(), "the upload finished before the drop: make the table bigger"
+        assert [c["destination"] for c in manifest["copies"]] == [kind]
+        verified = json.loads(cli.run(["verify", "--destination", kind, "--level", "checksum", "--json"], env).stdout)
+        assert [(v["id"], v["ok"]) for v in verified] == [(manifest["id"], True)]
+    finally:
+        proxy.close()

@@ -6,7 +6,8 @@
 
 Each keeps its data in a directory, so ``kill()`` (SIGKILL, like a crash) followed by ``start()`` brings
 the same objects back on the same ports. ``CutProxy`` forwards TCP to a server and calls a function once a
-number of bytes went upstream (the interrupted-upload tests kill the server there).
+number of bytes went upstream (the interrupted-upload tests kill the server there), or with ``drop=True``
+just drops that one connection (a transient failure that a retry must get over).
 
 Nothing here reaches the network: every server binds 127.0.0.1 and Azurite runs with --disableTelemetry.
 """
@@ -305,7 +306,9 @@ class CutProxy:
     """TCP forwarder 127.0.0.1:port → 127.0.0.1:upstream_port that calls ``on_cut`` once, when
     ``cut_after`` bytes have gone upstream (then the test kills the server behind it)."""
 
-    def __init__(self, upstream_port: int, cut_after: int, on_cut: Callable[[], None]) -> None:
+    def __init__(self, upstream_port: int, cut_after: int, on_cut: Callable[[], None] = lambda: None,
+                 drop: bool = False) -> None:
+        self.drop = drop
         self.upstream_port = upstream_port
         self.cut_after = cut_after
         self.on_cut = on_cut
@@ -354,6 +357,8 @@ class CutProxy:
                             fire = True
                     if fire:
                         self.on_cut()
+                        if self.drop:  # a transient network failure: this connection dies, the server lives
+                            break
         except OSError:
             pass
         finally:
