@@ -114,15 +114,15 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
     Every destination is tried; failures are collected and raised together at the end (naming each
     destination) after the successful copies were recorded.
     """
-    repo = Repository(cfg.backup_dir)
-    log = RunLog(repo.log_dir)
     targets = [s for s in remote_settings(cfg) if destination is None or s.name == destination]
     if destination is not None and not targets:
         from . import find_settings  # pylint: disable=import-outside-toplevel
         targets = [find_settings(cfg, destination)]
     result: Dict[str, Any] = {"copied": [], "present": 0, "failed": [], "destinations": [s.name for s in targets]}
     if not targets:
-        return result
+        return result  # no destination: nothing is touched
+    repo = Repository(cfg.backup_dir)
+    log = RunLog(repo.log_dir)
     # The lock is held only to record a copy: a long upload never makes a scheduled backup wait or fail.
     # A backup pruned locally meanwhile still completes its copy (its files stay readable while open, or the
     # upload fails cleanly before the manifest); the record is then simply skipped.
