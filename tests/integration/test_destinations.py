@@ -108,6 +108,10 @@ def test_backup_list_verify_restore_from_destination(kind, servers, source, pg15
     # The result is recorded in the destination's manifest.
     again = json.loads(cli.run(["list", "--destination", name, "--json"], env).stdout)
     assert again[0]["verification"]["level"] == "checksum" and again[0]["verification"]["ok"] is True
+    if kind == "s3":  # the archive level: downloaded to scratch, read by pg_restore --list, scratch removed
+        deep = json.loads(cli.run(["verify", "--destination", name, "--level", "archive", "--json"], env).stdout)
+        assert [(v["id"], v["ok"], v["level"]) for v in deep] == [(manifest["id"], True, "archive")], deep
+        assert not any((backup_dir / ".scratch").iterdir())
 
     # A second sync finds everything present: nothing is uploaded twice.
     synced = json.loads(cli.run(["sync", "--json"], env).stdout)
