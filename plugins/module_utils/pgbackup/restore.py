@@ -500,8 +500,21 @@ def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = N
 def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[str] = None, clean: bool = False,
                    with_globals: bool = False, jobs: Optional[int] = None, kind: Optional[str] = None,
                    before: Optional[str] = None, tables: Sequence[str] = (),
-                   schemas: Sequence[str] = ()) -> RestoreResult:
+                   schemas: Sequence[str] = (), destination: Optional[str] = None) -> RestoreResult:
+    if destination:  # a copy at a destination: downloaded into a scratch directory, removed afterwards
+        from .storage.remote import fetch_for_restore  # pylint: disable=import-outside-toplevel
+        database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
+        backup, scratch = fetch_for_restore(cfg, destination, selector, kind, before, database)
+        try:
+            return _restore_selected(cfg, backup, target_url, clean, with_globals, jobs, tables, schemas)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     backup = select_backup(cfg, selector, kind, before)
+    return _restore_selected(cfg, backup, target_url, clean, with_globals, jobs, tables, schemas)
+
+
+def _restore_selected(cfg: Config, backup: Backup, target_url: Optional[str], clean: bool, with_globals: bool,
+                      jobs: Optional[int], tables: Sequence[str], schemas: Sequence[str]) -> RestoreResult:
     if target_url:
         target = DbTarget(target_url)
         if cfg.database_url:
