@@ -146,7 +146,7 @@ def _azure(container, prefix, expiration, transitions, versioning, noncurrent):
         actions['version'] = {'delete': {'days_after_creation_greater_than': noncurrent}}
     if not actions:
         return []
-    match = container + ('/' + prefix if prefix else '/') if container else prefix
+    match = (container + '/' if container else '') + (prefix + '/' if prefix else '')
     filters = {'blob_types': ['blockBlob']}
     if match:
         filters['prefix_match'] = [match]
