@@ -19,7 +19,7 @@ description:
   - C(keep_last) and C(min_keep) are counts, not ages, and do not lengthen the horizon.
 options:
   _input:
-    description: The users' configuration document C({"backup": {...}}); may be empty.
+    description: 'The users'' configuration document C({"backup": {...}}); may be empty.'
     type: dict
     required: true
   margin_days:
