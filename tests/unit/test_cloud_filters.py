@@ -77,8 +77,9 @@ def test_azure_and_gcs_rules():
                                       "delete": {"days_after_modification_greater_than": 403}}},
             "filters": {"blob_types": ["blockBlob"], "prefix_match": ["pg/vtt/"]}}}]
     assert cloud_lifecycle("azure", expiration_days=0) == []
-    assert cloud_lifecycle("gcs", expiration_days=403, versioning=False,
-                           transitions=[{"days": 90, "storage_class": "coldline"}]) == {"rule": [
+    gcs = cloud_lifecycle("gcs", expiration_days=403, versioning=False,
+                          transitions=[{"days": 90, "storage_class": "coldline"}])
+    assert gcs == {"rule": [
         {"action": {"type": "SetStorageClass", "storage_class": "COLDLINE"}, "condition": {"age_days": 90}},
         {"action": {"type": "Delete"}, "condition": {"age_days": 403}}]}
 
