@@ -65,6 +65,23 @@ def _free_ports(count: int) -> List[int]:
             sock.close()
 
 
+def _free_port_pair(offset: int = 10000) -> List[int]:
+    """A free port p with p + offset free too (the mini worker dials the admin's gRPC port at http + 10000,
+    whatever -admin.port.grpc says)."""
+    for candidate in _free_ports(50):
+        if candidate + offset > 65535:
+            continue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((HOST, candidate + offset))
+        except OSError:
+            continue
+        finally:
+            sock.close()
+        return [candidate, candidate + offset]
+    raise SeaweedFSError("no free pair of ports %d apart on %s" % (offset, HOST))
+
+
 class SeaweedFS:
     """One ``weed mini`` process serving S3 on 127.0.0.1."""
 
@@ -99,9 +116,9 @@ class SeaweedFS:
         config.write_text(json.dumps(self._s3_config()))
         config.chmod(0o600)
         names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                 "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port",
-                 "debug.port", "metricsPort"]
+                 "filer.port.grpc", "s3.port", "s3.port.grpc", "webdav.port", "debug.port", "metricsPort"]
         ports = dict(zip(names, _free_ports(len(names))))
+        ports.update(zip(["admin.port", "admin.port.grpc"], _free_port_pair()))
         self.s3_port = ports["s3.port"]
         argv = [self.weed, "mini", "-dir=%s" % data, "-ip=%s" % HOST, "-ip.bind=%s" % HOST,
                 "-s3.config=%s" % config, "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
