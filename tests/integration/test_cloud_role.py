@@ -171,6 +171,13 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     assert rules["seawall-pgbackup-expire"]["Expiration"] == {"Days": 45}
     assert "NoncurrentVersionExpiration" not in rules["seawall-pgbackup-expire"]
 
+    # The destination's own encryption keys (sse, kmsKeyId, as the engine reads them) set the bucket's default.
+    kms = s3_variables(seaweedfs, bucket, pgbackup_cloud_expiration_days=45, pgbackup_cloud_s3_versioning=False)
+    kms["pgbackup_config"]["backup"]["destinations"]["s3"].update({"sse": "aws:kms", "kmsKeyId": "alias/backups"})
+    result = run_playbook(PLAYBOOK, kms, tmp_path, "--check", env=from_env)
+    assert task_results(result, "Report what would change (check mode)")[0]["msg"][1:] == [
+        "default encryption: AES256 -> aws:kms alias/backups"]
+
 
 def test_seaweedfs_limits(seaweedfs, tmp_path):
     """What SeaweedFS does not implement, exactly, and that the role's defaults stop with that message
