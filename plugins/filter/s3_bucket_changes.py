@@ -37,6 +37,10 @@ options:
   public_access_block:
     description: Whether all four public access block settings must be on; C(None) leaves them as they are.
     type: bool
+  tags:
+    description: Tags the bucket must carry (others are left alone, as C(purge_tags=false) does); needs the C(bucket_tagging) fact.
+    type: dict
+    default: {}
   rules:
     description: The lifecycle rules, each a dictionary of C(community.aws.s3_lifecycle) options with C(rule_id).
     type: list
@@ -94,7 +98,8 @@ def _comparable(rule):
     return out
 
 
-def s3_bucket_changes(bucket, versioning=None, encryption='none', kms_key_id='', public_access_block=None, rules=None):
+def s3_bucket_changes(bucket, versioning=None, encryption='none', kms_key_id='', public_access_block=None, rules=None,
+                      tags=None):
     """One line per difference between the bucket (None: missing) and the wanted settings."""
     if bucket is not None and not isinstance(bucket, dict):
         raise AnsibleFilterError('s3_bucket_changes: the input must be an s3_bucket_info bucket or None, got %s'
@@ -125,6 +130,13 @@ def s3_bucket_changes(bucket, versioning=None, encryption='none', kms_key_id='',
         wrong = [key for key in PUBLIC_ACCESS_KEYS if bool(block.get(key)) != bool(public_access_block)]
         if wrong:
             changes.append('public access block: %s -> %s' % (', '.join(wrong), 'on' if public_access_block else 'off'))
+    tags = tags or {}
+    if not isinstance(tags, dict):
+        raise AnsibleFilterError('s3_bucket_changes: tags must be a dictionary, got %s' % type(tags).__name__)
+    current_tags = bucket.get('bucket_tagging') or {}
+    wrong_tags = sorted(key for key, value in tags.items() if current_tags.get(key) != str(value))
+    if wrong_tags:
+        changes.append('tags: %s' % ', '.join(wrong_tags))
     existing = {rule.get('ID'): _comparable(rule)
                 for rule in (bucket.get('bucket_lifecycle_configuration') or {}).get('Rules') or []}
     for params in rules:

@@ -116,7 +116,7 @@ def bucket_names(server: SeaweedFS) -> List[str]:
 
 def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     bucket = "seawall-role-test"
-    variables = s3_variables(seaweedfs, bucket)
+    variables = s3_variables(seaweedfs, bucket, pgbackup_cloud_s3_tags={"purpose": "pg-backups"})
     from_env = seaweedfs.environment()
 
     # Check mode: the differences are reported as a change; nothing is created.
@@ -124,7 +124,7 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     assert stats(result)["changed"] == 1
     report = task_results(result, "Report what would change (check mode)")[0]["msg"]
     assert report == ["s3://%s:" % bucket, "create the bucket", "versioning: Disabled -> Enabled",
-                      "default encryption: none -> AES256", "add lifecycle rule seawall-pgbackup-expire",
+                      "default encryption: none -> AES256", "tags: purpose", "add lifecycle rule seawall-pgbackup-expire",
                       "add lifecycle rule seawall-pgbackup-delete-markers"]
     assert bucket not in bucket_names(seaweedfs)
 
@@ -140,6 +140,7 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     encryption = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
     assert encryption[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert client.get_bucket_tagging(Bucket=bucket)["TagSet"] == [{"Key": "purpose", "Value": "pg-backups"}]
     rules = {r["ID"]: r for r in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert sorted(rules) == ["seawall-pgbackup-delete-markers", "seawall-pgbackup-expire"]
     expire = rules["seawall-pgbackup-expire"]

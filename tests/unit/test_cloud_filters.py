@@ -168,6 +168,13 @@ def test_each_difference_is_named():
                              public_access_block=None, rules=[]) == []
 
 
+def test_tags_are_compared_key_by_key():
+    bucket = _bucket(bucket_tagging={"purpose": "backups", "team": "db"})
+    assert s3_bucket_changes(bucket, tags={"purpose": "backups"}) == []
+    assert s3_bucket_changes(bucket, tags={"purpose": "pg", "cost": 7}) == ["tags: cost, purpose"]
+    assert s3_bucket_changes(_bucket(bucket_tagging={"cost": "7"}), tags={"cost": 7}) == []
+
+
 def test_s3_bucket_changes_rejects_bad_input():
     with pytest.raises(AnsibleFilterError, match="encryption='aes' is not valid"):
         s3_bucket_changes(None, encryption="aes")
