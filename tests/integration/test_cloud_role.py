@@ -181,7 +181,6 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     assert "NoncurrentVersionExpiration" not in rules["seawall-pgbackup-expire"]
 
 
-
 def test_seaweedfs_limits(seaweedfs, tmp_path):
     """What SeaweedFS does not implement, exactly, and that the role's defaults stop with that message
     (the public access block comes first; the lifecycle call with transitions fails the same way)."""
