@@ -58,12 +58,11 @@ class RunMonitor:
     def start(self) -> None:
         self.settings = load_monitoring(self.cfg.monitoring, self.env)
         self.log_offset = _size(os.path.join(self.repo.log_dir, "backup.log"))
-        if not os.path.isdir(self.repo.log_dir):
-            return  # a repository that does not exist yet: the run itself creates it (or fails)
-        self.previous = read_run(self.repo.log_dir, self.job)
-        safe_write_run(self.repo.log_dir, self._record("running", pid=os.getpid()), self.warnings)
         if self.command in self.settings.deadmans_commands:
             self._warn_on(ping(self.settings, "start"), "deadmans-switch")
+        if os.path.isdir(self.repo.log_dir):  # else a new repository: the run itself creates it (or fails)
+            self.previous = read_run(self.repo.log_dir, self.job)
+            safe_write_run(self.repo.log_dir, self._record("running", pid=os.getpid()), self.warnings)
 
     def finish(self, exit_code: int, error: Optional[BaseException] = None,
                report: Optional[Dict[str, Any]] = None) -> None:
