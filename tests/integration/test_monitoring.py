@@ -227,3 +227,30 @@ def _samples(parser, text: str) -> dict:
 def _epoch(text: str) -> float:
     from datetime import datetime, timezone
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_health_notifies_on_changes_only_over_implicit_tls(repo, tmp_path):
+    _require("aiosmtpd")
+    with SmtpReceiver(str(tmp_path), password=SMTP_PASSWORD, mode="ssl") as smtp, HttpReceiver() as http:
+        config = _config(tmp_path, smtp, http, onWarning=True)
+        document = json.loads(open(config).read())
+        document["backup"]["monitoring"]["alerts"]["email"]["security"] = "ssl"
+        document["backup"]["monitoring"]["healthChecks"] = {"drillRequired": True}
+        document["backup"]["types"] = {"schema": {"enabled": False}}
+        open(config, "w").write(json.dumps(document))
+        env = _env(repo, config, http)
+        env.pop("BACKUP_DEADMANS_SWITCH_URL")
+        first = cli.run(["health"], env, check=False)
+        assert first.returncode == 2 and "CRITICAL  age:full" in first.stdout
+        assert len(smtp.messages) == 1 and "health CRITICAL" in smtp.messages[0]["Subject"]
+        text = smtp.messages[0].get_payload(decode=True).decode()
+        assert "age:full critical: no good full backup" in text and "what to do: Run seawall-pgbackup health" in text
+        assert cli.run(["health"], env, check=False).returncode == 2
+        assert len(smtp.messages) == 1 and len(http.at("/hook")) == 1  # still critical: no news
+        cli.create(env, "full")
+        second = cli.run(["health", "--json"], env, check=False)
+        assert second.returncode == 1, second.stdout  # no drill yet and drillRequired: a warning
+        assert json.loads(second.stdout)["status"] == "warning"
+        assert len(smtp.messages) == 2 and "health WARNING" in smtp.messages[1]["Subject"]
+        assert [json.loads(r["body"])["status"] for r in http.at("/hook")] == ["critical", "warning"]
+        assert len(http.at("/slack/T000/B000/token")) == 2

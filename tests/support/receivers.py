@@ -85,6 +85,8 @@ class SmtpReceiver:
             kwargs.update(tls_context=context, require_starttls=True)
             self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
         else:
+            # implicit TLS: the whole session is encrypted (aiosmtpd only tracks STARTTLS for auth_require_tls)
+            kwargs["auth_require_tls"] = False
             self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, ssl_context=context,
                                          **kwargs)
 

@@ -20,6 +20,7 @@ from .catalog import Repository, iso, utc_now
 from .config import Config
 from .connection import DbTarget
 from .errors import BackupError
+from .fsutil import ensure_private_dir
 from .metrics import metrics_text, textfile_targets, write_textfile
 from .monitoring import MONITORED_COMMANDS, MonitoringSettings, load_monitoring
 from .notify import deliver, hint_for, ping
@@ -89,8 +90,12 @@ class RunMonitor:
         summary = self._summary(status)
         if summary:
             record["summary"] = summary
-        if os.path.isdir(self.repo.log_dir):
+        try:  # a health run on a new host: the record is what makes the next run's "no change" possible
+            ensure_private_dir(self.repo.root)
+            ensure_private_dir(self.repo.log_dir)
             safe_write_run(self.repo.log_dir, record, self.warnings)
+        except BackupError as exc:
+            self.warnings.append("run record not written: %s" % exc)
         if settings.metrics_enabled and os.path.isdir(self.repo.root):
             text = metrics_text(self.cfg)
             for directory in textfile_targets(self.cfg, settings.textfile_dir):
