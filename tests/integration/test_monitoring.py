@@ -192,8 +192,11 @@ def test_metrics_file_and_serve(repo, receivers, tmp_path):
         code, health = _get("http://127.0.0.1:%d/healthz" % port)
         report = json.loads(health)
         assert code == 503 and report["status"] == "critical"  # the schema run failed; no schema backup yet
+        assert {c["check"] for c in report["checks"] if c["status"] == "critical"} == {"age:schema", "last-run"}
+        report = json.loads(_get("http://127.0.0.1:%d/healthz?checksums=1&connect=1" % port)[1])
         assert {c["check"] for c in report["checks"] if c["status"] == "critical"} == {"age:schema", "checksum:schema",
                                                                                       "last-run"}
+        assert {c["check"]: c["status"] for c in report["checks"]}["connectivity"] == "ok"
         assert _get("http://127.0.0.1:%d/nothing" % port)[0] == 404
     finally:
         server.terminate()
@@ -254,3 +257,24 @@ def test_health_notifies_on_changes_only_over_implicit_tls(repo, tmp_path):
         assert len(smtp.messages) == 2 and "health WARNING" in smtp.messages[1]["Subject"]
         assert [json.loads(r["body"])["status"] for r in http.at("/hook")] == ["critical", "warning"]
         assert len(http.at("/slack/T000/B000/token")) == 2
+
+
+def test_health_playbook_uses_the_module(repo, tmp_path):
+    from tests.integration.test_roles import REPO, run_playbook
+
+    env = cli.cli_env(repo["cluster"].url(repo["db"]), repo["dir"])
+    cli.create(env, "full")
+    common = ["-c", "local", "-e", "ansible_python_interpreter=%s" % sys.executable, "-e",
+              "pgbackup_backup_dir=%s" % repo["dir"], "-e", "pgbackup_config_dir=%s" % (tmp_path / "none")]
+    ok = run_playbook(REPO / "playbooks" / "health.yml", *common, "-e",
+                      "pgbackup_database_url=%s" % repo["cluster"].url(repo["db"]), "-e", "pgbackup_health_fail_on=never")
+    tasks = json.loads(ok.stdout)["plays"][0]["tasks"]
+    result = [t for t in tasks if t["task"]["name"] == "Run the health checks"][0]["hosts"]["localhost"]
+    checks = {c["check"]: c["status"] for c in result["checks"]}
+    assert result["changed"] is False and checks["connectivity"] == "ok" and checks["age:full"] == "ok"
+    assert checks["checksum:full"] == "ok" and checks["age:schema"] == "critical" and result["exit_code"] == 2
+    assert repo["cluster"].url(repo["db"]).split("@")[0] not in ok.stdout or "password" not in ok.stdout
+    failed = run_playbook(REPO / "playbooks" / "health.yml", *common, "-e",
+                          "pgbackup_database_url=postgresql://nobody@127.0.0.1:%d/x" % free_port(), check=False)
+    assert failed.returncode != 0
+    assert "health is CRITICAL: connectivity critical: cannot connect to ********: Connection refused" in failed.stdout

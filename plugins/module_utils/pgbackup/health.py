@@ -85,8 +85,9 @@ def _human(delta: timedelta) -> str:
 
 
 def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[MonitoringSettings] = None,
-           env: Optional[Mapping[str, str]] = None, connect: bool = True) -> Dict[str, Any]:
-    """Every check; ``connect=False`` leaves the database out (the /healthz endpoint of ``serve``)."""
+           env: Optional[Mapping[str, str]] = None, connect: bool = True,
+           checksums: Optional[bool] = None) -> Dict[str, Any]:
+    """Every check; ``connect=False`` leaves the database out, ``checksums=False`` the sha256 (``serve``'s /healthz)."""
     settings = settings or load_monitoring(cfg.monitoring, os.environ if env is None else env)
     limits = settings.health
     repo = Repository(cfg.backup_dir)
@@ -96,7 +97,7 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
         kind_settings = cfg.kinds[kind]
         if kind_settings.enabled and kind_settings.schedule:
             checks.append(check_backup_age(cfg, kind, now))
-            if limits.checksum:
+            if limits.checksum if checksums is None else checksums:
                 newest = repo.backups(kind=kind, database=database)
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(

@@ -5,7 +5,8 @@
 
 Standard library http.server, one thread per request; both pages are computed per request from the
 catalog, so what is served is never staler than the files. ``/healthz`` checks the database only
-with ``?connect=1`` (a scrape must not open a database session every 15 seconds).
+with ``?connect=1`` and re-hashes the newest backups only with ``?checksums=1`` (a probe every few
+seconds must neither open database sessions nor read gigabytes).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str]
                 if parts.path == "/metrics":
                     self._send(200, CONTENT_TYPE, metrics_text(cfg).encode("utf-8"))
                 elif parts.path == "/healthz":
-                    connect = parse_qs(parts.query).get("connect", ["0"])[0] in ("1", "true", "yes")
-                    report = health(cfg, settings=settings, connect=connect)
+                    query = parse_qs(parts.query)
+                    connect = query.get("connect", ["0"])[0] in ("1", "true", "yes")
+                    checksums = query.get("checksums", ["0"])[0] in ("1", "true", "yes")
+                    report = health(cfg, settings=settings, connect=connect, checksums=checksums)
                     code = 503 if report["status"] == "critical" else 200
                     self._send(code, "application/json", json.dumps(report, sort_keys=True).encode("utf-8"))
                 else:
