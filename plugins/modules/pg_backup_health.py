@@ -35,6 +35,7 @@ attributes:
     description: The checks only read, so they run in check mode too.
   diff_mode:
     support: none
+    description: Nothing changes, so there is no diff.
 options:
   fail_on:
     description:
@@ -85,7 +86,7 @@ status:
   type: str
   sample: warning
 exit_code:
-  description: The Nagios code of O(status) - 0 ok, 1 warning, 2 critical.
+  description: The Nagios code of RV(status) - 0 ok, 1 warning, 2 critical.
   returned: always
   type: int
   sample: 1

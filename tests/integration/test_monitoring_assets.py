@@ -92,7 +92,7 @@ def test_role_renders_idempotently_and_checks_the_wiring(tmp_path):
     assert textfile.is_dir() and oct(textfile.stat().st_mode & 0o777) == "0o755"
     assert (root / "etc/prometheus/rules/seawall-pgbackup.rules.yml").read_text() == RULES.read_text()
     assert json.loads((root / "var/lib/grafana/dashboards/seawall-pgbackup.json").read_text())["uid"] == "seawall-pgbackup"
-    unit = root / "etc/systemd/system/seawall-pgbackup-serve.service"
+    unit = root / "etc/systemd/system/seawall-pgbackup.service"
     text = unit.read_text()
     assert "ExecStart=/opt/seawall-pgbackup/bin/seawall-pgbackup serve --listen 127.0.0.1:9187" in text
     assert "ReadOnlyPaths=/var/backups/postgresql" in text and "User=root" in text
@@ -100,6 +100,16 @@ def test_role_renders_idempotently_and_checks_the_wiring(tmp_path):
         verify = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True,
                                 check=False)
         assert "Unknown key" not in verify.stderr and "Unknown section" not in verify.stderr, verify.stderr
+
+    secrets = root / "etc/seawall-pgbackup/secrets.env"
+    assert "BACKUP_SLACK_WEBHOOK_URL='https://hooks.slack.test/T0/B0/render-token'" in secrets.read_text()
+    assert "BACKUP_SMTP_PASSWORD='render-smtp-password'" in secrets.read_text()
+    assert oct(secrets.stat().st_mode & 0o777) == "0o600"
+    config = json.loads((root / "etc/seawall-pgbackup/config.json").read_text())
+    assert config["backup"]["monitoring"]["metrics"]["textfileDir"] == str(textfile)
+    assert "render-token" not in json.dumps(config) and "render-token" not in first.stdout
+    full = (root / "etc/systemd/system/seawall-pgbackup-full.service").read_text()
+    assert "ReadWritePaths=/var/backups/postgresql %s\n" % textfile in full
 
     off = run_playbook(REPO / "tests" / "integration" / "roles" / "render_monitoring.yml", "-e", "render_root=%s" % root,
                        "-e", "render_serve=false")

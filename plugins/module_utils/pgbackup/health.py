@@ -4,8 +4,9 @@
 """Health: can we reach the database, and is the newest good backup of each scheduled kind fresh?
 
 Plus (health_checks.py) the newest backup's checksums, free disk space with a projection, the last
-runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring
-can run the command as it is.
+runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses
+follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring can run the
+command as it is.
 """
 
 from __future__ import annotations

@@ -136,8 +136,8 @@ def check_drill(log_dir: str, limits: HealthThresholds, now: Optional[datetime] 
     extra = {"backup_id": report.get("backup_id"), "age_seconds": int(age) if age is not None else None,
              "rto_seconds": report.get("rto_seconds")}
     if not report.get("ok"):
-        return check("drill", "critical", "last DR drill failed at %s: %s" % (report.get("finished_at"),
-                                                                             report.get("details")), **extra)
+        return check("drill", "critical", "last DR drill failed at %s: %s"
+                     % (report.get("finished_at"), report.get("details")), **extra)
     if age is None or age > limits.drill_max_age_seconds:
         return check("drill", "warning", "last DR drill passed but is %s old (limit %s)"
                      % (human_age(age or 0), human_age(limits.drill_max_age_seconds)), **extra)

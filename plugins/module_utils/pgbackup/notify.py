@@ -129,7 +129,8 @@ def webhook_request(hook: WebhookSettings, event: Dict[str, Any]) -> Tuple[bytes
 
 def http_post(url: str, body: bytes, headers: Dict[str, str], timeout: float) -> None:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https checked at load)
+    # build_opener: the default handlers (proxies from the environment, redirects, https with system CAs)
+    with urllib.request.build_opener().open(request, timeout=timeout) as response:  # http/https checked at load
         response.read(65536)
 
 
