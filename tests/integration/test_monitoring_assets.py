@@ -87,7 +87,7 @@ def test_role_renders_idempotently_and_checks_the_wiring(tmp_path):
     first = run_playbook(REPO / "tests" / "integration" / "roles" / "render_monitoring.yml", "-e", "render_root=%s" % root)
     assert stats(first)["changed"] >= 5
     assert stats(run_playbook(REPO / "tests" / "integration" / "roles" / "render_monitoring.yml", "-e",
-                              "render_root=%s" % root))["changed"] == 0
+                              "render_root=%s" % root, "-e", "render_wiring=false"))["changed"] == 0
     textfile = root / "var/lib/prometheus/node-exporter"
     assert textfile.is_dir() and oct(textfile.stat().st_mode & 0o777) == "0o755"
     assert (root / "etc/prometheus/rules/seawall-pgbackup.rules.yml").read_text() == RULES.read_text()
@@ -111,11 +111,12 @@ def test_role_renders_idempotently_and_checks_the_wiring(tmp_path):
     full = (root / "etc/systemd/system/seawall-pgbackup-full.service").read_text()
     assert "ReadWritePaths=/var/backups/postgresql %s\n" % textfile in full
 
+    # check mode: turning serve off would remove its unit (one change), and nothing is touched
     off = run_playbook(REPO / "tests" / "integration" / "roles" / "render_monitoring.yml", "-e", "render_root=%s" % root,
-                       "-e", "render_serve=false")
-    assert stats(off)["changed"] == 1 and not unit.exists()
+                       "-e", "render_serve=false", "-e", "render_wiring=false", "--check")
+    assert stats(off)["changed"] == 1 and unit.read_text() == text
 
     wrong = run_playbook(REPO / "tests" / "integration" / "roles" / "render_monitoring.yml", "-e", "render_root=%s" % root,
-                         "-e", "render_configured_dir=/somewhere/else", check=False)
+                         "-e", "render_configured_dir=/somewhere/else", "-e", "render_wiring=false", check=False)
     assert wrong.returncode != 0
     assert "The jobs write metrics to pgbackup_config.backup.monitoring.metrics.textfileDir (/somewhere/else)" in wrong.stdout
