@@ -167,6 +167,7 @@ def test_metrics_file_and_serve(repo, receivers, tmp_path):
     assert failed.returncode == 1
 
     text = (tmp_path / "textfile" / "seawall_pgbackup.prom").read_text()
+    assert oct(os.stat(tmp_path / "textfile" / "seawall_pgbackup.prom").st_mode & 0o777) == "0o644"
     assert not [p for p in os.listdir(tmp_path / "textfile") if p != "seawall_pgbackup.prom"]  # no temp file left
     samples = _samples(parser, text)
     db = repo["db"]

@@ -161,17 +161,18 @@ def metrics_text(cfg: Config) -> str:
     return render(collect(cfg))
 
 
-def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME) -> str:
-    """Write ``text`` to ``directory/name`` atomically (0644: node_exporter runs as another user)."""
+def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME, mode: int = 0o644) -> str:
+    """Write ``text`` to ``directory/name`` atomically (0644 for a collector directory: node_exporter runs as
+    another user; the private copy in logs/ is 0600 like every other file of the repository)."""
     path = os.path.join(directory, name)
     temp = os.path.join(directory, ".%s.%d.tmp" % (name, os.getpid()))  # not *.prom: the collector skips it
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except OSError as exc:
         try:
@@ -182,8 +183,8 @@ def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME) -> str:
     return path
 
 
-def textfile_targets(cfg: Config, textfile_dir: Optional[str]) -> Iterable[str]:
-    """The configured collector directory, else the repository's logs/ directory."""
+def textfile_targets(cfg: Config, textfile_dir: Optional[str]) -> Iterable[Tuple[str, int]]:
+    """(directory, mode): the configured collector directory (0644), else the repository's logs/ (0600)."""
     if textfile_dir:
-        return [textfile_dir]
-    return [Repository(cfg.backup_dir).log_dir]
+        return [(textfile_dir, 0o644)]
+    return [(Repository(cfg.backup_dir).log_dir, 0o600)]

@@ -98,9 +98,9 @@ class RunMonitor:
             self.warnings.append("run record not written: %s" % exc)
         if settings.metrics_enabled and os.path.isdir(self.repo.root):
             text = metrics_text(self.cfg)
-            for directory in textfile_targets(self.cfg, settings.textfile_dir):
+            for directory, mode in textfile_targets(self.cfg, settings.textfile_dir):
                 try:
-                    write_textfile(directory, text)
+                    write_textfile(directory, text, mode=mode)
                 except BackupError as exc:
                     self.warnings.append(str(exc))
         excerpt = self._excerpt()
