@@ -20,7 +20,7 @@ description:
   - The sha256 of the newest good backup of every scheduled kind against its manifest.
   - Free space of the backup directory against C(diskWarningPercent) and C(diskCriticalPercent), and
     a projection from the recent full backups' size ("room for N more fulls").
-  - The last run of every job (from C(logs/runs/)); a failed one is critical.
+  - The last run of every job (from C(logs/last-run-<job>.json)); a failed one is critical.
   - The last DR drill (C(logs/drill-latest.json)) - failed is critical, older than C(drillMaxAge) a warning.
   - Thresholds come from the configuration file's C(backup.monitoring.healthChecks) block.
   - Reads only; never changes anything, so C(changed) is always false. The task fails when the

@@ -116,7 +116,7 @@ def test_failed_backup_one_message_per_channel(repo, receivers, tmp_path):
     assert "token" not in log and SMTP_PASSWORD not in log
     assert log.count("INFO notified") == 4
 
-    record = json.loads((repo["dir"] / "logs" / "runs" / "create-full.json").read_text())
+    record = json.loads((repo["dir"] / "logs" / "last-run-create-full.json").read_text())
     assert (record["status"], record["step"], record["exit_code"]) == ("failed", "connect", 1)
 
 

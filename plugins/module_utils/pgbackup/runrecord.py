@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The last run of each job, one small JSON file each: ``logs/runs/<job>.json``.
+"""The last run of each job, one small JSON file each: ``logs/last-run-<job>.json``.
 
 A job is a command, with the backup kind for ``create`` (``create-full``, ``verify``, ``health``).
 A record says ``running`` from the start of a run and its outcome at the end, so a run killed
@@ -18,27 +18,26 @@ from typing import Any, Dict, List, Optional
 from .errors import BackupError
 from .fsutil import ensure_private_dir, write_json_atomic
 
-RUNS_DIR = "runs"
+PREFIX = "last-run-"
 
 
 def job_name(command: str, kind: Optional[str] = None) -> str:
     return "%s-%s" % (command, kind) if command == "create" and kind else command
 
 
-def runs_dir(log_dir: str) -> str:
-    return os.path.join(log_dir, RUNS_DIR)
+def run_path(log_dir: str, job: str) -> str:
+    return os.path.join(log_dir, "%s%s.json" % (PREFIX, job))
 
 
 def write_run(log_dir: str, record: Dict[str, Any]) -> None:
     """Replace the job's record atomically; raises BackupError when the directory is not writable."""
-    directory = runs_dir(log_dir)
-    ensure_private_dir(directory)
-    write_json_atomic(os.path.join(directory, "%s.json" % record["job"]), record)
+    ensure_private_dir(log_dir)
+    write_json_atomic(run_path(log_dir, record["job"]), record)
 
 
 def read_run(log_dir: str, job: str) -> Optional[Dict[str, Any]]:
     try:
-        with open(os.path.join(runs_dir(log_dir), "%s.json" % job), encoding="utf-8") as handle:
+        with open(run_path(log_dir, job), encoding="utf-8") as handle:
             record = json.load(handle)
     except (OSError, ValueError):
         return None
@@ -47,15 +46,14 @@ def read_run(log_dir: str, job: str) -> Optional[Dict[str, Any]]:
 
 def read_runs(log_dir: str) -> List[Dict[str, Any]]:
     """Every job's last record, by job name; unreadable files are skipped."""
-    directory = runs_dir(log_dir)
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(os.listdir(log_dir))
     except OSError:
         return []
     records = []
     for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            record = read_run(log_dir, name[:-len(".json")])
+        if name.startswith(PREFIX) and name.endswith(".json"):
+            record = read_run(log_dir, name[len(PREFIX):-len(".json")])
             if record is not None:
                 records.append(record)
     return records
