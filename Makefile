@@ -12,8 +12,10 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 DEV_STAMP := $(VENV)/.stamp-setup-dev
 
 # Debian packages the tests need (pgbench and the PostgreSQL 15 tools come with postgresql;
-# shellcheck is used by ansible-test sanity for shell scripts).
-SYSTEM_PACKAGES ?= postgresql postgresql-contrib rsync shellcheck age
+# shellcheck is used by ansible-test sanity for shell scripts; age decrypts in the encryption tests; prometheus
+# brings promtool for the alert-rule tests: its service is installed but not started where policy-rc.d denies it
+# or PID 1 is not systemd).
+SYSTEM_PACKAGES ?= postgresql postgresql-contrib rsync shellcheck age prometheus
 
 # ansible-test only runs from a path ending in ansible_collections/<namespace>/<name>.
 COLLECTION_COPY := build/ansible_collections/seawall/pgbackup

@@ -95,8 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     _destination_option(sync)
     sync.add_argument("--json", action="store_true")
 
-    health = sub.add_parser("health", help="connectivity and backup age (Nagios exit codes)")
+    health = sub.add_parser("health", help="connectivity, backup age, checksums, disk, last runs, drill "
+                                           "(Nagios exit codes)")
     health.add_argument("--json", action="store_true")
+
+    serve = sub.add_parser("serve", help="HTTP /metrics (Prometheus) and /healthz (health JSON, 200 or 503)")
+    serve.add_argument("--listen", help="HOST:PORT (default: monitoring.metrics.listen or 127.0.0.1:9187)")
     add_encryption_commands(sub)
     return parser
 
@@ -270,6 +274,7 @@ def _cmd_health(cfg, args) -> int:
     from .health import health  # pylint: disable=import-outside-toplevel
 
     report = health(cfg)
+    args.health_report = report  # for the notification hook
     if args.json:
         _print_json(report)
     else:
@@ -279,8 +284,23 @@ def _cmd_health(cfg, args) -> int:
     return int(report["exit_code"])
 
 
+def _cmd_serve(cfg, args) -> int:
+    from .monitoring import load_monitoring  # pylint: disable=import-outside-toplevel
+    from .serve import make_server, serve_forever  # pylint: disable=import-outside-toplevel
+
+    server = make_server(cfg, load_monitoring(cfg.monitoring, os.environ), args.listen)
+    _err("%s: serving /metrics and /healthz on http://%s:%d" % (PROG, server.server_address[0],
+                                                                server.server_address[1]))
+    try:
+        serve_forever(server)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
-            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync}
+            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
+            "serve": _cmd_serve}
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 
@@ -298,7 +318,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides["compression"] = args.compression
     try:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
-        return COMMANDS[args.command](cfg, args)
+        from .runhook import monitored  # pylint: disable=import-outside-toplevel
+        # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
+        return monitored(cfg, args.command, getattr(args, "kind", None) or (cfg.backup_type if args.command == "create"
+                                                                            else None),
+                         functools.partial(COMMANDS[args.command], cfg, args),
+                         report=lambda: getattr(args, "health_report", None))
     except BackupError as exc:
         _err("%s: error: %s" % (PROG, exc))
         return 1

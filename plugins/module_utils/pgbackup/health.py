@@ -3,15 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Health: can we reach the database, and is the newest good backup of each scheduled kind fresh?
 
-Statuses follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring
-can run the command as it is.
+Plus (health_checks.py) the newest backup's checksums, free disk space with a projection, the last
+runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses
+follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring can run the
+command as it is.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from .binaries import any_psql
 from .catalog import Repository, utc_now
@@ -19,6 +22,8 @@ from .config import LOGICAL_KINDS, Config
 from .connection import DbTarget
 from .cron import Cron
 from .errors import BackupError
+from .health_checks import check_checksum, check_disk, check_drill, check_last_runs, recent_full_size, worst
+from .monitoring import MonitoringSettings, load_monitoring
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 WARNING_SLACK = timedelta(minutes=30)   # a run may start late (RandomizedDelaySec, a long previous run)
@@ -29,20 +34,22 @@ def _check(name: str, status: str, reason: str, **extra: Any) -> Dict[str, Any]:
     return dict({"check": name, "status": status, "reason": reason}, **extra)
 
 
-def check_connectivity(cfg: Config) -> Dict[str, Any]:
-    from .pgclient import server_info  # pylint: disable=import-outside-toplevel
+def check_connectivity(cfg: Config, timeout: float = 10) -> Dict[str, Any]:
+    from .pgclient import query  # pylint: disable=import-outside-toplevel
 
     if not cfg.database_url:
         return _check("connectivity", "critical", "DATABASE_URL is not set")
     target = DbTarget(cfg.database_url)
     started = time.monotonic()
     try:
-        info = server_info(any_psql(cfg.pg_bin_dir), target)
+        # psql is killed after ``timeout`` seconds whatever it waits for (DNS, TCP, a locked catalog)
+        row = query(any_psql(cfg.pg_bin_dir), target, "SELECT current_setting('server_version'), current_user",
+                    timeout=timeout)[0]
     except BackupError as exc:
         return _check("connectivity", "critical", str(exc))
     finally:
         target.close()
-    return _check("connectivity", "ok", "connected to PostgreSQL %s as %s" % (info.version, info.current_user),
+    return _check("connectivity", "ok", "connected to PostgreSQL %s as %s" % (row[0], row[1]),
                   seconds=round(time.monotonic() - started, 3))
 
 
@@ -78,12 +85,25 @@ def _human(delta: timedelta) -> str:
     return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
 
 
-def health(cfg: Config, now: Optional[datetime] = None) -> Dict[str, Any]:
-    checks: List[Dict[str, Any]] = [check_connectivity(cfg)]
+def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[MonitoringSettings] = None,
+           env: Optional[Mapping[str, str]] = None, connect: bool = True,
+           checksums: Optional[bool] = None) -> Dict[str, Any]:
+    """Every check; ``connect=False`` leaves the database out, ``checksums=False`` the sha256 (``serve``'s /healthz)."""
+    settings = settings or load_monitoring(cfg.monitoring, os.environ if env is None else env)
+    limits = settings.health
+    repo = Repository(cfg.backup_dir)
+    database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
+    checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
     for kind in LOGICAL_KINDS:
-        settings = cfg.kinds[kind]
-        if settings.enabled and settings.schedule:
+        kind_settings = cfg.kinds[kind]
+        if kind_settings.enabled and kind_settings.schedule:
             checks.append(check_backup_age(cfg, kind, now))
-    worst = max((STATUS_CODE[c["status"]] for c in checks), default=0)
-    status = [k for k, v in STATUS_CODE.items() if v == worst][0]
-    return {"status": status, "exit_code": worst, "checks": checks}
+            if limits.checksum if checksums is None else checksums:
+                newest = repo.backups(kind=kind, database=database)
+                checks.append(check_checksum(newest[-1] if newest else None, kind))
+    checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
+        os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
+    checks.append(check_last_runs(repo.log_dir, limits, now))
+    checks.append(check_drill(repo.log_dir, limits, now))
+    status = worst(checks)
+    return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
