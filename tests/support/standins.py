@@ -9,7 +9,8 @@ the same objects back on the same ports. ``CutProxy`` forwards TCP to a server a
 number of bytes went upstream (the interrupted-upload tests kill the server there), or with ``drop=True``
 just drops that one connection (a transient failure that a retry must get over).
 
-Nothing here reaches the network: every server binds 127.0.0.1 and Azurite runs with --disableTelemetry.
+Nothing here reaches the network: every server binds 127.0.0.1, Azurite runs with --disableTelemetry and
+SeaweedFS with -master.telemetry=false.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_pair(offset: int = 10000) -> List[int]:
+    """A free port p with p + offset free too."""
+    for _attempt in range(50):
+        port = free_port()
+        if port + offset > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return [port, port + offset]
+    raise RuntimeError("no free pair of ports %d apart on 127.0.0.1" % offset)
 
 
 def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
@@ -124,7 +140,10 @@ def weed_binary() -> str:
 
 
 class SeaweedFS(_Server):
-    """``weed mini``: master, volume, filer and the S3 gateway in one process; bucket ``buckets`` created."""
+    """``weed mini``: master, volume, filer and the S3 gateway in one process; bucket ``buckets`` created.
+
+    One identity (S3_ACCESS_KEY / S3_SECRET_KEY, ``env()``) with admin rights, so it may create buckets too.
+    """
 
     name = "seaweedfs"
 
@@ -132,9 +151,11 @@ class SeaweedFS(_Server):
         super().__init__(workdir)
         self.binary = weed_binary()
         self.buckets = buckets
-        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin",
-                 "admin.grpc")
+        names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc")
         self.ports = {k: free_port() for k in names}
+        # mini's built-in worker dials the admin's gRPC port at admin http port + 10000, whatever
+        # -admin.port.grpc says: keep the two consistent (and both free).
+        self.ports["admin"], self.ports["admin.grpc"] = free_port_pair(10000)
         identity = {"name": "seawall", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
         config = {"identities": [identity]}
@@ -153,7 +174,7 @@ class SeaweedFS(_Server):
                 "-filer.port=%d" % p["filer"], "-filer.port.grpc=%d" % p["filer.grpc"],
                 "-s3.port=%d" % p["s3"], "-s3.port.grpc=%d" % p["s3.grpc"], "-s3.port.iceberg=0", "-s3.port.lance=0",
                 "-admin.ui=false", "-admin.port=%d" % p["admin"], "-admin.port.grpc=%d" % p["admin.grpc"],
-                "-webdav=false", "-s3.config=%s" % self.config, "-bucket=%s" % ",".join(self.buckets)]
+                "-webdav=false", "-master.telemetry=false", "-s3.config=%s" % self.config, "-bucket=%s" % ",".join(self.buckets)]
 
     def ready_url(self) -> str:
         return self.endpoint + "/"
