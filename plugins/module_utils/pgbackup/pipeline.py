@@ -149,13 +149,6 @@ def _widen_pipe(fd: int) -> None:
         pass  # over /proc/sys/fs/pipe-max-size for unprivileged users: the default pipe still works
 
 
-def _write(out, data: bytes, path: str, step: str) -> None:
-    try:
-        out.write(data)
-    except OSError as exc:
-        raise BackupError("cannot write " + describe_os_error(exc, path), step=step) from None
-
-
 def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
