@@ -48,17 +48,20 @@ def create_private(path: str):
     return os.fdopen(os.open(path, flags, 0o600), "wb")
 
 
-def write_json_atomic(path: str, document: Any) -> None:
-    """Temp name, fsync, rename, fsync the directory: readers see the old or the new file, never half."""
+def write_file_atomic(path: str, data: bytes, mode: int = 0o600, what: str = "manifest", step: str = "manifest") -> None:
+    """Temp name, fsync, rename, fsync the directory: readers see the old or the new file, never half.
+
+    The temp name starts with a dot and ends in .tmp (collectors and the catalog skip it) and carries the
+    process id, so two runs writing the same file never share one."""
     directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, ".%s.tmp" % os.path.basename(path))
+    temp = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
     try:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        with create_private(temp) as handle:
-            handle.write(json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, mode)  # the umask may have narrowed it
         os.replace(temp, path)
         fsync_dir(directory)
     except OSError as exc:
@@ -66,7 +69,11 @@ def write_json_atomic(path: str, document: Any) -> None:
             os.unlink(temp)
         except OSError:
             pass
-        raise BackupError("cannot write manifest " + describe_os_error(exc, path), step="manifest") from None
+        raise BackupError("cannot write %s %s" % (what, describe_os_error(exc, path)), step=step) from None
+
+
+def write_json_atomic(path: str, document: Any) -> None:
+    write_file_atomic(path, json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n")
 
 
 def remove_quietly(path: str) -> None:

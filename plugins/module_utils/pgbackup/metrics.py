@@ -21,8 +21,7 @@ from .catalog import Repository, parse_iso
 from .config import LOGICAL_KINDS, Config
 from .cron import Cron
 from .drill import LATEST_REPORT
-from .errors import BackupError
-from .fsutil import describe_os_error
+from .fsutil import write_file_atomic
 from .runrecord import read_runs
 
 TEXTFILE_NAME = "seawall_pgbackup.prom"
@@ -165,21 +164,7 @@ def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME, mode: i
     """Write ``text`` to ``directory/name`` atomically (0644 for a collector directory: node_exporter runs as
     another user; the private copy in logs/ is 0600 like every other file of the repository)."""
     path = os.path.join(directory, name)
-    temp = os.path.join(directory, ".%s.%d.tmp" % (name, os.getpid()))  # not *.prom: the collector skips it
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except OSError as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise BackupError("cannot write metrics " + describe_os_error(exc, path), step="metrics") from None
+    write_file_atomic(path, text.encode("utf-8"), mode, what="metrics", step="metrics")
     return path
 
 
