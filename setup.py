@@ -1,7 +1,7 @@
 """Packages of the seawall-pgbackup distribution (metadata lives in pyproject.toml).
 
 The import package ``seawall_pgbackup`` is the directory plugins/module_utils/pgbackup; every
-directory below it that has an ``__init__.py`` becomes a subpackage (seawall_pgbackup.storage, ...).
+directory below it that has an ``__init__.py`` becomes a subpackage (seawall_pgbackup.store, ...).
 """
 from __future__ import annotations
 

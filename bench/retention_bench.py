@@ -33,10 +33,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 try:
-    from seawall_pgbackup import prune
-    from seawall_pgbackup.catalog import FORMAT_VERSION, Repository, iso
-    from seawall_pgbackup.config import load_config
-    from seawall_pgbackup.retention import plan_retention, record_of
+    from seawall_pgbackup.ops import cleanup as prune
+    from seawall_pgbackup.model.manifest import FORMAT_VERSION
+    from seawall_pgbackup.repo.catalog import Repository
+    from seawall_pgbackup.core.clock import iso
+    from seawall_pgbackup.config.settings import load_config
+    from seawall_pgbackup.repo.retention import plan_retention, record_of
 except ImportError:  # not installed: use the checkout's engine directly
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "module_utils"))
     from pgbackup import prune  # type: ignore[no-redef]

@@ -67,7 +67,7 @@ import copy
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import redact_url
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import redact_url
 
 
 def backup_config(config, jobs, directory='', timezone='', compression='', pg_bin_dir='', database_url=''):

@@ -92,8 +92,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.oncalendar import to_oncalendar
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.oncalendar import to_oncalendar
 
 
 def cron_to_oncalendar(expression, timezone='', single=False):

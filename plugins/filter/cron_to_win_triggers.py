@@ -56,8 +56,8 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.cron import Cron
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import Cron
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 
 MACROS = {'@hourly': '0 * * * *', '@daily': '0 0 * * *', '@midnight': '0 0 * * *', '@weekly': '0 0 * * 0'}
 WEEKDAYS = ['sunday', 'monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday']  # cron's numbering

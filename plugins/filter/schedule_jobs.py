@@ -83,8 +83,8 @@ _value:
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.collections import is_sequence
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.cron import Cron
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import Cron
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 
 KINDS = ('full', 'incremental', 'schema', 'data', 'globals')
 JOBS = KINDS + ('cleanup', 'verify', 'health')

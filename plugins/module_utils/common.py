@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config import load_config
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 
 
 def pgbackup_common_argument_spec():

@@ -240,10 +240,10 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_config,
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import format_duration, parse_duration
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import utc_now
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.logical import create_backup, newest_good
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.storage.copies import copy_new_backup
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.clock import utc_now
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.backup import create_backup, newest_good
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.sync import copy_new_backup
 
 
 def database_of(url):

@@ -128,8 +128,8 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.health import STATUS_CODE, health
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.monitoring import load_monitoring
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.health import STATUS_CODE, health
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.monitoring import load_monitoring
 
 FAIL_LIMIT = {'critical': 2, 'warning': 1, 'never': 3}
 

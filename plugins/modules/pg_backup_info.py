@@ -160,7 +160,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import Repository
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
 
 
 def newest_per_type(backups):

@@ -283,18 +283,16 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.binaries import any_psql
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import BackupError, NotFound, RestoreError
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pgclient import (
-    database_exists,
-    user_object_count,
-)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.restore import (
-    restore_backup,
-    restored_backup_id,
-    select_backup,
-)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.binaries import any_psql
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError,
+    NotFound,
+    RestoreError)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.client import (database_exists,
+    user_object_count)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (restore_backup,
+    select_backup)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.restorer import restored_backup_id
 
 RECORDED_KINDS = ('full', 'schema')
 

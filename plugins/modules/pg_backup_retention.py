@@ -224,7 +224,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.prune import cleanup, parse_duration
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.cleanup import cleanup, parse_duration
 
 
 def main():

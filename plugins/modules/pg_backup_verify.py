@@ -290,22 +290,18 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import (
     format_duration,
     parse_duration,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.binaries import any_psql
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.catalog import (
-    Repository,
-    parse_iso,
-    utc_now,
-)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.drill import LATEST_REPORT, run_drill
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.errors import (
-    BackupError,
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.binaries import any_psql
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.clock import parse_iso, utc_now
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.model.drillreport import LATEST_REPORT
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import run_drill
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError,
     ConnectionFailed,
     NotFound,
-    VerifyError,
-)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pgclient import query
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.verify import LEVELS, verify_and_record
+    VerifyError)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.client import query
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.verify import LEVELS, verify_and_record
 
 RESTORABLE_KINDS = ('full', 'schema')
 

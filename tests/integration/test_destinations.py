@@ -132,8 +132,8 @@ def test_backup_list_verify_restore_from_destination(kind, servers, source, pg15
 
 
 def test_corrupted_object_fails_verification_and_restore(servers, source, pg15, tmp_path):
-    from seawall_pgbackup.storage import open_destination
-    from seawall_pgbackup.storage.settings import parse_one
+    from seawall_pgbackup.store import open_destination
+    from seawall_pgbackup.config.destinations import parse_one
 
     prefix = "pg-%s" % uuid.uuid4().hex[:8]
     env = cli.cli_env(pg15.url(source), tmp_path / "backups", **destination_env("s3", servers["s3"], prefix, tmp_path))

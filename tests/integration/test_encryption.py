@@ -170,8 +170,8 @@ def test_rotation_and_rekey(pg15, vtt, tmp_path, monkeypatch):
     assert [r["ok"] for r in results] == [True, True]  # the old one found key A in the keyring by its id
 
     # An interrupted rekey (after the new copy was written, before it was checked) keeps the original.
-    from seawall_pgbackup import rekey as rekey_module
-    from seawall_pgbackup.config import load_config
+    from seawall_pgbackup.ops import rekey as rekey_module
+    from seawall_pgbackup.config.settings import load_config
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -220,7 +220,7 @@ def test_client_older_than_server(pg18, tmp_path):
 
 
 def test_one_run_at_a_time(repo):
-    from seawall_pgbackup.catalog import Repository
+    from seawall_pgbackup.repo.catalog import Repository
 
     with Repository(str(repo["dir"])).lock():
         line = cli.error_line(cli.run(["create"], repo["env"], check=False))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from seawall_pgbackup.metrics import METRICS, PREFIX, metric_names
+from seawall_pgbackup.observe.metrics import METRICS, PREFIX, metric_names
 from tests.integration.test_roles import ANSIBLE_PLAYBOOK, REPO, SYSTEMD_ANALYZE, run_playbook, stats
 
 ROLE = REPO / "roles" / "monitoring"

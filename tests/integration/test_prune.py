@@ -21,10 +21,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from seawall_pgbackup import prune
-from seawall_pgbackup.catalog import FORMAT_VERSION, Backup, Repository, iso, parse_iso, utc_now
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.errors import BackupError, LockedError
+from seawall_pgbackup.ops import cleanup as prune
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.repo.catalog import Repository
+from seawall_pgbackup.core.clock import iso, parse_iso, utc_now
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import BackupError, LockedError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UTC = timezone.utc

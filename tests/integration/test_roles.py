@@ -201,7 +201,7 @@ def test_config_json_is_read_by_the_engine(linux_root):
     # The engine accepts it, and its health check expects exactly the scheduled kinds.
     import sys  # pylint: disable=import-outside-toplevel
     sys.path.insert(0, str(REPO))
-    from plugins.module_utils.pgbackup.config import load_config  # pylint: disable=import-outside-toplevel
+    from plugins.module_utils.pgbackup.config.settings import load_config  # pylint: disable=import-outside-toplevel
     cfg = load_config(env={}, config_file=str(path))
     assert cfg.public()["schedules"] == {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "15 4 * * 2",
                                          "cleanup": "0 3 * * 0"}
@@ -335,7 +335,7 @@ def test_backup_ps1_parses_and_has_the_users_parameters():
 def test_backup_ps1_maps_every_action_to_a_valid_engine_command_line(windows_tasks):
     import sys  # pylint: disable=import-outside-toplevel
     sys.path.insert(0, str(REPO))
-    from plugins.module_utils.pgbackup.cli import _parser  # pylint: disable=import-outside-toplevel
+    from plugins.module_utils.pgbackup.cli.main import _parser  # pylint: disable=import-outside-toplevel
 
     tree = _ps_tree()
     mapping = {}

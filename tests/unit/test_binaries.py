@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from seawall_pgbackup.binaries import select_tools
-from seawall_pgbackup.errors import ClientToolError
+from seawall_pgbackup.pg.binaries import select_tools
+from seawall_pgbackup.core.errors import ClientToolError
 
 TOOLS = ("pg_dump", "pg_dumpall", "pg_restore", "psql")
 

@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from seawall_pgbackup.catalog import FORMAT_VERSION, Backup, Repository, iso
-from seawall_pgbackup.errors import LockedError, NotFound
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.repo.catalog import Repository
+from seawall_pgbackup.core.clock import iso
+from seawall_pgbackup.core.errors import LockedError, NotFound
 
 
 def _make(repo: Repository, kind: str, moment: datetime, database: str = "app", status: str = "ok") -> Backup:

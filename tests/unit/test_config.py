@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.errors import ConfigError
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import ConfigError
 
 URL = "postgresql://app:s3cret@db.example.internal:5432/highseas"
 

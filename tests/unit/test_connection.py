@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from seawall_pgbackup.connection import DbTarget, redact_url
+from seawall_pgbackup.config.connection import DbTarget, redact_url
 
 
 def test_password_moves_to_a_private_passfile():

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from seawall_pgbackup.cron import Cron
-from seawall_pgbackup.errors import ConfigError
+from seawall_pgbackup.core.cron import Cron
+from seawall_pgbackup.core.errors import ConfigError
 
 
 @pytest.mark.parametrize("expression,gap", [

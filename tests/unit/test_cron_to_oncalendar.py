@@ -30,9 +30,9 @@ from ansible_collections.seawall.pgbackup.plugins.filter.cron_to_oncalendar impo
     FilterModule,
     cron_to_oncalendar,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.cron import Cron  # noqa: E402
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.cron import MACROS  # noqa: E402
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.oncalendar import parse  # noqa: E402
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import Cron  # noqa: E402
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import MACROS  # noqa: E402
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.oncalendar import parse  # noqa: E402
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or ("/usr/bin/systemd-analyze" if os.access("/usr/bin/systemd-analyze", os.X_OK) else None)
 BASE = datetime(2024, 2, 26, 13, 37, 30, tzinfo=timezone.utc)  # a Monday, three days before a leap day

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seawall_pgbackup.globals_sql import filter_globals, leading_identifier
+from seawall_pgbackup.pg.globals_sql import filter_globals, leading_identifier
 
 DUMP = '''--
 -- PostgreSQL database cluster dump

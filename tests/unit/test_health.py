@@ -6,9 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from seawall_pgbackup.catalog import FORMAT_VERSION, Backup, Repository, iso
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.health import check_backup_age
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.repo.catalog import Repository
+from seawall_pgbackup.core.clock import iso
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.ops.health import check_backup_age
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 

@@ -9,15 +9,17 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from seawall_pgbackup.catalog import FORMAT_VERSION, Backup, Repository, iso
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.errors import ConfigError
-from seawall_pgbackup.fsutil import write_json_atomic
-from seawall_pgbackup.health import health
-from seawall_pgbackup.health_checks import check_checksum, check_disk, check_drill, check_last_runs
-from seawall_pgbackup.monitoring import HealthThresholds, load_monitoring
-from seawall_pgbackup.pipeline import sha256_file
-from seawall_pgbackup.runrecord import write_run
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.repo.catalog import Repository
+from seawall_pgbackup.core.clock import iso
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import ConfigError
+from seawall_pgbackup.core.fsutil import write_json_atomic
+from seawall_pgbackup.ops.health import health
+from seawall_pgbackup.ops.health_checks import check_checksum, check_disk, check_drill, check_last_runs
+from seawall_pgbackup.config.monitoring import HealthThresholds, load_monitoring
+from seawall_pgbackup.codec.integrity import sha256_file
+from seawall_pgbackup.model.runrecord import write_run
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 Usage = namedtuple("Usage", "total used free")

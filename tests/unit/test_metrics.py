@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from seawall_pgbackup.catalog import Repository
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.metrics import METRICS, collect, metrics_text, render, textfile_targets, write_textfile
-from seawall_pgbackup.runrecord import write_run
+from seawall_pgbackup.repo.catalog import Repository
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.observe.metrics import METRICS, collect, metrics_text, render, textfile_targets, write_textfile
+from seawall_pgbackup.model.runrecord import write_run
 from tests.unit.test_health_checks import NOW, _backup
 
 try:

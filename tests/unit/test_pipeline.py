@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from seawall_pgbackup.compression import open_decompressed
-from seawall_pgbackup.errors import BackupError
-from seawall_pgbackup.logical import check_cluster_sql, check_custom_archive
-from seawall_pgbackup.pipeline import stream_tool_to_file
+from seawall_pgbackup.codec.compression import open_decompressed
+from seawall_pgbackup.core.errors import BackupError
+from seawall_pgbackup.ops.backup import check_cluster_sql, check_custom_archive
+from seawall_pgbackup.pg.pipeline import stream_tool_to_file
 
 
 def _emit(code: str):

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seawall_pgbackup.catalog import FORMAT_VERSION, Backup, iso
-from seawall_pgbackup.config import DEFAULT_RETENTION, load_config
-from seawall_pgbackup.errors import ConfigError
-from seawall_pgbackup.prune import parse_duration, policies_of
-from seawall_pgbackup.retention import (
-    POLICY_KEYS,
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.core.clock import iso
+from seawall_pgbackup.config.settings import DEFAULT_RETENTION, load_config
+from seawall_pgbackup.core.errors import ConfigError
+from seawall_pgbackup.ops.cleanup import parse_duration, policies_of
+from seawall_pgbackup.repo.retention import (POLICY_KEYS,
     SLOT_GRANULARITIES,
     BackupRecord,
     format_plan,
@@ -24,8 +24,7 @@ from seawall_pgbackup.retention import (
     period_label,
     plan_retention,
     record_of,
-    time_zone,
-)
+    time_zone)
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

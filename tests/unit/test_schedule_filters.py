@@ -18,7 +18,8 @@ from ansible_collections.seawall.pgbackup.plugins.filter.backup_config import ba
 from ansible_collections.seawall.pgbackup.plugins.filter.cron_to_win_triggers import cron_to_win_triggers  # noqa: E402
 from ansible_collections.seawall.pgbackup.plugins.filter.database_url_parts import database_url_parts  # noqa: E402
 from ansible_collections.seawall.pgbackup.plugins.filter.schedule_jobs import schedule_jobs  # noqa: E402
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config import apply_json, default_config  # noqa: E402
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import (apply_json,
+    default_config)  # noqa: E402
 
 DEFAULTS = {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "0 3 * * 1", "data": "", "globals": "",
             "cleanup": "0 3 * * 0", "verify": "30 3 * * *", "health": "*/15 * * * *"}

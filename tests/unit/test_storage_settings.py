@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from seawall_pgbackup.config import load_config
-from seawall_pgbackup.errors import ConfigError
-from seawall_pgbackup.storage import find_settings, open_destination, remote_settings
-from seawall_pgbackup.storage.base import one_line, redact
-from seawall_pgbackup.storage.settings import parse_destinations, parse_one, read_credentials_file
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import ConfigError
+from seawall_pgbackup.store import find_settings, open_destination, remote_settings
+from seawall_pgbackup.store.base import one_line, redact
+from seawall_pgbackup.config.destinations import parse_destinations, parse_one, read_credentials_file
 
 
 def test_strategy_shape_and_defaults():
@@ -107,8 +107,9 @@ def test_directory_destination_round_trip(tmp_path):
 def test_a_failed_destination_does_not_stop_the_others_and_keeps_the_backup(tmp_path):
     """sync over a real backup directory: a destination without its bucket fails by name, a directory copy works."""
     import json as _json
-    from seawall_pgbackup.catalog import FORMAT_VERSION, Repository
-    from seawall_pgbackup.storage.copies import raise_failures, sync
+    from seawall_pgbackup.model.manifest import FORMAT_VERSION
+    from seawall_pgbackup.repo.catalog import Repository
+    from seawall_pgbackup.ops.sync import raise_failures, sync
 
     repo = Repository(str(tmp_path / "backups"))
     repo.prepare()

@@ -1,0 +1,337 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``seawall-pgbackup``: the host command that timers, scheduled tasks and people run.
+
+Subcommands mirror the users' npm scripts: create, list, restore, verify, health.
+Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and exit 1
+(health uses the Nagios codes 0/1/2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import signal
+import sys
+from typing import Any, Dict, List, Optional
+
+from .. import __version__
+from ..config.connection import DbTarget
+from ..config.settings import LOGICAL_KINDS, load_config
+from ..core.errors import BackupError
+from ..repo.catalog import Repository
+from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
+
+PROG = "seawall-pgbackup"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given before or after the command, an option is never reset by the other parser.
+    common.add_argument("--config", default=argparse.SUPPRESS, help="JSON configuration file (default: $BACKUP_CONFIG)")
+    common.add_argument("--backup-dir", default=argparse.SUPPRESS,
+                        help="backup directory (default: $BACKUP_DIR or ./backups)")
+    common.add_argument("--pg-bin-dir", default=argparse.SUPPRESS,
+                        help="directory of the PostgreSQL client tools to use")
+    parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL backups you can trust.", parents=[common])
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
+
+    create = sub.add_parser("create", help="take a backup")
+    create.add_argument("--type", dest="kind", help="full, schema, data or globals (default: $BACKUP_TYPE or full)")
+    create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
+    create.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    listing = sub.add_parser("list", help="list good backups, oldest first")
+    listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    listing.add_argument("--database")
+    listing.add_argument("--json", action="store_true")
+    _destination_option(listing)
+
+    restore = sub.add_parser("restore", help="restore a backup into a database")
+    restore.add_argument("backup", nargs="?", default="latest",
+                         help="a backup id, a manifest or data file path, or 'latest' (the default)")
+    restore.add_argument("--before", metavar="TIME", help="with 'latest': the newest backup started before TIME "
+                                                          "(ISO 8601; without an offset, in BACKUP_TIMEZONE)")
+    restore.add_argument("--table", action="append", default=[], metavar="SCHEMA.TABLE",
+                         help="partial restore: only these tables' rows, with the definitions of every table but no "
+                              "indexes or keys (repeatable); into a temporary database unless --target-url is given")
+    restore.add_argument("--schema", action="append", default=[], help="partial restore: every table of a schema")
+    restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
+                                              "prefer a passfile to a password in this URL")
+    restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
+    restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
+    restore.add_argument("--with-globals", action="store_true", help="first create the backup's roles on the target")
+    restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
+    restore.add_argument("--json", action="store_true")
+    _destination_option(restore)
+
+    verify = sub.add_parser("verify", help="check checksums and read archives back")
+    verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
+    verify.add_argument("--level", choices=("checksum", "archive", "restore"), default="archive",
+                        help="restore: also restore into a scratch database and compare row counts")
+    verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    _restore_check_options(verify)
+    verify.add_argument("--json", action="store_true")
+    _destination_option(verify)
+
+    drill = sub.add_parser("drill", help="DR drill: restore the newest full backup, check it, time it")
+    _restore_check_options(drill)
+    drill.add_argument("--json", action="store_true")
+
+    cleanup = sub.add_parser("cleanup", help="apply the retention policy: delete expired backups and old leftovers")
+    cleanup.add_argument("--dry-run", action="store_true", help="print the plan; delete nothing")
+    cleanup.add_argument("--timezone", help="time zone of the retention slots (default: $BACKUP_TIMEZONE or UTC)")
+    cleanup.add_argument("--leftover-grace", help="remove files of interrupted runs older than this (default: 6h)")
+    cleanup.add_argument("--json", action="store_true")
+    _destination_option(cleanup)
+
+    sync = sub.add_parser("sync", help="copy good backups that a destination lacks (idempotent)")
+    _destination_option(sync)
+    sync.add_argument("--json", action="store_true")
+
+    health = sub.add_parser("health", help="connectivity, backup age, checksums, disk, last runs, drill "
+                                           "(Nagios exit codes)")
+    health.add_argument("--json", action="store_true")
+
+    serve = sub.add_parser("serve", help="HTTP /metrics (Prometheus) and /healthz (health JSON, 200 or 503)")
+    serve.add_argument("--listen", help="HOST:PORT (default: monitoring.metrics.listen or 127.0.0.1:9187)")
+    add_encryption_commands(sub)
+    return parser
+
+
+def _destination_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--destination", metavar="NAME",
+                        help="work on the copies at this destination (from backup.destinations) instead of the backup directory")
+
+
+def _restore_check_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-url", help="server to restore on (its database part is ignored; "
+                                             "default: DATABASE_URL's server)")
+    parser.add_argument("--probe", action="append", default=[], metavar="SQL",
+                        help="a query that must return true on the restored database (repeatable)")
+    parser.add_argument("--with-globals", action="store_true", default=None,
+                        help="create the backup's roles first (default: only on another server)")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _print_json(document: Any) -> None:
+    _out(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_create(cfg, args) -> int:
+    from ..ops.backup import create_backup  # pylint: disable=import-outside-toplevel
+
+    backup = create_backup(cfg, args.kind)
+    copy_error = None
+    try:
+        from ..ops.sync import copy_new_backup  # pylint: disable=import-outside-toplevel
+        if copy_new_backup(cfg, backup)["copied"]:
+            backup = Repository(cfg.backup_dir).find(backup.manifest_path, allow_bad=True)
+    except BackupError as exc:
+        copy_error = exc  # the local backup stays complete and listed; the command still fails
+    if args.json:
+        _print_json(backup.manifest)
+        if copy_error:
+            raise copy_error
+        return 0
+    _out("created %s (%s of %s, %d bytes, %.1f s)"
+         % (backup.id, backup.kind, backup.database, backup.size, backup.manifest["duration_seconds"]))
+    for entry in backup.manifest["files"]:
+        _out("  %s" % backup.file_path(entry))
+    _out("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
+         % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
+    for copy in backup.manifest.get("copies", []):
+        _out("  copy at %s: %s" % (copy.get("destination"), copy.get("uri")))
+    if copy_error:
+        raise copy_error
+    return 0
+
+
+def _cmd_list(cfg, args) -> int:
+    if args.destination:
+        from ..ops.remote import list_remote  # pylint: disable=import-outside-toplevel
+        rows = list_remote(cfg, args.destination, kind=args.kind, database=args.database)
+    else:
+        rows = [b.summary() for b in Repository(cfg.backup_dir).backups(kind=args.kind, database=args.database)]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        _out("no backups in %s" % os.path.abspath(cfg.backup_dir))
+        return 0
+    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
+    for row in rows:
+        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
+    return 0
+
+
+def _cmd_restore(cfg, args) -> int:
+    from ..ops.restore import restore_backup  # pylint: disable=import-outside-toplevel
+
+    if args.target_url and DbTarget(args.target_url).url != args.target_url:
+        _err("%s: warning: a password in --target-url is visible to other users in 'ps'; "
+             "use a passfile (PGPASSFILE) instead" % PROG)
+    result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
+                            with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
+                            tables=args.table, schemas=args.schema, destination=args.destination)
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    _out("restored %s into %s in %.1f s%s%s"
+         % (result.backup_id, result.target, result.seconds,
+            " (replaced the existing database)" if result.replaced else "",
+            ", globals applied" if result.globals_applied else ""))
+    return 0
+
+
+def _cmd_verify(cfg, args) -> int:
+    from ..ops.verify import verify_and_record  # pylint: disable=import-outside-toplevel
+
+    server = None
+    if args.target_url:
+        server = DbTarget(args.target_url)
+        if cfg.database_url:
+            server.borrow_password(DbTarget(cfg.database_url))
+    if args.destination:
+        from ..ops.remote import verify_remote  # pylint: disable=import-outside-toplevel
+        results = verify_remote(cfg, args.destination, args.backup, level=args.level, kind=args.kind, server=server,
+                                probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
+    else:
+        results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
+                                    probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
+    if args.json:
+        _print_json(results)
+    else:
+        for result in results:
+            _out("%s %s: %s" % ("OK " if result["ok"] else "BAD", result["id"] or result["file"], result["details"]))
+        if not results:
+            _out("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        raise BackupError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]),
+                          step="verify")
+    return 0
+
+
+def _cmd_drill(cfg, args) -> int:
+    from ..ops.drill import run_drill  # pylint: disable=import-outside-toplevel
+
+    report = run_drill(cfg, args.target_url, probes=args.probe or cfg.verify_probes, with_globals=args.with_globals)
+    if args.json:
+        _print_json(report)
+    else:
+        _out("DR drill OK: %s restored on %s in %.1f s (the RTO); %s"
+             % (report["backup_id"], report["server"], report["rto_seconds"] or 0, report["details"]))
+    return 0
+
+
+def _cmd_cleanup(cfg, args) -> int:
+    from ..ops.cleanup import cleanup, format_cleanup  # pylint: disable=import-outside-toplevel
+
+    if args.destination:
+        from ..ops.remote import cleanup_remote  # pylint: disable=import-outside-toplevel
+        result = cleanup_remote(cfg, args.destination, dry_run=args.dry_run, tz=args.timezone,
+                                leftover_grace=args.leftover_grace)
+    else:
+        result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace)
+    if args.json:
+        _print_json(result)
+        return 0
+    for line in format_cleanup(result):
+        _out(line)
+    return 0
+
+
+def _cmd_sync(cfg, args) -> int:
+    from ..ops.sync import raise_failures, sync  # pylint: disable=import-outside-toplevel
+
+    result = sync(cfg, destination=args.destination)
+    if args.json:
+        _print_json(result)
+    else:
+        for copy in result["copied"]:
+            _out("copied %s to %s: %s" % (copy["id"], copy["destination"], copy["uri"]))
+        _out("%d copied, %d already present at %s" % (len(result["copied"]), result["present"],
+                                                      ", ".join(result["destinations"]) or "no destination"))
+    raise_failures(result)
+    return 0
+
+
+def _cmd_health(cfg, args) -> int:
+    from ..ops.health import health  # pylint: disable=import-outside-toplevel
+
+    report = health(cfg)
+    args.health_report = report  # for the notification hook
+    if args.json:
+        _print_json(report)
+    else:
+        _out("%s: %s" % (PROG, report["status"].upper()))
+        for check in report["checks"]:
+            _out("  %-9s %-14s %s" % (check["status"].upper(), check["check"], check["reason"]))
+    return int(report["exit_code"])
+
+
+def _cmd_serve(cfg, args) -> int:
+    from ..config.monitoring import load_monitoring  # pylint: disable=import-outside-toplevel
+    from .serve import make_server, serve_forever  # pylint: disable=import-outside-toplevel
+
+    server = make_server(cfg, load_monitoring(cfg.monitoring, os.environ), args.listen)
+    _err("%s: serving /metrics and /healthz on http://%s:%d" % (PROG, server.server_address[0],
+                                                                server.server_address[1]))
+    try:
+        serve_forever(server)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
+            "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
+            "serve": _cmd_serve}
+COMMANDS.update(ENCRYPTION_COMMANDS)
+
+
+def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    # A timer stopping us sends SIGTERM: unwind like Ctrl-C so partial files are removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    overrides: Dict[str, Any] = {"backup_dir": getattr(args, "backup_dir", None),
+                                 "pg_bin_dir": getattr(args, "pg_bin_dir", None)}
+    if getattr(args, "compression", None):
+        overrides["compression"] = args.compression
+    try:
+        cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
+        from ..observe.runhook import monitored  # pylint: disable=import-outside-toplevel
+
+        # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
+        return monitored(cfg, args.command, getattr(args, "kind", None) or (cfg.backup_type if args.command == "create"
+                                                                            else None),
+                         functools.partial(COMMANDS[args.command], cfg, args),
+                         report=lambda: getattr(args, "health_report", None))
+    except BackupError as exc:
+        _err("%s: error: %s" % (PROG, exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

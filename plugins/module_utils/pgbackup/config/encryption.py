@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Encryption settings from the environment, the JSON file and options (config.py calls these).
+
+Environment: ``BACKUP_ENCRYPTION`` (true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE``
+(aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``, ``BACKUP_ENCRYPTION_KEYRING``,
+``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
+``BACKUP_ENCRYPTION_IDENTITY_FILE``. JSON: ``"encryption": true`` or an object
+``{"enabled", "mode", "keyFile", "keyring", "recipients", "identityFile"}``.
+Nothing here reads a key: files are checked when a backup or restore needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, List, Mapping
+
+from ..core.errors import ConfigError
+
+MODES = ("aes-256-gcm", "age")
+_MODE_ALIASES = {"aes-256-gcm": "aes-256-gcm", "aes": "aes-256-gcm", "aes256": "aes-256-gcm",
+                 "symmetric": "aes-256-gcm", "age": "age", "x25519": "age", "public-key": "age"}
+_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+ENV = {"BACKUP_ENCRYPTION_MODE": "encryption_mode", "BACKUP_ENCRYPTION_KEY_FILE": "encryption_key_file",
+       "BACKUP_ENCRYPTION_KEYRING": "encryption_keyring", "BACKUP_ENCRYPTION_RECIPIENTS": "encryption_recipients",
+       "BACKUP_ENCRYPTION_IDENTITY_FILE": "encryption_identity_file"}
+JSON = {"enabled": "encryption", "mode": "encryption_mode", "keyFile": "encryption_key_file",
+        "keyring": "encryption_keyring", "recipients": "encryption_recipients",
+        "identityFile": "encryption_identity_file"}
+
+
+def _where(where: str) -> str:
+    return " (in %s)" % where if where else ""
+
+
+def parse_mode(key: str, value: Any, where: str = "") -> str:
+    text = str(value).strip().lower()
+    if text not in _MODE_ALIASES:
+        raise ConfigError("%s=%r%s is not valid: use aes-256-gcm or age" % (key, value, _where(where)))
+    return _MODE_ALIASES[text]
+
+
+def parse_recipients(key: str, value: Any, where: str = "") -> List[str]:
+    """age1... public keys, given inline or as files of them (one a line, # comments); comma or space separated."""
+    items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
+    found: List[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if item.startswith("age1"):
+            if not _RECIPIENT.match(item):
+                raise ConfigError("%s%s: %r is not a valid age X25519 recipient (age1 and 58 bech32 characters)"
+                                  % (key, _where(where), item))
+            found.append(item)
+            continue
+        try:
+            with open(item, encoding="utf-8") as handle:
+                lines = [ln.strip() for ln in handle if ln.strip() and not ln.strip().startswith("#")]
+        except OSError as exc:
+            raise ConfigError("%s%s: %r is neither an age1... recipient nor a readable file of them: %s"
+                              % (key, _where(where), item, exc.strerror)) from None
+        found.extend(parse_recipients("%s file %s" % (key, item), lines))
+    return found
+
+
+def apply_encryption_setting(cfg, name: str, value: Any, key: str = "", where: str = "") -> None:
+    """Set one ``encryption_*`` field of ``cfg``; ``key`` names the setting in messages."""
+    key = key or name
+    if value is None:
+        return
+    if name == "encryption":
+        text = str(value).strip().lower() if not isinstance(value, bool) else ("true" if value else "false")
+        if text not in _TRUE + _FALSE:
+            raise ConfigError("%s=%r%s is not valid: use true or false" % (key, value, _where(where)))
+        cfg.encryption = text in _TRUE
+    elif name == "encryption_mode":
+        cfg.encryption_mode = parse_mode(key, value, where)
+    elif name == "encryption_recipients":
+        cfg.encryption_recipients = parse_recipients(key, value, where)
+    elif name in ("encryption_key_file", "encryption_keyring", "encryption_identity_file"):
+        text = str(value).strip()
+        setattr(cfg, name, os.path.expanduser(text) if text else None)
+    else:
+        raise ConfigError("unknown setting %r" % name)
+
+
+def apply_encryption_json(cfg, value: Any, where: str) -> None:
+    """``"encryption": true`` (the users' shape) or an object with the mode and where the keys are."""
+    if not isinstance(value, Mapping):
+        apply_encryption_setting(cfg, "encryption", value, "backup.encryption", where)
+        return
+    for name, setting in value.items():
+        if name not in JSON:
+            raise ConfigError("backup.encryption.%s=%r (in %s) is not valid: unknown key; known: %s"
+                              % (name, setting, where, ", ".join(sorted(JSON))))
+    cfg.encryption = True  # an object means: encrypt, unless it says "enabled": false
+    for name, setting in value.items():
+        apply_encryption_setting(cfg, JSON[name], setting, "backup.encryption.%s" % name, where)
+
+
+def apply_encryption_env(cfg, env: Mapping[str, str]) -> None:
+    for variable, name in ENV.items():
+        if env.get(variable) not in (None, ""):
+            apply_encryption_setting(cfg, name, env[variable], variable)

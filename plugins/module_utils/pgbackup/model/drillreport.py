@@ -1,0 +1,6 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where the newest DR drill report lives (logs/drill-latest.json)."""
+
+LATEST_REPORT = "drill-latest.json"

@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Prometheus metrics in the text exposition format, rebuilt from the catalog, the run records and the drill report.
+
+Rebuilt whole on every run (never patched), so the file is complete even when a run record is gone.
+Written for node_exporter's textfile collector atomically (a temp file in the same directory, then
+rename); ``serve`` renders the same text per scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ..config.settings import LOGICAL_KINDS, Config
+from ..core.clock import parse_iso
+from ..core.cron import Cron
+from ..core.fsutil import write_file_atomic
+from ..model.drillreport import LATEST_REPORT
+from ..model.runrecord import read_runs
+from ..repo.catalog import Repository
+
+TEXTFILE_NAME = "seawall_pgbackup.prom"
+PREFIX = "seawall_backup_"
+RUN_STATUS = {"ok": 1, "warning": 1, "failed": 0, "critical": 0}
+
+# name -> (type, help); the order is the order in the file.
+METRICS: Dict[str, Tuple[str, str]] = {
+    "last_success_timestamp_seconds": ("gauge", "Finish time of the newest good backup (Unix seconds)."),
+    "last_size_bytes": ("gauge", "Size of the newest good backup's files."),
+    "last_duration_seconds": ("gauge", "How long the newest good backup took."),
+    "good_backups": ("gauge", "Good (complete, not marked bad) backups in the catalog."),
+    "schedule_interval_seconds": ("gauge", "Longest gap between two scheduled runs of the kind."),
+    "verification_success": ("gauge", "1 when the newest verified backup of the kind passed, 0 when it failed."),
+    "verification_timestamp_seconds": ("gauge", "When a backup of the kind was last verified (Unix seconds)."),
+    "last_run_success": ("gauge", "1 when the last run of the job succeeded, 0 when it failed."),
+    "last_run_running": ("gauge", "1 while the last run of the job has started and not finished."),
+    "last_run_timestamp_seconds": ("gauge", "Start time of the last run of the job (Unix seconds)."),
+    "last_run_duration_seconds": ("gauge", "Duration of the last finished run of the job."),
+    "health_status": ("gauge", "Result of the last health run: 0 ok, 1 warning, 2 critical."),
+    "drill_success": ("gauge", "1 when the last DR drill passed, 0 when it failed."),
+    "drill_timestamp_seconds": ("gauge", "When the last DR drill finished (Unix seconds)."),
+    "drill_rto_seconds": ("gauge", "Restore time measured by the last DR drill."),
+    "disk_free_bytes": ("gauge", "Free space of the file system holding the backup directory."),
+    "disk_total_bytes": ("gauge", "Size of the file system holding the backup directory."),
+    "repository_size_bytes": ("gauge", "Bytes of all good backups in the catalog."),
+    "metrics_generated_timestamp_seconds": ("gauge", "When this metrics text was generated (Unix seconds)."),
+}
+
+
+def metric_names() -> List[str]:
+    return [PREFIX + name for name in METRICS]
+
+
+def _escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _seconds(text: Optional[str]) -> Optional[float]:
+    if not text:
+        return None
+    try:
+        return round(parse_iso(text).timestamp(), 3)
+    except ValueError:
+        return None
+
+
+def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Dict[str, str], float]]]:
+    """Every sample, by metric name (without the prefix)."""
+    samples: Dict[str, List[Tuple[Dict[str, str], float]]] = {name: [] for name in METRICS}
+    host = socket.gethostname()
+    repo = Repository(cfg.backup_dir)
+
+    def add(name: str, labels: Dict[str, Any], value: Optional[float]) -> None:
+        if value is not None:
+            samples[name].append((dict({"host": host}, **{k: str(v) for k, v in labels.items()}), float(value)))
+
+    everything = repo.backups(include_bad=True)
+    groups: Dict[Tuple[str, str], List[Any]] = {}
+    for backup in everything:
+        groups.setdefault((backup.kind, backup.database), []).append(backup)
+    total = 0
+    for (kind, database), backups in sorted(groups.items()):
+        labels = {"kind": kind, "database": database}
+        good = [b for b in backups if b.good]
+        total += sum(b.size for b in good)
+        add("good_backups", labels, len(good))
+        if good:
+            newest = good[-1]
+            add("last_success_timestamp_seconds", labels,
+                _seconds(newest.manifest.get("finished_at")) or newest.created_at.timestamp())
+            add("last_size_bytes", labels, newest.size)
+            add("last_duration_seconds", labels, newest.manifest.get("duration_seconds"))
+        verified = [b for b in backups if b.manifest.get("verification")]
+        if verified:
+            latest = max(verified, key=lambda b: (b.manifest["verification"].get("at") or "", b.id))
+            add("verification_success", labels, 1 if latest.manifest["verification"].get("ok") else 0)
+            add("verification_timestamp_seconds", labels, _seconds(latest.manifest["verification"].get("at")))
+    for kind in LOGICAL_KINDS:
+        settings = cfg.kinds[kind]
+        if settings.enabled and settings.schedule:
+            add("schedule_interval_seconds", {"kind": kind}, Cron(settings.schedule).longest_gap().total_seconds())
+    for record in read_runs(repo.log_dir):
+        labels = {"job": record["job"], "kind": record.get("kind") or "", "database": record.get("database") or ""}
+        running = record.get("status") == "running"
+        add("last_run_running", labels, 1 if running else 0)
+        add("last_run_timestamp_seconds", labels, _seconds(record.get("started_at")))
+        if not running:
+            add("last_run_success", labels, RUN_STATUS.get(record.get("status"), 0))
+            add("last_run_duration_seconds", labels, record.get("duration_seconds"))
+        if record.get("command") == "health" and record.get("exit_code") in (0, 1, 2):
+            add("health_status", {}, record["exit_code"])
+    drill = _drill_report(repo.log_dir)
+    if drill:
+        labels = {"database": drill.get("database") or ""}
+        add("drill_success", labels, 1 if drill.get("ok") else 0)
+        add("drill_timestamp_seconds", labels, _seconds(drill.get("finished_at")))
+        add("drill_rto_seconds", labels, drill.get("rto_seconds"))
+    try:
+        usage = shutil.disk_usage(repo.root if os.path.isdir(repo.root) else os.path.dirname(repo.root))
+        add("disk_free_bytes", {}, usage.free)
+        add("disk_total_bytes", {}, usage.total)
+    except OSError:
+        pass
+    add("repository_size_bytes", {}, total)
+    add("metrics_generated_timestamp_seconds", {}, round(time.time() if now is None else now, 3))
+    return samples
+
+
+def _drill_report(log_dir: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(os.path.join(log_dir, LATEST_REPORT), encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def render(samples: Dict[str, List[Tuple[Dict[str, str], float]]]) -> str:
+    lines: List[str] = []
+    for name, (kind, text) in METRICS.items():
+        full = PREFIX + name
+        lines.append("# HELP %s %s" % (full, text))
+        lines.append("# TYPE %s %s" % (full, kind))
+        for labels, value in samples.get(name, []):
+            rendered = ",".join('%s="%s"' % (k, _escape(v)) for k, v in sorted(labels.items()))
+            lines.append("%s{%s} %s" % (full, rendered, _number(value)))
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+def metrics_text(cfg: Config) -> str:
+    return render(collect(cfg))
+
+
+def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME, mode: int = 0o644) -> str:
+    """Write ``text`` to ``directory/name`` atomically (0644 for a collector directory: node_exporter runs as
+    another user; the private copy in logs/ is 0600 like every other file of the repository)."""
+    path = os.path.join(directory, name)
+    write_file_atomic(path, text.encode("utf-8"), mode, what="metrics", step="metrics")
+    return path
+
+
+def textfile_targets(cfg: Config, textfile_dir: Optional[str]) -> Iterable[Tuple[str, int]]:
+    """(directory, mode): the configured collector directory (0644), else the repository's logs/ (0600)."""
+    if textfile_dir:
+        return [(textfile_dir, 0o644)]
+    return [(Repository(cfg.backup_dir).log_dir, 0o600)]

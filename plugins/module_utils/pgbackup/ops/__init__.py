@@ -1,0 +1,4 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine's operations: backup, verify, drill, restore, cleanup, health, sync, rekey."""

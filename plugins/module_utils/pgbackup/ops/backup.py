@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Logical backups: full, schema and data with pg_dump; cluster globals with pg_dumpall."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from .. import __version__
+from ..codec.compression import SUFFIX
+from ..codec.stored import sealing_for
+from ..config.connection import DbTarget
+from ..config.settings import LOGICAL_KINDS, Config, parse_kind
+from ..core.clock import iso, utc_now
+from ..core.errors import BackupError, ConfigError
+from ..core.runlog import RunLog
+from ..model.manifest import FORMAT_VERSION, Backup
+from ..pg.binaries import ClientTools, any_psql, select_tools
+from ..pg.client import ServerInfo, server_info, user_object_count
+from ..pg.pipeline import describe_exit, stream_tool_to_file
+from ..pg.snapshot import SnapshotSession, snapshot_flag
+from ..repo.catalog import Repository
+
+DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
+CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
+CLUSTER_DUMP_END = b"PostgreSQL database cluster dump complete"
+DATABASE_LEVEL = ("ALTER DATABASE ", "ALTER ROLE ", "COMMENT ON DATABASE ", "GRANT ", "REVOKE ",
+                  "SECURITY LABEL ON DATABASE ")
+
+
+def check_custom_archive(head: bytes, tail: bytes, raw_size: int) -> Optional[str]:
+    if raw_size == 0:
+        return "the dump is empty"
+    if not head.startswith(b"PGDMP"):
+        return "the dump has no custom-format header (PGDMP)"
+    return None
+
+
+def check_cluster_sql(head: bytes, tail: bytes, raw_size: int) -> Optional[str]:
+    if raw_size == 0:
+        return "the globals dump is empty"
+    if CLUSTER_DUMP_HEAD not in head:
+        return "the globals dump has no 'PostgreSQL database cluster dump' header"
+    if CLUSTER_DUMP_END not in tail:
+        return "the globals dump is truncated (no 'dump complete' trailer)"
+    return None
+
+
+def _globals_command(tools: ClientTools, target: DbTarget, info: ServerInfo) -> List[str]:
+    cmd = [tools.path("pg_dumpall"), "--globals-only", "--no-password", "--dbname=" + target.url]
+    if not info.is_superuser:
+        # Managed services deny pg_authid to everyone; without passwords the roles still restore.
+        cmd.append("--no-role-passwords")
+    return cmd
+
+
+def _dump_command(tools: ClientTools, target: DbTarget, kind: str, snapshot: Optional[str]) -> List[str]:
+    return [tools.path("pg_dump"), "--format=custom", "--compress=0", "--no-password",
+            "--dbname=" + target.url] + DUMP_FLAGS[kind] + snapshot_flag(snapshot)
+
+
+def database_statements(tools: ClientTools, target: DbTarget) -> List[str]:
+    """Database-level settings, comment and grants (pg_dump keeps them outside the restorable objects)."""
+    cmd = [tools.path("pg_dump"), "--schema-only", "--create", "--exclude-schema=*", "--no-password",
+           "--dbname=" + target.url]
+    out = subprocess.run(cmd, capture_output=True, env=target.env(), stdin=subprocess.DEVNULL, check=False)
+    if out.returncode != 0:
+        raise BackupError(describe_exit("pg_dump", out.returncode, out.stderr.decode("utf-8", "replace")),
+                          step="dump")
+    statements: List[str] = []
+    current = ""
+    for line in out.stdout.decode("utf-8").splitlines(keepends=True):
+        if not current and not line.startswith(DATABASE_LEVEL):
+            continue
+        current += line
+        if line.rstrip().endswith(";"):
+            statements.append(current.rstrip("\n"))
+            current = ""
+    return statements
+
+
+def _file_entry(result, role: str, fmt: str, algorithm: str) -> Dict[str, Any]:
+    return {"name": os.path.basename(result.path), "role": role, "format": fmt, "compression": algorithm,
+            "size": result.size, "sha256": result.sha256, "raw_size": result.raw_size}
+
+
+class BackupRun:
+    """One backup of one kind: prepare, lock, dump, write the manifest last."""
+
+    def __init__(self, cfg: Config, kind: str, log: Optional[RunLog] = None) -> None:
+        self.cfg = cfg
+        self.kind = parse_kind("type", kind, allowed=LOGICAL_KINDS) if kind != "incremental" else kind
+        if self.kind == "incremental":
+            raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
+                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data or globals")
+        # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
+        self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
+        self.target = DbTarget(cfg.require_database_url())
+        self.repo = Repository(cfg.backup_dir)
+        self.log = log
+        self.removed_leftovers: List[str] = []
+
+    def run(self) -> Backup:
+        started = utc_now()
+        self.repo.prepare()
+        log = self.log or RunLog(self.repo.log_dir)
+        try:
+            with self.repo.lock():
+                self.removed_leftovers = self.repo.remove_leftovers()
+                for path in self.removed_leftovers:
+                    log.warning("removed-incomplete", path=path)
+                backup = self._take(started)
+        except BackupError as exc:
+            log.failure("backup-failed", type=self.kind, database=self.target.dbname, url=self.target.url,
+                        step=exc.step, error=str(exc))
+            raise
+        except KeyboardInterrupt:
+            log.failure("backup-failed", type=self.kind, database=self.target.dbname, step="interrupted",
+                        error="interrupted")
+            raise
+        finally:
+            self.target.close()
+        log.info("backup-ok", type=self.kind, database=backup.database, id=backup.id, size=backup.size,
+                 seconds=backup.manifest["duration_seconds"])
+        return backup
+
+    def _take(self, started: datetime) -> Backup:
+        psql = any_psql(self.cfg.pg_bin_dir)
+        info = server_info(psql, self.target)
+        tools = select_tools(info.major, self.cfg.pg_bin_dir)
+        algorithm = self.cfg.compression_for(self.kind)
+        level = self.cfg.compression_level
+        backup_id = self.repo.new_id(self.kind, info.database, started)
+        directory = self.repo.kind_dir(self.kind)
+        env = self.target.env()
+        files: List[Dict[str, Any]] = []
+        warnings: List[str] = []
+        written: List[str] = []
+        objects = user_object_count(tools.path("psql"), self.target) if self.kind != "globals" else None
+        db_sql = database_statements(tools, self.target) if self.kind in ("full", "schema") else None
+        counts: Dict[str, Any] = {}
+        session = None
+        seal_suffix = self.sealing.suffix if self.sealing else ""
+        try:
+            if self.kind != "globals":
+                session = SnapshotSession(tools.path("psql"), self.target)
+                snapshot = session.export()
+                if self.kind in ("full", "data"):
+                    session.count_rows_in_background()  # same snapshot as the dump, on the other core
+                dest = os.path.join(directory, "%s.dump%s%s" % (backup_id, SUFFIX[algorithm], seal_suffix))
+                result = stream_tool_to_file(_dump_command(tools, self.target, self.kind, snapshot), env, dest,
+                                             algorithm, level, check_custom_archive, "pg_dump", "dump",
+                                             sealing=self.sealing)
+                written.append(result.path)
+                files.append(_file_entry(result, "database", "custom", algorithm))
+                warnings.extend(result.warnings)
+                counts = session.finish()
+                session = None
+            if self.kind in ("full", "globals"):
+                name = "%s.globals.sql%s" if self.kind == "full" else "%s.sql%s"
+                dest = os.path.join(directory, name % (backup_id, SUFFIX[algorithm]) + seal_suffix)
+                result = stream_tool_to_file(_globals_command(tools, self.target, info), env, dest, algorithm,
+                                             level, check_cluster_sql, "pg_dumpall", "globals",
+                                             sealing=self.sealing)
+                written.append(result.path)
+                files.append(_file_entry(result, "globals", "plain", algorithm))
+                warnings.extend(result.warnings)
+            finished = utc_now()
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "id": backup_id,
+                "type": self.kind,
+                "method": "logical",
+                "status": "ok",
+                "database": info.database,
+                "created_at": iso(started),
+                "finished_at": iso(finished),
+                "duration_seconds": round((finished - started).total_seconds(), 3),
+                "host": socket.gethostname(),
+                "tool": {"name": "seawall-pgbackup", "version": __version__},
+                "source": {"url": self.target.url, "user": info.current_user, "superuser": info.is_superuser},
+                "server": {"version": info.version, "version_num": info.version_num, "major": info.major,
+                           "system_identifier": info.system_identifier, "encoding": info.encoding,
+                           "collate": info.collate, "ctype": info.ctype},
+                "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
+                "files": files,
+                "compression": algorithm,
+                "encryption": self.sealing.record() if self.sealing else None,
+                "parent": None,
+                "user_objects": objects,
+                "database_size": counts.get("size"),
+                "table_rows": counts.get("rows"),
+                "database_sql": db_sql,
+                "globals": {"role_passwords": info.is_superuser} if self.kind in ("full", "globals") else None,
+                "warnings": warnings,
+                "verification": None,
+            }
+            backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
+            backup.save()  # last: until now nothing of this run is listed or restorable
+            return backup
+        except BaseException:
+            if session is not None:
+                session.close()
+            for path in written:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            raise
+
+
+def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
+    return BackupRun(cfg, kind or cfg.backup_type).run()
+
+
+def newest_good(cfg: Config, kind: str, database: Optional[str] = None) -> Optional[Backup]:
+    found = Repository(cfg.backup_dir).backups(kind=kind, database=database)
+    return found[-1] if found else None

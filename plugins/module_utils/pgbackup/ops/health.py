@@ -1,0 +1,110 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Health: can we reach the database, and is the newest good backup of each scheduled kind fresh?
+
+Plus (health_checks.py) the newest backup's checksums, free disk space with a projection, the last
+runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses
+follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring can run the
+command as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..config.connection import DbTarget
+from ..config.monitoring import MonitoringSettings, load_monitoring
+from ..config.settings import LOGICAL_KINDS, Config
+from ..core.clock import utc_now
+from ..core.cron import Cron
+from ..core.errors import BackupError
+from ..pg.binaries import any_psql
+from ..repo.catalog import Repository
+from .health_checks import check_checksum, check_disk, check_drill, check_last_runs, recent_full_size, worst
+
+STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
+WARNING_SLACK = timedelta(minutes=30)   # a run may start late (RandomizedDelaySec, a long previous run)
+CRITICAL_SLACK = timedelta(hours=2)     # a daily full older than 26 h is critical
+
+
+def _check(name: str, status: str, reason: str, **extra: Any) -> Dict[str, Any]:
+    return dict({"check": name, "status": status, "reason": reason}, **extra)
+
+
+def check_connectivity(cfg: Config, timeout: float = 10) -> Dict[str, Any]:
+    from ..pg.client import query  # pylint: disable=import-outside-toplevel
+
+    if not cfg.database_url:
+        return _check("connectivity", "critical", "DATABASE_URL is not set")
+    target = DbTarget(cfg.database_url)
+    started = time.monotonic()
+    try:
+        # psql is killed after ``timeout`` seconds whatever it waits for (DNS, TCP, a locked catalog)
+        row = query(any_psql(cfg.pg_bin_dir), target, "SELECT current_setting('server_version'), current_user",
+                    timeout=timeout)[0]
+    except BackupError as exc:
+        return _check("connectivity", "critical", str(exc))
+    finally:
+        target.close()
+    return _check("connectivity", "ok", "connected to PostgreSQL %s as %s" % (row[0], row[1]),
+                  seconds=round(time.monotonic() - started, 3))
+
+
+def check_backup_age(cfg: Config, kind: str, now: Optional[datetime] = None) -> Dict[str, Any]:
+    now = now or utc_now()
+    schedule = cfg.kinds[kind].schedule
+    database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
+    backups = Repository(cfg.backup_dir).backups(kind=kind, database=database)
+    interval = Cron(schedule).longest_gap() if schedule else None
+    if not backups:
+        return _check("age:%s" % kind, "critical", "no good %s backup in %s" % (kind, cfg.backup_dir))
+    newest = backups[-1]
+    age = now - newest.created_at
+    extra = {"newest": newest.id, "age_seconds": int(age.total_seconds())}
+    if interval is None:
+        return _check("age:%s" % kind, "ok", "newest %s is %s old (on demand)" % (newest.id, _human(age)), **extra)
+    if age > interval + CRITICAL_SLACK:
+        status = "critical"
+    elif age > interval + WARNING_SLACK:
+        status = "warning"
+    else:
+        status = "ok"
+    return _check("age:%s" % kind, status, "newest %s is %s old; schedule '%s' runs every %s"
+                  % (newest.id, _human(age), schedule, _human(interval)), **extra)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 3600:
+        return "%dm" % (seconds // 60)
+    if seconds < 172800:
+        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
+
+
+def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[MonitoringSettings] = None,
+           env: Optional[Mapping[str, str]] = None, connect: bool = True,
+           checksums: Optional[bool] = None) -> Dict[str, Any]:
+    """Every check; ``connect=False`` leaves the database out, ``checksums=False`` the sha256 (``serve``'s /healthz)."""
+    settings = settings or load_monitoring(cfg.monitoring, os.environ if env is None else env)
+    limits = settings.health
+    repo = Repository(cfg.backup_dir)
+    database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
+    checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
+    for kind in LOGICAL_KINDS:
+        kind_settings = cfg.kinds[kind]
+        if kind_settings.enabled and kind_settings.schedule:
+            checks.append(check_backup_age(cfg, kind, now))
+            if limits.checksum if checksums is None else checksums:
+                newest = repo.backups(kind=kind, database=database)
+                checks.append(check_checksum(newest[-1] if newest else None, kind))
+    checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
+        os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
+    checks.append(check_last_runs(repo.log_dir, limits, now))
+    checks.append(check_drill(repo.log_dir, limits, now))
+    status = worst(checks)
+    return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}

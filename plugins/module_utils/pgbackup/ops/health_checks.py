@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The health checks beyond connectivity and age: checksums, disk space, the last runs, the last DR drill.
+
+Each returns ``{"check", "status", "reason", ...}`` with status ok, warning or critical; thresholds
+come from ``monitoring.healthChecks`` (see monitoring.py). None of them writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from ..codec.integrity import verify_checksums
+from ..config.monitoring import HealthThresholds
+from ..core.clock import parse_iso, utc_now
+from ..core.errors import BackupError
+from ..model.drillreport import LATEST_REPORT
+from ..model.manifest import Backup
+from ..model.runrecord import read_runs
+from ..repo.catalog import Repository
+
+RECENT_SIZES = 3  # the projection uses the mean of the newest fulls
+
+
+def check(name: str, status: str, reason: str, **extra: Any) -> Dict[str, Any]:
+    return dict({"check": name, "status": status, "reason": reason}, **extra)
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return ("%d %s" % (size, unit)) if unit == "B" else ("%.1f %s" % (size, unit))
+        size /= 1024.0
+    return "%d B" % size  # not reached
+
+
+def human_age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return "%dm" % (seconds // 60)
+    if seconds < 172800:
+        return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+    return "%dd%02dh" % (seconds // 86400, seconds % 86400 // 3600)
+
+
+def check_checksum(backup: Optional[Backup], kind: str) -> Dict[str, Any]:
+    """The newest good backup's files against its manifest (size and sha256)."""
+    name = "checksum:%s" % kind
+    if backup is None:
+        return check(name, "critical", "no good %s backup to check" % kind)
+    try:
+        verify_checksums(backup)
+    except BackupError as exc:
+        return check(name, "critical", str(exc), newest=backup.id)
+    return check(name, "ok", "%s: %d files match their sha256" % (backup.id, len(backup.manifest.get("files", []))),
+                 newest=backup.id)
+
+
+def recent_full_size(repo: Repository, database: Optional[str]) -> Optional[float]:
+    fulls = repo.backups(kind="full", database=database)[-RECENT_SIZES:]
+    sizes = [b.size for b in fulls if b.size > 0]
+    return sum(sizes) / len(sizes) if sizes else None
+
+
+def check_disk(path: str, limits: HealthThresholds, full_size: Optional[float],
+               usage: Optional[Any] = None) -> Dict[str, Any]:
+    """Free space of the backup directory: percent thresholds and room for N more fulls of the recent size."""
+    try:
+        usage = usage or shutil.disk_usage(path)
+    except OSError as exc:
+        return check("disk", "critical", "cannot measure free space of %s: %s" % (path, exc.strerror or exc))
+    percent = 100.0 * usage.free / usage.total if usage.total else 0.0
+    extra: Dict[str, Any] = {"free_bytes": usage.free, "total_bytes": usage.total, "free_percent": round(percent, 2)}
+    reason = "%s free of %s (%.1f%%)" % (human_bytes(usage.free), human_bytes(usage.total), percent)
+    status = "ok"
+    if percent < limits.disk_critical_percent:
+        status = "critical"
+    elif percent < limits.disk_warning_percent:
+        status = "warning"
+    if full_size:
+        room = int(usage.free // full_size)
+        extra["room_for_fulls"] = room
+        reason += "; room for %d more fulls of %s" % (room, human_bytes(full_size))
+        if room < 1:
+            status = "critical"
+        elif room < limits.min_free_fulls and status == "ok":
+            status = "warning"
+    if status != "ok":
+        reason += " (warning below %g%% or %d fulls, critical below %g%% or 1 full)" % (
+            limits.disk_warning_percent, limits.min_free_fulls, limits.disk_critical_percent)
+    return check("disk", status, reason, **extra)
+
+
+def check_last_runs(log_dir: str, limits: HealthThresholds, now: Optional[datetime] = None) -> Dict[str, Any]:
+    """The last run of every job (health itself aside): any failure is critical."""
+    now = now or utc_now()
+    records = [r for r in read_runs(log_dir) if r.get("command") != "health"]
+    if not records:
+        return check("last-run", "ok", "no run recorded yet")
+    failed = [r for r in records if r.get("status") == "failed"]
+    if failed:
+        newest = max(failed, key=lambda r: r.get("finished_at") or "")
+        return check("last-run", "critical", "last %s run failed at %s (step %s): %s"
+                     % (newest["job"], newest.get("finished_at"), newest.get("step"), newest.get("error")),
+                     failed=[r["job"] for r in failed])
+    stale = []
+    for record in records:
+        started = _moment(record.get("started_at"))
+        if record.get("status") == "running" and started and limits.last_run_max_age_seconds \
+                and (now - started).total_seconds() > limits.last_run_max_age_seconds:
+            stale.append("%s running since %s" % (record["job"], record["started_at"]))
+    if stale:
+        return check("last-run", "warning", "; ".join(stale) + " (killed, or hung?)")
+    newest = max(records, key=lambda r: r.get("started_at") or "")
+    return check("last-run", "ok", "last runs ok (%d jobs; newest: %s %s at %s)"
+                 % (len(records), newest["job"], newest.get("status"), newest.get("started_at")))
+
+
+def check_drill(log_dir: str, limits: HealthThresholds, now: Optional[datetime] = None) -> Dict[str, Any]:
+    """The last DR drill (logs/drill-latest.json): failed is critical, older than drillMaxAge a warning."""
+    now = now or utc_now()
+    path = os.path.join(log_dir, LATEST_REPORT)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except FileNotFoundError:
+        status = "warning" if limits.drill_required else "ok"
+        return check("drill", status, "no DR drill has run yet (seawall-pgbackup drill)")
+    except (OSError, ValueError) as exc:
+        return check("drill", "warning", "cannot read %s: %s" % (path, exc))
+    finished = _moment(report.get("finished_at"))
+    age = (now - finished).total_seconds() if finished else None
+    extra = {"backup_id": report.get("backup_id"), "age_seconds": int(age) if age is not None else None,
+             "rto_seconds": report.get("rto_seconds")}
+    if not report.get("ok"):
+        return check("drill", "critical", "last DR drill failed at %s: %s"
+                     % (report.get("finished_at"), report.get("details")), **extra)
+    if age is None or age > limits.drill_max_age_seconds:
+        return check("drill", "warning", "last DR drill passed but is %s old (limit %s)"
+                     % (human_age(age or 0), human_age(limits.drill_max_age_seconds)), **extra)
+    return check("drill", "ok", "last DR drill passed %s ago (RTO %.1f s)"
+                 % (human_age(age), report.get("rto_seconds") or 0), **extra)
+
+
+def _moment(text: Any) -> Optional[datetime]:
+    try:
+        return parse_iso(str(text))
+    except ValueError:
+        return None
+
+
+def worst(checks: List[Dict[str, Any]]) -> str:
+    order = ("ok", "warning", "critical")
+    return max((c["status"] for c in checks), key=order.index, default="ok")

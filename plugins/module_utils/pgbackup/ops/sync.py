@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Copies of complete local backups to the configured destinations.
+
+Order for one backup and one destination: every data file (skipped when the object is already there
+with the same size and sha256, so a re-run resumes where the last one stopped), each checked after its
+upload (size as the service reports it, then sha256 of the object streamed back, or the service's own
+check where it makes one), then the manifest, last: a half-copied backup has no manifest at the
+destination and is never listed there. Then the copy is recorded in the local manifest (atomically,
+under the repository lock). A failed copy never touches the local backup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..config.destinations import DestinationSettings
+from ..core.clock import iso, utc_now
+from ..core.errors import BackupError
+from ..core.runlog import RunLog
+from ..model.manifest import MANIFEST_SUFFIX, Backup, load_backup
+from ..repo.catalog import Repository
+from ..store import open_destination, remote_settings
+from ..store.base import Destination, DestinationError
+
+LOCK_WAIT_SECONDS = 600
+
+
+def object_key(backup: Backup, name: str) -> str:
+    return "%s/%s" % (backup.kind, name)
+
+
+def manifest_key(backup: Backup) -> str:
+    return object_key(backup, backup.id + MANIFEST_SUFFIX)
+
+
+def remote_manifest_bytes(backup: Backup) -> bytes:
+    """The manifest as the destination keeps it: the local one without the local list of copies."""
+    document = {k: v for k, v in backup.manifest.items() if k != "copies"}
+    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def stream_sha256(dest: Destination, key: str) -> Tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in dest.read(key):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _already_there(dest: Destination, key: str, entry: Dict[str, Any]) -> bool:
+    info = dest.head(key)
+    if info is None or info.size != int(entry["size"]):
+        return False
+    metadata = getattr(dest, "metadata", None)
+    if metadata is None:
+        return False  # a directory keeps no metadata: copy again (cheap)
+    return metadata(key).get("sha256") == entry["sha256"]
+
+
+def _check_upload(dest: Destination, settings: DestinationSettings, key: str, entry: Dict[str, Any],
+                  reported_size: int) -> None:
+    if reported_size != int(entry["size"]):
+        raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry["size"]))
+    if settings.verify_upload == "stream":
+        size, sha = stream_sha256(dest, key)
+        if size != int(entry["size"]) or sha != entry["sha256"]:
+            raise dest.error("check", key, "the object read back differs from the file (%d bytes, sha256 %s; "
+                                           "expected %d bytes, %s)" % (size, sha, entry["size"], entry["sha256"]))
+
+
+def copy_backup(backup: Backup, dest: Destination, settings: DestinationSettings) -> Dict[str, Any]:
+    """Upload ``backup`` to ``dest`` (data files, checks, manifest last); returns the copy record."""
+    uploaded: List[str] = []
+    for entry in backup.manifest.get("files", []):
+        key = object_key(backup, entry["name"])
+        if _already_there(dest, key, entry):
+            continue
+        info = dest.put_file(key, backup.file_path(entry), int(entry["size"]), entry["sha256"])
+        _check_upload(dest, settings, key, entry, info.size)
+        uploaded.append(key)
+    data = remote_manifest_bytes(backup)
+    key = manifest_key(backup)
+    dest.put_bytes(key, data)
+    info = dest.head(key)
+    if info is None or info.size != len(data):
+        raise dest.error("check", key, "the manifest is not there whole after its upload")
+    return {"destination": dest.name, "type": dest.kind, "uri": dest.uri(key), "copied_at": iso(utc_now()),
+            "uploaded": len(uploaded)}
+
+
+def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
+    """Add or replace this destination's entry in the local manifest (atomically). Call under the lock."""
+    current = load_backup(backup.manifest_path)
+    if current is None:
+        return None  # pruned meanwhile: nothing to record
+    copies = [c for c in current.manifest.get("copies", []) if c.get("destination") != record["destination"]]
+    copies.append({k: v for k, v in record.items() if k != "uploaded"})
+    current.manifest["copies"] = copies
+    current.save()
+    return current
+
+
+def copy_recorded(backup: Backup, name: str) -> bool:
+    """A copy was made to ``name`` (or deliberately removed there by its retention)."""
+    return any(c.get("destination") == name for c in backup.manifest.get("copies", []))
+
+
+def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """Copy every good local backup (or ``only`` these) that a destination lacks; idempotent.
+
+    Every destination is tried; failures are collected and raised together at the end (naming each
+    destination) after the successful copies were recorded.
+    """
+    targets = [s for s in remote_settings(cfg) if destination is None or s.name == destination]
+    if destination is not None and not targets:
+        from ..store import find_settings  # pylint: disable=import-outside-toplevel
+        targets = [find_settings(cfg, destination)]
+    result: Dict[str, Any] = {"copied": [], "present": 0, "failed": [], "destinations": [s.name for s in targets]}
+    if not targets:
+        return result  # no destination: nothing is touched
+    repo = Repository(cfg.backup_dir)
+    log = RunLog(repo.log_dir)
+    # The lock is held only to record a copy: a long upload never makes a scheduled backup wait or fail.
+    # A backup pruned locally meanwhile still completes its copy (its files stay readable while open, or the
+    # upload fails cleanly before the manifest); the record is then simply skipped.
+    backups = [load_backup(b.manifest_path) for b in only] if only is not None else repo.backups()
+    for settings in targets:
+        try:
+            dest = open_destination(settings)
+        except BackupError as exc:
+            result["failed"].append({"destination": settings.name, "error": str(exc)})
+            log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
+            continue
+        try:
+            for backup in backups:
+                if backup is None or not backup.good:
+                    continue
+                if copy_recorded(backup, settings.name):
+                    result["present"] += 1
+                    continue
+                record = copy_backup(backup, dest, settings)
+                with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
+                    record_copy(backup, record)
+                result["copied"].append(dict(record, id=backup.id))
+                log.info("copied", id=backup.id, destination=settings.name, uri=record["uri"],
+                         uploaded=record["uploaded"])
+        except BackupError as exc:  # a destination's failure (or its bad credentials file) stops only that one
+            result["failed"].append({"destination": settings.name, "error": str(exc)})
+            log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
+        finally:
+            dest.close()
+    return result
+
+
+def copy_new_backup(cfg: Any, backup: Backup) -> Dict[str, Any]:
+    """After ``create``: copy the new backup everywhere; raise one error naming every failed destination."""
+    result = sync(cfg, only=[backup])
+    raise_failures(result, "backup %s is complete and kept in %s, but " % (backup.id, cfg.backup_dir))
+    return result
+
+
+def raise_failures(result: Dict[str, Any], lead: str = "") -> None:
+    failed = result.get("failed") or []
+    if failed:
+        names = ", ".join(repr(f["destination"]) for f in failed)
+        raise DestinationError("%sthe copy to destination %s failed: %s; run 'seawall-pgbackup sync' to retry"
+                               % (lead, names, failed[0]["error"]), step="copy")

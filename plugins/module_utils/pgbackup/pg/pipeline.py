@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Client tool output -> compression -> sha256 -> file, in constant memory.
+
+The tool writes into a pipe and we compress in our own process, so dumping and
+compressing run on two cores at once. The file is written under a ``.partial`` name and
+only renamed once the tool exited cleanly and its output passed the sanity checks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+from ..codec.compression import compressor
+from ..codec.stored import StoredWriter
+from ..core.errors import BackupError
+from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
+
+CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for constant memory
+EDGE = 4096      # bytes of the raw stream kept from its start and end for sanity checks
+
+
+@dataclass
+class StreamResult:
+    path: str
+    size: int
+    sha256: str
+    raw_size: int
+    warnings: List[str]
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return "signal %d" % code
+
+
+def describe_exit(tool: str, returncode: int, stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()]
+    detail = (errors or lines or [""])[-1 if not errors else 0]
+    if returncode < 0:
+        return "%s was killed by %s%s" % (tool, _signal_name(-returncode), ": " + detail if detail else "")
+    return "%s failed (exit %d): %s" % (tool, returncode, detail or "no error output")
+
+
+def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algorithm: str,
+                        level: Optional[int], check_output: Callable[[bytes, bytes, int], Optional[str]],
+                        tool: str, step: str, sealing=None) -> StreamResult:
+    """Run ``cmd``, store its compressed stdout at ``dest``; raise BackupError naming ``step`` on any fault.
+
+    ``check_output(head, tail, raw_size)`` returns an error text for output that is empty or not
+    what the tool should have written (a headerless dump is a failure even with exit 0).
+    ``sealing`` (stored.Sealing): encrypt after compression; size and sha256 are of the stored bytes.
+    """
+    partial = dest + ".partial"
+    err_file = tempfile.TemporaryFile()  # stderr can be large; a file never blocks the tool
+    proc = None
+    out = None
+    source = None
+    stored = None
+    try:
+        try:
+            out = create_private(partial)
+        except OSError as exc:
+            raise BackupError("cannot create " + describe_os_error(exc, partial), step=step) from None
+        read_end, write_end = os.pipe()
+        _widen_pipe(write_end)
+        try:
+            proc = subprocess.Popen(list(cmd), stdout=write_end, stderr=err_file, stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(write_end)  # only the tool writes; EOF comes when it exits
+        source = os.fdopen(read_end, "rb", buffering=0)
+        packer = compressor(algorithm, level)
+        stored = StoredWriter(out, partial, step, sealing)
+        raw_size = 0
+        head = b""
+        tail = b""
+        while True:
+            chunk = source.read(CHUNK)
+            if not chunk:
+                break
+            if len(head) < EDGE:
+                head += chunk[:EDGE - len(head)]
+            tail = (tail + chunk[-EDGE:])[-EDGE:]
+            raw_size += len(chunk)
+            stored.write(packer.compress(chunk))
+        stored.write(packer.flush())
+        stored.close()
+        returncode = proc.wait()
+        err_file.seek(0)
+        stderr = err_file.read().decode("utf-8", "replace")
+        if returncode != 0:
+            raise BackupError(describe_exit(tool, returncode, stderr), step=step)
+        stderr_lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        if any(": error:" in ln or ln.startswith("FATAL") for ln in stderr_lines):
+            raise BackupError(describe_exit(tool, returncode, stderr), step=step)
+        problem = check_output(head, tail, raw_size)
+        if problem:
+            raise BackupError("%s output rejected: %s" % (tool, problem), step=step)
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+            out.close()
+            os.replace(partial, dest)
+            fsync_dir(os.path.dirname(dest) or ".")
+        except OSError as exc:
+            raise BackupError("cannot finish " + describe_os_error(exc, dest), step=step) from None
+        return StreamResult(dest, stored.size, stored.sha256, raw_size, stderr_lines)
+    except BaseException:
+        if stored is not None:
+            stored.abort()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if out is not None and not out.closed:
+            try:
+                out.close()
+            except OSError:
+                pass
+        remove_quietly(partial)
+        raise
+    finally:
+        if source is not None:
+            source.close()
+        err_file.close()
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: fewer, larger reads and fewer stalls of the tool (Linux only)."""
+    if fcntl is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for unprivileged users: the default pipe still works

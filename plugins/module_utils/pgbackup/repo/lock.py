@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One run per backup directory: an OS-level lock released by the kernel if we die."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..core.errors import LockedError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class RepositoryLock:
+    def __init__(self, path: str, wait_seconds: float = 0) -> None:
+        self.path = path
+        self.wait_seconds = wait_seconds
+        self._fd = None  # type: int | None
+
+    def __enter__(self) -> "RepositoryLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    import msvcrt  # pylint: disable=import-error,import-outside-toplevel
+
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise LockedError("another seawall-pgbackup run holds %s%s; try again when it ends"
+                                      % (self.path, " (pid %s)" % holder if holder else "")) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases flock/msvcrt locks
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, 32).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
