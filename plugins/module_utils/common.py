@@ -16,6 +16,7 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.runner import perform
 
 
 def pgbackup_common_argument_spec():
@@ -72,4 +73,17 @@ def pgbackup_config(module, **overrides):
         return load_config(env=os.environ, config_file=params.get('config_file'), overrides=settings)
     except BackupError as exc:
         fail_on_backup_error(module, exc)
+        raise  # not reached: fail_json exits
+
+
+def run_operation(module, cfg, command, kind, action, report=None, exit_code=None, **result):
+    """Run an engine operation through the same run hook as the CLI and timers (run record, metrics,
+    notifications); a BackupError becomes ``fail_json(msg=..., step=...)`` with ``result``.
+
+    Call it only outside check mode: a plan is not a run.
+    """
+    try:
+        return perform(cfg, command, kind, action, report=report, exit_code=exit_code or (lambda _result: 0))
+    except BackupError as exc:
+        fail_on_backup_error(module, exc, **result)
         raise  # not reached: fail_json exits

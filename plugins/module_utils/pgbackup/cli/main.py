@@ -318,10 +318,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides["compression"] = args.compression
     try:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
-        from ..observe.runhook import monitored  # pylint: disable=import-outside-toplevel
+        from ..ops.runner import perform  # pylint: disable=import-outside-toplevel
 
         # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
-        return monitored(cfg, args.command, getattr(args, "kind", None) or (cfg.backup_type if args.command == "create"
+        return perform(cfg, args.command, getattr(args, "kind", None) or (cfg.backup_type if args.command == "create"
                                                                             else None),
                          functools.partial(COMMANDS[args.command], cfg, args),
                          report=lambda: getattr(args, "health_report", None))

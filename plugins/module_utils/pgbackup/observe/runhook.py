@@ -175,17 +175,21 @@ def _size(path: str) -> int:
         return 0
 
 
-def monitored(cfg: Config, command: str, kind: Optional[str], run: Callable[[], int],
-              report: Optional[Callable[[], Optional[Dict[str, Any]]]] = None) -> int:
-    """Run ``run()`` inside the monitoring of ``command``; its exit status and exceptions pass through unchanged."""
+def monitored(cfg: Config, command: str, kind: Optional[str], run: Callable[[], Any],
+              report: Optional[Callable[[], Optional[Dict[str, Any]]]] = None,
+              exit_code: Optional[Callable[[Any], int]] = None) -> Any:
+    """Run ``run()`` inside the monitoring of ``command``; its result and exceptions pass through unchanged.
+
+    ``exit_code(result)`` is the run's status for the record (default: the result itself, an int).
+    """
     if command not in MONITORED_COMMANDS:
         return run()
     monitor = RunMonitor(cfg, command, kind)
     monitor.start()
     try:
-        code = run()
+        result = run()
     except (BackupError, KeyboardInterrupt) as exc:
         monitor.finish(130 if isinstance(exc, KeyboardInterrupt) else 1, exc)
         raise
-    monitor.finish(code, None, report() if report else None)
-    return code
+    monitor.finish(exit_code(result) if exit_code else result, None, report() if report else None)
+    return result
