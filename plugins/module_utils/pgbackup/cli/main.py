@@ -321,10 +321,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from ..ops.runner import perform  # pylint: disable=import-outside-toplevel
 
         # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
-        return perform(cfg, args.command, getattr(args, "kind", None) or (cfg.backup_type if args.command == "create"
-                                                                            else None),
-                         functools.partial(COMMANDS[args.command], cfg, args),
-                         report=lambda: getattr(args, "health_report", None))
+        kind = getattr(args, "kind", None) or (cfg.backup_type if args.command == "create" else None)
+        return perform(cfg, args.command, kind, functools.partial(COMMANDS[args.command], cfg, args),
+                       report=lambda: getattr(args, "health_report", None))
     except BackupError as exc:
         _err("%s: error: %s" % (PROG, exc))
         return 1
