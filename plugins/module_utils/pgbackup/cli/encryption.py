@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The ``rekey`` and ``keygen`` subcommands (cli.py adds them with ``add_encryption_commands``)."""
+"""The ``rekey`` and ``keygen`` subcommands (cli/main.py adds them with ``add_encryption_commands``)."""
 
 from __future__ import annotations
 

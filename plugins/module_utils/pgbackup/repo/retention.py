@@ -19,7 +19,7 @@ Rules that protect data, whatever the policy says:
   says why;
 * a kind without a policy keeps everything.
 
-Nothing here touches the file system: ``prune.py`` applies a plan under the repository lock.
+Nothing here touches the file system: ``ops/cleanup.py`` applies a plan under the repository lock.
 """
 
 from __future__ import annotations
