@@ -103,17 +103,18 @@ OPTIONS: Tuple[Option, ...] = (
            module="encryption_key_file", module_type="path", no_log=False, parsed_by="encryption"),
     Option("encryption_keyring", "key_path", None, "A directory of *.key files: reads find a key by id; new "
            "backups use the newest.", env="BACKUP_ENCRYPTION_KEYRING", json="encryption.keyring",
-           module="encryption_keyring", module_type="path", no_log=False, parsed_by="encryption"),
+           module="encryption_keyring", module_type="path", no_log=False, cli=("keygen --keyring",),
+           parsed_by="encryption"),
     Option("encryption_recipients", "recipients", [], "age public keys (age1...) or files of them, comma "
            "separated.", env="BACKUP_ENCRYPTION_RECIPIENTS", json="encryption.recipients",
            module="encryption_recipients", module_type="list", module_elements="str", parsed_by="encryption"),
     Option("encryption_identity_file", "key_path", None, "An age identity file (0600); only to verify or "
            "restore age-mode backups.", env="BACKUP_ENCRYPTION_IDENTITY_FILE", json="encryption.identityFile",
            module="encryption_identity_file", module_type="path", no_log=False, parsed_by="encryption"),
-    Option("pg_bin_dir", "optional_str", None, "Directory of the PostgreSQL client tools; unset: the newest "
-           "installed tools at least as new as the server.", env="BACKUP_PG_BIN_DIR", json="pgBinDir",
+    Option("pg_bin_dir", "optional_str", None, "Directory of the PostgreSQL client tools, used alone; unset: "
+           "the lowest installed client major at least the server's.", env="BACKUP_PG_BIN_DIR", json="pgBinDir",
            module="pg_bin_dir", module_type="path", cli=("--pg-bin-dir",)),
-    Option("jobs", "count", 1, "Parallel pg_dump jobs.", env="BACKUP_JOBS", json="jobs",
+    Option("jobs", "count", 1, "Parallel pg_restore jobs (restore, verify, drill).", env="BACKUP_JOBS", json="jobs",
            modules=("pg_backup_restore.jobs",), cli=("restore --jobs",), minimum=1),
     Option("timezone", "timezone", "UTC", "Time zone of the retention slots and of times given without an "
            "offset.", env="BACKUP_TIMEZONE", json="timezone", modules=("pg_backup_retention.timezone",),
@@ -256,11 +257,11 @@ def render_markdown() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for option in OPTIONS:
-        module = [option.module] if option.module else []
-        module += ["%s (%s)" % (m.split(".")[1], m.split(".")[0]) for m in option.modules]
+        module = ["`%s`" % option.module] if option.module else []
+        module += ["`%s` (%s)" % (m.split(".")[1], m.split(".")[0]) for m in option.modules]
         help_text = option.help + (" Secret." if option.secret else "")
         lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            "`%s`" % option.name, _cell(option.env), _cell(option.json), ", ".join("`%s`" % m for m in module),
+            "`%s`" % option.name, _cell(option.env), _cell(option.json), ", ".join(module),
             ", ".join("`%s`" % c for c in option.cli), _default_text(option), help_text.replace("|", "\\|")))
     lines += ["", "Details: [encryption](encryption.md), [destinations](storage.md), [monitoring](monitoring.md).", ""]
     return "\n".join(lines)
