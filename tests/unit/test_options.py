@@ -375,7 +375,7 @@ def test_the_roles_defaults_mirror_the_engines(role):
     spec_options = specs["argument_specs"]["main"]["options"]
     for variable, name in ROLE_MIRRORS.items():
         engine = BY_NAME[name].default
-        assert (defaults[variable] or None) == engine, "%s: %r, the engine's %r" % (variable, defaults[variable], engine)
+        assert (defaults[variable] or None) == engine, "%s: %r, engine %r" % (variable, defaults[variable], engine)
         assert spec_options[variable].get("default") == defaults[variable], variable
 
 
