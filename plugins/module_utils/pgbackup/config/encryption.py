@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Encryption settings from the environment, the JSON file and options (settings.py calls these).
 
-Environment: ``BACKUP_ENCRYPTION`` (true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE``
-(aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``, ``BACKUP_ENCRYPTION_KEYRING``,
+Every setting and variable is a row of the option table (config/options.py). Environment: ``BACKUP_ENCRYPTION``
+(true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE`` (aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``, ``BACKUP_ENCRYPTION_KEYRING``,
 ``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
 ``BACKUP_ENCRYPTION_IDENTITY_FILE``. JSON: ``"encryption": true`` or an object
 ``{"enabled", "mode", "keyFile", "keyring", "recipients", "identityFile"}``.
@@ -26,8 +26,8 @@ _MODE_ALIASES = {"aes-256-gcm": "aes-256-gcm", "aes": "aes-256-gcm", "aes256": "
 _RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-# Derived from the option table: variable -> setting, and the keys of the JSON "encryption" object -> setting.
-ENV = {o.env: o.name for o in OPTIONS if o.parsed_by == "encryption" and o.env and o.name != "encryption"}
+# The keys of the JSON "encryption" object -> setting, from the option table (which also lists the variables,
+# read by settings.apply_env).
 JSON = dict({"enabled": "encryption"}, **{o.json.split(".", 1)[1]: o.name for o in OPTIONS
                                           if o.parsed_by == "encryption" and o.json and "." in o.json})
 
@@ -100,8 +100,3 @@ def apply_encryption_json(cfg, value: Any, where: str) -> None:
     for name, setting in value.items():
         apply_encryption_setting(cfg, JSON[name], setting, "backup.encryption.%s" % name, where)
 
-
-def apply_encryption_env(cfg, env: Mapping[str, str]) -> None:
-    for variable, name in ENV.items():
-        if env.get(variable) not in (None, ""):
-            apply_encryption_setting(cfg, name, env[variable], variable)
