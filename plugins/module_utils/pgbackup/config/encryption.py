@@ -4,8 +4,8 @@
 """Encryption settings from the environment, the JSON file and options (settings.py calls these).
 
 Every setting and variable is a row of the option table (config/options.py). Environment: ``BACKUP_ENCRYPTION``
-(true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE`` (aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``, ``BACKUP_ENCRYPTION_KEYRING``,
-``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
+(true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE`` (aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``,
+``BACKUP_ENCRYPTION_KEYRING``, ``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
 ``BACKUP_ENCRYPTION_IDENTITY_FILE``. JSON: ``"encryption": true`` or an object
 ``{"enabled", "mode", "keyFile", "keyring", "recipients", "identityFile"}``.
 Nothing here reads a key: files are checked when a backup or restore needs them.
