@@ -6,7 +6,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment(object):
-    """Options of plugins/module_utils/common.py:pgbackup_common_argument_spec()."""
+    """Options of plugins/module_utils/common.py:pgbackup_common_argument_spec(), built from the engine's option
+    table (plugins/module_utils/pgbackup/config/options.py); tests/unit/test_options.py checks this against it."""
 
     DOCUMENTATION = r'''
 options:
@@ -52,30 +53,39 @@ options:
   encryption_mode:
     description:
       - C(aes-256-gcm) (a symmetric key, the default) or C(age) (X25519 public-key encryption).
+      - If not set, E(BACKUP_ENCRYPTION_MODE), then the configuration file's C(backup.encryption.mode) are used.
     type: str
     choices: [aes-256-gcm, age]
   encryption_key_file:
     description:
       - An aes-256-gcm key file (64 hex digits), mode 0600, outside the backup directory; new backups use it.
       - A relative name is looked up in E(CREDENTIALS_DIRECTORY) first (systemd credentials).
+      - If not set, E(BACKUP_ENCRYPTION_KEY_FILE), then the configuration file's C(backup.encryption.keyFile) are used.
     type: path
   encryption_keyring:
     description:
       - A directory of C(*.key) files; reads find any of them by key id, and without O(encryption_key_file)
         new backups use the newest (the name that sorts last).
+      - If not set, E(BACKUP_ENCRYPTION_KEYRING), then the configuration file's C(backup.encryption.keyring) are used.
     type: path
   encryption_recipients:
     description:
       - age public keys (C(age1...)) or files of them; age-mode backups are encrypted to all of them.
+      - If not set, E(BACKUP_ENCRYPTION_RECIPIENTS) (comma separated), then the configuration file's
+        C(backup.encryption.recipients) are used.
     type: list
     elements: str
   encryption_identity_file:
     description:
       - An age identity file (C(AGE-SECRET-KEY-1...)), mode 0600; needed only to verify or restore age-mode backups.
+      - If not set, E(BACKUP_ENCRYPTION_IDENTITY_FILE), then the configuration file's C(backup.encryption.identityFile)
+        are used.
     type: path
 notes:
   - The options O(database_url) and O(backup_dir) can be set once for every module of this
     collection with C(module_defaults) and the action group C(group/seawall.pgbackup.pgbackup).
+  - Every setting with its environment variable, configuration file key and default is listed in the
+    collection's C(docs/configuration.md).
   - The engine is plain Python (standard library only); C(zstd) compression needs the
     C(zstandard) Python library on the managed host, aes-256-gcm encryption C(cryptography) and age C(pyrage).
 '''

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What every seawall.pgbackup module shares: the common options and the bridge to the engine.
 
-The options are documented once in ``plugins/doc_fragments/common.py``
-(``extends_documentation_fragment: seawall.pgbackup.common``); keep the two in step.
+The options are declared in the engine's option table (``config/options.py``) and documented in
+``plugins/doc_fragments/common.py`` (``extends_documentation_fragment: seawall.pgbackup.common``);
+tests/unit/test_options.py keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,28 +15,32 @@ from contextlib import contextmanager
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.options import module_options
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.runner import perform
 
 
 def pgbackup_common_argument_spec():
-    """The connection and repository options of every module (a fresh dict per call)."""
-    return dict(
-        database_url=dict(type='str', no_log=True, fallback=(env_fallback, ['DATABASE_URL'])),
-        # No argspec default: the engine applies BACKUP_DIR (through this fallback), then the
-        # config file's "directory", then ./backups -- the same order as the seawall-pgbackup command.
-        backup_dir=dict(type='path', fallback=(env_fallback, ['BACKUP_DIR'])),
-        pg_bin_dir=dict(type='path'),
-        config_file=dict(type='path', fallback=(env_fallback, ['BACKUP_CONFIG'])),
-        # Encryption (docs/encryption.md): keys stay in 0600 files; options only say where they are.
-        encryption=dict(type='bool'),
-        encryption_mode=dict(type='str', choices=['aes-256-gcm', 'age']),
-        encryption_key_file=dict(type='path', no_log=False),
-        encryption_keyring=dict(type='path', no_log=False),
-        encryption_recipients=dict(type='list', elements='str'),
-        encryption_identity_file=dict(type='path', no_log=False),
-    )
+    """The connection and repository options of every module (a fresh dict per call), from the option table.
+
+    No argspec defaults: the engine applies the environment, then the config file, then its own default
+    (BACKUP_DIR, "directory", ./backups) -- the same order as the seawall-pgbackup command. Encryption
+    options only say where keys are (docs/encryption.md); keys stay in 0600 files.
+    """
+    spec = {}
+    for option in module_options():
+        entry = dict(type=option.module_type)
+        if option.module_elements:
+            entry['elements'] = option.module_elements
+        if option.module_choices:
+            entry['choices'] = list(option.module_choices)
+        if option.no_log is not None:
+            entry['no_log'] = option.no_log
+        if option.module_fallback:
+            entry['fallback'] = (env_fallback, [option.env])
+        spec[option.module] = entry
+    return spec
 
 
 def fail_on_backup_error(module, exc, **result):

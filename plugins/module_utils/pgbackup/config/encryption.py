@@ -1,11 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Encryption settings from the environment, the JSON file and options (config.py calls these).
+"""Encryption settings from the environment, the JSON file and options (settings.py calls these).
 
-Environment: ``BACKUP_ENCRYPTION`` (true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE``
-(aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``, ``BACKUP_ENCRYPTION_KEYRING``,
-``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
+Every setting and variable is a row of the option table (config/options.py). Environment: ``BACKUP_ENCRYPTION``
+(true/false, the users' switch), ``BACKUP_ENCRYPTION_MODE`` (aes-256-gcm | age), ``BACKUP_ENCRYPTION_KEY_FILE``,
+``BACKUP_ENCRYPTION_KEYRING``, ``BACKUP_ENCRYPTION_RECIPIENTS`` (age1... keys or files of them, comma separated),
 ``BACKUP_ENCRYPTION_IDENTITY_FILE``. JSON: ``"encryption": true`` or an object
 ``{"enabled", "mode", "keyFile", "keyring", "recipients", "identityFile"}``.
 Nothing here reads a key: files are checked when a backup or restore needs them.
@@ -18,6 +18,7 @@ import re
 from typing import Any, List, Mapping
 
 from ..core.errors import ConfigError
+from .options import OPTIONS
 
 MODES = ("aes-256-gcm", "age")
 _MODE_ALIASES = {"aes-256-gcm": "aes-256-gcm", "aes": "aes-256-gcm", "aes256": "aes-256-gcm",
@@ -25,12 +26,10 @@ _MODE_ALIASES = {"aes-256-gcm": "aes-256-gcm", "aes": "aes-256-gcm", "aes256": "
 _RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-ENV = {"BACKUP_ENCRYPTION_MODE": "encryption_mode", "BACKUP_ENCRYPTION_KEY_FILE": "encryption_key_file",
-       "BACKUP_ENCRYPTION_KEYRING": "encryption_keyring", "BACKUP_ENCRYPTION_RECIPIENTS": "encryption_recipients",
-       "BACKUP_ENCRYPTION_IDENTITY_FILE": "encryption_identity_file"}
-JSON = {"enabled": "encryption", "mode": "encryption_mode", "keyFile": "encryption_key_file",
-        "keyring": "encryption_keyring", "recipients": "encryption_recipients",
-        "identityFile": "encryption_identity_file"}
+# The keys of the JSON "encryption" object -> setting, from the option table (which also lists the variables,
+# read by settings.apply_env).
+JSON = dict({"enabled": "encryption"}, **{o.json.split(".", 1)[1]: o.name for o in OPTIONS
+                                          if o.parsed_by == "encryption" and o.json and "." in o.json})
 
 
 def _where(where: str) -> str:
@@ -101,8 +100,3 @@ def apply_encryption_json(cfg, value: Any, where: str) -> None:
     for name, setting in value.items():
         apply_encryption_setting(cfg, JSON[name], setting, "backup.encryption.%s" % name, where)
 
-
-def apply_encryption_env(cfg, env: Mapping[str, str]) -> None:
-    for variable, name in ENV.items():
-        if env.get(variable) not in (None, ""):
-            apply_encryption_setting(cfg, name, env[variable], variable)

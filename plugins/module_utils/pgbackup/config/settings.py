@@ -11,6 +11,7 @@ Every rejected value gets one line naming the key, the value and what is allowed
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -20,28 +21,34 @@ from typing import Any, Dict, List, Mapping, Optional
 from ..core.cron import Cron
 from ..core.duration import parse_duration
 from ..core.errors import ConfigError
-from .encryption import apply_encryption_env, apply_encryption_json, apply_encryption_setting
+from .encryption import apply_encryption_json, apply_encryption_setting
+from .options import ALL_KINDS, BY_NAME, OPTIONS, Option, json_keys
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
-ALL_KINDS = ("full", "incremental", "schema", "data", "globals")
 COMPRESSIONS = ("gzip", "zstd", "none")
-
-DEFAULT_SCHEDULES = {
-    "full": "0 2 * * *",
-    "incremental": "0 * * * *",
-    "schema": "0 3 * * 1",
-    "cleanup": "0 3 * * 0",
-}
-DEFAULT_RETENTION = {
-    "full": {"daily": 7, "weekly": 4, "monthly": 12},
-    "incremental": {"hourly": 24, "daily": 7},
-    "schema": {"weekly": 8},
-    "data": {},
-    "globals": {"daily": 7, "weekly": 4, "monthly": 12},
-}
 RETENTION_SLOTS = ("hourly", "daily", "weekly", "monthly", "yearly", "keep_last", "min_keep")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+
+def _kind_defaults(field_name: str) -> Dict[str, Dict[str, Any]]:
+    """``{kind: {slot or field: default}}`` from the table's per-kind rows that have a default."""
+    found: Dict[str, Dict[str, Any]] = {kind: {} for kind in ALL_KINDS}
+    for option in OPTIONS:
+        parts = option.name.split(".")
+        if parts[0] == "kinds" and parts[1] in found and parts[2] == field_name and option.default is not None:
+            found[parts[1]][parts[-1]] = option.default
+    return found
+
+
+# Derived from the option table (config/options.py), kept under their old names for their readers.
+DEFAULT_SCHEDULES = dict({kind: value["schedule"] for kind, value in _kind_defaults("schedule").items() if value},
+                         cleanup=BY_NAME["cleanup_schedule"].default)
+DEFAULT_RETENTION = _kind_defaults("retention")
+
+
+def _default(name: str) -> Any:
+    return BY_NAME[name].default
 
 
 @dataclass
@@ -59,26 +66,26 @@ class KindSettings:
 class Config:
     """Everything a run needs; secrets are kept here and never logged."""
 
-    database_url: Optional[str] = None
-    backup_dir: str = "./backups"
-    backup_type: str = "full"
-    compression: str = "gzip"
-    compression_level: Optional[int] = None
-    encryption: bool = False
-    encryption_mode: str = "aes-256-gcm"                      # or "age" (docs/encryption.md)
-    encryption_key_file: Optional[str] = None                 # a 0600 key file outside the backup directory
-    encryption_keyring: Optional[str] = None                  # a directory of *.key files (rotation)
+    database_url: Optional[str] = _default("database_url")
+    backup_dir: str = _default("backup_dir")
+    backup_type: str = _default("backup_type")
+    compression: str = _default("compression")
+    compression_level: Optional[int] = _default("compression_level")
+    encryption: bool = _default("encryption")
+    encryption_mode: str = _default("encryption_mode")               # or "age" (docs/encryption.md)
+    encryption_key_file: Optional[str] = _default("encryption_key_file")  # a 0600 key file outside the backup dir
+    encryption_keyring: Optional[str] = _default("encryption_keyring")    # a directory of *.key files (rotation)
     encryption_recipients: List[str] = field(default_factory=list)  # age1... public keys
-    encryption_identity_file: Optional[str] = None            # age private keys, restore side only
-    pg_bin_dir: Optional[str] = None
-    jobs: int = 1
-    timezone: str = "UTC"
+    encryption_identity_file: Optional[str] = _default("encryption_identity_file")  # age keys, restore side only
+    pg_bin_dir: Optional[str] = _default("pg_bin_dir")
+    jobs: int = _default("jobs")
+    timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
-    cleanup_schedule: str = DEFAULT_SCHEDULES["cleanup"]
-    destinations: Dict[str, Any] = field(default_factory=lambda: {"local": {"enabled": True}})
+    cleanup_schedule: str = _default("cleanup_schedule")
+    destinations: Dict[str, Any] = field(default_factory=lambda: copy.deepcopy(_default("destinations")))
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
-    leftover_grace: Optional[str] = None  # a duration; None: prune's default (6 h)
+    leftover_grace: Optional[Any] = _default("leftover_grace")  # a duration; None: prune's default (6 h)
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
     destination_settings: Optional[List[Any]] = None  # storage.settings.DestinationSettings, set by load_config
 
@@ -203,6 +210,63 @@ def parse_url(key: str, value: Any, where: str = "") -> str:
     return text
 
 
+def _parse_text(key: str, value: Any, where: str = "") -> str:  # pylint: disable=unused-argument
+    return str(value)
+
+
+def _parse_optional_text(key: str, value: Any, where: str = "") -> Optional[str]:  # pylint: disable=unused-argument
+    return str(value) or None
+
+
+def _parse_duration_text(key: str, value: Any, where: str = "") -> Any:  # pylint: disable=unused-argument
+    """Checked now, kept as written: cleanup reads it with parse_duration."""
+    parse_duration(key, value)
+    return value
+
+
+def _parse_probes(key: str, value: Any, where: str = "") -> List[str]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise _bad(key, value, "expected a list of SQL queries that return true", where)
+    return list(value)
+
+
+# The option table's value types (config/options.py) -> parser(key, value, where).
+PARSERS = {
+    "url": parse_url, "str": _parse_text, "optional_str": _parse_optional_text,
+    "backup_type": parse_kind, "compression": parse_compression, "bool": parse_bool, "timezone": parse_timezone,
+    "cron": parse_cron, "duration": _parse_duration_text, "probes": _parse_probes,
+}
+
+
+def parse_option(option: Option, key: str, value: Any, where: str = "") -> Any:
+    """``value`` for the table row ``option``, checked; ``key`` names it in the message."""
+    if option.type in ("count", "level"):
+        return parse_count(key, value, where, option.minimum)
+    return PARSERS[option.type](key, value, where)
+
+
+def assign(cfg: Config, name: str, value: Any) -> None:
+    """Set the table row ``name`` (``backup_dir``, ``kinds.full.schedule``, ``kinds.full.retention.daily``)."""
+    parts = name.split(".")
+    if parts[0] != "kinds":
+        setattr(cfg, name, value)
+    elif parts[2] == "retention":
+        cfg.kinds[parts[1]].retention[parts[3]] = value
+    else:
+        setattr(cfg.kinds[parts[1]], parts[2], value)
+
+
+_MISSING = object()
+
+
+def _lookup(document: Mapping[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(document, Mapping) or part not in document:
+            return _MISSING
+        document = document[part]
+    return document
+
+
 # ----------------------------------------------------------------------------- sources
 
 def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
@@ -210,37 +274,21 @@ def apply_json(cfg: Config, document: Mapping[str, Any], where: str) -> None:
     if not isinstance(document, Mapping) or not isinstance(document.get("backup"), Mapping):
         raise ConfigError('%s is not valid: expected an object {"backup": {...}}' % where)
     backup = document["backup"]
-    known = {"types", "destinations", "monitoring", "directory", "pgBinDir", "timezone", "compression",
-             "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify"}
+    known = json_keys()
     for key in backup:
         if key not in known:
             raise _bad("backup.%s" % key, backup[key], "unknown key; known: %s" % ", ".join(sorted(known)), where)
-    if "directory" in backup:
-        cfg.backup_dir = str(backup["directory"])
-    if "pgBinDir" in backup:
-        cfg.pg_bin_dir = str(backup["pgBinDir"]) or None
-    if "timezone" in backup:
-        cfg.timezone = parse_timezone("backup.timezone", backup["timezone"], where)
-    if "compression" in backup:
-        cfg.compression = parse_compression("backup.compression", backup["compression"], where)
-    if "compressionLevel" in backup:
-        cfg.compression_level = parse_count("backup.compressionLevel", backup["compressionLevel"], where, 1)
-    if "encryption" in backup:
-        apply_encryption_json(cfg, backup["encryption"], where)
-    if "jobs" in backup:
-        cfg.jobs = parse_count("backup.jobs", backup["jobs"], where, 1)
-    if "databaseUrl" in backup:
-        cfg.database_url = parse_url("backup.databaseUrl", backup["databaseUrl"], where)
-    probes = (backup.get("verify") or {}).get("probes")
-    if probes is not None:
-        if not isinstance(probes, list) or not all(isinstance(p, str) and p.strip() for p in probes):
-            raise _bad("backup.verify.probes", probes, "expected a list of SQL queries that return true", where)
-        cfg.verify_probes = list(probes)
-    cleanup = backup.get("cleanup") or {}
-    if "schedule" in cleanup:
-        cfg.cleanup_schedule = parse_cron("backup.cleanup.schedule", cleanup["schedule"], where)
-    if "leftoverGrace" in cleanup:
-        cfg.leftover_grace = str(parse_duration("backup.cleanup.leftoverGrace", cleanup["leftoverGrace"]).total_seconds())
+    # The table's plain keys; types, destinations and monitoring below, encryption in config/encryption.py.
+    for option in OPTIONS:
+        if not option.json or option.json.startswith("types.") or option.parsed_by not in ("settings", "encryption"):
+            continue
+        value = _lookup(backup, option.json)
+        if value is _MISSING or (value is None and option.type == "probes"):
+            continue
+        if option.name == "encryption":
+            apply_encryption_json(cfg, value, where)
+        elif option.parsed_by == "settings":
+            assign(cfg, option.name, parse_option(option, "backup." + option.json, value, where))
     types = backup.get("types") or {}
     if not isinstance(types, Mapping):
         raise _bad("backup.types", types, "expected an object keyed by backup type", where)
@@ -299,44 +347,23 @@ def load_json_file(cfg: Config, path: str) -> None:
 
 
 def apply_env(cfg: Config, env: Mapping[str, str]) -> None:
-    """The users' variables, as in their strategy document."""
-    def get(name: str) -> Optional[str]:
-        value = env.get(name)
-        return value if value not in (None, "") else None
+    """The users' variables, as in their strategy document: every table row with a variable, in table order.
 
-    if get("DATABASE_URL"):
-        cfg.database_url = parse_url("DATABASE_URL", env["DATABASE_URL"])
-    if get("BACKUP_DIR"):
-        cfg.backup_dir = env["BACKUP_DIR"]
-    if get("BACKUP_TYPE"):
-        cfg.backup_type = parse_kind("BACKUP_TYPE", env["BACKUP_TYPE"])
-    if get("BACKUP_COMPRESSION"):
-        cfg.compression = parse_compression("BACKUP_COMPRESSION", env["BACKUP_COMPRESSION"])
-    if get("BACKUP_COMPRESSION_LEVEL"):
-        cfg.compression_level = parse_count("BACKUP_COMPRESSION_LEVEL", env["BACKUP_COMPRESSION_LEVEL"], minimum=1)
-    if get("BACKUP_ENCRYPTION"):
-        cfg.encryption = parse_bool("BACKUP_ENCRYPTION", env["BACKUP_ENCRYPTION"])
-    apply_encryption_env(cfg, env)
-    if get("BACKUP_PG_BIN_DIR"):
-        cfg.pg_bin_dir = env["BACKUP_PG_BIN_DIR"]
-    if get("BACKUP_JOBS"):
-        cfg.jobs = parse_count("BACKUP_JOBS", env["BACKUP_JOBS"], minimum=1)
-    if get("BACKUP_TIMEZONE"):
-        cfg.timezone = parse_timezone("BACKUP_TIMEZONE", env["BACKUP_TIMEZONE"])
-    if get("BACKUP_LEFTOVER_GRACE"):
-        parse_duration("BACKUP_LEFTOVER_GRACE", env["BACKUP_LEFTOVER_GRACE"])
-        cfg.leftover_grace = env["BACKUP_LEFTOVER_GRACE"]
-    # The users' retention variables govern full backups (their default type).
-    for slot in ("HOURLY", "DAILY", "WEEKLY", "MONTHLY"):
-        name = "BACKUP_RETENTION_%s" % slot
-        if get(name):
-            cfg.kinds["full"].retention[slot.lower()] = parse_count(name, env[name])
-    for kind in ("FULL", "INCREMENTAL", "SCHEMA"):
-        name = "BACKUP_SCHEDULE_%s" % kind
-        if get(name):
-            cfg.kinds[kind.lower()].schedule = parse_cron(name, env[name])
-    if get("BACKUP_SCHEDULE_CLEANUP"):
-        cfg.cleanup_schedule = parse_cron("BACKUP_SCHEDULE_CLEANUP", env["BACKUP_SCHEDULE_CLEANUP"])
+    An empty variable counts as unset. The retention variables govern full backups (the users' default type).
+    """
+    for option in OPTIONS:
+        if not option.env or option.parsed_by not in ("settings", "encryption"):
+            continue
+        value = env.get(option.env)
+        if value in (None, ""):
+            continue
+        if option.parsed_by == "encryption":
+            apply_encryption_setting(cfg, option.name, value, option.env)
+        else:
+            assign(cfg, option.name, parse_option(option, option.env, value))
+
+
+_OVERRIDE_LABELS = {"backup_type": "type"}  # the option's name in the CLI and the pg_backup module
 
 
 def load_config(env: Optional[Mapping[str, str]] = None, config_file: Optional[str] = None,
@@ -351,29 +378,16 @@ def load_config(env: Optional[Mapping[str, str]] = None, config_file: Optional[s
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key == "database_url":
-            cfg.database_url = parse_url("database_url", value)
-        elif key == "backup_dir":
-            cfg.backup_dir = str(value)
-        elif key == "backup_type":
-            cfg.backup_type = parse_kind("type", value)
-        elif key == "compression":
-            cfg.compression = parse_compression("compression", value)
-        elif key == "compression_level":
-            cfg.compression_level = parse_count("compression_level", value, minimum=1)
-        elif key == "encryption":
-            cfg.encryption = parse_bool("encryption", value)
-        elif key.startswith("encryption_"):
-            apply_encryption_setting(cfg, key, value)
-        elif key == "pg_bin_dir":
-            cfg.pg_bin_dir = str(value)
-        elif key == "jobs":
-            cfg.jobs = parse_count("jobs", value, minimum=1)
-        elif key == "destinations":  # the module's list: [{"name": "s3", "type": "s3", "bucket": ...}, ...]
+        option = BY_NAME.get(key)
+        if key == "destinations":  # the module's list: [{"name": "s3", "type": "s3", "bucket": ...}, ...]
             cfg.destinations.update({str(d.get("name") or d.get("type")): {k: v for k, v in d.items() if k != "name"}
                                      for d in value})
-        else:
+        elif option is None or "." in key or option.parsed_by not in ("settings", "encryption"):
             raise ConfigError("unknown setting %r" % key)
+        elif option.parsed_by == "encryption":
+            apply_encryption_setting(cfg, key, value)
+        else:
+            assign(cfg, key, parse_option(option, _OVERRIDE_LABELS.get(key, key), value))
     _check_levels(cfg)
     # Destinations (issue 5): the JSON object merged with BACKUP_S3_*/BACKUP_AZURE_*/BACKUP_GCS_*, checked now.
     from .destinations import parse_destinations  # pylint: disable=import-outside-toplevel
