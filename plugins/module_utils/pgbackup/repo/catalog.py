@@ -51,7 +51,7 @@ class Repository:
 
     def __init__(self, root: Union[str, Store], destination: Optional[str] = None,
                  scratch_root: Optional[str] = None) -> None:
-        self.store: Store = LocalStore("backup directory", root) if isinstance(root, str) else root
+        self.store: Store = LocalStore("backups", root, role="backup directory") if isinstance(root, str) else root
         self.destination = destination
         local = self.store.local_path("")
         self.root = os.path.abspath(local) if local is not None and destination is None else None

@@ -13,10 +13,10 @@ from typing import Any, List, Mapping, Optional
 
 from ..config.destinations import DestinationSettings, parse_destinations, remote_destinations
 from ..core.errors import ConfigError
-from .base import Destination, DestinationError, ObjectInfo, Store
+from .base import DestinationError, ObjectInfo, Store
 from .local import LocalStore
 
-__all__ = ["Store", "LocalStore", "Destination", "DestinationError", "DestinationSettings", "ObjectInfo",
+__all__ = ["Store", "LocalStore", "DestinationError", "DestinationSettings", "ObjectInfo",
            "open_destination", "configured", "remote_settings", "find_settings"]
 
 

@@ -65,6 +65,7 @@ class Store:
     """
 
     kind = "abstract"
+    role = "destination"  # how errors name the store: "destination 's3' (s3): upload ... failed: ..."
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -145,16 +146,13 @@ class Store:
         return size, digest.hexdigest()
 
     def error(self, action: str, key: str, detail: str) -> DestinationError:
-        error = DestinationError("destination %r (%s): %s %s failed: %s" % (self.name, self.kind, action,
-                                                                            self.uri(key), detail))
+        error = DestinationError("%s %r (%s): %s %s failed: %s" % (self.role, self.name, self.kind, action,
+                                                                   self.uri(key), detail))
         error.detail = detail  # the bare cause, for callers that name the object themselves
         return error
 
     def describe(self) -> Dict[str, str]:
         return {"name": self.name, "type": self.kind, "uri": self.uri()}
-
-
-Destination = Store  # the name sync and the settings use for a store that receives copies
 
 
 class _ChunkReader(io.RawIOBase):

@@ -24,9 +24,10 @@ TEMP_SUFFIX = ".partial"
 class LocalStore(Store):
     kind = "local"
 
-    def __init__(self, name: str, root: str) -> None:
+    def __init__(self, name: str, root: str, role: str = "destination") -> None:
         super().__init__(name)
         self.root = os.path.abspath(root)
+        self.role = role
 
     def _path(self, key: str) -> str:
         parts = [p for p in key.split("/") if p]
@@ -126,5 +127,3 @@ class LocalStore(Store):
         """Make deletions and renames in ``folder`` durable (a directory's fsync)."""
         fsync_dir(self._path(folder))
 
-
-LocalDestination = LocalStore

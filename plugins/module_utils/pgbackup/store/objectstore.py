@@ -130,7 +130,8 @@ class ObjectStoreDestination(Store):
             return None
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("head", key, one_line(exc)) from None
-        return ObjectInfo(key, int(meta["size"]), meta.get("last_modified"), (meta.get("e_tag") or "").strip('"') or None)
+        return ObjectInfo(key, int(meta["size"]), meta.get("last_modified"),
+                          (meta.get("e_tag") or "").strip('"') or None)
 
     def metadata(self, key: str) -> Optional[Dict[str, str]]:
         """User metadata of an object (a GET whose body is not read)."""
