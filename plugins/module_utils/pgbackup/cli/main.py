@@ -22,7 +22,7 @@ from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
 from ..core.errors import BackupError
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
 PROG = "seawall-pgbackup"
@@ -161,16 +161,13 @@ def _cmd_create(cfg, args) -> int:
 
 
 def _cmd_list(cfg, args) -> int:
-    if args.destination:
-        from ..ops.remote import list_remote  # pylint: disable=import-outside-toplevel
-        rows = list_remote(cfg, args.destination, kind=args.kind, database=args.database)
-    else:
-        rows = [b.summary() for b in Repository(cfg.backup_dir).backups(kind=args.kind, database=args.database)]
+    repo = open_repository(cfg, args.destination)  # the backup directory, or the copies at a destination
+    rows = [repo.summary(b) for b in repo.backups(kind=args.kind, database=args.database)]
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
-        _out("no backups in %s" % os.path.abspath(cfg.backup_dir))
+        _out("no backups in %s" % repo.where)
         return 0
     _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
     for row in rows:
@@ -205,13 +202,9 @@ def _cmd_verify(cfg, args) -> int:
         server = DbTarget(args.target_url)
         if cfg.database_url:
             server.borrow_password(DbTarget(cfg.database_url))
-    if args.destination:
-        from ..ops.remote import verify_remote  # pylint: disable=import-outside-toplevel
-        results = verify_remote(cfg, args.destination, args.backup, level=args.level, kind=args.kind, server=server,
-                                probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
-    else:
-        results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
-                                    probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals))
+    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
+                                probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals),
+                                repo=open_repository(cfg, args.destination))
     if args.json:
         _print_json(results)
     else:
@@ -241,12 +234,8 @@ def _cmd_drill(cfg, args) -> int:
 def _cmd_cleanup(cfg, args) -> int:
     from ..ops.cleanup import cleanup, format_cleanup  # pylint: disable=import-outside-toplevel
 
-    if args.destination:
-        from ..ops.remote import cleanup_remote  # pylint: disable=import-outside-toplevel
-        result = cleanup_remote(cfg, args.destination, dry_run=args.dry_run, tz=args.timezone,
-                                leftover_grace=args.leftover_grace)
-    else:
-        result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace)
+    result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace,
+                     repo=open_repository(cfg, args.destination))
     if args.json:
         _print_json(result)
         return 0

@@ -96,15 +96,24 @@ class Backup:
 
 def load_backup(path: str) -> Optional[Backup]:
     try:
-        with open(path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return parse_backup(data, path)
+
+
+def parse_backup(data: bytes, location: str) -> Optional[Backup]:
+    """A manifest's bytes as read from any store; None when this version cannot trust them."""
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except ValueError:
         return None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         return None
     if not all(k in manifest for k in ("id", "type", "created_at", "files")):
         return None
-    return Backup(manifest, path)
+    return Backup(manifest, location)
 
 
 def _bad_reason(backup: Backup) -> str:

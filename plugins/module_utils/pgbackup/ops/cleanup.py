@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Apply a retention plan to a local repository: ``seawall-pgbackup cleanup`` and ``pg_backup_retention``.
+"""Apply a retention plan to a repository (the backup directory, or the copies at a destination):
+``seawall-pgbackup cleanup [--destination NAME]`` and ``pg_backup_retention``.
 
 The catalog is read and planned *inside* the repository lock, so no backup can appear or change
 between planning and deleting. A backup is deleted manifest first, then its files: a crash in between
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..config.settings import ALL_KINDS, Config
 from ..core.clock import iso, utc_now
 from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError
-from ..core.fsutil import describe_os_error, fsync_dir
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..repo.catalog import Repository
@@ -46,50 +46,12 @@ def schedules_of(cfg: Config) -> Dict[str, Optional[str]]:
     return {kind: settings.schedule if settings.enabled else None for kind, settings in cfg.kinds.items()}
 
 
-def _unlist(backup: Backup) -> None:
-    """Remove the manifest: from here on the backup is not listed, restored or counted."""
-    try:
-        os.unlink(backup.manifest_path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise BackupError("cannot delete backup %s: %s" % (backup.id, describe_os_error(exc, backup.manifest_path)),
-                          step="prune") from None
-
-
-def _remove_files(backup: Backup, protected: Set[str]) -> None:
-    """The data files of an unlisted backup, except any a kept manifest names."""
-    for entry in backup.manifest.get("files", []):
-        path = backup.file_path(entry)
-        if path in protected:
-            continue
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise BackupError("deleted the manifest of %s but not its file %s (now a leftover): %s"
-                              % (backup.id, path, describe_os_error(exc, path)), step="prune") from None
-
-
-def _sort_leftovers(leftovers: List[str], now: datetime, grace: timedelta):
-    """(old, young): only leftovers older than the grace period may be removed."""
-    old: List[str] = []
-    young: List[str] = []
-    limit = now.timestamp() - grace.total_seconds()
-    for path in leftovers:
-        try:
-            mtime = os.lstat(path).st_mtime
-        except OSError:
-            continue  # gone already
-        (old if mtime <= limit else young).append(path)
-    return old, young
-
-
 def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
             policies: Optional[Mapping[str, Optional[Mapping[str, Any]]]] = None, tz: Optional[str] = None,
-            leftover_grace: Any = None, wait_seconds: float = LOCK_WAIT_SECONDS) -> Dict[str, Any]:
-    """Plan retention for ``cfg.backup_dir`` and (unless ``dry_run``) apply it; the result is JSON-ready.
+            leftover_grace: Any = None, wait_seconds: float = LOCK_WAIT_SECONDS,
+            repo: Optional[Repository] = None) -> Dict[str, Any]:
+    """Plan retention for ``cfg.backup_dir`` (or ``repo``, a destination's catalog) and (unless ``dry_run``)
+    apply it; the result is JSON-ready.
 
     ``policies`` replaces the configured policy of the kinds it names; ``tz`` the configured time zone;
     ``leftover_grace`` (a duration; default: the configuration's, else 6 h) is the age after which files no
@@ -103,32 +65,40 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
     grace = DEFAULT_LEFTOVER_GRACE if leftover_grace is None else parse_duration("leftover_grace", leftover_grace)
     effective = policies_of(cfg, policies)
     schedules = schedules_of(cfg)
-    repo = Repository(cfg.backup_dir)
+    local = Repository(cfg.backup_dir)  # its lock and its log, whichever repository is pruned
+    repo = repo or local
     result: Dict[str, Any] = {
-        "backup_dir": repo.root, "dry_run": bool(dry_run), "now": iso(now), "timezone": zone,
+        "backup_dir": repo.root or repo.store.uri(), "dry_run": bool(dry_run), "now": iso(now), "timezone": zone,
         "policies": effective, "leftover_grace_seconds": int(grace.total_seconds()),
         "plan": [], "notes": {}, "kept": [], "to_delete": [], "deleted": [],
         "leftovers_to_remove": [], "leftovers_removed": [], "leftovers_kept": [],
     }
-    if not os.path.isdir(repo.root):
+    if repo.destination:
+        result["destination"] = repo.destination
+    elif not os.path.isdir(repo.root or ""):
         return result
     if dry_run:
-        return _run(repo, result, effective, schedules, now, zone, grace, apply=False)
-    with repo.lock(wait_seconds=wait_seconds):
-        return _run(repo, result, effective, schedules, now, zone, grace, apply=True)
+        return _run(repo, result, effective, schedules, now, zone, grace, apply=False, local=local)
+    if not os.path.isdir(local.root or ""):  # a destination pruned from a host without its backup directory
+        return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
+    with local.lock(wait_seconds=wait_seconds):
+        return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
 
 
 def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mapping[str, int]],
-         schedules: Mapping[str, Optional[str]], now: datetime, zone: str, grace: timedelta, apply: bool) -> Dict[str, Any]:
+         schedules: Mapping[str, Optional[str]], now: datetime, zone: str, grace: timedelta, apply: bool,
+         local: Repository) -> Dict[str, Any]:
     backups = repo.backups(include_bad=True)
     plan = plan_retention(backups, policies, now, zone, schedules)
-    old, young = _sort_leftovers(repo.leftovers(backups), now, grace)
+    old, young = repo.leftovers_by_age(backups, now, grace)  # keys
     result.update(plan=plan.as_dicts(), notes=dict(plan.notes), kept=plan.keep, to_delete=plan.delete,
-                  leftovers_to_remove=old, leftovers_kept=young)
+                  leftovers_to_remove=[repo.location(k) for k in old],
+                  leftovers_kept=[repo.location(k) for k in young])
     if not apply:
         return result
 
-    log = RunLog(repo.log_dir)
+    log = RunLog(local.log_dir)
+    where = {"destination": repo.destination} if repo.destination else {}
     for group, note in sorted(plan.notes.items()):
         if "nothing of this kind is deleted" in note:
             log.warning("retention-held", group=group, reason=note)
@@ -136,7 +106,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
     for backup in backups:
         by_id.setdefault(backup.id, backup)  # the one the plan decided on
     kept_ids = set(plan.keep)
-    protected = {b.file_path(f) for b in backups if b.id in kept_ids for f in b.manifest.get("files", [])}
+    protected = {repo.file_key(b, f) for b in backups if b.id in kept_ids for f in b.manifest.get("files", [])}
     doomed = [(decision, by_id[decision.id]) for decision in plan.decisions if not decision.keep]
     unlisted: List[str] = []
     deleted: List[str] = []
@@ -146,29 +116,27 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
         # Every manifest first, made durable, then the files: an interruption anywhere leaves unlisted
         # leftovers (removed by a later run), never a listed backup with missing files.
         for _decision, backup in doomed:
-            _unlist(backup)
+            repo.unlist(backup)
             unlisted.append(backup.id)
-        for directory in sorted({backup.directory for _decision, backup in doomed}):
-            fsync_dir(directory)
+            if repo.destination:  # sync must not bring back what the destination's retention removed
+                from .sync import forget_copy  # pylint: disable=import-outside-toplevel
+                forget_copy(local, backup, repo.destination, now)
+        repo.sync_unlisted([backup for _decision, backup in doomed])
         for decision, backup in doomed:
-            _remove_files(backup, protected)
+            repo.remove_files(backup, protected)
             deleted.append(backup.id)
             log.info("pruned", id=backup.id, type=backup.kind, database=backup.database,
-                     created_at=backup.manifest["created_at"], reasons="; ".join(decision.reasons))
-        for path in old:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise BackupError("cannot remove leftover " + describe_os_error(exc, path), step="prune") from None
-            removed.append(path)
-            log.warning("removed-incomplete", path=path, by="cleanup")
+                     created_at=backup.manifest["created_at"], reasons="; ".join(decision.reasons), **where)
+        for key in old:
+            repo.remove_object(key)
+            removed.append(repo.location(key))
+            log.warning("removed-incomplete", path=repo.location(key), by="cleanup", **where)
     except BackupError as exc:
-        log.failure("cleanup-failed", step=exc.step, error=str(exc), unlisted=len(unlisted), deleted=len(deleted))
+        log.failure("cleanup-failed", step=exc.step, error=str(exc), unlisted=len(unlisted), deleted=len(deleted),
+                    **where)
         raise
     log.info("cleanup", kept=len(plan.keep), deleted=len(deleted), leftovers_removed=len(removed),
-             leftovers_kept=len(young))
+             leftovers_kept=len(young), **where)
     return result
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Optional, Sequence
 
 from ..config.connection import DbTarget
@@ -15,13 +14,16 @@ from ..core.errors import BackupError, RestoreError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.restorer import Restorer, RestoreResult
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 
 
 def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = None,
-                  before: Optional[str] = None) -> Backup:
-    """An id or path; or the newest good backup of ``kind`` (of DATABASE_URL's database), optionally before a time."""
-    repo = Repository(cfg.backup_dir)
+                  before: Optional[str] = None, repo: Optional[Repository] = None) -> Backup:
+    """An id or path; or the newest good backup of ``kind`` (of DATABASE_URL's database), optionally before a time.
+
+    ``repo``: the catalog to choose from (default the backup directory; a destination's from open_repository).
+    """
+    repo = repo or Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     if before is not None:
         if selector != "latest":
@@ -34,16 +36,14 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
                    with_globals: bool = False, jobs: Optional[int] = None, kind: Optional[str] = None,
                    before: Optional[str] = None, tables: Sequence[str] = (),
                    schemas: Sequence[str] = (), destination: Optional[str] = None) -> RestoreResult:
-    if destination:  # a copy at a destination: downloaded into a scratch directory, removed afterwards
-        from ..ops.remote import fetch_for_restore  # pylint: disable=import-outside-toplevel
-        database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
-        backup, scratch = fetch_for_restore(cfg, destination, selector, kind, before, database)
-        try:
-            return _restore_selected(cfg, backup, target_url, clean, with_globals, jobs, tables, schemas)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    backup = select_backup(cfg, selector, kind, before)
-    return _restore_selected(cfg, backup, target_url, clean, with_globals, jobs, tables, schemas)
+    # The same selection over any store; a copy at a destination is fetched to scratch and removed afterwards.
+    repo = open_repository(cfg, destination)
+    try:
+        backup = select_backup(cfg, selector, kind, before, repo=repo)
+        with repo.local_copy(backup) as local:
+            return _restore_selected(cfg, local, target_url, clean, with_globals, jobs, tables, schemas)
+    finally:
+        repo.close()
 
 
 def _restore_selected(cfg: Config, backup: Backup, target_url: Optional[str], clean: bool, with_globals: bool,

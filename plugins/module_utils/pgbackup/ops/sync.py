@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Copies of complete local backups to the configured destinations.
+"""Copies of complete local backups to the configured destinations: one store to another.
+
+The backup directory's store is read and the destination's store written through the same Store
+interface (store/base.py), with the same keys (``full/<id>.dump.gz``), so the one catalog
+(repo/catalog.py) reads the copies exactly like the originals.
 
 Order for one backup and one destination: every data file (skipped when the object is already there
 with the same size and sha256, so a re-run resumes where the last one stopped), each checked after its
@@ -13,80 +17,62 @@ under the repository lock). A failed copy never touches the local backup.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any, Dict, List, Optional, Tuple
+from datetime import datetime
+from typing import Any, Dict, List, Optional
 
 from ..config.destinations import DestinationSettings
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
 from ..core.runlog import RunLog
-from ..model.manifest import MANIFEST_SUFFIX, Backup, load_backup
-from ..repo.catalog import Repository
+from ..model.manifest import Backup, load_backup
+from ..repo.catalog import Repository, stored_manifest_bytes
 from ..store import open_destination, remote_settings
-from ..store.base import Destination, DestinationError
+from ..store.base import DestinationError, Store
 
 LOCK_WAIT_SECONDS = 600
 
 
-def object_key(backup: Backup, name: str) -> str:
-    return "%s/%s" % (backup.kind, name)
-
-
-def manifest_key(backup: Backup) -> str:
-    return object_key(backup, backup.id + MANIFEST_SUFFIX)
-
-
-def remote_manifest_bytes(backup: Backup) -> bytes:
-    """The manifest as the destination keeps it: the local one without the local list of copies."""
-    document = {k: v for k, v in backup.manifest.items() if k != "copies"}
-    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-
-
-def stream_sha256(dest: Destination, key: str) -> Tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    for chunk in dest.read(key):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _already_there(dest: Destination, key: str, entry: Dict[str, Any]) -> bool:
-    info = dest.head(key)
+def _already_there(dest: Store, key: str, entry: Dict[str, Any]) -> bool:
+    info = dest.stat(key)
     if info is None or info.size != int(entry["size"]):
         return False
-    metadata = getattr(dest, "metadata", None)
+    metadata = dest.metadata(key)
     if metadata is None:
         return False  # a directory keeps no metadata: copy again (cheap)
-    return metadata(key).get("sha256") == entry["sha256"]
+    return metadata.get("sha256") == entry["sha256"]
 
 
-def _check_upload(dest: Destination, settings: DestinationSettings, key: str, entry: Dict[str, Any],
+def _check_upload(dest: Store, settings: DestinationSettings, key: str, entry: Dict[str, Any],
                   reported_size: int) -> None:
     if reported_size != int(entry["size"]):
         raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry["size"]))
     if settings.verify_upload == "stream":
-        size, sha = stream_sha256(dest, key)
+        size, sha = dest.sha256(key)
         if size != int(entry["size"]) or sha != entry["sha256"]:
             raise dest.error("check", key, "the object read back differs from the file (%d bytes, sha256 %s; "
                                            "expected %d bytes, %s)" % (size, sha, entry["size"], entry["sha256"]))
 
 
-def copy_backup(backup: Backup, dest: Destination, settings: DestinationSettings) -> Dict[str, Any]:
-    """Upload ``backup`` to ``dest`` (data files, checks, manifest last); returns the copy record."""
+def copy_backup(source: Repository, backup: Backup, dest: Store, settings: DestinationSettings) -> Dict[str, Any]:
+    """Copy ``backup`` from ``source`` to ``dest`` under the same keys (data files, checks, manifest last);
+    returns the copy record."""
     uploaded: List[str] = []
     for entry in backup.manifest.get("files", []):
-        key = object_key(backup, entry["name"])
+        key = source.file_key(backup, entry)
         if _already_there(dest, key, entry):
             continue
-        info = dest.put_file(key, backup.file_path(entry), int(entry["size"]), entry["sha256"])
+        path = source.store.local_path(key)
+        if path is not None:  # a file: the drivers upload it in parts from disk
+            info = dest.put_file(key, path, int(entry["size"]), entry["sha256"])
+        else:
+            with source.store.open(key) as stream:
+                info = dest.write(key, stream, int(entry["size"]), entry["sha256"])
         _check_upload(dest, settings, key, entry, info.size)
         uploaded.append(key)
-    data = remote_manifest_bytes(backup)
-    key = manifest_key(backup)
+    data = stored_manifest_bytes(backup)
+    key = source.key_of(backup)
     dest.put_bytes(key, data)
-    info = dest.head(key)
+    info = dest.stat(key)
     if info is None or info.size != len(data):
         raise dest.error("check", key, "the manifest is not there whole after its upload")
     return {"destination": dest.name, "type": dest.kind, "uri": dest.uri(key), "copied_at": iso(utc_now()),
@@ -103,6 +89,20 @@ def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     current.manifest["copies"] = copies
     current.save()
     return current
+
+
+def forget_copy(local: Repository, backup: Backup, name: str, now: datetime) -> None:
+    """The destination's retention removed its copy: the local manifest (if the backup is still kept here)
+    remembers, so sync does not upload it again. Call under the lock when the backup directory exists."""
+    if local.root is None:
+        return
+    current = load_backup(local.manifest_path(backup.kind, backup.id))
+    if current is None:
+        return
+    copies = [c for c in current.manifest.get("copies", []) if c.get("destination") != name]
+    copies.append({"destination": name, "removed_at": iso(now), "reason": "retention at the destination"})
+    current.manifest["copies"] = copies
+    current.save()
 
 
 def copy_recorded(backup: Backup, name: str) -> bool:
@@ -143,7 +143,7 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
                 if copy_recorded(backup, settings.name):
                     result["present"] += 1
                     continue
-                record = copy_backup(backup, dest, settings)
+                record = copy_backup(repo, backup, dest, settings)
                 with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
                     record_copy(backup, record)
                 result["copied"].append(dict(record, id=backup.id))

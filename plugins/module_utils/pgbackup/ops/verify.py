@@ -151,18 +151,48 @@ def verify(cfg: Config, backup: Backup, level: str = "archive", server: Optional
     return record
 
 
+def verify_copy(cfg: Config, repo: Repository, backup: Backup, level: str = "archive",
+                **options: Any) -> Dict[str, Any]:
+    """Verify a backup in another store: checksums streamed from it; deeper levels on a scratch copy."""
+    if level == "checksum":
+        started = time.monotonic()
+        record: Dict[str, Any] = {"level": level, "at": iso(utc_now()), "ok": True}
+        try:
+            record["details"] = repo.check_objects(backup)
+        except VerifyError as exc:
+            record.update(ok=False, details=str(exc))
+        record["duration_seconds"] = round(time.monotonic() - started, 3)
+    else:
+        try:
+            with repo.local_copy(backup) as local:
+                record = verify(cfg, local, level, **options)
+        except VerifyError as exc:  # the fetch found an object that differs from the manifest
+            record = {"level": level, "at": iso(utc_now()), "ok": False, "details": str(exc)}
+    record["destination"] = repo.destination
+    return record
+
+
 def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = "archive",
                       kind: Optional[str] = None, server: Optional[DbTarget] = None, probes: Sequence[str] = (),
-                      with_globals: bool = False) -> List[Dict[str, Any]]:
+                      with_globals: bool = False, repo: Optional[Repository] = None) -> List[Dict[str, Any]]:
     """Verify one backup (or every good one when ``selector`` is None) and record each result in its manifest.
 
+    ``repo``: the catalog to verify (default the backup directory; a destination's from open_repository).
     The lock is held only to record: a long restore-level check never delays a scheduled backup.
     """
-    repo = Repository(cfg.backup_dir)
-    log = RunLog(repo.log_dir)
+    repo = repo or Repository(cfg.backup_dir)
+    log = RunLog(Repository(cfg.backup_dir).log_dir)
+    where = {"destination": repo.destination} if repo.destination else {}
     targets = [repo.find(selector, kind=kind, allow_bad=True)] if selector else repo.backups(kind=kind)
     results = []
     for backup in targets:
+        if repo.destination:  # recorded in the destination's manifest (one whole-object put)
+            record = verify_copy(cfg, repo, backup, level, server=server, probes=probes, with_globals=with_globals)
+            backup.manifest["verification"] = record
+            repo.save(backup)
+            results.append(dict({"id": backup.id, "type": backup.kind}, **record))
+            _log_result(log, backup, level, record, where)
+            continue
         record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
         with repo.lock(wait_seconds=600):
             current = load_backup(backup.manifest_path)
@@ -171,13 +201,17 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             current.manifest["verification"] = record
             current.save()
         results.append(dict({"id": backup.id, "type": backup.kind}, **record))
-        if record["ok"]:
-            log.info("verify-ok", id=backup.id, level=level, seconds=record["duration_seconds"])
-        else:
-            log.failure("verify-failed", id=backup.id, level=level, step="verify", error=record["details"])
+        _log_result(log, backup, level, record, where)
     if not selector:
         results.extend(_orphans(repo, kind, log))
     return results
+
+
+def _log_result(log: RunLog, backup: Backup, level: str, record: Dict[str, Any], where: Dict[str, Any]) -> None:
+    if record["ok"]:
+        log.info("verify-ok", id=backup.id, level=level, seconds=record["duration_seconds"], **where)
+    else:
+        log.failure("verify-failed", id=backup.id, level=level, step="verify", error=record["details"], **where)
 
 
 def _orphans(repo: Repository, kind: Optional[str], log: RunLog) -> List[Dict[str, Any]]:

@@ -1,53 +1,89 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The backup catalog: data files plus a manifest written last.
+"""The one backup catalog, over any store: data files plus a manifest written last.
 
 A data file without a manifest is an incomplete backup: never listed, restored or counted,
 and removed by the next run (which holds the repository lock, so it cannot be in progress).
+The backup directory is one store (store/local.py); a destination (a second directory, S3, Azure,
+GCS) is another, and ``open_repository(cfg, name)`` gives the same catalog over it: listing,
+selection, retention, leftovers, verification records and restore read through the same code.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
-from datetime import datetime, timezone
-from typing import Iterator, List, Optional
+import shutil
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..config.settings import ALL_KINDS
-from ..core.clock import iso
-from ..core.errors import NotFound
-from ..core.fsutil import ensure_private_dir, remove_quietly
-from ..model.manifest import MANIFEST_SUFFIX, Backup, _bad_reason, load_backup, slug
+from ..core.clock import iso, utc_now
+from ..core.errors import BackupError, NotFound, VerifyError
+from ..core.fsutil import create_private, ensure_private_dir
+from ..model.manifest import MANIFEST_SUFFIX, Backup, _bad_reason, load_backup, parse_backup, slug
+from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
+from ..store.base import DestinationError
 from .lock import RepositoryLock
 
 SUBDIRS = ("full", "incremental", "schema", "data", "globals", "logs")
+SCRATCH_DIR = ".scratch"
+MANIFEST_LIMIT = 16 * 1024 * 1024
+
+
+def stored_manifest_bytes(backup: Backup) -> bytes:
+    """The manifest as a destination keeps it: the local one without the local list of copies."""
+    document = {k: v for k, v in backup.manifest.items() if k != "copies"}
+    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
 
 class Repository:
-    """A local backup directory laid out as ``full/ schema/ data/ globals/ logs/``."""
+    """Backups in a store laid out as ``full/ schema/ data/ globals/`` (plus ``logs/`` in the backup directory).
 
-    def __init__(self, root: str) -> None:
-        self.root = os.path.abspath(root)
+    ``Repository(path)`` is the backup directory. ``Repository(store, destination=name)`` is the catalog of
+    the copies at a destination: its backups' ``manifest_path`` are keys (``full/<id>.json``), a backup
+    whose data object is missing or of the wrong size is listed as bad, and a restore or deep verification
+    reads a scratch copy fetched (sha256 checked) through the store.
+    """
+
+    def __init__(self, root: Union[str, Store], destination: Optional[str] = None,
+                 scratch_root: Optional[str] = None) -> None:
+        self.store: Store = LocalStore("backups", root, role="backup directory") if isinstance(root, str) else root
+        self.destination = destination
+        local = self.store.local_path("")
+        self.root = os.path.abspath(local) if local is not None and destination is None else None
+        self.where = self.root or "destination %r (%s)" % (self.store.name, self.store.uri())
+        self.scratch_root = scratch_root or (os.path.join(self.root, SCRATCH_DIR) if self.root else None)
+
+    # ------------------------------------------------------------------ the backup directory's own layout
 
     def kind_dir(self, kind: str) -> str:
-        return os.path.join(self.root, kind)
+        return os.path.join(self._local_root(), kind)
 
     @property
     def log_dir(self) -> str:
-        return os.path.join(self.root, "logs")
+        return os.path.join(self._local_root(), "logs")
+
+    def _local_root(self) -> str:
+        if self.root is None:
+            raise BackupError("%s is not the backup directory" % self.where)
+        return self.root
 
     def prepare(self) -> None:
-        ensure_private_dir(self.root)
+        ensure_private_dir(self._local_root())
         for sub in SUBDIRS:
-            ensure_private_dir(os.path.join(self.root, sub))
+            ensure_private_dir(os.path.join(self._local_root(), sub))
 
     def lock(self, wait_seconds: float = 0) -> RepositoryLock:
-        return RepositoryLock(os.path.join(self.root, ".lock"), wait_seconds)
+        return RepositoryLock(os.path.join(self._local_root(), ".lock"), wait_seconds)
 
     def new_id(self, kind: str, database: str, moment: datetime) -> str:
         base = "%s-%s-%s" % (kind, slug(database), moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
         candidate, counter = base, 1
-        while os.path.exists(os.path.join(self.kind_dir(kind), candidate + MANIFEST_SUFFIX)):
+        while self.store.stat("%s/%s%s" % (kind, candidate, MANIFEST_SUFFIX)) is not None:
             counter += 1
             candidate = "%s-%d" % (base, counter)
         return candidate
@@ -55,21 +91,69 @@ class Repository:
     def manifest_path(self, kind: str, backup_id: str) -> str:
         return os.path.join(self.kind_dir(kind), backup_id + MANIFEST_SUFFIX)
 
-    def _manifest_files(self) -> Iterator[str]:
+    # ------------------------------------------------------------------ keys and locations
+
+    def location(self, key: str) -> str:
+        """Where an object is, as people see it: a path in the backup directory, a URI at a destination."""
+        path = self.store.local_path(key) if self.destination is None else None
+        return path if path is not None else self.store.uri(key)
+
+    def _backup_location(self, key: str) -> str:
+        return self.store.local_path(key) if self.destination is None else key  # type: ignore[return-value]
+
+    def key_of(self, backup: Backup) -> str:
+        """The manifest's key in the store."""
+        if self.destination is None and os.path.isabs(backup.manifest_path):
+            return os.path.relpath(backup.manifest_path, self.root or "/").replace(os.sep, "/")
+        return backup.manifest_path
+
+    def file_key(self, backup: Backup, entry: Dict[str, Any]) -> str:
+        return "%s/%s" % (self.key_of(backup).rsplit("/", 1)[0], entry["name"])
+
+    # ------------------------------------------------------------------ reading the catalog
+
+    def objects(self) -> Dict[str, ObjectInfo]:
+        """Every object directly in a kind's folder, by key."""
+        found: Dict[str, ObjectInfo] = {}
         for kind in ALL_KINDS:
-            directory = self.kind_dir(kind)
-            if not os.path.isdir(directory):
-                continue
-            for name in sorted(os.listdir(directory)):
-                if name.endswith(MANIFEST_SUFFIX) and not name.startswith("."):
-                    yield os.path.join(directory, name)
+            for info in self.store.list(kind + "/"):
+                if info.key.count("/") == 1:
+                    found[info.key] = info
+        return found
+
+    @staticmethod
+    def _is_manifest(key: str) -> bool:
+        name = key.rsplit("/", 1)[-1]
+        return name.endswith(MANIFEST_SUFFIX) and not name.startswith(".")
+
+    def _load(self, key: str, objects: Dict[str, ObjectInfo]) -> Optional[Backup]:
+        try:
+            data = self.store.read_bytes(key, limit=MANIFEST_LIMIT)
+        except DestinationError:
+            if self.destination is None:
+                return None  # removed meanwhile, or unreadable: never trusted
+            raise
+        backup = parse_backup(data, self._backup_location(key))
+        if backup is None or self.destination is None:
+            return backup
+        missing = [f["name"] for f in backup.manifest["files"]
+                   if (objects.get(self.file_key(backup, f)) or ObjectInfo("", -1)).size != int(f.get("size", -2))]
+        if missing and backup.manifest.get("status") == "ok":
+            # Listed as bad, never offered for restore: a data object is gone or of the wrong size.
+            backup.manifest["verification"] = {"ok": False, "level": "listing", "at": iso(utc_now()),
+                                               "details": "missing or wrong size at destination %r: %s"
+                                                          % (self.store.name, ", ".join(missing))}
+        return backup
 
     def backups(self, kind: Optional[str] = None, database: Optional[str] = None,
                 include_bad: bool = False) -> List[Backup]:
         """Manifested backups, oldest first. Unreadable manifests are skipped, never trusted."""
+        objects = self.objects()
         found = []
-        for path in self._manifest_files():
-            backup = load_backup(path)
+        for key in sorted(objects):
+            if not self._is_manifest(key) or (kind and not key.startswith(kind + "/")):
+                continue
+            backup = self._load(key, objects)
             if backup is None:
                 continue
             if kind and backup.kind != kind:
@@ -89,23 +173,28 @@ class Repository:
             chosen = self.backups(kind=kind or "full", database=database)
             if not chosen:
                 raise NotFound("no good %s backup%s in %s" % (kind or "full", " of %s" % database if database else "",
-                                                              self.root))
+                                                              self.where))
             return chosen[-1]
-        if os.path.sep in selector or selector.endswith(MANIFEST_SUFFIX) or os.path.exists(selector):
+        if self.destination is None and (os.path.sep in selector or selector.endswith(MANIFEST_SUFFIX)
+                                         or os.path.exists(selector)):
             return self._find_by_path(selector)
+        wanted = os.path.basename(selector)
         for backup in self.backups(include_bad=True):
-            if backup.id == selector:
+            if backup.id == selector or os.path.basename(backup.manifest_path) == wanted:
                 if not backup.good and not allow_bad:
-                    raise NotFound("backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
+                    raise NotFound("backup %s in %s is marked bad (%s)" % (selector, self.where, _bad_reason(backup))
+                                   if self.destination else
+                                   "backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
                 return backup
-        raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list')" % (selector, self.root))
+        raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list%s')"
+                       % (selector, self.where, " --destination %s" % self.destination if self.destination else ""))
 
     def newest_before(self, moment: datetime, kind: str = "full", database: Optional[str] = None) -> Backup:
         """The newest good backup of ``kind`` that started before ``moment``."""
         chosen = [b for b in self.backups(kind=kind, database=database) if b.created_at < moment]
         if not chosen:
             raise NotFound("no good %s backup%s before %s in %s" % (kind, " of %s" % database if database else "",
-                                                                    iso(moment), self.root))
+                                                                    iso(moment), self.where))
         return chosen[-1]
 
     def _find_by_path(self, path: str) -> Backup:
@@ -123,41 +212,173 @@ class Repository:
                     return backup
         raise NotFound("%s belongs to no complete backup (no manifest names it): it is not restorable" % path)
 
-    def leftovers(self, backups: Optional[List[Backup]] = None) -> List[str]:
-        """Files no manifest names: partial writes and data files of interrupted runs.
+    def summary(self, backup: Backup) -> Dict[str, Any]:
+        """The listing shape; at a destination, files and manifest are URIs and the destination is named."""
+        row = backup.summary()
+        if self.destination is not None:
+            row["files"] = [self.store.uri(self.file_key(backup, f)) for f in backup.manifest.get("files", [])]
+            row["manifest"] = self.store.uri(self.key_of(backup))
+            row["destination"] = self.destination
+        return row
+
+    # ------------------------------------------------------------------ leftovers
+
+    def leftover_objects(self, backups: Optional[List[Backup]] = None) -> List[ObjectInfo]:
+        """Objects no manifest names: partial writes and data files of interrupted runs.
 
         ``backups``: the catalog as already read with include_bad=True (10,000 manifests are read once).
-        A file named like a manifest this version cannot read (a newer format, say) is not a leftover:
+        An object named like a manifest this version cannot read (a newer format, say) is not a leftover:
         it may well belong to that manifest.
         """
         backups = self.backups(include_bad=True) if backups is None else backups
-        named = {b.file_path(entry) for b in backups for entry in b.manifest.get("files", [])}
-        readable = {b.manifest_path for b in backups}
-        stray = []
-        for kind in ALL_KINDS:
-            directory = self.kind_dir(kind)
-            if not os.path.isdir(directory):
-                continue
-            names = os.listdir(directory)
-            foreign = [os.path.join(directory, n[:-len(MANIFEST_SUFFIX)]) for n in names
-                       if n.endswith(MANIFEST_SUFFIX) and not n.startswith(".")
-                       and os.path.join(directory, n) not in readable]
-            for name in names:
-                path = os.path.join(directory, name)
-                if name.endswith(MANIFEST_SUFFIX) and not name.startswith("."):
-                    continue
-                if os.path.isfile(path) and path not in named and not _owned_by(path, foreign):
-                    stray.append(path)
-        return sorted(stray)
+        objects = self.objects()
+        named = {self.file_key(b, entry) for b in backups for entry in b.manifest.get("files", [])}
+        readable = {self.key_of(b) for b in backups}
+        foreign = [k[:-len(MANIFEST_SUFFIX)] for k in objects if self._is_manifest(k) and k not in readable]
+        return [info for key, info in sorted(objects.items())
+                if not self._is_manifest(key) and key not in named
+                and not any(key.startswith(stem + ".") for stem in foreign)]
+
+    def leftovers(self, backups: Optional[List[Backup]] = None) -> List[str]:
+        """Locations (paths here, URIs at a destination) of the leftover objects."""
+        return [self.location(info.key) for info in self.leftover_objects(backups)]
+
+    def leftovers_by_age(self, backups: List[Backup], now: datetime,
+                         grace: timedelta) -> Tuple[List[str], List[str]]:
+        """(old, young) leftover keys: only those older than the grace period may be removed."""
+        old: List[str] = []
+        young: List[str] = []
+        limit = now.timestamp() - grace.total_seconds()
+        for info in self.leftover_objects(backups):
+            (old if info.modified is None or info.modified.timestamp() <= limit else young).append(info.key)
+        return old, young
 
     def remove_leftovers(self) -> List[str]:
         """Call only while holding the lock."""
-        removed = self.leftovers()
-        for path in removed:
-            remove_quietly(path)
+        removed = []
+        for info in self.leftover_objects():
+            try:
+                self.store.delete(info.key)
+            except DestinationError:
+                continue  # tried again by the next run
+            removed.append(self.location(info.key))
         return removed
 
+    # ------------------------------------------------------------------ changing the catalog
 
-def _owned_by(path: str, stems: List[str]) -> bool:
-    """Whether ``path`` is ``<stem>.<anything>`` for one of ``stems``."""
-    return any(path.startswith(stem + ".") for stem in stems)
+    def save(self, backup: Backup) -> None:
+        """Rewrite a backup's manifest in place (atomically; a destination's without the local copies list)."""
+        if self.destination is None:
+            backup.save()
+        else:
+            self.store.put_bytes(self.key_of(backup), stored_manifest_bytes(backup))
+
+    def unlist(self, backup: Backup) -> None:
+        """Remove the manifest: from here on the backup is not listed, restored or counted."""
+        try:
+            self.store.delete(self.key_of(backup))
+        except DestinationError as exc:
+            raise BackupError("cannot delete backup %s: %s" % (backup.id, exc.detail or exc), step="prune") from None
+
+    def sync_unlisted(self, backups: List[Backup]) -> None:
+        """Make removed manifests durable before any data file goes (a directory's fsync)."""
+        syncing = getattr(self.store, "sync", None)
+        if syncing is not None:
+            for folder in sorted({self.key_of(b).rsplit("/", 1)[0] for b in backups}):
+                syncing(folder)
+
+    def remove_files(self, backup: Backup, protected: Optional[set] = None) -> None:
+        """The data files of an unlisted backup, except any a kept manifest names (keys)."""
+        for entry in backup.manifest.get("files", []):
+            key = self.file_key(backup, entry)
+            if protected and key in protected:
+                continue
+            try:
+                self.store.delete(key)
+            except DestinationError as exc:
+                raise BackupError("deleted the manifest of %s but not its file %s (now a leftover): %s"
+                                  % (backup.id, self.location(key), exc.detail or exc), step="prune") from None
+
+    def remove_object(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except DestinationError as exc:
+            raise BackupError("cannot remove leftover %s: %s" % (self.location(key), exc.detail or exc),
+                              step="prune") from None
+
+    # ------------------------------------------------------------------ reading a backup's data
+
+    def check_objects(self, backup: Backup) -> str:
+        """Stream every object: size and sha256 against the manifest. Raises VerifyError naming the first bad one."""
+        for entry in backup.manifest.get("files", []):
+            key = self.file_key(backup, entry)
+            if self.store.stat(key) is None:
+                raise VerifyError("%s: object %s is missing" % (backup.id, self.store.uri(key)))
+            size, sha = self.store.sha256(key)
+            if size != int(entry["size"]):
+                raise VerifyError("%s: object %s has %d bytes, the manifest recorded %d"
+                                  % (backup.id, self.store.uri(key), size, entry["size"]))
+            if sha != entry["sha256"]:
+                raise VerifyError("%s: object %s does not match its sha256 (corrupted)"
+                                  % (backup.id, self.store.uri(key)))
+        return "checksums match (streamed from %s)" % self.store.uri()
+
+    def fetch(self, backup: Backup, root: str) -> Backup:
+        """Files and manifest into ``root`` laid out like a backup directory; sha256 checked on the way."""
+        folder = os.path.join(root, backup.kind)
+        ensure_private_dir(root)
+        ensure_private_dir(folder)
+        for entry in backup.manifest.get("files", []):
+            key = self.file_key(backup, entry)
+            digest = hashlib.sha256()
+            size = 0
+            with create_private(os.path.join(folder, entry["name"])) as handle:
+                for chunk in self.store.read(key):
+                    handle.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if size != int(entry["size"]) or digest.hexdigest() != entry["sha256"]:
+                raise VerifyError("%s: object %s does not match its manifest (%d bytes, sha256 %s); not restored"
+                                  % (backup.id, self.store.uri(key), size, digest.hexdigest()))
+        path = os.path.join(folder, backup.id + MANIFEST_SUFFIX)
+        with create_private(path) as handle:
+            handle.write(stored_manifest_bytes(backup))
+        local = load_backup(path)
+        if local is None:
+            raise VerifyError("%s: the manifest at %s cannot be read back" % (backup.id, self.store.uri()))
+        return local
+
+    @contextlib.contextmanager
+    def local_copy(self, backup: Backup) -> Iterator[Backup]:
+        """The backup as files on this host, for tools that need them (pg_restore wants a seekable archive).
+
+        In the backup directory: the backup itself. At a destination: a private scratch copy inside the
+        backup directory (same disk, same permissions), fetched through the store and removed afterwards.
+        """
+        if self.destination is None:
+            yield backup
+            return
+        if not self.scratch_root:
+            raise BackupError("no scratch directory to fetch %s from %s into" % (backup.id, self.where))
+        ensure_private_dir(os.path.dirname(self.scratch_root))
+        ensure_private_dir(self.scratch_root)
+        scratch = os.path.join(self.scratch_root, "%s-%d-%s" % (self.store.name, os.getpid(),
+                                                                utc_now().strftime("%Y%m%dT%H%M%S%f")))
+        try:
+            ensure_private_dir(scratch)
+            yield self.fetch(backup, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_repository(cfg: Any, destination: Optional[str] = None) -> Repository:
+    """The catalog of the backup directory, or of the copies at the destination named ``destination``."""
+    if not destination:
+        return Repository(cfg.backup_dir)
+    store = open_destination(find_settings(cfg, destination))
+    return Repository(store, destination=destination,
+                      scratch_root=os.path.join(os.path.abspath(cfg.backup_dir), SCRATCH_DIR))
+

@@ -1,7 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Destinations: where copies of a backup go (a directory, S3, Azure Blob, GCS)."""
+"""Store drivers: the backup directory, and the destinations copies go to (a directory, S3, Azure Blob, GCS).
+
+Drivers only: the catalog over a store (listing, selection, retention, verification) is repo/catalog.py.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +13,19 @@ from typing import Any, List, Mapping, Optional
 
 from ..config.destinations import DestinationSettings, parse_destinations, remote_destinations
 from ..core.errors import ConfigError
-from .base import Destination, DestinationError, ObjectInfo
+from .base import DestinationError, ObjectInfo, Store
+from .local import LocalStore
 
-__all__ = ["Destination", "DestinationError", "DestinationSettings", "ObjectInfo", "open_destination",
-           "configured", "remote_settings", "find_settings"]
+__all__ = ["Store", "LocalStore", "DestinationError", "DestinationSettings", "ObjectInfo",
+           "open_destination", "configured", "remote_settings", "find_settings"]
 
 
-def open_destination(settings: DestinationSettings) -> Destination:
+def open_destination(settings: DestinationSettings) -> Store:
+    """The store of one configured destination (the client libraries are imported only when needed)."""
     from ..config.destinations import check_complete  # pylint: disable=import-outside-toplevel
     check_complete(settings)
     if settings.kind == "local":
-        from .local import LocalDestination  # pylint: disable=import-outside-toplevel
-        return LocalDestination(settings.name, settings.path or ".")
+        return LocalStore(settings.name, settings.path or ".")
     if settings.kind == "s3":
         from .objectstore import S3Destination  # pylint: disable=import-outside-toplevel
         return S3Destination(settings)

@@ -11,10 +11,10 @@ docs/storage.md.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional
 
 from ..config.destinations import DestinationSettings
-from .base import CHUNK, Destination, DestinationError, ObjectInfo, join_key, one_line
+from .base import CHUNK, DestinationError, ObjectInfo, Store, join_key, one_line
 
 _GRANULE = 256 * 1024  # resumable chunks must be multiples of 256 KiB
 
@@ -28,7 +28,7 @@ def _sdk() -> Any:
     return storage
 
 
-class GcsDestination(Destination):
+class GcsDestination(Store):
     kind = "gcs"
 
     def __init__(self, settings: DestinationSettings) -> None:
@@ -81,24 +81,19 @@ class GcsDestination(Destination):
             return retry.with_timeout(float(self.settings.retry_timeout))
         return retry.with_deadline(float(self.settings.retry_timeout))
 
-    def put_file(self, key: str, path: str, size: int, sha256: str) -> ObjectInfo:
+    def write(self, key: str, source: BinaryIO, size: int, sha256: str) -> ObjectInfo:
         chunk = max(_GRANULE, self.settings.part_size // _GRANULE * _GRANULE)
         blob = self.bucket.blob(self._full(key), chunk_size=chunk)
         blob.metadata = {"sha256": sha256}
         if self.settings.storage_class:
             blob.storage_class = self.settings.storage_class
         try:
-            with open(path, "rb") as handle:
-                # crc32c is computed while streaming and compared with the service's: a mismatch fails the upload.
-                blob.upload_from_file(handle, size=size, checksum="crc32c", retry=self._retry(),
-                                      content_type="application/octet-stream", timeout=max(30, self.settings.retry_timeout))
-        except OSError as exc:
-            if getattr(exc, "filename", None) == path:
-                raise self.error("upload", key, "cannot read %s: %s" % (path, exc.strerror)) from None
-            raise self.error("upload", key, one_line(exc)) from None
+            # crc32c is computed while streaming and compared with the service's: a mismatch fails the upload.
+            blob.upload_from_file(source, size=size, checksum="crc32c", retry=self._retry(),
+                                  content_type="application/octet-stream", timeout=max(30, self.settings.retry_timeout))
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("upload", key, one_line(exc)) from None
-        info = self.head(key)
+        info = self.stat(key)
         if info is None:
             raise self.error("upload", key, "the object is not there after the upload")
         return info
@@ -137,15 +132,15 @@ class GcsDestination(Destination):
             raise self.error("list", prefix, one_line(exc)) from None
         return sorted((self._info(b) for b in blobs), key=lambda i: i.key)
 
-    def head(self, key: str) -> Optional[ObjectInfo]:
+    def stat(self, key: str) -> Optional[ObjectInfo]:
         try:
             blob = self.bucket.get_blob(self._full(key), retry=self._retry())
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("head", key, one_line(exc)) from None
         return None if blob is None else self._info(blob)
 
-    def metadata(self, key: str) -> Dict[str, str]:
-        info = self.head(key)
+    def metadata(self, key: str) -> Optional[Dict[str, str]]:
+        info = self.stat(key)
         return dict(info.metadata or {}) if info else {}
 
     def delete(self, key: str) -> None:

@@ -1,25 +1,33 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A directory as a destination (a second disk, an NFS or SMB mount): same keys as the clouds."""
+"""A directory as a store: the backup directory itself, or a second disk, an NFS or SMB mount.
+
+Writes go to ``<key>.partial`` (private, fsynced) and are renamed into place, then the directory is
+fsynced: an object appears whole or not at all. A ``.partial`` left by a crash is listed like any other
+object, so the catalog sees it as a leftover and cleanup removes it after the grace period.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from datetime import datetime, timezone
-from typing import Iterator, List, Optional
+from typing import BinaryIO, Iterator, List, Optional
 
 from ..core.fsutil import create_private, ensure_private_dir, fsync_dir
-from .base import CHUNK, Destination, ObjectInfo
+from .base import CHUNK, ObjectInfo, Store
+
+TEMP_SUFFIX = ".partial"
 
 
-class LocalDestination(Destination):
+class LocalStore(Store):
     kind = "local"
 
-    def __init__(self, name: str, root: str) -> None:
+    def __init__(self, name: str, root: str, role: str = "destination") -> None:
         super().__init__(name)
         self.root = os.path.abspath(root)
+        self.role = role
 
     def _path(self, key: str) -> str:
         parts = [p for p in key.split("/") if p]
@@ -27,38 +35,30 @@ class LocalDestination(Destination):
             raise self.error("resolve", key, "key %r leaves the destination" % key)
         return os.path.join(self.root, *parts)
 
+    def local_path(self, key: str) -> Optional[str]:
+        return self._path(key)
+
     def uri(self, key: str = "") -> str:
         return "file://" + (os.path.join(self.root, *key.split("/")) if key else self.root)
 
-    def put_file(self, key: str, path: str, size: int, sha256: str) -> ObjectInfo:
+    def write(self, key: str, source: BinaryIO, size: int, sha256: str) -> ObjectInfo:
         target = self._path(key)
-        self._write(target, path)
-        return self.head(key) or ObjectInfo(key, size)
+        self._replace(key, target, lambda handle: shutil.copyfileobj(source, handle, CHUNK), "upload")
+        return self.stat(key) or ObjectInfo(key, size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self._path(key)
-        ensure_private_dir(os.path.dirname(target))
-        temp = target + ".partial"
-        try:
-            with create_private(temp) if not os.path.exists(temp) else open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-            fsync_dir(os.path.dirname(target))
-        except OSError as exc:
-            raise self.error("write", key, exc.strerror or str(exc)) from None
+        self._replace(key, self._path(key), lambda handle: handle.write(data), "write")
 
-    def _write(self, target: str, source: str) -> None:
-        ensure_private_dir(os.path.dirname(target))
-        temp = target + ".partial"
+    def _replace(self, key: str, target: str, fill, action: str) -> None:
+        temp = target + TEMP_SUFFIX
         try:
+            ensure_private_dir(os.path.dirname(target))
             if os.path.exists(temp):
                 os.unlink(temp)
-            with open(source, "rb") as src, create_private(temp) as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-                dst.flush()
-                os.fsync(dst.fileno())
+            with create_private(temp) as handle:
+                fill(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.replace(temp, target)
             fsync_dir(os.path.dirname(target))
         except OSError as exc:
@@ -66,11 +66,11 @@ class LocalDestination(Destination):
                 os.unlink(temp)
             except OSError:
                 pass
-            raise self.error("upload", os.path.relpath(target, self.root), exc.strerror or str(exc)) from None
+            raise self.error(action, key, exc.strerror or str(exc)) from None
 
     def read(self, key: str) -> Iterator[bytes]:
         try:
-            handle = open(self._path(key), "rb")
+            handle = open(self._path(key), "rb")  # pylint: disable=consider-using-with
         except OSError as exc:
             raise self.error("read", key, exc.strerror or str(exc)) from None
         with handle:
@@ -80,29 +80,40 @@ class LocalDestination(Destination):
                     return
                 yield chunk
 
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")  # pylint: disable=consider-using-with
+        except OSError as exc:
+            raise self.error("read", key, exc.strerror or str(exc)) from None
+
     def list(self, prefix: str = "") -> List[ObjectInfo]:
         found: List[ObjectInfo] = []
-        if not os.path.isdir(self.root):
+        # Walk only the folder the prefix names (``full/``): the backup directory also holds logs and scratch.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(folder) if folder else self.root
+        if not os.path.isdir(start):
             return found
-        for directory, _dirs, files in os.walk(self.root):
+        for directory, _dirs, files in os.walk(start):
             for name in files:
                 path = os.path.join(directory, name)
                 key = os.path.relpath(path, self.root).replace(os.sep, "/")
-                if key.startswith(prefix) and not name.endswith(".partial"):
+                if key.startswith(prefix):
                     info = self._info(key, path)
                     if info:
                         found.append(info)
         return sorted(found, key=lambda i: i.key)
 
-    def _info(self, key: str, path: str) -> Optional[ObjectInfo]:
+    @staticmethod
+    def _info(key: str, path: str) -> Optional[ObjectInfo]:
         try:
             stat = os.stat(path)
         except OSError:
             return None
         return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
 
-    def head(self, key: str) -> Optional[ObjectInfo]:
-        return self._info(key, self._path(key))
+    def stat(self, key: str) -> Optional[ObjectInfo]:
+        path = self._path(key)
+        return self._info(key, path) if os.path.isfile(path) else None
 
     def delete(self, key: str) -> None:
         try:
@@ -111,3 +122,8 @@ class LocalDestination(Destination):
             return
         except OSError as exc:
             raise self.error("delete", key, exc.strerror or str(exc)) from None
+
+    def sync(self, folder: str) -> None:
+        """Make deletions and renames in ``folder`` durable (a directory's fsync)."""
+        fsync_dir(self._path(folder))
+

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""S3 (any S3-compatible endpoint) and Azure Blob destinations through obstore.
+"""S3 (any S3-compatible endpoint) and Azure Blob stores through obstore.
 
 obstore (Python bindings of the Rust ``object_store`` crate) covers both in one ~5 MB wheel with no
 Python dependencies: multipart uploads from a file in ``part_size`` chunks with at most ``concurrency``
@@ -13,10 +13,10 @@ explains the choice (and why GCS uses the official SDK instead).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional
 
 from ..config.destinations import DestinationSettings, read_credentials_file
-from .base import CHUNK, Destination, ObjectInfo, join_key, one_line
+from .base import CHUNK, ObjectInfo, Store, join_key, one_line
 
 
 def _obstore() -> Any:
@@ -44,7 +44,7 @@ def _client_options(settings: DestinationSettings) -> Dict[str, Any]:
     return options
 
 
-class ObjectStoreDestination(Destination):
+class ObjectStoreDestination(Store):
     """Shared by S3 and Azure: obstore's put/get/list/head/delete over a store object."""
 
     def __init__(self, settings: DestinationSettings) -> None:
@@ -75,20 +75,16 @@ class ObjectStoreDestination(Destination):
         prefix = self.settings.prefix.strip("/")
         return full[len(prefix) + 1:] if prefix and full.startswith(prefix + "/") else full
 
-    def put_file(self, key: str, path: str, size: int, sha256: str) -> ObjectInfo:
+    def write(self, key: str, source: BinaryIO, size: int, sha256: str) -> ObjectInfo:
+        # A multipart upload is committed only by its last request: an interrupted one leaves no object.
         obstore = _obstore()
         try:
-            with open(path, "rb") as handle:
-                obstore.put(self.store, self._full(key), handle, attributes=self._attributes(sha256),
-                            use_multipart=size > self.settings.part_size, chunk_size=self.settings.part_size,
-                            max_concurrency=self.settings.concurrency)
-        except OSError as exc:
-            if type(exc) in (FileNotFoundError, PermissionError) and getattr(exc, "filename", None) == path:
-                raise self.error("upload", key, "cannot read %s: %s" % (path, exc.strerror)) from None
-            raise self.error("upload", key, one_line(exc)) from None
+            obstore.put(self.store, self._full(key), source, attributes=self._attributes(sha256),
+                        use_multipart=size > self.settings.part_size, chunk_size=self.settings.part_size,
+                        max_concurrency=self.settings.concurrency)
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("upload", key, one_line(exc)) from None
-        info = self.head(key)
+        info = self.stat(key)
         if info is None:
             raise self.error("upload", key, "the object is not there after the upload")
         return info
@@ -126,7 +122,7 @@ class ObjectStoreDestination(Destination):
             raise self.error("list", prefix, one_line(exc)) from None
         return sorted(found, key=lambda i: i.key)
 
-    def head(self, key: str) -> Optional[ObjectInfo]:
+    def stat(self, key: str) -> Optional[ObjectInfo]:
         obstore = _obstore()
         try:
             meta = obstore.head(self.store, self._full(key))
@@ -134,9 +130,10 @@ class ObjectStoreDestination(Destination):
             return None
         except Exception as exc:  # pylint: disable=broad-except
             raise self.error("head", key, one_line(exc)) from None
-        return ObjectInfo(key, int(meta["size"]), meta.get("last_modified"), (meta.get("e_tag") or "").strip('"') or None)
+        return ObjectInfo(key, int(meta["size"]), meta.get("last_modified"),
+                          (meta.get("e_tag") or "").strip('"') or None)
 
-    def metadata(self, key: str) -> Dict[str, str]:
+    def metadata(self, key: str) -> Optional[Dict[str, str]]:
         """User metadata of an object (a GET whose body is not read)."""
         obstore = _obstore()
         try:
