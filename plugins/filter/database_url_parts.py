@@ -69,9 +69,8 @@ _value:
 from urllib.parse import unquote, urlsplit
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import (escape_passfile,
-    redact_url)
+                                                                                                  redact_url)
 
 
 def database_url_parts(url, password=''):

@@ -43,9 +43,8 @@ _value:
 import math
 
 from ansible.errors import AnsibleFilterError
-
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import (apply_json,
-    default_config)
+                                                                                                default_config)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 
 SLOT_DAYS = {'yearly': 366, 'monthly': 31, 'weekly': 7, 'daily': 1}

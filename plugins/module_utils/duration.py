@@ -9,8 +9,8 @@ The grammar lives in the engine, so modules, the host command and the configurat
 from __future__ import annotations
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.duration import (INVALID_DURATION,
-    duration_seconds,
-    format_duration)
+                                                                                              duration_seconds,
+                                                                                              format_duration)
 
 __all__ = ["INVALID_DURATION", "format_duration", "parse_duration"]
 

@@ -14,21 +14,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-
-from seawall_pgbackup.config.settings import load_config
-from seawall_pgbackup.codec.crypto import (HEADER,
-    TAG_BYTES,
-    AesReader,
-    AesWriter,
-    AgeReader,
-    AgeWriter,
-    AuthenticationFailed,
-    aes_key_id,
-    age_key_id)
-from seawall_pgbackup.core.errors import BackupError, ConfigError
+from seawall_pgbackup.codec.crypto import (HEADER, TAG_BYTES, AesReader, AesWriter, AgeReader, AgeWriter,
+                                           AuthenticationFailed, aes_key_id, age_key_id)
 from seawall_pgbackup.codec.keyring import KeyMissing, load_keyring, write_key_file
-from seawall_pgbackup.pg.pipeline import stream_tool_to_file
 from seawall_pgbackup.codec.stored import open_decrypted, sealing_for
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import BackupError, ConfigError
+from seawall_pgbackup.pg.pipeline import stream_tool_to_file
 
 REPO = Path(__file__).resolve().parents[2]
 CHUNK = 1024

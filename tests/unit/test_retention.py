@@ -10,21 +10,13 @@ from typing import Dict, List, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
-from seawall_pgbackup.core.clock import iso
 from seawall_pgbackup.config.settings import DEFAULT_RETENTION, load_config
+from seawall_pgbackup.core.clock import iso
 from seawall_pgbackup.core.errors import ConfigError
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
 from seawall_pgbackup.ops.cleanup import parse_duration, policies_of
-from seawall_pgbackup.repo.retention import (POLICY_KEYS,
-    SLOT_GRANULARITIES,
-    BackupRecord,
-    format_plan,
-    normalize_policy,
-    period_label,
-    plan_retention,
-    record_of,
-    time_zone)
+from seawall_pgbackup.repo.retention import (POLICY_KEYS, SLOT_GRANULARITIES, BackupRecord, format_plan,
+                                             normalize_policy, period_label, plan_retention, record_of, time_zone)
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

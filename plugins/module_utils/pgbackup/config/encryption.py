@@ -99,4 +99,3 @@ def apply_encryption_json(cfg, value: Any, where: str) -> None:
     cfg.encryption = True  # an object means: encrypt, unless it says "enabled": false
     for name, setting in value.items():
         apply_encryption_setting(cfg, JSON[name], setting, "backup.encryption.%s" % name, where)
-

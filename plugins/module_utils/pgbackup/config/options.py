@@ -53,9 +53,9 @@ def _schedule(kind: str, default: Optional[str], env: bool) -> Option:
 
 
 def _retention(kind: str, slot: str, default: Optional[int], env: bool = False) -> Option:
+    unit = "day" if slot == "daily" else slot[:-2]
     return Option("kinds.%s.retention.%s" % (kind, slot), "count", default,
-                  "%s backups kept, one per %s slot (GFS)." % (kind.capitalize(), slot[:-2] if slot != "daily"
-                                                              else "day"),
+                  "%s backups kept, one per %s slot (GFS)." % (kind.capitalize(), unit),
                   env="BACKUP_RETENTION_%s" % slot.upper() if env else None,
                   json="types.%s.retention.%s" % (kind, slot))
 

@@ -381,4 +381,3 @@ def open_repository(cfg: Any, destination: Optional[str] = None) -> Repository:
     store = open_destination(find_settings(cfg, destination))
     return Repository(store, destination=destination,
                       scratch_root=os.path.join(os.path.abspath(cfg.backup_dir), SCRATCH_DIR))
-
