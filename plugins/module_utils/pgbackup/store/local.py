@@ -126,4 +126,3 @@ class LocalStore(Store):
     def sync(self, folder: str) -> None:
         """Make deletions and renames in ``folder`` durable (a directory's fsync)."""
         fsync_dir(self._path(folder))
-
