@@ -39,7 +39,7 @@ PLAYBOOK = """
         backup_dir: "{{ dir }}"
         config_file: "{{ config }}"
         type: full
-        force: true
+        %s
       register: taken
 """
 
@@ -69,15 +69,15 @@ def _config(tmp_path: Path, http: HttpReceiver, on_success: bool = True) -> str:
     return str(path)
 
 
-def _playbook(tmp_path: Path, url: str, backup_dir: Path, config: str) -> Tuple[subprocess.CompletedProcess,
-                                                                                 Dict[str, Any]]:
+def _playbook(tmp_path: Path, url: str, backup_dir: Path, config: str, options: str = "force: true",
+              *extra: str) -> Tuple[subprocess.CompletedProcess, Dict[str, Any]]:
     """ansible-playbook with the variables in a 0600 file (the URL holds a password: never in argv)."""
     if not ANSIBLE_PLAYBOOK.exists():
         if os.environ.get("CI"):
             pytest.fail("ansible-playbook is missing beside %s" % sys.executable, pytrace=False)
         pytest.skip("ansible-playbook is not installed beside this Python")
     playbook = tmp_path / "backup.yml"
-    playbook.write_text(PLAYBOOK)
+    playbook.write_text(PLAYBOOK % options)
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps({"url": url, "dir": str(backup_dir), "config": config,
                                      "ansible_python_interpreter": sys.executable}))
@@ -86,7 +86,7 @@ def _playbook(tmp_path: Path, url: str, backup_dir: Path, config: str) -> Tuple[
     env.update(ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook),
-                           "-e", "@%s" % variables], cwd=str(REPO), env=env, capture_output=True, text=True,
+                           "-e", "@%s" % variables, *extra], cwd=str(REPO), env=env, capture_output=True, text=True,
                           timeout=300, check=False)
     try:
         task = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
@@ -182,3 +182,29 @@ def test_a_failed_module_backup_is_recorded_and_notified_like_a_timers(hook, tmp
                                                                                      "connect")
     assert module_event["hint"] and "Connection refused" in module_event["error"]
     assert _without(module_event, EVENT_VARYING) == _without(timer_event, EVENT_VARYING)
+
+
+def test_check_mode_and_a_fresh_backup_are_plans_not_runs(db, hook, tmp_path):
+    """Nothing taken, nothing recorded, nobody notified: only a run that takes a backup is monitored."""
+    backup_dir = tmp_path / "backups"
+    config = _config(tmp_path, hook)
+    check, planned = _playbook(tmp_path, db["url"], backup_dir, config, "max_age: 20h", "--check", "--diff")
+    assert check.returncode == 0 and planned["changed"] is True and planned["backup"] is None, planned
+    assert planned["diff"] == {"before": {"newest_backup": None},
+                               "after": {"newest_backup": "(a new full backup of %s)" % db["name"]}}
+    assert not backup_dir.exists() and hook.requests == []
+
+    _taken_proc, taken = _playbook(tmp_path, db["url"], backup_dir, config, "max_age: 20h")
+    assert taken["changed"] is True and taken["skipped_reason"] is None
+    record = _record(backup_dir)
+    assert len(hook.at("/hook")) == 1
+
+    _skip_proc, skipped = _playbook(tmp_path, db["url"], backup_dir, config, "max_age: 20h")
+    assert skipped["changed"] is False and skipped["backup"]["id"] == taken["backup"]["id"]
+    assert skipped["skipped_reason"].startswith("a good full backup of %s (%s) is " % (db["name"],
+                                                                                       taken["backup"]["id"]))
+    assert skipped["skipped_reason"].endswith(" old, younger than max_age 20h")
+    assert skipped["restore_command"] == taken["restore_command"] == (
+        "seawall-pgbackup --backup-dir %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB --with-globals"
+        % (backup_dir, taken["backup"]["id"]))
+    assert _record(backup_dir) == record and len(hook.at("/hook")) == 1
