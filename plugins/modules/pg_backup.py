@@ -21,6 +21,11 @@ description:
   - One run per repository at a time - a second concurrent run fails at step C(lock).
   - The same engine runs as the C(seawall-pgbackup) command on hosts, so backups taken by timers
     and by this module share one catalog and one format.
+  - A run that takes a backup is monitored exactly like a timer's C(seawall-pgbackup create) - it writes
+    the run record C(logs/last-run-create-<type>.json), refreshes the metrics textfile, sends the configured
+    notifications (C(backup.monitoring.alerts) of O(config_file) and the E(BACKUP_*) variables of the
+    module's environment) and pings the dead-man's switch. Check mode and a run skipped by O(max_age) take
+    no backup and are not recorded.
 author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:

@@ -31,6 +31,8 @@ description:
     A backup is deleted manifest first, then its files, so an interruption never leaves a listed backup
     with missing files. Each deletion is logged in C(logs/backup.log).
   - Idempotent - a second run deletes nothing. The same engine runs as C(seawall-pgbackup cleanup [--dry-run]).
+  - Outside check mode the run is monitored like the scheduled cleanup job's - the run record
+    C(logs/last-run-cleanup.json), the metrics textfile and the configured notifications.
 author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
