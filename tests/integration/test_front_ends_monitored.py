@@ -33,12 +33,11 @@ PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   tasks:
-    - name: Back up through the module
-      seawall.pgbackup.pg_backup:
+    - name: Run the module
+      seawall.pgbackup.%s:
         database_url: "{{ url }}"
         backup_dir: "{{ dir }}"
         config_file: "{{ config }}"
-        type: full
         %s
       register: taken
 """
@@ -70,14 +69,14 @@ def _config(tmp_path: Path, http: HttpReceiver, on_success: bool = True) -> str:
 
 
 def _playbook(tmp_path: Path, url: str, backup_dir: Path, config: str, options: str = "force: true",
-              *extra: str) -> Tuple[subprocess.CompletedProcess, Dict[str, Any]]:
+              *extra: str, module: str = "pg_backup") -> Tuple[subprocess.CompletedProcess, Dict[str, Any]]:
     """ansible-playbook with the variables in a 0600 file (the URL holds a password: never in argv)."""
     if not ANSIBLE_PLAYBOOK.exists():
         if os.environ.get("CI"):
             pytest.fail("ansible-playbook is missing beside %s" % sys.executable, pytrace=False)
         pytest.skip("ansible-playbook is not installed beside this Python")
     playbook = tmp_path / "backup.yml"
-    playbook.write_text(PLAYBOOK % options)
+    playbook.write_text(PLAYBOOK % (module, options))
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps({"url": url, "dir": str(backup_dir), "config": config,
                                      "ansible_python_interpreter": sys.executable}))
@@ -208,3 +207,26 @@ def test_check_mode_and_a_fresh_backup_are_plans_not_runs(db, hook, tmp_path):
         "seawall-pgbackup --backup-dir %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB --with-globals"
         % (backup_dir, taken["backup"]["id"]))
     assert _record(backup_dir) == record and len(hook.at("/hook")) == 1
+
+
+def test_retention_and_health_modules_are_recorded_like_their_timers(db, hook, tmp_path):
+    backup_dir = tmp_path / "backups"
+    config = _config(tmp_path, hook)
+    _playbook(tmp_path, db["url"], backup_dir, config)
+    _proc, check = _playbook(tmp_path, db["url"], backup_dir, config, "timezone: UTC", "--check",
+                             module="pg_backup_retention")
+    assert check["changed"] is False and [d["action"] for d in check["plan"]] == ["keep"]
+    assert not (backup_dir / "logs" / "last-run-cleanup.json").exists()  # a plan is not a run
+
+    _proc, cleanup = _playbook(tmp_path, db["url"], backup_dir, config, "timezone: UTC",
+                               module="pg_backup_retention")
+    assert cleanup["changed"] is False and "dry_run" not in cleanup
+    record = _record(backup_dir, "cleanup")
+    assert (record["command"], record["status"], record["exit_code"]) == ("cleanup", "ok", 0)
+    assert [json.loads(r["body"])["event"] for r in hook.at("/hook")] == ["create-ok", "cleanup-ok"]
+
+    _proc, health = _playbook(tmp_path, db["url"], backup_dir, config, "fail_on: never", module="pg_backup_health")
+    record = _record(backup_dir, "health")
+    assert (record["command"], record["exit_code"]) == ("health", health["exit_code"])
+    assert record["status"] == health["status"]
+    assert ("seawall_backup_health_status", 'host="%s"' % record["host"]) in _series(tmp_path)
