@@ -7,6 +7,9 @@ Plus (health_checks.py) the newest backup's checksums, free disk space with a pr
 runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses
 follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring can run the
 command as it is.
+
+Health has no separate plan: the checks only read. Front ends run ``health`` through the run hook
+(ops/runner.perform), except in check mode; ``failure`` decides when a caller fails (``fail_on``).
 """
 
 from __future__ import annotations
