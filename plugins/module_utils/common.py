@@ -81,14 +81,17 @@ def pgbackup_config(module, **overrides):
         raise  # not reached: fail_json exits
 
 
-def run_operation(module, cfg, command, kind, action, report=None, exit_code=None, **result):
+def run_operation(module, cfg, command, kind, action, report=None, exit_code=None, *, partial_result=None, **result):
     """Run an engine operation through the same run hook as the CLI and timers (run record, metrics,
-    notifications); a BackupError becomes ``fail_json(msg=..., step=...)`` with ``result``.
+    notifications); a BackupError becomes ``fail_json(msg=..., step=...)`` with ``result``, updated with
+    ``partial_result()`` when given (what the operation did before it failed).
 
     Call it only outside check mode: a plan is not a run.
     """
     try:
         return perform(cfg, command, kind, action, report=report, exit_code=exit_code or (lambda _result: 0))
     except BackupError as exc:
+        if partial_result is not None:
+            result.update(partial_result())
         fail_on_backup_error(module, exc, **result)
         raise  # not reached: fail_json exits

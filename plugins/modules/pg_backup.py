@@ -21,6 +21,11 @@ description:
   - One run per repository at a time - a second concurrent run fails at step C(lock).
   - The same engine runs as the C(seawall-pgbackup) command on hosts, so backups taken by timers
     and by this module share one catalog and one format.
+  - A run that takes a backup is monitored exactly like a timer's C(seawall-pgbackup create) - it writes
+    the run record C(logs/last-run-create-<type>.json), refreshes the metrics textfile, sends the configured
+    notifications (C(backup.monitoring.alerts) of O(config_file) and the E(BACKUP_*) variables of the
+    module's environment) and pings the dead-man's switch. Check mode and a run skipped by O(max_age) take
+    no backup and are not recorded.
 author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
@@ -228,9 +233,7 @@ step:
   sample: connect
 '''
 
-import getpass
 import os
-import shlex
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -238,24 +241,14 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import format_duration, parse_duration
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.clock import utc_now
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.backup import create_backup, newest_good
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.sync import copy_new_backup
-
-
-def database_of(url):
-    """The database libpq connects to for ``url``: its path, else PGDATABASE, else the user name."""
-    target = DbTarget(url)
-    return (target.dbname or os.environ.get('PGDATABASE') or target.user or os.environ.get('PGUSER')
-            or getpass.getuser())
-
-
-def restore_command(backup_dir, summary):
-    return 'seawall-pgbackup --backup-dir %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s' % (
-        shlex.quote(backup_dir), summary['id'], ' --with-globals' if summary['type'] == 'full' else '')
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.backup import (
+    BackupOutcome,
+    plan_backup,
+    restore_command,
+    run_backup,
+)
 
 
 def main():
@@ -270,11 +263,6 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     kind = module.params['type']
-    max_age = parse_duration(module.params['max_age'])
-    if max_age is None:
-        module.fail_json(msg="max_age=%r is not valid: use seconds or a duration such as 30m, 20h, 2d or 1w"
-                         % (module.params['max_age'],), step='config')
-
     cfg = pgbackup_config(module, backup_type=kind, compression=module.params['compression'],
                           compression_level=module.params['compression_level'],
                           destinations=module.params['destinations'])
@@ -283,21 +271,13 @@ def main():
                   backup_dir=backup_dir)
 
     with engine_errors(module, **result):
-        database = database_of(cfg.require_database_url())
-        result['database'] = database
-        newest = newest_good(cfg, kind, database=database)
+        plan = plan_backup(cfg, kind, max_age=module.params['max_age'], force=module.params['force'])
+    result.update(database=plan.database, age_seconds=plan.age_seconds)
+    before = dict(newest_backup=plan.newest.id if plan.newest else None)
 
-    age = None
-    if newest is not None:
-        age = max(0, int((utc_now() - newest.created_at).total_seconds()))
-        result['age_seconds'] = age
-    before = dict(newest_backup=newest.id if newest else None)
-
-    if not module.params['force'] and newest is not None and max_age > 0 and age < max_age:
-        result['backup'] = newest.summary()
-        result['restore_command'] = restore_command(backup_dir, result['backup'])
-        result['skipped_reason'] = ('a good %s backup of %s (%s) is %s old, younger than max_age %s'
-                                    % (kind, database, newest.id, format_duration(age), format_duration(max_age)))
+    if not plan.take:
+        result.update(backup=plan.newest.summary(), skipped_reason=plan.reason,
+                      restore_command=restore_command(plan.newest, backup_dir))
         if module._diff:
             result['diff'] = dict(before=before, after=before)
         module.exit_json(**result)
@@ -305,20 +285,26 @@ def main():
     if module.check_mode:
         result['changed'] = True
         if module._diff:
-            result['diff'] = dict(before=before, after=dict(newest_backup='(a new %s backup of %s)' % (kind, database)))
+            result['diff'] = dict(before=before, after=dict(newest_backup='(a new %s backup of %s)'
+                                                            % (kind, plan.database)))
         module.exit_json(**result)
 
-    with engine_errors(module, **result):
-        backup = create_backup(cfg, kind)
-    result['changed'] = True
-    result['backup'] = backup.summary()
-    with engine_errors(module, **result):  # a failed copy fails the task; the local backup stays good
-        result['copies'] = copy_new_backup(cfg, backup)['copied']
-    result['restore_command'] = restore_command(backup_dir, result['backup'])
-    for warning in backup.manifest.get('warnings') or []:
-        module.warn('%s: %s' % (backup.id, warning))
+    outcome = BackupOutcome()
+
+    def taken():  # a failed copy fails the task; the local backup stays complete and is returned
+        if outcome.backup is None:
+            return {}
+        return dict(changed=True, backup=outcome.backup.summary(),
+                    restore_command=restore_command(outcome.backup, backup_dir))
+
+    # The same run hook as a timer's run: run record, metrics, notifications, dead-man's-switch pings.
+    run_operation(module, cfg, 'create', kind, lambda: run_backup(cfg, kind, outcome), partial_result=taken,
+                  **result)
+    result.update(taken(), copies=outcome.copies)
+    for warning in outcome.backup.manifest.get('warnings') or []:
+        module.warn('%s: %s' % (outcome.backup.id, warning))
     if module._diff:
-        result['diff'] = dict(before=before, after=dict(newest_backup=backup.id))
+        result['diff'] = dict(before=before, after=dict(newest_backup=outcome.backup.id))
     module.exit_json(**result)
 
 

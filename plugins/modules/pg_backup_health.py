@@ -56,7 +56,8 @@ seealso:
   - module: seawall.pgbackup.pg_backup_verify
 notes:
   - The same checks run as C(seawall-pgbackup health) on the host (and on the C(/healthz) page of C(seawall-pgbackup serve)).
-  - Notifications are sent by the scheduled health job, not by this module.
+  - Outside check mode a run is recorded and notified like the scheduled health job's (C(logs/last-run-health.json),
+    metrics, a notification when the status changes); in check mode the checks run without that.
 '''
 
 EXAMPLES = r'''
@@ -127,11 +128,9 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.health import STATUS_CODE, health
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.monitoring import load_monitoring
-
-FAIL_LIMIT = {'critical': 2, 'warning': 1, 'never': 3}
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.health import failure, health
 
 
 def main():
@@ -143,14 +142,23 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     cfg = pgbackup_config(module)
     result = dict(changed=False, backup_dir=os.path.abspath(cfg.backup_dir))
-    with engine_errors(module, **result):
-        settings = load_monitoring(cfg.monitoring, os.environ)
-        report = health(cfg, settings=settings, connect=module.params['connect'])
+    if module.check_mode:  # the checks only read; check mode just leaves out the run record and notifications
+        with engine_errors(module, **result):
+            report = health(cfg, connect=module.params['connect'])
+    else:
+        reports = []
+
+        def check():
+            reports.append(health(cfg, connect=module.params['connect']))
+            return reports[-1]
+
+        # Recorded and notified like the scheduled health job: last-run-health.json, metrics, state changes.
+        report = run_operation(module, cfg, 'health', None, check, report=lambda: reports[-1],
+                               exit_code=lambda done: done['exit_code'], **result)
     result.update(status=report['status'], exit_code=report['exit_code'], checks=report['checks'])
-    if STATUS_CODE[report['status']] >= FAIL_LIMIT[module.params['fail_on']]:
-        bad = [c for c in report['checks'] if c['status'] != 'ok']
-        module.fail_json(msg='health is %s: %s' % (report['status'].upper(), '; '.join(
-            '%s %s: %s' % (c['check'], c['status'], c['reason']) for c in bad)), **result)
+    message = failure(report, module.params['fail_on'])
+    if message:
+        module.fail_json(msg=message, **result)
     module.exit_json(**result)
 
 

@@ -156,18 +156,11 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
-    engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
-
-
-def newest_per_type(backups):
-    newest = {}
-    for backup in backups:  # oldest first: the last one of each type wins
-        newest[backup.kind] = backup
-    return sorted(newest.values(), key=lambda b: (b.manifest['created_at'], b.id))
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.listing import list_backups
 
 
 def main():
@@ -182,13 +175,12 @@ def main():
     cfg = pgbackup_config(module)
     backup_dir = os.path.abspath(cfg.backup_dir)
     result = dict(changed=False, backups=[], backup_dir=backup_dir, exists=os.path.isdir(backup_dir))
-
-    with engine_errors(module, **result):
-        found = Repository(backup_dir).backups(kind=module.params['type'], database=module.params['database'],
-                                               include_bad=module.params['include_bad'])
-        if module.params['newest_only']:
-            found = newest_per_type(found)
-        result['backups'] = [backup.summary() for backup in found]
+    # Listing reads only, so it runs in check mode too; it is not a monitored command (no run record).
+    result['backups'] = run_operation(
+        module, cfg, 'list', None,
+        lambda: list_backups(cfg, kind=module.params['type'], database=module.params['database'],
+                             include_bad=module.params['include_bad'], newest_only=module.params['newest_only']),
+        **result)
     module.exit_json(**result)
 
 

@@ -31,6 +31,8 @@ description:
     A backup is deleted manifest first, then its files, so an interruption never leaves a listed backup
     with missing files. Each deletion is logged in C(logs/backup.log).
   - Idempotent - a second run deletes nothing. The same engine runs as C(seawall-pgbackup cleanup [--dry-run]).
+  - Outside check mode the run is monitored like the scheduled cleanup job's - the run record
+    C(logs/last-run-cleanup.json), the metrics textfile and the configured notifications.
 author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
@@ -223,8 +225,16 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.cleanup import cleanup, parse_duration
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.cleanup import (
+    changed,
+    diff,
+    plan_cleanup,
+    run_cleanup,
+)
+
+INTERNAL = ('dry_run', 'now', 'leftover_grace_seconds')  # in the CLI's JSON, not in the module's result
 
 
 def main():
@@ -238,24 +248,19 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     cfg = pgbackup_config(module)
     result = dict(changed=False, plan=[], deleted=[], leftovers_removed=[])
+    options = dict(policies=module.params['policy'], tz=module.params['timezone'],
+                   leftover_grace=module.params['leftover_grace'])
 
-    with engine_errors(module, **result):
-        lock_wait = parse_duration('lock_wait', module.params['lock_wait']).total_seconds()
-        outcome = cleanup(cfg, dry_run=module.check_mode, policies=module.params['policy'],
-                          tz=module.params['timezone'], leftover_grace=module.params['leftover_grace'],
-                          wait_seconds=lock_wait)
-    for internal in ('dry_run', 'now', 'leftover_grace_seconds'):
-        outcome.pop(internal, None)
-    result.update(outcome)
     if module.check_mode:
-        result['changed'] = bool(outcome['to_delete'] or outcome['leftovers_to_remove'])
+        with engine_errors(module, **result):
+            outcome = plan_cleanup(cfg, **options)
     else:
-        result['changed'] = bool(outcome['deleted'] or outcome['leftovers_removed'])
+        outcome = run_operation(module, cfg, 'cleanup', None,
+                                lambda: run_cleanup(cfg, lock_wait=module.params['lock_wait'], **options), **result)
+    result.update((key, value) for key, value in outcome.items() if key not in INTERNAL)
+    result['changed'] = changed(outcome)
     if module._diff:
-        result['diff'] = dict(
-            before=dict(backups=[d['id'] for d in outcome['plan']], leftovers=outcome['leftovers_to_remove']),
-            after=dict(backups=outcome['kept'], leftovers=[]),
-        )
+        result['diff'] = diff(outcome)
     module.exit_json(**result)
 
 

@@ -22,7 +22,6 @@ from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
 from ..core.errors import BackupError
-from ..repo.catalog import Repository, open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
 PROG = "seawall-pgbackup"
@@ -132,16 +131,17 @@ def _print_json(document: Any) -> None:
 
 
 def _cmd_create(cfg, args) -> int:
-    from ..ops.backup import create_backup  # pylint: disable=import-outside-toplevel
+    from ..ops.backup import BackupOutcome, restore_command, run_backup  # pylint: disable=import-outside-toplevel
 
-    backup = create_backup(cfg, args.kind)
+    outcome = BackupOutcome()
     copy_error = None
     try:
-        from ..ops.sync import copy_new_backup  # pylint: disable=import-outside-toplevel
-        if copy_new_backup(cfg, backup)["copied"]:
-            backup = Repository(cfg.backup_dir).find(backup.manifest_path, allow_bad=True)
+        run_backup(cfg, args.kind, outcome)
     except BackupError as exc:
+        if outcome.backup is None:
+            raise
         copy_error = exc  # the local backup stays complete and listed; the command still fails
+    backup = outcome.backup
     if args.json:
         _print_json(backup.manifest)
         if copy_error:
@@ -151,8 +151,7 @@ def _cmd_create(cfg, args) -> int:
          % (backup.id, backup.kind, backup.database, backup.size, backup.manifest["duration_seconds"]))
     for entry in backup.manifest["files"]:
         _out("  %s" % backup.file_path(entry))
-    _out("restore with: %s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s"
-         % (PROG, backup.id, " --with-globals" if backup.kind == "full" else ""))
+    _out("restore with: %s" % restore_command(backup))
     for copy in backup.manifest.get("copies", []):
         _out("  copy at %s: %s" % (copy.get("destination"), copy.get("uri")))
     if copy_error:
@@ -161,8 +160,9 @@ def _cmd_create(cfg, args) -> int:
 
 
 def _cmd_list(cfg, args) -> int:
-    repo = open_repository(cfg, args.destination)  # the backup directory, or the copies at a destination
-    rows = [repo.summary(b) for b in repo.backups(kind=args.kind, database=args.database)]
+    from ..ops.listing import list_backups  # pylint: disable=import-outside-toplevel
+
+    rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination)
     if args.json:
         _print_json(rows)
         return 0
@@ -232,10 +232,12 @@ def _cmd_drill(cfg, args) -> int:
 
 
 def _cmd_cleanup(cfg, args) -> int:
-    from ..ops.cleanup import cleanup, format_cleanup  # pylint: disable=import-outside-toplevel
+    from ..ops.cleanup import format_cleanup, plan_cleanup, run_cleanup  # pylint: disable=import-outside-toplevel
 
-    result = cleanup(cfg, dry_run=args.dry_run, tz=args.timezone, leftover_grace=args.leftover_grace,
-                     repo=open_repository(cfg, args.destination))
+    if args.dry_run:
+        result = plan_cleanup(cfg, tz=args.timezone, leftover_grace=args.leftover_grace, destination=args.destination)
+    else:
+        result = run_cleanup(cfg, tz=args.timezone, leftover_grace=args.leftover_grace, destination=args.destination)
     if args.json:
         _print_json(result)
         return 0
@@ -309,10 +311,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         from ..ops.runner import perform  # pylint: disable=import-outside-toplevel
 
+        command = functools.partial(COMMANDS[args.command], cfg, args)
+        if getattr(args, "dry_run", False):
+            return command()  # a plan is not a run: recorded by nobody, as in a module's check mode
         # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
         kind = getattr(args, "kind", None) or (cfg.backup_type if args.command == "create" else None)
-        return perform(cfg, args.command, kind, functools.partial(COMMANDS[args.command], cfg, args),
-                       report=lambda: getattr(args, "health_report", None))
+        return perform(cfg, args.command, kind, command, report=lambda: getattr(args, "health_report", None))
     except BackupError as exc:
         _err("%s: error: %s" % (PROG, exc))
         return 1

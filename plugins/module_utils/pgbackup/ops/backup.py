@@ -1,15 +1,23 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Logical backups: full, schema and data with pg_dump; cluster globals with pg_dumpall."""
+"""Logical backups: full, schema and data with pg_dump; cluster globals with pg_dumpall.
+
+The operation every front end runs: ``plan_backup`` decides whether a backup is due (the ``max_age`` /
+``force`` window of the pg_backup module; check mode shows it), ``run_backup`` takes it and copies it to
+the destinations. The CLI's ``create``, the timers and the module call these two; none decides alone.
+"""
 
 from __future__ import annotations
 
+import getpass
 import os
+import shlex
 import socket
 import subprocess
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from .. import __version__
 from ..codec.compression import SUFFIX
@@ -17,6 +25,7 @@ from ..codec.stored import sealing_for
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, Config, parse_kind
 from ..core.clock import iso, utc_now
+from ..core.duration import format_duration, parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..model.manifest import FORMAT_VERSION, Backup
@@ -25,7 +34,9 @@ from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import describe_exit, stream_tool_to_file
 from ..pg.snapshot import SnapshotSession, snapshot_flag
 from ..repo.catalog import Repository
+from .sync import copy_new_backup
 
+PROG = "seawall-pgbackup"
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
 CLUSTER_DUMP_END = b"PostgreSQL database cluster dump complete"
@@ -221,3 +232,87 @@ def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
 def newest_good(cfg: Config, kind: str, database: Optional[str] = None) -> Optional[Backup]:
     found = Repository(cfg.backup_dir).backups(kind=kind, database=database)
     return found[-1] if found else None
+
+
+def database_of(url: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """The database libpq connects to for ``url``: its path, else PGDATABASE, else the user name."""
+    env = os.environ if env is None else env
+    target = DbTarget(url)
+    return target.dbname or env.get("PGDATABASE") or target.user or env.get("PGUSER") or getpass.getuser()
+
+
+def restore_command(backup: Backup, backup_dir: Optional[str] = None) -> str:
+    """The command that restores ``backup`` into a new database (globals first for a full backup)."""
+    return "%s%s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s" % (
+        PROG, " --backup-dir %s" % shlex.quote(backup_dir) if backup_dir else "", backup.id,
+        " --with-globals" if backup.kind == "full" else "")
+
+
+@dataclass
+class BackupPlan:
+    """Whether a run takes a backup, and why (what check mode and diff show)."""
+
+    kind: str
+    database: str
+    take: bool
+    reason: str
+    newest: Optional[Backup] = None
+    age_seconds: Optional[int] = None
+    max_age_seconds: int = 0
+    force: bool = False
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"type": self.kind, "database": self.database, "take": self.take, "reason": self.reason,
+                "newest": self.newest.id if self.newest else None, "age_seconds": self.age_seconds,
+                "max_age_seconds": self.max_age_seconds, "force": self.force}
+
+
+def decide_backup(kind: str, database: str, newest: Optional[Backup], max_age_seconds: int = 0,
+                  force: bool = False, now: Optional[datetime] = None) -> BackupPlan:
+    """The max_age window: skip only when a good backup of ``kind`` is younger than ``max_age_seconds`` (> 0)."""
+    age = max(0, int(((now or utc_now()) - newest.created_at).total_seconds())) if newest else None
+    plan = BackupPlan(kind, database, True, "", newest, age, max_age_seconds, force)
+    if force:
+        plan.reason = "force: a backup is taken whatever the newest one's age"
+    elif newest is None or age is None:
+        plan.reason = "no good %s backup of %s yet" % (kind, database)
+    elif max_age_seconds <= 0:
+        plan.reason = "max_age is 0: every run takes a backup"
+    elif age < max_age_seconds:
+        plan.take = False
+        plan.reason = ("a good %s backup of %s (%s) is %s old, younger than max_age %s"
+                       % (kind, database, newest.id, format_duration(age), format_duration(max_age_seconds)))
+    else:
+        plan.reason = ("the newest good %s backup of %s (%s) is %s old, not younger than max_age %s"
+                       % (kind, database, newest.id, format_duration(age), format_duration(max_age_seconds)))
+    return plan
+
+
+def plan_backup(cfg: Config, kind: Optional[str] = None, max_age: Any = 0, force: bool = False,
+                now: Optional[datetime] = None) -> BackupPlan:
+    """Whether ``run_backup`` is due; ``max_age`` is a duration (``'20h'``) or seconds, 0 meaning always."""
+    kind = kind or cfg.backup_type
+    max_age_seconds = int(parse_duration("max_age", 0 if max_age is None else max_age).total_seconds())
+    database = database_of(cfg.require_database_url())
+    return decide_backup(kind, database, newest_good(cfg, kind, database=database), max_age_seconds, force, now)
+
+
+@dataclass
+class BackupOutcome:
+    """What ``run_backup`` did: set as it goes, so a failed copy still shows the complete local backup."""
+
+    backup: Optional[Backup] = None
+    copies: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def run_backup(cfg: Config, kind: Optional[str] = None, outcome: Optional[BackupOutcome] = None) -> BackupOutcome:
+    """Take a backup of ``kind`` (default: the configured type), then copy it to every enabled destination.
+
+    A failed copy raises after ``outcome.backup`` is set: the local backup stays complete and listed.
+    """
+    outcome = outcome if outcome is not None else BackupOutcome()
+    outcome.backup = create_backup(cfg, kind)
+    outcome.copies = copy_new_backup(cfg, outcome.backup)["copied"]
+    if outcome.copies:  # the copies are recorded in the manifest
+        outcome.backup = Repository(cfg.backup_dir).find(outcome.backup.manifest_path, allow_bad=True)
+    return outcome

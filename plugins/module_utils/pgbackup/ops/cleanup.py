@@ -9,6 +9,9 @@ between planning and deleting. A backup is deleted manifest first, then its file
 leaves an unlisted leftover (removed later), never a listed backup with missing files. Files of an
 interrupted run (no manifest names them) are removed once older than a grace period.
 A dry run takes no lock and writes nothing.
+
+Every front end runs ``plan_cleanup`` (check mode, ``--dry-run``) or ``run_cleanup``; ``changed`` and
+``diff`` say what a result means for Ansible.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 from ..repo.retention import format_plan, normalize_policy, plan_retention, time_zone
 
 DEFAULT_LEFTOVER_GRACE = timedelta(hours=6)
@@ -138,6 +141,38 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
     log.info("cleanup", kept=len(plan.keep), deleted=len(deleted), leftovers_removed=len(removed),
              leftovers_kept=len(young), **where)
     return result
+
+
+def plan_cleanup(cfg: Config, policies: Optional[Mapping[str, Optional[Mapping[str, Any]]]] = None,
+                 tz: Optional[str] = None, leftover_grace: Any = None,
+                 now: Optional[datetime] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """The retention plan (keep or delete, with the reasons) and the leftovers to remove; changes nothing.
+
+    ``destination``: plan for the copies at that destination instead of the backup directory."""
+    return cleanup(cfg, dry_run=True, now=now, policies=policies, tz=tz, leftover_grace=leftover_grace,
+                   repo=open_repository(cfg, destination))
+
+
+def run_cleanup(cfg: Config, policies: Optional[Mapping[str, Optional[Mapping[str, Any]]]] = None,
+                tz: Optional[str] = None, leftover_grace: Any = None, lock_wait: Any = None,
+                now: Optional[datetime] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """Plan under the repository lock (waiting up to ``lock_wait``, a duration; default 30 s) and apply it."""
+    wait = LOCK_WAIT_SECONDS if lock_wait is None else parse_duration("lock_wait", lock_wait).total_seconds()
+    return cleanup(cfg, dry_run=False, now=now, policies=policies, tz=tz, leftover_grace=leftover_grace,
+                   wait_seconds=wait, repo=open_repository(cfg, destination))
+
+
+def changed(result: Mapping[str, Any]) -> bool:
+    """Whether the run deleted something (a dry run: whether it would)."""
+    if result["dry_run"]:
+        return bool(result["to_delete"] or result["leftovers_to_remove"])
+    return bool(result["deleted"] or result["leftovers_removed"])
+
+
+def diff(result: Mapping[str, Any]) -> Dict[str, Any]:
+    """The backups and leftovers before and after (the plan's view, so check mode shows the same)."""
+    return {"before": {"backups": [d["id"] for d in result["plan"]], "leftovers": list(result["leftovers_to_remove"])},
+            "after": {"backups": list(result["kept"]), "leftovers": []}}
 
 
 def format_cleanup(result: Mapping[str, Any]) -> List[str]:

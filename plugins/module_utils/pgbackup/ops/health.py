@@ -7,6 +7,9 @@ Plus (health_checks.py) the newest backup's checksums, free disk space with a pr
 runs' outcome and the last DR drill, with thresholds from ``monitoring.healthChecks``. Statuses
 follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitoring can run the
 command as it is.
+
+Health has no separate plan: the checks only read. Front ends run ``health`` through the run hook
+(ops/runner.perform), except in check mode; ``failure`` decides when a caller fails (``fail_on``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..repo.catalog import Repository
 from .health_checks import check_checksum, check_disk, check_drill, check_last_runs, recent_full_size, worst
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
+FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
 WARNING_SLACK = timedelta(minutes=30)   # a run may start late (RandomizedDelaySec, a long previous run)
 CRITICAL_SLACK = timedelta(hours=2)     # a daily full older than 26 h is critical
 
@@ -108,3 +112,12 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     checks.append(check_drill(repo.log_dir, limits, now))
     status = worst(checks)
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
+
+
+def failure(report: Mapping[str, Any], fail_on: str = "critical") -> Optional[str]:
+    """The one-line failure of ``report`` when its status reaches ``fail_on``; None when it does not."""
+    if STATUS_CODE[report["status"]] < FAIL_ON[fail_on]:
+        return None
+    bad = [c for c in report["checks"] if c["status"] != "ok"]
+    return "health is %s: %s" % (report["status"].upper(), "; ".join(
+        "%s %s: %s" % (c["check"], c["status"], c["reason"]) for c in bad))
