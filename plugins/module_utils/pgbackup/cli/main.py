@@ -22,6 +22,7 @@ from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
 from ..core.errors import BackupError
+from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
 PROG = "seawall-pgbackup"
@@ -167,7 +168,7 @@ def _cmd_list(cfg, args) -> int:
         _print_json(rows)
         return 0
     if not rows:
-        _out("no backups in %s" % repo.where)
+        _out("no backups in %s" % open_repository(cfg, args.destination).where)
         return 0
     _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
     for row in rows:
