@@ -139,7 +139,8 @@ def test_the_cli_destination_commands_use_the_one_catalog(pair, tmp_path, monkey
         opened.append((destination, type(repo).__name__, repo.store.kind))
         return repo
 
-    for module in ("seawall_pgbackup.cli.main", "seawall_pgbackup.ops.restore"):
+    for module in ("seawall_pgbackup.cli.main", "seawall_pgbackup.ops.restore", "seawall_pgbackup.ops.listing",
+                   "seawall_pgbackup.ops.cleanup"):
         monkeypatch.setattr(module + ".open_repository", spy)
     fetched = []
     real_copy = Repository.local_copy
