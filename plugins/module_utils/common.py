@@ -85,5 +85,6 @@ def run_operation(module, cfg, command, kind, action, report=None, exit_code=Non
     try:
         return perform(cfg, command, kind, action, report=report, exit_code=exit_code or (lambda _result: 0))
     except BackupError as exc:
-        fail_on_backup_error(module, exc, **result)
+        # An operation that ran and failed may carry what it did (``exc.result``: the failed record, the report).
+        fail_on_backup_error(module, exc, **dict(result, **(getattr(exc, 'result', None) or {})))
         raise  # not reached: fail_json exits

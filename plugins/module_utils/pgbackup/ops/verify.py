@@ -226,8 +226,9 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         except BackupError as exc:
             raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
         record["rto_seconds"] = result.seconds
-        details = ["restored %d objects into %s on %s in %.1f s"
-                   % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds)]
+        details = ["restored %d objects into %s on %s in %.1f s%s"
+                   % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds,
+                      ", the backup's roles created first" if result.globals_applied else "")]
         recorded = backup.manifest.get("table_rows")
         if backup.kind == "full" and recorded is not None:
             counts = count_rows(psql, scratch)
