@@ -192,3 +192,34 @@ def test_a_failed_verification_fails_and_is_recorded_from_every_front_end(source
     assert "probe 'SELECT false' returned [['f']], not true" in run["error"]
     # Verify it again so the backup counts as good for the rows that follow.
     cli.run(["verify", backup_id, "--level", "checksum"], source["env"])
+
+
+def test_module_restore_is_idempotent_on_the_recorded_backup_and_refuses_an_occupied_target(source):
+    """The engine's plan decides: skip a target that records the backup, refuse one holding objects."""
+    backup_id = source["backup"]["id"]
+    database = "%s_idem" % source["name"]
+    url = target_url(source, "same", database)
+    first = run_module(source, "pg_backup_restore", {"backup": backup_id, "target_url": url}, "idem-1")
+    assert first["changed"] is True and first["restored_before"] is None, first.get("msg")
+    again = run_module(source, "pg_backup_restore", {"backup": backup_id, "target_url": url}, "idem-2")
+    assert again["changed"] is False and again["restore"] is None and again["restored_before"] == backup_id
+    assert again["skipped_reason"] == ("%s already holds %s (restored earlier); force=true restores it again"
+                                       % (database, backup_id))
+    forced = run_module(source, "pg_backup_restore", {"backup": backup_id, "target_url": url, "force": True},
+                        "idem-3")
+    assert forced.get("failed") is True and forced["step"] == "restore"
+    assert forced["msg"] == ("target database %s already holds %d user objects (restored from %s): restore into "
+                             "another database or set replace=true to replace it"
+                             % (database, first["restore"]["objects"], backup_id))
+
+
+def test_module_verify_skips_a_recent_enough_verification(source):
+    backup_id = source["backup"]["id"]
+    cli.run(["verify", backup_id, "--level", "archive"], source["env"])
+    skipped = run_module(source, "pg_backup_verify", {"backup": backup_id, "level": "checksum", "max_age": "1d"},
+                         "verify-skip")
+    assert skipped["changed"] is False and skipped["verification"]["level"] == "archive"
+    assert skipped["skipped_reason"].startswith("%s passed an archive verification " % backup_id)
+    deeper = run_module(source, "pg_backup_verify", {"backup": backup_id, "level": "restore", "max_age": "1d"},
+                        "verify-deeper")
+    assert deeper["changed"] is True and deeper["verification"]["level"] == "restore", deeper.get("msg")
