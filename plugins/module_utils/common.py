@@ -93,5 +93,6 @@ def run_operation(module, cfg, command, kind, action, report=None, exit_code=Non
     except BackupError as exc:
         if partial_result is not None:
             result.update(partial_result())
-        fail_on_backup_error(module, exc, **result)
+        # An operation that ran and failed may carry what it did (``exc.result``: the failed record, the report).
+        fail_on_backup_error(module, exc, **dict(result, **(getattr(exc, 'result', None) or {})))
         raise  # not reached: fail_json exits

@@ -95,8 +95,10 @@ options:
       - Create the backup's roles, role memberships and settings and tablespaces first, for a fresh cluster.
       - Roles that exist and the connecting role are never altered.
       - Needs a V(full) or V(globals) backup.
+      - If not set, this happens for a V(full) backup only when O(target_url) names another server than
+        O(database_url) (another cluster lacks the roles that own the objects; the source cluster has them),
+        as for M(seawall.pgbackup.pg_backup_verify), the drill and C(seawall-pgbackup restore).
     type: bool
-    default: false
   jobs:
     description:
       - Parallel C(pg_restore) jobs.
@@ -282,60 +284,16 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.binaries import any_psql
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError,
-    NotFound,
-    RestoreError)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.client import (database_exists,
-    user_object_count)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (restore_backup,
-    select_backup)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.restorer import restored_backup_id
-
-RECORDED_KINDS = ('full', 'schema')
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import plan_restore, run_restore
 
 
 def describe(target, database=None):
     """The target without its URL: Ansible masks any string equal to a no_log option such as target_url."""
     return dict(server=target.hostinfo, database=database or target.dbname, user=target.user)
-
-
-def target_of(cfg, params):
-    """The target DbTarget (password borrowed as the engine does), or None for a new partial database."""
-    if params['target_url']:
-        target = DbTarget(params['target_url'])
-        if cfg.database_url:
-            target.borrow_password(DbTarget(cfg.database_url))
-        return target
-    if params['tables'] or params['schemas']:
-        return None
-    return DbTarget(cfg.require_database_url())
-
-
-def maintenance_database(psql, target):
-    """A database of the target's server to look at pg_database from (postgres, else template1)."""
-    last = None
-    for name in ('postgres', 'template1'):
-        candidate = target.for_database(name)
-        try:
-            database_exists(psql, candidate, name)
-            return candidate
-        except BackupError as exc:
-            if 'does not exist' not in str(exc):
-                raise
-            last = exc
-    raise RestoreError('%s: neither database postgres nor template1 can be reached: %s' % (target.url, last))
-
-
-def inspect_target(cfg, target):
-    """(exists, recorded backup id, user objects) of the target database; read-only."""
-    psql = any_psql(cfg.pg_bin_dir)
-    admin = maintenance_database(psql, target)
-    if not database_exists(psql, admin, target.dbname):
-        return False, None, 0
-    return True, restored_backup_id(psql, target), user_object_count(psql, target)
 
 
 def main():
@@ -347,7 +305,7 @@ def main():
         target_url=dict(type='str', no_log=True),
         replace=dict(type='bool', default=False),
         force=dict(type='bool', default=False),
-        with_globals=dict(type='bool', default=False),
+        with_globals=dict(type='bool'),
         jobs=dict(type='int'),
         tables=dict(type='list', elements='str', default=[]),
         schemas=dict(type='list', elements='str', default=[]),
@@ -360,13 +318,10 @@ def main():
     cfg = pgbackup_config(module)
     result = dict(changed=False, restore=None, backup=None, target=None, restored_before=None, skipped_reason=None,
                   backup_dir=os.path.abspath(cfg.backup_dir))
-
     with engine_errors(module, **result):
-        target = target_of(cfg, params)
-        if target is not None:
-            result['target'] = describe(target)
         try:
-            backup = select_backup(cfg, params['backup'], params['type'], params['before'])
+            plan = plan_restore(cfg, params['backup'], params['type'], params['before'], params['target_url'],
+                                params['tables'], params['schemas'], clean=params['replace'], force=params['force'])
         except NotFound as exc:
             if module.check_mode and params['backup'] == 'latest':
                 # An earlier task of the play (pg_backup) may take it.
@@ -374,53 +329,31 @@ def main():
                 result['changed'] = True
                 module.exit_json(**result)
             raise
-        result['backup'] = backup.summary()
-        exists, recorded, objects = False, None, 0
-        if target is not None and target.dbname and backup.kind in RECORDED_KINDS:
-            exists, recorded, objects = inspect_target(cfg, target)
-            target.close()
-    result['restored_before'] = recorded
-    where = target.dbname if target is not None and target.dbname else 'a new temporary database'
-    before = dict(restored_backup=recorded)
-    after = dict(restored_backup=backup.id)
-
-    if exists and recorded == backup.id and not params['force']:
-        result['skipped_reason'] = ('%s already holds %s (restored earlier); force=true restores it again'
-                                    % (where, backup.id))
-        if module._diff:
-            result['diff'] = dict(before=before, after=before)
+    result.update(backup=plan.backup.summary(), restored_before=plan.recorded,
+                  target=describe(plan.target) if plan.target is not None else None)
+    before, after = dict(restored_backup=plan.recorded), dict(restored_backup=plan.backup.id)
+    if module._diff:
+        result['diff'] = dict(before=before, after=after if plan.runs else before)
+    if not plan.runs:
+        result['skipped_reason'] = '%s; force=true restores it again' % plan.skip_reason
         module.exit_json(**result)
-
-    if module.check_mode and exists and objects and not params['replace']:
-        # The restore would be refused (by the engine, before it touches anything): say so in check mode too.
-        module.fail_json(msg='target database %s already holds %d user objects%s: restore into another database '
-                             'or set replace=true to replace it'
-                             % (where, objects, ' (restored from %s)' % recorded if recorded else ''),
+    if plan.refusal:
+        # Refused before anything is touched, in check mode as in a run.
+        module.fail_json(msg='%s: restore into another database or set replace=true to replace it' % plan.refusal,
                          step='restore', **result)
-
     if module.check_mode:
         result['changed'] = True
-        result['skipped_reason'] = None
-        if module._diff:
-            result['diff'] = dict(before=before, after=after)
         module.exit_json(**result)
 
-    try:
-        restored = restore_backup(cfg, backup.id, target_url=params['target_url'], clean=params['replace'],
-                                  with_globals=params['with_globals'], jobs=params['jobs'],
-                                  tables=params['tables'], schemas=params['schemas'])
-    except BackupError as exc:
-        # The engine speaks the command's language (--clean); this module's option is replace.
-        module.fail_json(msg=str(exc).replace('pass --clean to replace', 'set replace=true to replace'),
-                         step=exc.step, **result)
-    result['changed'] = True
-    result['restore'] = restored.as_dict()
-    if target is None:
+    restored = run_operation(module, cfg, 'restore', plan.backup.kind,
+                             lambda: run_restore(cfg, plan, clean=params['replace'],
+                                                 with_globals=params['with_globals'], jobs=params['jobs'],
+                                                 tables=params['tables'], schemas=params['schemas']), **result)
+    result.update(changed=True, restore=restored.as_dict())
+    if plan.target is None:
         result['target'] = describe(DbTarget(cfg.require_database_url()), restored.database)
     for warning in restored.warnings:
-        module.warn('%s: %s' % (backup.id, warning))
-    if module._diff:
-        result['diff'] = dict(before=before, after=after)
+        module.warn('%s: %s' % (plan.backup.id, warning))
     module.exit_json(**result)
 
 

@@ -275,7 +275,6 @@ step:
   sample: verify
 '''
 
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -284,229 +283,109 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    run_operation,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import (
-    INVALID_DURATION,
-    format_duration,
-    parse_duration,
-)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.binaries import any_psql
+from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import INVALID_DURATION, parse_duration
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound, VerifyError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import (DrillFailed,
+    plan_drill,
+    run_drill)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.verify import (DEFAULT_KIND,
+    DEFAULT_LEVEL,
+    LEVELS,
+    plan_verify,
+    run_verify)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.clock import parse_iso, utc_now
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.model.drillreport import LATEST_REPORT
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import run_drill
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError,
-    ConnectionFailed,
-    NotFound,
-    VerifyError)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.pg.client import query
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.verify import LEVELS, verify_and_record
-
-RESTORABLE_KINDS = ('full', 'schema')
 
 
-def age_of(moment_text):
-    """Seconds since an engine ISO time; None when it is missing or unreadable."""
-    try:
-        return max(0, int((utc_now() - parse_iso(moment_text)).total_seconds()))
-    except (TypeError, ValueError):
-        return None
-
-
-def passed_within(verification, level, max_age):
-    """Age of ``verification`` when it passed at ``level`` or higher less than ``max_age`` ago, else None."""
-    if not verification or verification.get('ok') is not True or verification.get('level') not in LEVELS:
-        return None
-    if LEVELS.index(verification['level']) < LEVELS.index(level):
-        return None
-    age = age_of(verification.get('at'))
-    if age is None or age >= max_age:
-        return None
-    return age
-
-
-def read_report(path):
-    try:
-        with open(path, encoding='utf-8') as handle:
-            report = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
-
-
-def reach_server(cfg, server):
-    """Connect to the server of the restore level before verifying.
-
-    An unreachable server or a wrong password says nothing about the backup, but a restore-level
-    verification that cannot restore is recorded as failed (and the backup then counts as bad):
-    fail before anything is recorded instead.
-    """
-    psql = any_psql(cfg.pg_bin_dir)
-    target = server if server is not None else DbTarget(cfg.require_database_url())
-    for name in ('postgres', 'template1'):
-        try:
-            query(psql, target.for_database(name), 'SELECT 1', timeout=60)
-            return
-        except BackupError as exc:
-            if 'does not exist' not in str(exc) or name == 'template1':
-                raise ConnectionFailed('%s (nothing was verified or recorded)' % exc) from None
-
-
-def none_yet(module, result, exc):
-    """Check mode without a backup yet: an earlier task of the play (pg_backup) may take one."""
-    module.warn('%s: the run fails unless an earlier task takes one' % exc)
-    result['changed'] = True
-    module.exit_json(**result)
-
-
-def source_database(cfg):
-    return DbTarget(cfg.database_url).dbname if cfg.database_url else None
-
-
-def diff_of(before, after):
-    return dict(before=dict(verification=before), after=dict(verification=after))
-
-
-def run_verify(module, cfg, max_age, result):
-    params = module.params
-    level = params['level']
-    repo = Repository(cfg.backup_dir)
-    latest = params['backup'] == 'latest'
+def planned(module, result, make_plan):
+    """The engine's plan. In check mode, no backup yet is a warning: an earlier task of the play may take one."""
     with engine_errors(module, **result):
         try:
-            backup = repo.find(params['backup'], kind=params['type'] if latest else None,
-                               database=source_database(cfg) if latest else None, allow_bad=True)
+            return make_plan()
         except NotFound as exc:
-            if module.check_mode and latest:
-                none_yet(module, result, exc)
+            if module.check_mode and module.params['backup'] == 'latest':
+                module.warn('%s: the run fails unless an earlier task takes one' % exc)
+                result['changed'] = True
+                module.exit_json(**result)
             raise
-    result['backup'] = backup.summary()
-    before = backup.manifest.get('verification')
-    if level == 'restore' and backup.kind not in RESTORABLE_KINDS:
-        # Refused here: the engine would record the refusal as a failed verification (a bad backup).
-        module.fail_json(msg='the restore level needs a full or schema backup; %s is a %s backup: use level=archive'
-                             % (backup.id, backup.kind), step='config', **result)
 
-    age = passed_within(before, level, max_age) if max_age > 0 else None
-    if age is not None:
-        result['verification'] = before
-        result['skipped_reason'] = ('%s passed %s %s verification %s ago, younger than max_age %s'
-                                    % (backup.id, 'an' if before['level'] == 'archive' else 'a', before['level'],
-                                       format_duration(age), format_duration(max_age)))
-        if module._diff:
-            result['diff'] = diff_of(before, before)
-        module.exit_json(**result)
 
-    if module.check_mode:
-        result['changed'] = True
-        if module._diff:
-            result['diff'] = diff_of(before, '(a new %s verification of %s)' % (level, backup.id))
-        module.exit_json(**result)
-
-    with engine_errors(module, **result):
-        server = None
-        if params['target_url']:
-            server = DbTarget(params['target_url'])
-            if cfg.database_url:
-                server.borrow_password(DbTarget(cfg.database_url))
-        with_globals = params['with_globals']
-        if with_globals is None:
-            # Another cluster lacks the roles the objects belong to; the source's own cluster has them.
-            with_globals = bool(server is not None and cfg.database_url
-                                and server.hostinfo != DbTarget(cfg.database_url).hostinfo)
-        probes = params['probes'] if params['probes'] is not None else cfg.verify_probes
-        if level == 'restore':
-            reach_server(cfg, server)
-        record = verify_and_record(cfg, backup.id, level=level, server=server, probes=probes,
-                                   with_globals=with_globals)[0]
-        if server is not None:
-            server.close()
-    result['changed'] = True
-    verification = dict((key, value) for key, value in record.items() if key not in ('id', 'type'))
-    result['verification'] = verification
-    with engine_errors(module, **result):
-        result['backup'] = repo.find(backup.id, allow_bad=True).summary()
+def finish(module, result, plan, before, after):
+    """Exit for a plan that skips (changed=false) or, in check mode, one that would run."""
+    result['changed'] = plan.runs
+    if not plan.runs:
+        result['skipped_reason'] = plan.skip_reason
     if module._diff:
-        result['diff'] = diff_of(before, verification)
-    if not verification['ok']:
-        module.fail_json(msg='backup %s failed %s verification: %s' % (backup.id, level, verification['details']),
-                         step='verify', **result)
+        result['diff'] = dict(before=dict(verification=before), after=dict(verification=after))
     module.exit_json(**result)
 
 
-def run_dr_drill(module, cfg, max_age, result):
+def drilled(cfg, report, result):
+    """The backup a drill report names, and its recorded verification, into the result."""
+    for backup in Repository(cfg.backup_dir).backups(include_bad=True):
+        if backup.id == (report or {}).get('backup_id'):
+            result.update(backup=backup.summary(), verification=backup.manifest.get('verification'))
+    return result
+
+
+def verify(module, cfg, max_age, result):
     params = module.params
-    if params['backup'] != 'latest' or params['type'] != 'full':
+    plan = planned(module, result, lambda: plan_verify(cfg, params['backup'], params['level'], params['type'],
+                                                       max_age))
+    result['backup'] = plan.backup.summary()
+    if not plan.runs:
+        result['verification'] = plan.recorded
+        finish(module, result, plan, plan.recorded, plan.recorded)
+    if module.check_mode:
+        finish(module, result, plan, plan.recorded, '(%s)' % plan.reason)
+
+    def action():
+        record = run_verify(cfg, plan, params['target_url'], params['probes'], params['with_globals'])
+        verification = dict((key, value) for key, value in record.items() if key not in ('id', 'type'))
+        shaped = dict(changed=True, verification=verification,
+                      backup=Repository(cfg.backup_dir).find(plan.backup.id, allow_bad=True).summary())
+        if not record['ok']:
+            failed = VerifyError('backup %s failed %s verification: %s'
+                                 % (plan.backup.id, plan.level, verification['details']))
+            failed.result = shaped  # what the run recorded, in the failed task's result
+            raise failed
+        return shaped
+
+    result.update(run_operation(module, cfg, 'verify', None, action, **result))
+    if module._diff:
+        result['diff'] = dict(before=dict(verification=plan.recorded), after=dict(verification=result['verification']))
+    module.exit_json(**result)
+
+
+def drill(module, cfg, max_age, result):
+    params = module.params
+    if params['backup'] != 'latest' or params['type'] != DEFAULT_KIND:
         module.fail_json(msg='drill=true always restores the newest good full backup: leave backup (latest) and '
                              'type (full) unset', step='config', **result)
-    repo = Repository(cfg.backup_dir)
-    report_path = os.path.join(repo.log_dir, LATEST_REPORT)
-    result['report_path'] = report_path
-    with engine_errors(module, **result):
-        database = DbTarget(cfg.require_database_url()).dbname
-        try:
-            newest = repo.find('latest', kind='full', database=database)
-        except NotFound as exc:
-            if module.check_mode:
-                none_yet(module, result, exc)
-            raise
-    result['backup'] = newest.summary()
-    before = newest.manifest.get('verification')
-
-    if max_age > 0:
-        previous = read_report(report_path)
-        age = age_of(previous.get('finished_at')) if previous else None
-        if previous and previous.get('ok') is True and previous.get('database') in (database, None) \
-                and age is not None and age < max_age:
-            result['report'] = previous
-            drilled = [b for b in repo.backups(include_bad=True) if b.id == previous.get('backup_id')]
-            if drilled:
-                result['backup'] = drilled[0].summary()
-                result['verification'] = drilled[0].manifest.get('verification')
-            result['skipped_reason'] = ('the DR drill of %s succeeded %s ago (RTO %s s), younger than max_age %s'
-                                        % (previous.get('backup_id'), format_duration(age),
-                                           previous.get('rto_seconds'), format_duration(max_age)))
-            module.exit_json(**result)
-
+    plan = planned(module, result, lambda: plan_drill(cfg, max_age))
+    result.update(report_path=plan.report_path, backup=plan.backup.summary())
+    before = plan.backup.manifest.get('verification')
+    if not plan.runs:
+        result['report'] = plan.previous
+        drilled(cfg, plan.previous, result)
+        finish(module, result, plan, result['verification'], result['verification'])
     if module.check_mode:
-        result['changed'] = True
-        if module._diff:
-            result['diff'] = diff_of(before, '(a DR drill of %s)' % newest.id)
-        module.exit_json(**result)
+        finish(module, result, plan, before, '(%s)' % plan.reason)
 
-    started = utc_now()
-    probes = params['probes'] if params['probes'] is not None else cfg.verify_probes
-    with engine_errors(module, **result):
-        server = None
-        if params['target_url']:
-            server = DbTarget(params['target_url'])
-            server.borrow_password(DbTarget(cfg.require_database_url()))
-        reach_server(cfg, server)
-        if server is not None:
-            server.close()
+    def action():
         try:
-            report = run_drill(cfg, params['target_url'], probes=probes, with_globals=params['with_globals'])
-        except VerifyError as exc:
-            # The engine wrote the report (and recorded the failed verification) before raising.
-            report = read_report(report_path)
-            fresh = report is not None and age_of(report.get('started_at')) is not None \
-                and parse_iso(report['started_at']) >= started
-            if fresh:
-                result.update(changed=True, report=report)
-                drilled = [b for b in repo.backups(include_bad=True) if b.id == report.get('backup_id')]
-                if drilled:
-                    result['backup'] = drilled[0].summary()
-                    result['verification'] = drilled[0].manifest.get('verification')
-            module.fail_json(msg=str(exc), step=exc.step, **result)
-    result['changed'] = True
-    result['report'] = report
-    with engine_errors(module, **result):
-        drilled = repo.find(report['backup_id'], allow_bad=True)
-    result['backup'] = drilled.summary()
-    result['verification'] = drilled.manifest.get('verification')
+            report = run_drill(cfg, params['target_url'], params['probes'], params['with_globals'], plan=plan)
+        except DrillFailed as exc:  # the report was written (and the failed verification recorded) first
+            exc.result = drilled(cfg, exc.report, dict(changed=True, report=exc.report))
+            raise
+        return drilled(cfg, report, dict(changed=True, report=report))
+
+    result.update(run_operation(module, cfg, 'drill', None, action, **result))
     if module._diff:
-        result['diff'] = diff_of(before if drilled.id == newest.id else None, result['verification'])
+        after = result['verification']
+        result['diff'] = dict(before=dict(verification=before if result['backup']['id'] == plan.backup.id else None),
+                              after=dict(verification=after))
     module.exit_json(**result)
 
 
@@ -514,8 +393,8 @@ def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
         backup=dict(type='str', default='latest'),
-        type=dict(type='str', default='full', choices=['full', 'schema', 'data', 'globals']),
-        level=dict(type='str', default='archive', choices=list(LEVELS)),
+        type=dict(type='str', default=DEFAULT_KIND, choices=['full', 'schema', 'data', 'globals']),
+        level=dict(type='str', default=DEFAULT_LEVEL, choices=list(LEVELS)),
         target_url=dict(type='str', no_log=True),
         probes=dict(type='list', elements='str'),
         with_globals=dict(type='bool'),
@@ -530,10 +409,7 @@ def main():
     cfg = pgbackup_config(module)
     result = dict(changed=False, verification=None, report=None, backup=None, skipped_reason=None,
                   backup_dir=os.path.abspath(cfg.backup_dir))
-    if module.params['drill']:
-        run_dr_drill(module, cfg, max_age, result)
-    else:
-        run_verify(module, cfg, max_age, result)
+    (drill if module.params['drill'] else verify)(module, cfg, max_age, result)
 
 
 if __name__ == '__main__':

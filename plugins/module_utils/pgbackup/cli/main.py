@@ -66,15 +66,15 @@ def _parser() -> argparse.ArgumentParser:
                                               "prefer a passfile to a password in this URL")
     restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
-    restore.add_argument("--with-globals", action="store_true", help="first create the backup's roles on the target")
+    _with_globals_option(restore)
     restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
     restore.add_argument("--json", action="store_true")
     _destination_option(restore)
 
     verify = sub.add_parser("verify", help="check checksums and read archives back")
     verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
-    verify.add_argument("--level", choices=("checksum", "archive", "restore"), default="archive",
-                        help="restore: also restore into a scratch database and compare row counts")
+    verify.add_argument("--level", choices=("checksum", "archive", "restore"),
+                        help="default archive; restore: also restore into a scratch database and compare row counts")
     verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
     _restore_check_options(verify)
     verify.add_argument("--json", action="store_true")
@@ -115,8 +115,13 @@ def _restore_check_options(parser: argparse.ArgumentParser) -> None:
                                              "default: DATABASE_URL's server)")
     parser.add_argument("--probe", action="append", default=[], metavar="SQL",
                         help="a query that must return true on the restored database (repeatable)")
-    parser.add_argument("--with-globals", action="store_true", default=None,
-                        help="create the backup's roles first (default: only on another server)")
+    _with_globals_option(parser)
+
+
+def _with_globals_option(parser: argparse.ArgumentParser) -> None:
+    # Unset (None): the engine's one default (ops/verify.globals_default), the same in every front end.
+    parser.add_argument("--with-globals", action=argparse.BooleanOptionalAction, default=None,
+                        help="create the backup's roles first (default: only on another server than DATABASE_URL's)")
 
 
 def _out(text: str) -> None:
@@ -196,16 +201,18 @@ def _cmd_restore(cfg, args) -> int:
 
 
 def _cmd_verify(cfg, args) -> int:
-    from ..ops.verify import verify_and_record  # pylint: disable=import-outside-toplevel
+    from ..ops.verify import (DEFAULT_LEVEL, check_settings, plan_verify,  # pylint: disable=import-outside-toplevel
+                              run_verify, verify_and_record)
 
-    server = None
-    if args.target_url:
-        server = DbTarget(args.target_url)
-        if cfg.database_url:
-            server.borrow_password(DbTarget(cfg.database_url))
-    results = verify_and_record(cfg, args.backup, level=args.level, kind=args.kind, server=server,
-                                probes=args.probe or cfg.verify_probes, with_globals=bool(args.with_globals),
-                                repo=open_repository(cfg, args.destination))
+    probes = args.probe or None  # none given: the configuration's
+    repo = open_repository(cfg, args.destination)  # the backup directory, or the copies at a destination
+    if args.backup:
+        plan = plan_verify(cfg, args.backup, level=args.level, kind=args.kind, repo=repo)
+        results = [run_verify(cfg, plan, args.target_url, probes, args.with_globals)]
+    else:  # every good backup, and the data files no manifest names
+        server, probes, with_globals = check_settings(cfg, args.target_url, probes, args.with_globals)
+        results = verify_and_record(cfg, None, level=args.level or DEFAULT_LEVEL, kind=args.kind, server=server,
+                                    probes=probes, with_globals=with_globals, repo=repo)
     if args.json:
         _print_json(results)
     else:
@@ -223,7 +230,7 @@ def _cmd_verify(cfg, args) -> int:
 def _cmd_drill(cfg, args) -> int:
     from ..ops.drill import run_drill  # pylint: disable=import-outside-toplevel
 
-    report = run_drill(cfg, args.target_url, probes=args.probe or cfg.verify_probes, with_globals=args.with_globals)
+    report = run_drill(cfg, args.target_url, probes=args.probe or None, with_globals=args.with_globals)
     if args.json:
         _print_json(report)
     else:

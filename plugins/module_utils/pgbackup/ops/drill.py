@@ -9,31 +9,95 @@ intact and how long the restore took: the recovery time objective measured, not 
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.clock import iso, utc_now
+from ..core.duration import format_duration
 from ..core.errors import BackupError, VerifyError
 from ..core.fsutil import write_json_atomic
 from ..model.drillreport import LATEST_REPORT
+from ..model.manifest import Backup
 from ..repo.catalog import Repository
-from .verify import verify_and_record
+from .verify import DEFAULT_KIND, age_of, check_settings, verify_and_record
 
 
-def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[str] = (),
-              with_globals: Optional[bool] = None) -> Dict[str, Any]:
-    """Run the drill; the report is written whatever the outcome, and a failed drill raises afterwards."""
+class DrillFailed(VerifyError):
+    """The drill ran and failed (or could not run); ``report`` is the report written for it."""
+
+    def __init__(self, message: str, report: Dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def report_path(cfg: Config) -> str:
+    return os.path.join(Repository(cfg.backup_dir).log_dir, LATEST_REPORT)
+
+
+def read_report(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+@dataclass
+class DrillPlan:
+    """What a drill run would do: drill ``backup`` (the newest good full one), or skip for a recent drill."""
+
+    backup: Backup
+    report_path: str
+    previous: Optional[Dict[str, Any]] = None  # the recent successful report that makes the run skip
+    skip_reason: Optional[str] = None
+
+    @property
+    def runs(self) -> bool:
+        return self.skip_reason is None
+
+    @property
+    def reason(self) -> str:
+        return self.skip_reason or "a DR drill of %s" % self.backup.id
+
+
+def plan_drill(cfg: Config, max_age: int = 0) -> DrillPlan:
+    """The backup the drill restores; with ``max_age`` (seconds), skip when logs/drill-latest.json reports a
+    successful drill of this database that finished less than that long ago (whichever backup it restored)."""
+    database = DbTarget(cfg.require_database_url()).dbname
+    newest = Repository(cfg.backup_dir).find("latest", kind=DEFAULT_KIND, database=database)
+    plan = DrillPlan(newest, report_path(cfg))
+    if max_age > 0:
+        previous = read_report(plan.report_path)
+        age = age_of(previous.get("finished_at")) if previous else None
+        if previous and previous.get("ok") is True and previous.get("database") in (database, None) \
+                and age is not None and age < max_age:
+            plan.previous = previous
+            plan.skip_reason = ("the DR drill of %s succeeded %s ago (RTO %s s), younger than max_age %s"
+                                % (previous.get("backup_id"), format_duration(age), previous.get("rto_seconds"),
+                                   format_duration(max_age)))
+    return plan
+
+
+def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Sequence[str]] = None,
+              with_globals: Optional[bool] = None, plan: Optional[DrillPlan] = None) -> Dict[str, Any]:
+    """Run the drill (unless ``plan`` skips it: then the previous report); the report is written whatever
+    the outcome, and a failed drill raises DrillFailed afterwards.
+
+    Unset options take the one default of every front end (``verify.check_settings``): probes from the
+    configuration, roles first only on another server than DATABASE_URL's.
+    """
+    if plan is not None and not plan.runs:
+        return dict(plan.previous or {})
     source = DbTarget(cfg.require_database_url())
-    server = DbTarget(server_url) if server_url else source
-    if server_url:
-        server.borrow_password(source)
-    if with_globals is None:
-        # Another cluster lacks the roles the objects belong to; the source's own cluster has them.
-        with_globals = server.hostinfo != source.hostinfo
+    server, probes, with_globals = check_settings(cfg, server_url, probes, with_globals)
+    server = server or source
     repo = Repository(cfg.backup_dir)
-    backup = repo.find("latest", kind="full", database=source.dbname)
+    backup = plan.backup if plan is not None else repo.find("latest", kind=DEFAULT_KIND, database=source.dbname)
     started = utc_now()
     try:
         result = verify_and_record(cfg, backup.id, level="restore", server=server, probes=probes,
@@ -60,5 +124,5 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
     server.close()
     source.close()
     if not report["ok"]:
-        raise VerifyError("DR drill failed: %s" % report["details"])
+        raise DrillFailed("DR drill failed: %s" % report["details"], report)
     return report

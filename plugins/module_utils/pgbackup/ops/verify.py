@@ -9,13 +9,15 @@ import os
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..codec.integrity import verify_checksums
 from ..codec.stored import open_stored
 from ..config.connection import DbTarget
 from ..config.settings import Config
-from ..core.clock import iso, utc_now
+from ..core.clock import iso, parse_iso, utc_now
+from ..core.duration import format_duration
 from ..core.errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
                            VerifyError)
 from ..core.runlog import RunLog
@@ -29,8 +31,139 @@ from ..repo.catalog import Repository
 from .backup import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
 
 LEVELS = ("checksum", "archive", "restore")
+# The defaults of verify and drill, for every front end (CLI, modules, timers): decided here only.
+DEFAULT_LEVEL = "archive"
+DEFAULT_KIND = "full"  # what 'latest' picks
+RESTORABLE_KINDS = ("full", "schema")
 # Failures of the surroundings, not of the backup: raised to the caller, never recorded in the manifest.
 UNVERIFIABLE = (ConnectionFailed, ClientToolError, ConfigError, LockedError, ResourceError)
+
+
+def source_target(cfg: Config) -> Optional[DbTarget]:
+    return DbTarget(cfg.database_url) if cfg.database_url else None
+
+
+def source_database(cfg: Config) -> Optional[str]:
+    """The database of DATABASE_URL: 'latest' means the newest backup of it (of any database when unset)."""
+    source = source_target(cfg)
+    return source.dbname if source else None
+
+
+def server_of(cfg: Config, url: Optional[str]) -> Optional[DbTarget]:
+    """The server (or database) ``url`` names, with DATABASE_URL's password when user and host are the same."""
+    if not url:
+        return None
+    server = DbTarget(url)
+    source = source_target(cfg)
+    if source is not None:
+        server.borrow_password(source)
+    return server
+
+
+def globals_default(cfg: Config, server: Optional[DbTarget], with_globals: Optional[bool]) -> bool:
+    """Whether to create the backup's roles and tablespaces before restoring on ``server`` (None: the source's).
+
+    Unset, only on another server than DATABASE_URL's: another cluster lacks the roles that own the
+    objects; the source's own cluster has them. The one rule for restore, verify and drill, every front end.
+    """
+    if with_globals is not None:
+        return bool(with_globals)
+    source = source_target(cfg)
+    return bool(server is not None and source is not None and server.hostinfo != source.hostinfo)
+
+
+def check_settings(cfg: Config, target_url: Optional[str] = None, probes: Optional[Sequence[str]] = None,
+                   with_globals: Optional[bool] = None) -> Tuple[Optional[DbTarget], List[str], bool]:
+    """(server, probes, with_globals) of a test restore or drill, unset options defaulted.
+
+    Probes unset (None): the configuration's ``backup.verify.probes``.
+    """
+    server = server_of(cfg, target_url)
+    return (server, list(cfg.verify_probes if probes is None else probes),
+            globals_default(cfg, server, with_globals))
+
+
+def age_of(moment_text: Any) -> Optional[int]:
+    """Seconds since an engine ISO time; None when it is missing or unreadable."""
+    try:
+        return max(0, int((utc_now() - parse_iso(moment_text)).total_seconds()))
+    except (TypeError, ValueError):
+        return None
+
+
+def passed_within(verification: Optional[Dict[str, Any]], level: str, max_age: int) -> Optional[int]:
+    """Age of ``verification`` when it passed at ``level`` or higher less than ``max_age`` s ago, else None."""
+    if not verification or verification.get("ok") is not True or verification.get("level") not in LEVELS:
+        return None
+    if LEVELS.index(verification["level"]) < LEVELS.index(level):
+        return None
+    age = age_of(verification.get("at"))
+    if age is None or age >= max_age:
+        return None
+    return age
+
+
+@dataclass
+class VerifyPlan:
+    """What a verify run would do (check mode and diff show it): verify ``backup`` at ``level``, or skip it."""
+
+    backup: Backup
+    level: str
+    recorded: Optional[Dict[str, Any]]  # the verification recorded before the run
+    skip_reason: Optional[str] = None  # set: nothing runs (a recent enough verification passed)
+    repo: Optional[Repository] = None  # the catalog it is in (None: the backup directory)
+
+    @property
+    def runs(self) -> bool:
+        return self.skip_reason is None
+
+    @property
+    def reason(self) -> str:
+        return self.skip_reason or "a new %s verification of %s" % (self.level, self.backup.id)
+
+
+def plan_verify(cfg: Config, selector: Optional[str] = None, level: Optional[str] = None,
+                kind: Optional[str] = None, max_age: int = 0, repo: Optional[Repository] = None) -> VerifyPlan:
+    """Choose the backup to verify and say whether it needs verifying.
+
+    ``selector`` unset or 'latest': the newest good backup of ``kind`` (default full) of DATABASE_URL's
+    database; an id or path may name a backup marked bad. ``max_age`` (seconds): skip when the recorded
+    verification passed at ``level`` or a higher one less than that long ago.
+    """
+    level = level or DEFAULT_LEVEL
+    if level not in LEVELS:
+        raise ConfigError("level=%r is not valid: use one of %s" % (level, ", ".join(LEVELS)))
+    selector = selector or "latest"
+    latest = selector == "latest"
+    backup = (repo or Repository(cfg.backup_dir)).find(selector, kind=(kind or DEFAULT_KIND) if latest else None,
+                                                       database=source_database(cfg) if latest else None,
+                                                       allow_bad=True)
+    if level == "restore" and backup.kind not in RESTORABLE_KINDS:
+        # Refused before anything runs: recorded, the refusal would mark a sound backup bad.
+        raise ConfigError("the restore level needs a full or schema backup; %s is a %s backup"
+                          % (backup.id, backup.kind))
+    recorded = backup.manifest.get("verification")
+    plan = VerifyPlan(backup, level, recorded, repo=repo)
+    age = passed_within(recorded, level, max_age) if max_age > 0 else None
+    if age is not None and recorded:
+        plan.skip_reason = ("%s passed %s %s verification %s ago, younger than max_age %s"
+                            % (backup.id, "an" if recorded["level"] == "archive" else "a", recorded["level"],
+                               format_duration(age), format_duration(max_age)))
+    return plan
+
+
+def run_verify(cfg: Config, plan: VerifyPlan, target_url: Optional[str] = None,
+               probes: Optional[Sequence[str]] = None, with_globals: Optional[bool] = None) -> Dict[str, Any]:
+    """Verify the planned backup (unless the plan skips it) and record the result: its verification record."""
+    if not plan.runs:
+        return dict({"id": plan.backup.id, "type": plan.backup.kind}, **(plan.recorded or {}))
+    server, probes, with_globals = check_settings(cfg, target_url, probes, with_globals)
+    try:
+        return verify_and_record(cfg, plan.backup.id, level=plan.level, server=server, probes=probes,
+                                 with_globals=with_globals, repo=plan.repo)[0]
+    finally:
+        if server is not None:
+            server.close()
 
 
 def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
@@ -95,8 +228,9 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         except BackupError as exc:
             raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
         record["rto_seconds"] = result.seconds
-        details = ["restored %d objects into %s on %s in %.1f s"
-                   % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds)]
+        details = ["restored %d objects into %s on %s in %.1f s%s"
+                   % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds,
+                      ", the backup's roles created first" if result.globals_applied else "")]
         recorded = backup.manifest.get("table_rows")
         if backup.kind == "full" and recorded is not None:
             counts = count_rows(psql, scratch)
@@ -125,7 +259,7 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         scratch.close()
 
 
-def verify(cfg: Config, backup: Backup, level: str = "archive", server: Optional[DbTarget] = None,
+def verify(cfg: Config, backup: Backup, level: str = DEFAULT_LEVEL, server: Optional[DbTarget] = None,
            probes: Sequence[str] = (), with_globals: bool = False) -> Dict[str, Any]:
     """Check ``backup`` up to ``level`` and return the verification record (not yet saved)."""
     if level not in LEVELS:
@@ -151,7 +285,7 @@ def verify(cfg: Config, backup: Backup, level: str = "archive", server: Optional
     return record
 
 
-def verify_copy(cfg: Config, repo: Repository, backup: Backup, level: str = "archive",
+def verify_copy(cfg: Config, repo: Repository, backup: Backup, level: str = DEFAULT_LEVEL,
                 **options: Any) -> Dict[str, Any]:
     """Verify a backup in another store: checksums streamed from it; deeper levels on a scratch copy."""
     if level == "checksum":
@@ -172,7 +306,7 @@ def verify_copy(cfg: Config, repo: Repository, backup: Backup, level: str = "arc
     return record
 
 
-def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = "archive",
+def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = DEFAULT_LEVEL,
                       kind: Optional[str] = None, server: Optional[DbTarget] = None, probes: Sequence[str] = (),
                       with_globals: bool = False, repo: Optional[Repository] = None) -> List[Dict[str, Any]]:
     """Verify one backup (or every good one when ``selector`` is None) and record each result in its manifest.
