@@ -35,10 +35,12 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
     repo = Repository(cfg.backup_dir)
     backup = repo.find("latest", kind="full", database=source.dbname)
     started = utc_now()
+    cause: Optional[BackupError] = None
     try:
         result = verify_and_record(cfg, backup.id, level="restore", server=server, probes=probes,
                                    with_globals=with_globals)[0]
     except BackupError as exc:  # the drill could not run: that is a failed drill too, and it is reported
+        cause = exc
         result = {"ok": False, "details": "%s (step %s)" % (exc, exc.step),
                   "duration_seconds": round((utc_now() - started).total_seconds(), 3)}
     report = {
@@ -60,5 +62,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
     server.close()
     source.close()
     if not report["ok"]:
-        raise VerifyError("DR drill failed: %s" % report["details"])
+        # the exit code says why: the backup is bad, or (cause) the drill could not run
+        raise (type(cause) if cause else VerifyError)("DR drill failed: %s" % report["details"],
+                                                      step=cause.step if cause else None)
     return report

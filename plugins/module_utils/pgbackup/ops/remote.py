@@ -106,8 +106,8 @@ class RemoteCatalog:
                     raise NotFound("backup %s at %s is marked bad (%s)"
                                    % (selector, where, (backup.manifest.get("verification") or {}).get("details")))
                 return backup
-        raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list --destination %s')"
-                       % (selector, where, self.dest.name))
+        raise NotFound("no backup with id %r in %s" % (selector, where), hint="list-destination",
+                       hint_value=self.dest.name)
 
     def leftovers(self) -> List[ObjectInfo]:
         named = {self.key(b.manifest, f) for b in self.backups for f in b.manifest.get("files", [])}

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.clock import parse_moment, utc_now
-from ..core.errors import BackupError, RestoreError
+from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.restorer import Restorer, RestoreResult
@@ -25,7 +25,8 @@ def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = N
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     if before is not None:
         if selector != "latest":
-            raise RestoreError("--before selects among the newest backups: give it with 'latest', not %r" % selector)
+            raise ConfigError("a time to restore before selects among the newest backups: select 'latest', not %r"
+                              % selector, hint="before-latest")
         return repo.newest_before(parse_moment(before, cfg.timezone), kind=kind or "full", database=database)
     return repo.find(selector, kind=kind, database=database if selector == "latest" else None)
 

@@ -98,7 +98,7 @@ class Repository:
                 if not backup.good and not allow_bad:
                     raise NotFound("backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
                 return backup
-        raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list')" % (selector, self.root))
+        raise NotFound("no backup with id %r in %s" % (selector, self.root), hint="list")
 
     def newest_before(self, moment: datetime, kind: str = "full", database: Optional[str] = None) -> Backup:
         """The newest good backup of ``kind`` that started before ``moment``."""

@@ -14,18 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Dict, Iterator, List, Optional
 
-from ..core.errors import BackupError
+from ..core.errors import DestinationError
 
 CHUNK = 1024 * 1024
 _SECRET_PARAMS = re.compile(r"(?i)((?:sig|signature|se|sp|sv|skoid|sktid|x-amz-[a-z-]+|x-goog-[a-z-]+|token|"
                             r"key|access_token|credential)=)[^&\s\"']+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\s,]+(\s+[^\"'\s,]+)?")
-
-
-class DestinationError(BackupError):
-    """A destination failed; the message names the destination and never carries a secret."""
-
-    step = "destination"
 
 
 def redact(text: str) -> str:
