@@ -118,7 +118,8 @@ def _raise_messages(path: Path) -> List[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Raise) and node.exc is not None:
-            found.extend(n.value for n in ast.walk(node.exc) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+            found.extend(n.value for n in ast.walk(node.exc)
+                         if isinstance(n, ast.Constant) and isinstance(n.value, str))
     return found
 
 
