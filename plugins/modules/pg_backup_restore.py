@@ -280,6 +280,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
+    fail_on_backup_error,
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
@@ -410,9 +411,7 @@ def main():
                                   with_globals=params['with_globals'], jobs=params['jobs'],
                                   tables=params['tables'], schemas=params['schemas'])
     except BackupError as exc:
-        # The engine speaks the command's language (--clean); this module's option is replace.
-        module.fail_json(msg=str(exc).replace('pass --clean to replace', 'set replace=true to replace'),
-                         step=exc.step, **result)
+        fail_on_backup_error(module, exc, **result)  # its hints in this module's options (replace=true)
     result['changed'] = True
     result['restore'] = restored.as_dict()
     if target is None:

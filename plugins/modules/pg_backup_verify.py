@@ -282,6 +282,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
+    fail_on_backup_error,
     pgbackup_common_argument_spec,
     pgbackup_config,
 )
@@ -498,7 +499,7 @@ def run_dr_drill(module, cfg, max_age, result):
                 if drilled:
                     result['backup'] = drilled[0].summary()
                     result['verification'] = drilled[0].manifest.get('verification')
-            module.fail_json(msg=str(exc), step=exc.step, **result)
+            fail_on_backup_error(module, exc, **result)
     result['changed'] = True
     result['report'] = report
     with engine_errors(module, **result):
