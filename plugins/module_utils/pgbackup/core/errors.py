@@ -52,9 +52,7 @@ class BackupError(Exception):
         super().__init__(message)
         if step:
             self.step = step
-        if hint is not None and hint not in HINTS:
-            raise ValueError("unknown hint %r" % hint)
-        self.hint = hint
+        self.hint = hint  # tests/unit/test_errors.py checks every hint given is a key of HINTS
         self.hint_value = hint_value
 
 
@@ -150,7 +148,10 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def file_error(message: str, exc: OSError, step: str) -> BackupError:
-    """The error for a failed write: a full disk or quota is a ResourceError (step ``space``), the rest fail ``step``."""
+    """The error for a failed write: a full disk or quota is a ResourceError (step ``space``); the rest fail ``step``.
+
+    The message is the caller's; ``exc`` only decides the kind.
+    """
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return ResourceError(message)
     return BackupError(message, step=step)
