@@ -315,7 +315,7 @@ CLI_HINTS = {
     "list-destination": " (see '%s list --destination %%s')" % PROG,
     "before-latest": " (--before goes with 'latest')",
     "rekey-selection": " (backup ids, --type, --before or --all)",
-    "database-url": " (DATABASE_URL, or databaseUrl in the --config file)",
+    "database-url": " (the configuration file: --config or BACKUP_CONFIG)",
     "destination-primary": "; leave --destination out",
 }
 
