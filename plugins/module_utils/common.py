@@ -17,7 +17,8 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.options import module_options
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError, exit_code_of,
+                                                                                         render)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.runner import perform
 
 
@@ -43,9 +44,27 @@ def pgbackup_common_argument_spec():
     return spec
 
 
+# How a module says what an engine error's hint asks for (core/errors.HINTS), in its options' words.
+MODULE_HINTS = {
+    'replace-target': ' or set replace=true to replace it',
+    'replace-rows': '; set replace=true to replace rows that are already there',
+    'checksum-level': ' (level=checksum)',
+    'keygen': " (create one with 'seawall-pgbackup keygen --keyring DIR' on the host)",
+    'sync': "; run 'seawall-pgbackup sync' on the host to retry",
+    'list': ' (see pg_backup_info)',
+    'list-destination': " (see 'seawall-pgbackup list --destination %s' on the host)",
+    'before-latest': ' (before goes with backup=latest)',
+    'rekey-selection': ': backup ids, a type, a time or all backups',
+    'database-url': ' (or the database_url option)',
+    'destination-primary': '; leave it out of the destinations',
+}
+
+
 def fail_on_backup_error(module, exc, **result):
-    """Report an engine failure: its one-line message and the step that failed."""
-    module.fail_json(msg=str(exc), step=getattr(exc, 'step', 'backup'), **result)
+    """Report an engine failure: its one-line message (with its hint in option names), the step that
+    failed, the error kind and the exit code the host command would have returned (docs/errors.md)."""
+    module.fail_json(msg=render(exc, MODULE_HINTS), step=getattr(exc, 'step', 'backup'),
+                     error_kind=getattr(exc, 'kind', 'failed'), error_exit_code=exit_code_of(exc), **result)
 
 
 @contextmanager

@@ -150,7 +150,7 @@ def test_corrupted_object_fails_verification_and_restore(servers, source, pg15, 
     dest.put_file("full/" + data["name"], str(corrupt), len(flipped), data["sha256"])  # same size, other bytes
 
     proc = cli.run(["verify", "--destination", "s3", "--level", "checksum"], env, check=False)
-    assert proc.returncode == 1 and "does not match its sha256" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 8 and "does not match its sha256" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     # Marked bad at the destination: never offered for restore.
     proc = cli.run(["restore", "latest", "--destination", "s3", "--target-url",
                     pg15.url(source + "_never", with_password=False)], env, check=False)

@@ -1,17 +1,33 @@
-"""Bad input and faults: each gets one exact line, and earlier backups stay as they were."""
+"""Bad input and faults: each gets one exact line and its kind's exit code (docs/errors.md), and earlier
+backups stay as they were."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
+from seawall_pgbackup.core.errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed,
+                                          DestinationError, KeyMissing, LockedError, NotFound, ResourceError,
+                                          RestoreError, VerifyError)
 from tests.integration import cli
 from tests.support.pgcluster import free_port
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def failed(args, env, kind) -> str:
+    """Run a command that must fail with ``kind``'s exit code; its one error line."""
+    proc = cli.run(args, env, check=False)
+    line = cli.error_line(proc)
+    assert proc.returncode == kind.exit_code, (proc.returncode, kind.__name__, line)
+    return line
 
 
 def snapshot(backup_dir) -> dict:
@@ -53,7 +69,7 @@ def assert_untouched(repo):
 def test_wrong_password(repo):
     cluster = repo["cluster"]
     env = dict(repo["env"], DATABASE_URL=cluster.url(repo["db"], password="not-the-password"))
-    line = cli.error_line(cli.run(["create"], env, check=False))
+    line = failed(["create"], env, ConnectionFailed)
     assert line == ('seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/%s: password '
                     'authentication failed for user "postgres"' % (cluster.port, repo["db"]))
     assert "not-the-password" not in line
@@ -61,22 +77,25 @@ def test_wrong_password(repo):
     with open(os.path.join(repo["dir"], "logs", "backup-failures.log"), encoding="utf-8") as handle:
         failures = handle.read()
     assert "step=connect" in failures and "not-the-password" not in failures
+    with open(os.path.join(repo["dir"], "logs", "last-run-create-full.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    assert (record["status"], record["step"], record["exit_code"]) == ("failed", "connect", ConnectionFailed.exit_code)
 
 
 def test_unreachable_server(repo):
     port = free_port()
     env = dict(repo["env"], DATABASE_URL="postgresql://postgres:pw@127.0.0.1:%d/app" % port)
-    line = cli.error_line(cli.run(["create"], env, check=False))
+    line = failed(["create"], env, ConnectionFailed)
     assert line == "seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/app: Connection " \
                    "refused" % port
     assert_untouched(repo)
 
 
 def test_unknown_type(repo):
-    line = cli.error_line(cli.run(["create", "--type", "weekly"], repo["env"], check=False))
+    line = failed(["create", "--type", "weekly"], repo["env"], ConfigError)
     assert line == "seawall-pgbackup: error: type='weekly' is not valid: use one of full, schema, data, globals"
     env = dict(repo["env"], BACKUP_TYPE="hourly")
-    line = cli.error_line(cli.run(["create"], env, check=False))
+    line = failed(["create"], env, ConfigError)
     assert line == "seawall-pgbackup: error: BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals"
     assert_untouched(repo)
 
@@ -99,7 +118,7 @@ def _tmpfs(tmp_path):
 def test_unwritable_backup_directory(repo, tmpfs, tmp_path):
     target = tmpfs(tmp_path / "readonly", "ro,size=1m")
     env = dict(repo["env"], BACKUP_DIR=str(target / "backups"))
-    line = cli.error_line(cli.run(["create"], env, check=False))
+    line = failed(["create"], env, BackupError)
     assert line == "seawall-pgbackup: error: cannot create backup directory %s is not writable: Read-only file " \
                    "system" % (target / "backups")
     assert_untouched(repo)
@@ -112,10 +131,11 @@ def test_full_backup_directory(repo, tmpfs, tmp_path):
     env = dict(repo["env"], BACKUP_DIR=str(target))
     good = cli.create(env, "full")
     kept = snapshot(target)
-    proc = cli.run(["create"], env, check=False)
-    line = cli.error_line(proc)
+    line = failed(["create"], env, ResourceError)  # a full disk: nothing is wrong with the backup
     assert line.startswith("seawall-pgbackup: error: cannot write %s/full/" % target)
     assert line.endswith(".partial: no space left on device")
+    with open(os.path.join(target, "logs", "backup-failures.log"), encoding="utf-8") as handle:
+        assert "step=space" in handle.read()  # the notification's hint is about disk space, not pg_dump
     assert snapshot(target) == kept  # no partial file left, the good backup intact
     assert [b["id"] for b in cli.listing(env)] == [good["id"]]
     assert_untouched(repo)
@@ -173,7 +193,7 @@ def test_pg_dump_killed_midway(repo, big_db):
     assert dumps, "pg_dump was not running"
     os.kill(dumps[0], signal.SIGKILL)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 1
+    assert proc.returncode == BackupError.exit_code == 3
     assert err.strip() == "seawall-pgbackup: error: pg_dump was killed by SIGKILL"
     assert_untouched(repo)
 
@@ -186,8 +206,9 @@ def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, b
     proc.communicate(timeout=60)
     assert os.path.exists(partial)  # SIGKILL gives no chance to clean up ...
     assert [b["id"] for b in cli.listing(env)] == [repo["first"]["id"]]  # ... but nothing is listed
-    refused = cli.run(["restore", partial, "--target-url", repo["cluster"].url("never_created", with_password=False)], env, check=False)
-    assert cli.error_line(refused) == ("seawall-pgbackup: error: %s belongs to no complete backup (no manifest names "
+    never = repo["cluster"].url("never_created", with_password=False)
+    refused = failed(["restore", partial, "--target-url", never], env, NotFound)
+    assert refused == ("seawall-pgbackup: error: %s belongs to no complete backup (no manifest names "
                                        "it): it is not restorable" % partial)
     assert "never_created" not in repo["cluster"].databases()
     # SIGTERM (a timer being stopped) unwinds and removes its own partial file.
@@ -209,7 +230,7 @@ def test_client_older_than_server(pg18, tmp_path):
     pg18.create_db("faults_old_client")
     try:
         env = cli.cli_env(pg18.url("faults_old_client"), tmp_path / "b", BACKUP_PG_BIN_DIR="/usr/lib/postgresql/15/bin")
-        line = cli.error_line(cli.run(["create"], env, check=False))
+        line = failed(["create"], env, ClientToolError)
         assert line == ("seawall-pgbackup: error: client tools are older than the server (PostgreSQL 18): found pg_dump "
                         "%s in /usr/lib/postgresql/15/bin; install the PostgreSQL 18 client or set BACKUP_PG_BIN_DIR"
                         % subprocess.run(["/usr/lib/postgresql/15/bin/pg_dump", "--version"], capture_output=True,
@@ -223,7 +244,8 @@ def test_one_run_at_a_time(repo):
     from seawall_pgbackup.repo.catalog import Repository
 
     with Repository(str(repo["dir"])).lock():
-        line = cli.error_line(cli.run(["create"], repo["env"], check=False))
+        line = failed(["create"], repo["env"], LockedError)
+    assert LockedError.exit_code == 75  # the timers' queue lock (flock --conflict-exit-code 75) says the same
     assert line.startswith("seawall-pgbackup: error: another seawall-pgbackup run holds %s/.lock (pid %d)"
                            % (repo["dir"], os.getpid()))
     assert_untouched(repo)
@@ -235,8 +257,8 @@ def test_restore_refuses_a_non_empty_target_and_a_failed_restore_changes_nothing
     cluster.create_db("occupied")
     cluster.psql("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42)", "occupied")
     try:
-        line = cli.error_line(cli.run(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False)], env,
-                                      check=False))
+        line = failed(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False)], env,
+                      RestoreError)
         assert line == ("seawall-pgbackup: error: target database occupied already holds 1 user objects: restore "
                         "into another database or pass --clean to replace it")
         assert cluster.scalar("SELECT x FROM keep_me", "occupied") == "42"
@@ -249,9 +271,9 @@ def test_restore_refuses_a_non_empty_target_and_a_failed_restore_changes_nothing
             original = handle.read()
         cluster.psql("ALTER ROLE vtt_app RENAME TO vtt_app_away")
         try:
-            proc = cli.run(["restore", backup_id, "--target-url", cluster.url("occupied", with_password=False), "--clean"], corrupt,
-                           check=False)
-            assert 'role "vtt_app" does not exist' in cli.error_line(proc)
+            occupied = cluster.url("occupied", with_password=False)
+            line = failed(["restore", backup_id, "--target-url", occupied, "--clean"], corrupt, RestoreError)
+            assert 'role "vtt_app" does not exist' in line
         finally:
             cluster.psql("ALTER ROLE vtt_app_away RENAME TO vtt_app; DROP ROLE vtt_tmp_owner")
         assert cluster.scalar("SELECT x FROM keep_me", "occupied") == "42"
@@ -275,13 +297,72 @@ def test_verify_names_the_damaged_file(repo):
         byte = handle.read(1)
         handle.seek(100)
         handle.write(bytes([byte[0] ^ 0x01]))
-    line = cli.error_line(cli.run(["verify", first["id"]], env, check=False))
+    line = failed(["verify", first["id"]], env, VerifyError)
     assert line == ("seawall-pgbackup: error: 1 of 1 backups failed verification: %s: file %s does not match its "
                     "sha256 (corrupted)" % (first["id"], dump))
     # A backup known bad is no longer offered for restore.
-    refused = cli.run(["restore", "latest", "--target-url", repo["cluster"].url("never_created", with_password=False)], env, check=False)
-    assert cli.error_line(refused).startswith("seawall-pgbackup: error: no good full backup")
+    never = repo["cluster"].url("never_created", with_password=False)
+    refused = failed(["restore", "latest", "--target-url", never], env, NotFound)
+    assert refused.startswith("seawall-pgbackup: error: no good full backup")
     with open(dump, "r+b") as handle:
         handle.truncate(1000)
-    line = cli.error_line(cli.run(["verify", first["id"], "--level", "checksum"], env, check=False))
+    line = failed(["verify", first["id"], "--level", "checksum"], env, VerifyError)
     assert "has 1000 bytes, the manifest recorded %d (truncated or replaced)" % first["files"][0]["size"] in line
+
+
+def test_a_failed_copy_is_a_destination_error_and_the_local_backup_stays(repo, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    config = tmp_path / "config.json"
+    nas = {"type": "local", "path": str(blocker / "copies")}
+    config.write_text(json.dumps({"backup": {"destinations": {"nas": nas}}}))
+    env = dict(repo["env"], BACKUP_DIR=str(tmp_path / "copied"), BACKUP_CONFIG=str(config))
+    line = failed(["create"], env, DestinationError)
+    assert line.startswith("seawall-pgbackup: error: backup full-") and "the copy to destination 'nas' failed" in line
+    assert line.endswith("; run 'seawall-pgbackup sync' to retry")  # the CLI's words for the hint
+    assert len(cli.listing(env)) == 1  # complete and listed
+    with open(os.path.join(tmp_path, "copied", "logs", "last-run-create-full.json"), encoding="utf-8") as handle:
+        record = json.load(handle)
+    assert (record["status"], record["exit_code"]) == ("failed", DestinationError.exit_code)
+    assert "the copy to destination 'nas' failed" in record["error"] and "sync" not in record["error"]
+
+
+def test_encryption_without_a_key_is_a_configuration_error_and_a_missing_key_its_own_kind(repo, tmp_path):
+    env = dict(repo["env"], BACKUP_DIR=str(tmp_path / "sealed"), BACKUP_ENCRYPTION="true")
+    line = failed(["create"], env, ConfigError)
+    assert line == ("seawall-pgbackup: error: BACKUP_ENCRYPTION=true needs a key: set BACKUP_ENCRYPTION_KEY_FILE or "
+                    "BACKUP_ENCRYPTION_KEYRING (create one with 'seawall-pgbackup keygen --keyring DIR')")
+    keyring = tmp_path / "keyring"
+    cli.run(["keygen", "--keyring", str(keyring)], env)
+    sealed = cli.create(dict(env, BACKUP_ENCRYPTION_KEYRING=str(keyring)), "full")
+    line = failed(["verify", sealed["id"]], env, KeyMissing)  # the key is not on this host: the backup is fine
+    assert "needs aes-256-gcm key id" in line
+
+
+def _module(name: str, args: str, env: dict) -> dict:
+    """One module run through ``ansible`` (ad hoc, local): the module's result."""
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    if not os.path.exists(ansible):
+        pytest.skip("ansible is not installed beside this Python")
+    run_env = {k: v for k, v in env.items() if not k.startswith("ANSIBLE_")}
+    run_env.update(ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+                   ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "seawall.pgbackup." + name, "-a", args],
+                          cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0, proc.stdout
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_modules_report_the_kind_and_say_their_hints_in_option_names(repo, tmp_path):
+    result = _module("pg_backup_restore", "backup=nope target_url=%s" % repo["cluster"].url("never_created",
+                                                                                           with_password=False),
+                     repo["env"])
+    assert (result["error_kind"], result["error_exit_code"], result["step"]) == ("not-found", NotFound.exit_code,
+                                                                                   "select")
+    assert result["msg"] == "no backup with id 'nope' in %s (see pg_backup_info)" % repo["dir"]
+    port = free_port()
+    env = dict(repo["env"], DATABASE_URL="postgresql://postgres@127.0.0.1:%d/app" % port)
+    result = _module("pg_backup", "type=full backup_dir=%s" % (tmp_path / "b"), env)
+    assert (result["error_kind"], result["error_exit_code"]) == ("unreachable", ConnectionFailed.exit_code)
+    assert result["step"] == "connect"
+    assert "--" not in result["msg"] and "Connection refused" in result["msg"]

@@ -77,7 +77,7 @@ def test_failed_backup_one_message_per_channel(repo, receivers, tmp_path):
     smtp, http = receivers
     env = _env(repo, _config(tmp_path, smtp, http), http, password="not-the-password")
     proc = cli.run(["create", "--type", "full"], env, check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 5, proc.stderr  # unreachable (docs/errors.md)
     host = socket.gethostname()
 
     assert len(smtp.messages) == 1 and smtp.logins == ["backup"]
@@ -117,7 +117,7 @@ def test_failed_backup_one_message_per_channel(repo, receivers, tmp_path):
     assert log.count("INFO notified") == 4
 
     record = json.loads((repo["dir"] / "logs" / "last-run-create-full.json").read_text())
-    assert (record["status"], record["step"], record["exit_code"]) == ("failed", "connect", 1)
+    assert (record["status"], record["step"], record["exit_code"]) == ("failed", "connect", 5)
 
 
 def test_success_notifies_only_when_configured_and_bad_channels_never_fail(repo, receivers, tmp_path):
@@ -164,7 +164,7 @@ def test_metrics_file_and_serve(repo, receivers, tmp_path):
     cli.run(["verify", "latest"], env)
     failed = cli.run(["create", "--type", "schema"], dict(env, DATABASE_URL=repo["cluster"].url(repo["db"], password="x")),
                      check=False)
-    assert failed.returncode == 1
+    assert failed.returncode == 5  # unreachable
 
     text = (tmp_path / "textfile" / "seawall_pgbackup.prom").read_text()
     assert oct(os.stat(tmp_path / "textfile" / "seawall_pgbackup.prom").st_mode & 0o777) == "0o644"

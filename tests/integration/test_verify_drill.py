@@ -76,7 +76,7 @@ def test_every_kind_of_damage_is_detected_and_named(pg15, tmp_path):
         shutil.move(paths[first["id"]][1], paths[fourth["id"]][0])
         shutil.move(swap, paths[first["id"]][1])
         proc = cli.run(["verify", "--json", "--level", "checksum"], env, check=False)
-        assert proc.returncode == 1
+        assert proc.returncode == 8  # backup-bad (docs/errors.md)
         results = json.loads(proc.stdout)
         by_key = {r["id"] or r["file"]: r for r in results}
         assert "file %s does not match its sha256 (corrupted)" % paths[first["id"]][0] in by_key[first["id"]]["details"]

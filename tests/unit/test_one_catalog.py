@@ -155,7 +155,7 @@ def test_the_cli_destination_commands_use_the_one_catalog(pair, tmp_path, monkey
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == [b.id for b in local.backups()]
     assert {r["destination"] for r in rows} == {"local"} and rows[0]["manifest"].startswith("file://")
-    assert main(["verify", "--destination", "local", "--level", "checksum", "--json"]) == 1  # the leftover
+    assert main(["verify", "--destination", "local", "--level", "checksum", "--json"]) == 8  # the leftover: bad
     verified = json.loads(capsys.readouterr().out)
     assert [v["ok"] for v in verified if v["id"]] == [True] * 6
     assert [v["file"] for v in verified if not v["id"]] == [

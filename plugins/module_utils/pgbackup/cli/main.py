@@ -4,8 +4,9 @@
 """``seawall-pgbackup``: the host command that timers, scheduled tasks and people run.
 
 Subcommands mirror the users' npm scripts: create, list, restore, verify, health.
-Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and exit 1
-(health uses the Nagios codes 0/1/2).
+Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and the error kind's exit
+code (docs/errors.md: 3 and above, 75 for a held lock, 130 when interrupted; 2 for a usage error).
+health's own results are the Nagios codes 0/1/2.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
-from ..core.errors import BackupError
+from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, VerifyError, render
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
@@ -222,8 +223,7 @@ def _cmd_verify(cfg, args) -> int:
             _out("no backups to verify in %s" % os.path.abspath(cfg.backup_dir))
     bad = [r for r in results if not r["ok"]]
     if bad:
-        raise BackupError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]),
-                          step="verify")
+        raise VerifyError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]))
     return 0
 
 
@@ -303,6 +303,22 @@ COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 
+# How the CLI says what an error's hint asks for (core/errors.HINTS); modules say it in their options' words.
+CLI_HINTS = {
+    "replace-target": " or pass --clean to replace it",
+    "replace-rows": "; pass --clean to replace rows that are already there",
+    "checksum-level": " (--level checksum)",
+    "keygen": " (create one with '%s keygen --keyring DIR')" % PROG,
+    "sync": "; run '%s sync' to retry" % PROG,
+    "list": " (see '%s list')" % PROG,
+    "list-destination": " (see '%s list --destination %%s')" % PROG,
+    "before-latest": " (--before goes with 'latest')",
+    "rekey-selection": " (backup ids, --type, --before or --all)",
+    "database-url": " (the configuration file: --config or BACKUP_CONFIG)",
+    "destination-primary": "; leave --destination out",
+}
+
+
 def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
     raise KeyboardInterrupt
 
@@ -326,11 +342,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         kind = getattr(args, "kind", None) or (cfg.backup_type if args.command == "create" else None)
         return perform(cfg, args.command, kind, command, report=lambda: getattr(args, "health_report", None))
     except BackupError as exc:
-        _err("%s: error: %s" % (PROG, exc))
-        return 1
+        _err("%s: error: %s" % (PROG, render(exc, CLI_HINTS)))
+        return exc.exit_code
     except KeyboardInterrupt:
         _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
-        return 130
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import io
 import zlib
 from typing import BinaryIO, Optional
 
-from ..core.errors import BackupError
+from ..core.errors import ConfigError
 
 SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3, "none": 0}
@@ -23,7 +23,7 @@ def _zstandard():
     try:
         import zstandard  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise BackupError("zstd compression needs the Python package 'zstandard' (pip install zstandard)") from None
+        raise ConfigError("zstd compression needs the Python package 'zstandard' (pip install zstandard)") from None
     return zstandard
 
 
@@ -57,7 +57,7 @@ def compressor(algorithm: str, level: Optional[int] = None):
         return _zstandard().ZstdCompressor(level=level, write_checksum=True).compressobj()
     if algorithm == "none":
         return _Identity()
-    raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
+    raise ConfigError("compression %r is not valid: use gzip, zstd or none" % algorithm)
 
 
 def open_decompressed(path: str, algorithm: str) -> BinaryIO:
@@ -73,7 +73,7 @@ def open_decompressed(path: str, algorithm: str) -> BinaryIO:
         return _zstandard().ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
     if algorithm == "none":
         return open(path, "rb")  # pylint: disable=consider-using-with
-    raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
+    raise ConfigError("compression %r is not valid: use gzip, zstd or none" % algorithm)
 
 
 class _Closing(io.BufferedReader):
@@ -108,4 +108,4 @@ def decompressing_reader(stream: BinaryIO, algorithm: str) -> BinaryIO:
         top = _zstandard().ZstdDecompressor().stream_reader(stream, read_across_frames=True, closefd=True)
         return _Closing(top, stream)  # type: ignore[return-value]
     stream.close()
-    raise BackupError("compression %r is not valid: use gzip, zstd or none" % algorithm)
+    raise ConfigError("compression %r is not valid: use gzip, zstd or none" % algorithm)

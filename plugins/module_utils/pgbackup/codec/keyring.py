@@ -25,17 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, List, Optional
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, KeyMissing
 from .crypto import (AES_MODE, AGE_MODE, KEY_BYTES, aes_key_id, age_key_id, generate_aes_key, parse_age_identities,
                      parse_age_recipient)
 
 KEY_SUFFIX = ".key"
-
-
-class KeyMissing(ConfigError):
-    """The key a backup needs is not available here: nothing is wrong with the backup."""
-
-    step = "key"
 
 
 def _credentials_dir() -> Optional[str]:
@@ -136,9 +130,9 @@ class Keyring:
         chosen = [self.identities[k] for k in key_ids if k in self.identities]
         if not chosen:
             raise KeyMissing("%sneeds the age identity of key id %s (BACKUP_ENCRYPTION_IDENTITY_FILE; identities "
-                             "here: %s); a host with only the public key can verify checksums (--level checksum)"
+                             "here: %s); a host with only the public key can verify checksums"
                              % ("backup %s " % backup_id if backup_id else "", " or ".join(key_ids) or "?",
-                                ", ".join(sorted(self.identities)) or "none"))
+                                ", ".join(sorted(self.identities)) or "none"), hint="checksum-level")
         return chosen
 
 

@@ -16,7 +16,7 @@ import io
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Dict, List, Optional
 
-from ..core.errors import BackupError, ConfigError, VerifyError
+from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import describe_os_error
 from .compression import decompressing_reader
 from .crypto import (AES_MODE, AGE_MODE, SUFFIX, AesReader, AesWriter, AgeReader, AgeWriter, AuthenticationFailed,
@@ -62,7 +62,7 @@ def sealing_for(cfg, ring: Optional[Keyring] = None, recipients: Optional[List[s
                        key_ids=list(ring.recipient_ids))
     if not ring.write_aes_id:
         raise ConfigError("BACKUP_ENCRYPTION=true needs a key: set BACKUP_ENCRYPTION_KEY_FILE or "
-                          "BACKUP_ENCRYPTION_KEYRING (create one with 'seawall-pgbackup keygen --keyring DIR')")
+                          "BACKUP_ENCRYPTION_KEYRING", hint="keygen")
     return Sealing(AES_MODE, key=ring.aes_keys[ring.write_aes_id], key_id=ring.write_aes_id)
 
 
@@ -85,7 +85,7 @@ class StoredWriter:
         try:
             self._out.write(data)
         except OSError as exc:
-            raise BackupError("cannot write " + describe_os_error(exc, self._path), step=self._step) from None
+            raise file_error("cannot write " + describe_os_error(exc, self._path), exc, self._step) from None
 
     def write(self, data: bytes) -> None:
         if not data:

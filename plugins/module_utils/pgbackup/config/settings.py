@@ -98,7 +98,8 @@ class Config:
 
     def require_database_url(self) -> str:
         if not self.database_url:
-            raise ConfigError("DATABASE_URL is not set: give it in the environment, --database-url or the module's database_url")
+            raise ConfigError("DATABASE_URL is not set: give it in the environment or as backup.databaseUrl in the "
+                              "configuration file", hint="database-url")
         return self.database_url
 
     def public(self) -> Dict[str, Any]:

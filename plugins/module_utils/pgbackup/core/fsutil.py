@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from .errors import BackupError
+from .errors import BackupError, file_error
 
 
 def describe_os_error(exc: OSError, path: str) -> str:
@@ -69,7 +69,7 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o600, what: str = "ma
             os.unlink(temp)
         except OSError:
             pass
-        raise BackupError("cannot write %s %s" % (what, describe_os_error(exc, path)), step=step) from None
+        raise file_error("cannot write %s %s" % (what, describe_os_error(exc, path)), exc, step) from None
 
 
 def write_json_atomic(path: str, document: Any) -> None:

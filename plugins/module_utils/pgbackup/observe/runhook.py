@@ -20,7 +20,7 @@ from ..config.connection import DbTarget
 from ..config.monitoring import MONITORED_COMMANDS, MonitoringSettings, load_monitoring
 from ..config.settings import Config
 from ..core.clock import iso, utc_now
-from ..core.errors import BackupError
+from ..core.errors import BackupError, exit_code_of
 from ..core.fsutil import ensure_private_dir
 from ..core.runlog import RunLog
 from ..model.runrecord import job_name, read_run, safe_write_run
@@ -189,7 +189,7 @@ def monitored(cfg: Config, command: str, kind: Optional[str], run: Callable[[], 
     try:
         result = run()
     except (BackupError, KeyboardInterrupt) as exc:
-        monitor.finish(130 if isinstance(exc, KeyboardInterrupt) else 1, exc)
+        monitor.finish(exit_code_of(exc), exc)  # the code the CLI exits with (docs/errors.md)
         raise
     monitor.finish(exit_code(result) if exit_code else result, None, report() if report else None)
     return result

@@ -29,9 +29,11 @@ from .verify import DEFAULT_KIND, age_of, check_settings, verify_and_record
 class DrillFailed(VerifyError):
     """The drill ran and failed (or could not run); ``report`` is the report written for it."""
 
-    def __init__(self, message: str, report: Dict[str, Any]) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, report: Dict[str, Any], cause: Optional[BackupError] = None) -> None:
+        super().__init__(message, step=cause.step if cause else None)
         self.report = report
+        if cause is not None:  # the drill could not run: the exit code says why, not "the backup is bad"
+            self.kind, self.exit_code = cause.kind, cause.exit_code
 
 
 def report_path(cfg: Config) -> str:
@@ -99,10 +101,12 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Se
     repo = Repository(cfg.backup_dir)
     backup = plan.backup if plan is not None else repo.find("latest", kind=DEFAULT_KIND, database=source.dbname)
     started = utc_now()
+    cause: Optional[BackupError] = None
     try:
         result = verify_and_record(cfg, backup.id, level="restore", server=server, probes=probes,
                                    with_globals=with_globals)[0]
     except BackupError as exc:  # the drill could not run: that is a failed drill too, and it is reported
+        cause = exc
         result = {"ok": False, "details": "%s (step %s)" % (exc, exc.step),
                   "duration_seconds": round((utc_now() - started).total_seconds(), 3)}
     report = {
@@ -124,5 +128,5 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Se
     server.close()
     source.close()
     if not report["ok"]:
-        raise DrillFailed("DR drill failed: %s" % report["details"], report)
+        raise DrillFailed("DR drill failed: %s" % report["details"], report, cause)
     return report

@@ -130,7 +130,7 @@ def check_drill(log_dir: str, limits: HealthThresholds, now: Optional[datetime] 
             report = json.load(handle)
     except FileNotFoundError:
         status = "warning" if limits.drill_required else "ok"
-        return check("drill", status, "no DR drill has run yet (seawall-pgbackup drill)")
+        return check("drill", status, "no DR drill has run yet (the drill command or pg_backup_verify drill=true)")
     except (OSError, ValueError) as exc:
         return check("drill", "warning", "cannot read %s: %s" % (path, exc))
     finished = _moment(report.get("finished_at"))

@@ -25,7 +25,7 @@ from ..codec.integrity import verify_checksums
 from ..codec.keyring import Keyring, load_keyring
 from ..codec.stored import Sealing, StoredWriter, open_decrypted, sealing_for
 from ..core.clock import iso, parse_moment, utc_now
-from ..core.errors import BackupError, ConfigError, VerifyError
+from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
@@ -100,7 +100,7 @@ def _copy(backup: Backup, entry: Dict[str, Any], ring: Keyring, sealing: Sealing
         try:
             out = create_private(partial)
         except OSError as exc:
-            raise BackupError("cannot create " + describe_os_error(exc, partial), step="rekey") from None
+            raise file_error("cannot create " + describe_os_error(exc, partial), exc, "rekey") from None
         writer = StoredWriter(out, partial, "rekey", sealing)
         try:
             for chunk in iter(lambda: source.read(CHUNK), b""):
@@ -187,7 +187,7 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
 def select_for_rekey(repo: Repository, selectors: Sequence[str], kind: Optional[str], before: Optional[str],
                      everything: bool, tz_name: str) -> List[Backup]:
     if not (selectors or kind or before or everything):
-        raise ConfigError("rekey needs a selection: backup ids, --type, --before or --all")
+        raise ConfigError("rekey needs a selection of backups", hint="rekey-selection")
     if selectors:
         chosen = [repo.find(s, kind=kind) for s in selectors]
     else:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.clock import parse_moment, utc_now
-from ..core.errors import BackupError, RestoreError
+from ..core.errors import BackupError, ConfigError, RestoreError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.binaries import any_psql
@@ -39,7 +39,8 @@ def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = N
     database = source_database(cfg)
     if before is not None:
         if selector != "latest":
-            raise RestoreError("--before selects among the newest backups: give it with 'latest', not %r" % selector)
+            raise ConfigError("a time to restore before selects among the newest backups: select 'latest', not %r"
+                              % selector, hint="before-latest")
         return repo.newest_before(parse_moment(before, cfg.timezone), kind=kind or DEFAULT_KIND, database=database)
     return repo.find(selector, kind=kind, database=database if selector == "latest" else None)
 
@@ -104,8 +105,8 @@ def plan_restore(cfg: Config, selector: str = "latest", kind: Optional[str] = No
                  clean: bool = False, force: bool = False) -> RestorePlan:
     """Select the backup and look at the target: skip when it already records this backup (unless ``force``),
     refuse when it holds objects and ``clean`` is not set. Reads only."""
+    backup = select_backup(cfg, selector, kind, before)  # first: "no such backup" says more than a missing target
     target = restore_target(cfg, target_url, bool(tables or schemas))
-    backup = select_backup(cfg, selector, kind, before)
     plan = RestorePlan(backup, target)
     if target is not None and target.dbname and backup.kind in RECORDED_KINDS:
         try:
@@ -140,10 +141,10 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
 
     The same selection over any store; a copy at a destination is fetched to scratch and removed afterwards.
     """
-    target = restore_target(cfg, target_url, bool(tables or schemas))
     repo = open_repository(cfg, destination)
     try:
         backup = select_backup(cfg, selector, kind, before, repo=repo)
+        target = restore_target(cfg, target_url, bool(tables or schemas))
         with repo.local_copy(backup) as local:
             return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas)
     finally:

@@ -168,5 +168,5 @@ def raise_failures(result: Dict[str, Any], lead: str = "") -> None:
     failed = result.get("failed") or []
     if failed:
         names = ", ".join(repr(f["destination"]) for f in failed)
-        raise DestinationError("%sthe copy to destination %s failed: %s; run 'seawall-pgbackup sync' to retry"
-                               % (lead, names, failed[0]["error"]), step="copy")
+        raise DestinationError("%sthe copy to destination %s failed: %s" % (lead, names, failed[0]["error"]),
+                               step="copy", hint="sync")

@@ -263,7 +263,7 @@ def verify(cfg: Config, backup: Backup, level: str = DEFAULT_LEVEL, server: Opti
            probes: Sequence[str] = (), with_globals: bool = False) -> Dict[str, Any]:
     """Check ``backup`` up to ``level`` and return the verification record (not yet saved)."""
     if level not in LEVELS:
-        raise VerifyError("level=%r is not valid: use one of %s" % (level, ", ".join(LEVELS)))
+        raise ConfigError("level=%r is not valid: use one of %s" % (level, ", ".join(LEVELS)))
     started = time.monotonic()
     record: Dict[str, Any] = {"level": level, "at": iso(utc_now()), "ok": True}
     details: List[str] = []

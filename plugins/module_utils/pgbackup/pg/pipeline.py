@@ -24,7 +24,7 @@ except ImportError:  # Windows
 
 from ..codec.compression import compressor
 from ..codec.stored import StoredWriter
-from ..core.errors import BackupError
+from ..core.errors import BackupError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for constant memory
@@ -75,7 +75,7 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
         try:
             out = create_private(partial)
         except OSError as exc:
-            raise BackupError("cannot create " + describe_os_error(exc, partial), step=step) from None
+            raise file_error("cannot create " + describe_os_error(exc, partial), exc, step) from None
         read_end, write_end = os.pipe()
         _widen_pipe(write_end)
         try:
@@ -117,7 +117,7 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             os.replace(partial, dest)
             fsync_dir(os.path.dirname(dest) or ".")
         except OSError as exc:
-            raise BackupError("cannot finish " + describe_os_error(exc, dest), step=step) from None
+            raise file_error("cannot finish " + describe_os_error(exc, dest), exc, step) from None
         return StreamResult(dest, stored.size, stored.sha256, raw_size, stderr_lines)
     except BaseException:
         if stored is not None:

@@ -294,8 +294,8 @@ class Restorer:
         if exists:
             objects = user_object_count(psql, self.target)
             if objects and not self.clean:
-                raise RestoreError("target database %s already holds %d user objects: restore into another database "
-                                   "or pass --clean to replace it" % (name, objects))
+                raise RestoreError("target database %s already holds %d user objects: restore into another database"
+                                   % (name, objects), hint="replace-target")
         staging = staging_name(name)
         staged = self.target.for_database(staging)
         execute(psql, admin, "DROP DATABASE IF EXISTS %s" % quote_ident(staging))
@@ -450,8 +450,8 @@ class Restorer:
             self.result.warnings.extend(loader.finish("restore"))
         except RestoreError as exc:
             producer.kill()  # it only failed because psql stopped reading
-            hint = "" if self.clean else "; pass --clean to replace rows that are already there"
-            raise RestoreError("%s; nothing was changed (the data restore is one transaction)%s" % (exc, hint)) from None
+            raise RestoreError("%s; nothing was changed (the data restore is one transaction)" % exc,
+                               hint=None if self.clean else "replace-rows") from None
         self.result.warnings.extend(producer.finish("restore"))
         self.result.objects = tables
 

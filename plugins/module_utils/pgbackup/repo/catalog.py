@@ -186,8 +186,10 @@ class Repository:
                                    if self.destination else
                                    "backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
                 return backup
-        raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list%s')"
-                       % (selector, self.where, " --destination %s" % self.destination if self.destination else ""))
+        if self.destination:
+            raise NotFound("no backup with id %r in %s" % (selector, self.where), hint="list-destination",
+                           hint_value=self.destination)
+        raise NotFound("no backup with id %r in %s" % (selector, self.where), hint="list")
 
     def newest_before(self, moment: datetime, kind: str = "full", database: Optional[str] = None) -> Backup:
         """The newest good backup of ``kind`` that started before ``moment``."""

@@ -52,7 +52,7 @@ def find_settings(cfg: Any, name: str) -> DestinationSettings:
     for settings in everything:
         if settings.name == name:
             if settings.is_primary:
-                raise ConfigError("destination %r is the backup directory itself; leave --destination out" % name)
+                raise ConfigError("destination %r is the backup directory itself" % name, hint="destination-primary")
             return settings
     names = ", ".join(s.name for s in everything if not s.is_primary) or "none configured"
     raise ConfigError("destination %r is not configured (configured: %s)" % (name, names))

@@ -17,19 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
-from ..core.errors import BackupError
+from ..core.errors import DestinationError
 
 CHUNK = 1024 * 1024
 _SECRET_PARAMS = re.compile(r"(?i)((?:sig|signature|se|sp|sv|skoid|sktid|x-amz-[a-z-]+|x-goog-[a-z-]+|token|"
                             r"key|access_token|credential)=)[^&\s\"']+")
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\s,]+(\s+[^\"'\s,]+)?")
-
-
-class DestinationError(BackupError):
-    """A store failed; the message names the store and never carries a secret."""
-
-    step = "destination"
-    detail = ""
 
 
 def redact(text: str) -> str:
