@@ -59,7 +59,7 @@ def _unlist(backup: Backup) -> None:
 
 def _remove_files(backup: Backup, protected: Set[str]) -> None:
     """The data files of an unlisted backup, except any a kept manifest names."""
-    for entry in backup.manifest.get("files", []):
+    for entry in backup.manifest.files:
         path = backup.file_path(entry)
         if path in protected:
             continue
@@ -136,7 +136,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
     for backup in backups:
         by_id.setdefault(backup.id, backup)  # the one the plan decided on
     kept_ids = set(plan.keep)
-    protected = {b.file_path(f) for b in backups if b.id in kept_ids for f in b.manifest.get("files", [])}
+    protected = {b.file_path(f) for b in backups if b.id in kept_ids for f in b.manifest.files}
     doomed = [(decision, by_id[decision.id]) for decision in plan.decisions if not decision.keep]
     unlisted: List[str] = []
     deleted: List[str] = []
@@ -154,7 +154,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
             _remove_files(backup, protected)
             deleted.append(backup.id)
             log.info("pruned", id=backup.id, type=backup.kind, database=backup.database,
-                     created_at=backup.manifest["created_at"], reasons="; ".join(decision.reasons))
+                     created_at=iso(backup.created_at), reasons="; ".join(decision.reasons))
         for path in old:
             try:
                 os.unlink(path)

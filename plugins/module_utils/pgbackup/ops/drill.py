@@ -9,15 +9,13 @@ intact and how long the restore took: the recovery time objective measured, not 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional, Sequence
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError, VerifyError
-from ..core.fsutil import write_json_atomic
-from ..model.drillreport import LATEST_REPORT
+from ..model.drillreport import write_report
 from ..repo.catalog import Repository
 from .verify import verify_and_record
 
@@ -45,7 +43,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
         "kind": "dr-drill",
         "backup_id": backup.id,
         "database": backup.database,
-        "backup_created_at": backup.manifest["created_at"],
+        "backup_created_at": iso(backup.created_at),
         "server": server.hostinfo,
         "started_at": iso(started),
         "finished_at": iso(utc_now()),
@@ -55,8 +53,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Sequence[st
         "details": result["details"],
     }
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    write_json_atomic(os.path.join(repo.log_dir, "drill-%s.json" % stamp), report)
-    write_json_atomic(os.path.join(repo.log_dir, LATEST_REPORT), report)
+    write_report(repo.log_dir, report, stamp)
     server.close()
     source.close()
     if not report["ok"]:

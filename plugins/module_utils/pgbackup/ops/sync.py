@@ -21,7 +21,7 @@ from ..config.destinations import DestinationSettings
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
 from ..core.runlog import RunLog
-from ..model.manifest import MANIFEST_SUFFIX, Backup, load_backup
+from ..model.manifest import MANIFEST_SUFFIX, Backup, Copy, FileEntry, load_backup
 from ..repo.catalog import Repository
 from ..store import open_destination, remote_settings
 from ..store.base import Destination, DestinationError
@@ -39,7 +39,8 @@ def manifest_key(backup: Backup) -> str:
 
 def remote_manifest_bytes(backup: Backup) -> bytes:
     """The manifest as the destination keeps it: the local one without the local list of copies."""
-    document = {k: v for k, v in backup.manifest.items() if k != "copies"}
+    document = backup.manifest.to_dict()
+    document.pop("copies", None)
     return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
 
@@ -52,35 +53,35 @@ def stream_sha256(dest: Destination, key: str) -> Tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _already_there(dest: Destination, key: str, entry: Dict[str, Any]) -> bool:
+def _already_there(dest: Destination, key: str, entry: FileEntry) -> bool:
     info = dest.head(key)
-    if info is None or info.size != int(entry["size"]):
+    if info is None or info.size != entry.size:
         return False
     metadata = getattr(dest, "metadata", None)
     if metadata is None:
         return False  # a directory keeps no metadata: copy again (cheap)
-    return metadata(key).get("sha256") == entry["sha256"]
+    return metadata(key).get("sha256") == entry.sha256
 
 
-def _check_upload(dest: Destination, settings: DestinationSettings, key: str, entry: Dict[str, Any],
+def _check_upload(dest: Destination, settings: DestinationSettings, key: str, entry: FileEntry,
                   reported_size: int) -> None:
-    if reported_size != int(entry["size"]):
-        raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry["size"]))
+    if reported_size != entry.size:
+        raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry.size))
     if settings.verify_upload == "stream":
         size, sha = stream_sha256(dest, key)
-        if size != int(entry["size"]) or sha != entry["sha256"]:
+        if size != entry.size or sha != entry.sha256:
             raise dest.error("check", key, "the object read back differs from the file (%d bytes, sha256 %s; "
-                                           "expected %d bytes, %s)" % (size, sha, entry["size"], entry["sha256"]))
+                                           "expected %d bytes, %s)" % (size, sha, entry.size, entry.sha256))
 
 
 def copy_backup(backup: Backup, dest: Destination, settings: DestinationSettings) -> Dict[str, Any]:
     """Upload ``backup`` to ``dest`` (data files, checks, manifest last); returns the copy record."""
     uploaded: List[str] = []
-    for entry in backup.manifest.get("files", []):
-        key = object_key(backup, entry["name"])
+    for entry in backup.manifest.files:
+        key = object_key(backup, entry.name)
         if _already_there(dest, key, entry):
             continue
-        info = dest.put_file(key, backup.file_path(entry), int(entry["size"]), entry["sha256"])
+        info = dest.put_file(key, backup.file_path(entry), entry.size, entry.sha256)
         _check_upload(dest, settings, key, entry, info.size)
         uploaded.append(key)
     data = remote_manifest_bytes(backup)
@@ -98,16 +99,16 @@ def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     current = load_backup(backup.manifest_path)
     if current is None:
         return None  # pruned meanwhile: nothing to record
-    copies = [c for c in current.manifest.get("copies", []) if c.get("destination") != record["destination"]]
-    copies.append({k: v for k, v in record.items() if k != "uploaded"})
-    current.manifest["copies"] = copies
+    copies = [c for c in current.manifest.copies if c.destination != record["destination"]]
+    copies.append(Copy.from_dict({k: v for k, v in record.items() if k != "uploaded"}, current.manifest_path))
+    current.manifest.copies = copies
     current.save()
     return current
 
 
 def copy_recorded(backup: Backup, name: str) -> bool:
     """A copy was made to ``name`` (or deliberately removed there by its retention)."""
-    return any(c.get("destination") == name for c in backup.manifest.get("copies", []))
+    return any(c.destination == name for c in backup.manifest.copies)
 
 
 def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[str] = None) -> Dict[str, Any]:

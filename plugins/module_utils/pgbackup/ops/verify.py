@@ -19,7 +19,7 @@ from ..core.clock import iso, utc_now
 from ..core.errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
                            VerifyError)
 from ..core.runlog import RunLog
-from ..model.manifest import PARTIAL_SUFFIX, Backup, load_backup, slug
+from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, load_backup, slug
 from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
 from ..pg.pipeline import CHUNK, describe_exit
@@ -33,10 +33,10 @@ LEVELS = ("checksum", "archive", "restore")
 UNVERIFIABLE = (ConnectionFailed, ClientToolError, ConfigError, LockedError, ResourceError)
 
 
-def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
+def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
     """Decompress fully; pg_restore must read the whole table of contents."""
     path = backup.file_path(entry)
-    if entry.get("format") == "plain":
+    if entry.format == "plain":
         head, tail = b"", b""
         try:
             with open_stored(backup, entry, cfg) as src:
@@ -48,7 +48,7 @@ def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
         if CLUSTER_DUMP_HEAD not in head or CLUSTER_DUMP_END not in tail:
             raise VerifyError("%s: %s is not a complete pg_dumpall script" % (backup.id, path))
         return "globals script complete"
-    major = int((backup.manifest.get("client") or {}).get("major") or 0)
+    major = (backup.manifest.client.major if backup.manifest.client else None) or 0
     tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's pg_dump", tools=("pg_restore",))
     err = tempfile.TemporaryFile()
     listing = tempfile.TemporaryFile()  # a file, not a pipe: a long listing must never block pg_restore
@@ -97,7 +97,7 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         record["rto_seconds"] = result.seconds
         details = ["restored %d objects into %s on %s in %.1f s"
                    % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds)]
-        recorded = backup.manifest.get("table_rows")
+        recorded = backup.manifest.table_rows
         if backup.kind == "full" and recorded is not None:
             counts = count_rows(psql, scratch)
             wrong = ["%s has %s rows, the backup recorded %d" % (k, counts.get(k, "no"), v)
@@ -137,7 +137,7 @@ def verify(cfg: Config, backup: Backup, level: str = "archive", server: Optional
         verify_checksums(backup)
         details.append("checksums match")
         if level in ("archive", "restore"):
-            for entry in backup.manifest.get("files", []):
+            for entry in backup.manifest.files:
                 details.append(_check_archive(backup, entry, cfg))
         if level == "restore":
             if server is None:
@@ -168,7 +168,7 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             current = load_backup(backup.manifest_path)
             if current is None:
                 raise VerifyError("%s was removed while it was being verified" % backup.id)
-            current.manifest["verification"] = record
+            current.manifest.verification = Verification.from_dict(record, current.manifest_path)
             current.save()
         results.append(dict({"id": backup.id, "type": backup.kind}, **record))
         if record["ok"]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from ..config.settings import ALL_KINDS
 from ..core.clock import iso
 from ..core.errors import NotFound
 from ..core.fsutil import ensure_private_dir, remove_quietly
-from ..model.manifest import MANIFEST_SUFFIX, Backup, _bad_reason, load_backup, slug
+from ..model.manifest import MANIFEST_SUFFIX, Backup, _bad_reason, check_backup, load_backup, slug
 from .lock import RepositoryLock
 
 SUBDIRS = ("full", "incremental", "schema", "data", "globals", "logs")
@@ -79,7 +79,16 @@ class Repository:
             if not include_bad and not backup.good:
                 continue
             found.append(backup)
-        found.sort(key=lambda b: (b.manifest["created_at"], b.id))
+        found.sort(key=lambda b: (b.created_at, b.id))
+        return found
+
+    def invalid_manifests(self) -> List[Tuple[str, str]]:
+        """(path, why) of every manifest ``backups()`` skips as unreadable or invalid."""
+        found = []
+        for path in self._manifest_files():
+            backup, reason = check_backup(path)
+            if backup is None:
+                found.append((path, reason or "unreadable"))
         return found
 
     def find(self, selector: str, kind: Optional[str] = None, database: Optional[str] = None,
@@ -111,15 +120,15 @@ class Repository:
     def _find_by_path(self, path: str) -> Backup:
         path = os.path.abspath(path)
         if path.endswith(MANIFEST_SUFFIX):
-            backup = load_backup(path)
+            backup, reason = check_backup(path)
             if backup is None:
-                raise NotFound("%s is not a readable seawall manifest" % path)
+                raise NotFound("%s is not a readable seawall manifest: %s" % (path, reason))
             return backup
         directory, name = os.path.split(path)
         for candidate in os.listdir(directory) if os.path.isdir(directory) else []:
             if candidate.endswith(MANIFEST_SUFFIX):
                 backup = load_backup(os.path.join(directory, candidate))
-                if backup and any(f["name"] == name for f in backup.manifest.get("files", [])):
+                if backup and any(f.name == name for f in backup.manifest.files):
                     return backup
         raise NotFound("%s belongs to no complete backup (no manifest names it): it is not restorable" % path)
 
@@ -131,7 +140,7 @@ class Repository:
         it may well belong to that manifest.
         """
         backups = self.backups(include_bad=True) if backups is None else backups
-        named = {b.file_path(entry) for b in backups for entry in b.manifest.get("files", [])}
+        named = {b.file_path(entry) for b in backups for entry in b.manifest.files}
         readable = {b.manifest_path for b in backups}
         stray = []
         for kind in ALL_KINDS:
