@@ -11,7 +11,6 @@ planner, the listing shape and the restore path are the local ones.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import shutil
@@ -23,7 +22,8 @@ from ..core.clock import iso, parse_moment, utc_now
 from ..core.errors import NotFound, VerifyError
 from ..core.fsutil import create_private, ensure_private_dir
 from ..core.runlog import RunLog
-from ..model.manifest import FORMAT_VERSION, MANIFEST_SUFFIX, Backup, load_backup
+from ..model.manifest import (MANIFEST_SUFFIX, Backup, Copy, FileEntry, Manifest, ManifestError, Verification,
+                              load_backup, parse_manifest_bytes)
 from ..repo.catalog import Repository
 from ..store import find_settings, open_destination
 from ..store.base import Destination, ObjectInfo
@@ -51,30 +51,28 @@ class RemoteCatalog:
                 backup = self._load(key)
                 if backup is not None:
                     found.append(backup)
-        found.sort(key=lambda b: (b.manifest["created_at"], b.id))
+        found.sort(key=lambda b: (b.created_at, b.id))
         self.backups = found
 
     def _load(self, key: str) -> Optional[Backup]:
         try:
-            manifest = json.loads(self.dest.read_bytes(key, limit=16 * 1024 * 1024).decode("utf-8"))
-        except ValueError:
+            manifest = parse_manifest_bytes(self.dest.read_bytes(key, limit=16 * 1024 * 1024), self.dest.uri(key))
+        except ManifestError:
             return None
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        if posixpath.basename(key) != manifest.id + MANIFEST_SUFFIX:
             return None
-        if not all(k in manifest for k in ("id", "type", "created_at", "files")):
-            return None
-        missing = [f["name"] for f in manifest["files"]
-                   if (self.objects.get(self.key(manifest, f)) or ObjectInfo("", -1)).size != int(f.get("size", -2))]
-        if missing and manifest.get("status") == "ok":
+        missing = [f.name for f in manifest.files
+                   if (self.objects.get(self.key(manifest, f)) or ObjectInfo("", -1)).size != f.size]
+        if missing and manifest.status == "ok":
             # Listed as bad, never offered for restore: a data object is gone or of the wrong size.
-            manifest["verification"] = {"ok": False, "level": "listing", "at": iso(utc_now()),
-                                        "details": "missing or wrong size at destination %r: %s"
-                                                   % (self.dest.name, ", ".join(missing))}
+            manifest.verification = Verification.from_dict({
+                "ok": False, "level": "listing", "at": iso(utc_now()),
+                "details": "missing or wrong size at destination %r: %s" % (self.dest.name, ", ".join(missing))})
         return Backup(manifest, key)
 
     @staticmethod
-    def key(manifest: Dict[str, Any], entry: Dict[str, Any]) -> str:
-        return "%s/%s" % (manifest["type"], entry["name"])
+    def key(manifest: Manifest, entry: FileEntry) -> str:
+        return "%s/%s" % (manifest.kind, entry.name)
 
     def good(self, kind: Optional[str] = None, database: Optional[str] = None, include_bad: bool = False) -> List[Backup]:
         return [b for b in self.backups if (include_bad or b.good) and (not kind or b.kind == kind)
@@ -82,7 +80,7 @@ class RemoteCatalog:
 
     def summary(self, backup: Backup) -> Dict[str, Any]:
         row = backup.summary()
-        row["files"] = [self.dest.uri(self.key(backup.manifest, f)) for f in backup.manifest.get("files", [])]
+        row["files"] = [self.dest.uri(self.key(backup.manifest, f)) for f in backup.manifest.files]
         row["manifest"] = self.dest.uri(backup.manifest_path)
         row["destination"] = self.dest.name
         return row
@@ -104,13 +102,13 @@ class RemoteCatalog:
             if backup.id == selector or posixpath.basename(backup.manifest_path) == selector:
                 if not backup.good and not allow_bad:
                     raise NotFound("backup %s at %s is marked bad (%s)"
-                                   % (selector, where, (backup.manifest.get("verification") or {}).get("details")))
+                                   % (selector, where, backup.bad_reason))
                 return backup
         raise NotFound("no backup with id %r in %s (see 'seawall-pgbackup list --destination %s')"
                        % (selector, where, self.dest.name))
 
     def leftovers(self) -> List[ObjectInfo]:
-        named = {self.key(b.manifest, f) for b in self.backups for f in b.manifest.get("files", [])}
+        named = {self.key(b.manifest, f) for b in self.backups for f in b.manifest.files}
         named.update(b.manifest_path for b in self.backups)
         stems = [k[:-len(MANIFEST_SUFFIX)] for k in self.objects if k.endswith(MANIFEST_SUFFIX)]
         return [o for k, o in sorted(self.objects.items())
@@ -124,15 +122,15 @@ class RemoteCatalog:
         record: Dict[str, Any] = {"level": "checksum", "at": iso(started), "ok": True,
                                   "destination": self.dest.name}
         try:
-            for entry in backup.manifest.get("files", []):
+            for entry in backup.manifest.files:
                 key = self.key(backup.manifest, entry)
                 if self.dest.head(key) is None:
                     raise VerifyError("%s: object %s is missing" % (backup.id, self.dest.uri(key)))
                 size, sha = stream_sha256(self.dest, key)
-                if size != int(entry["size"]):
+                if size != entry.size:
                     raise VerifyError("%s: object %s has %d bytes, the manifest recorded %d"
-                                      % (backup.id, self.dest.uri(key), size, entry["size"]))
-                if sha != entry["sha256"]:
+                                      % (backup.id, self.dest.uri(key), size, entry.size))
+                if sha != entry.sha256:
                     raise VerifyError("%s: object %s does not match its sha256 (corrupted)"
                                       % (backup.id, self.dest.uri(key)))
             record["details"] = "checksums match (streamed from %s)" % self.dest.uri()
@@ -143,7 +141,7 @@ class RemoteCatalog:
 
     def record_verification(self, backup: Backup, record: Dict[str, Any]) -> None:
         """Rewrite the destination's manifest with the new result (still one whole-object put)."""
-        backup.manifest["verification"] = record
+        backup.manifest.verification = Verification.from_dict(record, self.dest.uri(backup.manifest_path))
         self.dest.put_bytes(backup.manifest_path, remote_manifest_bytes(backup))
 
     # ------------------------------------------------------------------ download
@@ -153,16 +151,16 @@ class RemoteCatalog:
         folder = os.path.join(root, backup.kind)
         ensure_private_dir(root)
         ensure_private_dir(folder)
-        for entry in backup.manifest.get("files", []):
+        for entry in backup.manifest.files:
             key = self.key(backup.manifest, entry)
             digest = hashlib.sha256()
             size = 0
-            with create_private(os.path.join(folder, entry["name"])) as handle:
+            with create_private(os.path.join(folder, entry.name)) as handle:
                 for chunk in self.dest.read(key):
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            if size != int(entry["size"]) or digest.hexdigest() != entry["sha256"]:
+            if size != entry.size or digest.hexdigest() != entry.sha256:
                 raise VerifyError("%s: object %s does not match its manifest (%d bytes, sha256 %s); not restored"
                                   % (backup.id, self.dest.uri(key), size, digest.hexdigest()))
         path = os.path.join(folder, backup.id + MANIFEST_SUFFIX)
@@ -271,13 +269,13 @@ def cleanup_remote(cfg: Any, name: str, dry_run: bool = False, now: Optional[dat
         log = RunLog(repo.log_dir)
         by_id = {b.id: b for b in backups}
         kept = set(plan.keep)
-        protected = {catalog.key(b.manifest, f) for b in backups if b.id in kept for f in b.manifest.get("files", [])}
+        protected = {catalog.key(b.manifest, f) for b in backups if b.id in kept for f in b.manifest.files}
         doomed = [(d, by_id[d.id]) for d in plan.decisions if not d.keep]
         for _decision, backup in doomed:  # every manifest first: a half-done run leaves unlisted leftovers only
             catalog.dest.delete(backup.manifest_path)
             _mark_local_copy_removed(repo, backup, name, now)
         for decision, backup in doomed:
-            for entry in backup.manifest.get("files", []):
+            for entry in backup.manifest.files:
                 key = catalog.key(backup.manifest, entry)
                 if key not in protected:
                     catalog.dest.delete(key)
@@ -300,9 +298,10 @@ def _mark_local_copy_removed(repo: Repository, backup: Backup, name: str, now: d
     local = load_backup(repo.manifest_path(backup.kind, backup.id))
     if local is None:
         return
-    copies = [c for c in local.manifest.get("copies", []) if c.get("destination") != name]
-    copies.append({"destination": name, "removed_at": iso(now), "reason": "retention at the destination"})
-    local.manifest["copies"] = copies
+    copies = [c for c in local.manifest.copies if c.destination != name]
+    copies.append(Copy.from_dict({"destination": name, "removed_at": iso(now),
+                                  "reason": "retention at the destination"}))
+    local.manifest.copies = copies
     local.save()
 
 
