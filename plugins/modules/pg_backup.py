@@ -315,7 +315,7 @@ def main():
     with engine_errors(module, **result):  # a failed copy fails the task; the local backup stays good
         result['copies'] = copy_new_backup(cfg, backup)['copied']
     result['restore_command'] = restore_command(backup_dir, result['backup'])
-    for warning in backup.manifest.get('warnings') or []:
+    for warning in backup.manifest.warnings:
         module.warn('%s: %s' % (backup.id, warning))
     if module._diff:
         result['diff'] = dict(before=before, after=dict(newest_backup=backup.id))

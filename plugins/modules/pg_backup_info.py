@@ -167,7 +167,7 @@ def newest_per_type(backups):
     newest = {}
     for backup in backups:  # oldest first: the last one of each type wins
         newest[backup.kind] = backup
-    return sorted(newest.values(), key=lambda b: (b.manifest['created_at'], b.id))
+    return sorted(newest.values(), key=lambda b: (b.created_at, b.id))
 
 
 def main():

@@ -382,7 +382,7 @@ def run_verify(module, cfg, max_age, result):
                 none_yet(module, result, exc)
             raise
     result['backup'] = backup.summary()
-    before = backup.manifest.get('verification')
+    before = backup.summary()['verification']
     if level == 'restore' and backup.kind not in RESTORABLE_KINDS:
         # Refused here: the engine would record the refusal as a failed verification (a bad backup).
         module.fail_json(msg='the restore level needs a full or schema backup; %s is a %s backup: use level=archive'
@@ -452,7 +452,7 @@ def run_dr_drill(module, cfg, max_age, result):
                 none_yet(module, result, exc)
             raise
     result['backup'] = newest.summary()
-    before = newest.manifest.get('verification')
+    before = newest.summary()['verification']
 
     if max_age > 0:
         previous = read_report(report_path)
@@ -463,7 +463,7 @@ def run_dr_drill(module, cfg, max_age, result):
             drilled = [b for b in repo.backups(include_bad=True) if b.id == previous.get('backup_id')]
             if drilled:
                 result['backup'] = drilled[0].summary()
-                result['verification'] = drilled[0].manifest.get('verification')
+                result['verification'] = drilled[0].summary()['verification']
             result['skipped_reason'] = ('the DR drill of %s succeeded %s ago (RTO %s s), younger than max_age %s'
                                         % (previous.get('backup_id'), format_duration(age),
                                            previous.get('rto_seconds'), format_duration(max_age)))
@@ -497,14 +497,14 @@ def run_dr_drill(module, cfg, max_age, result):
                 drilled = [b for b in repo.backups(include_bad=True) if b.id == report.get('backup_id')]
                 if drilled:
                     result['backup'] = drilled[0].summary()
-                    result['verification'] = drilled[0].manifest.get('verification')
+                    result['verification'] = drilled[0].summary()['verification']
             module.fail_json(msg=str(exc), step=exc.step, **result)
     result['changed'] = True
     result['report'] = report
     with engine_errors(module, **result):
         drilled = repo.find(report['backup_id'], allow_bad=True)
     result['backup'] = drilled.summary()
-    result['verification'] = drilled.manifest.get('verification')
+    result['verification'] = drilled.summary()['verification']
     if module._diff:
         result['diff'] = diff_of(before if drilled.id == newest.id else None, result['verification'])
     module.exit_json(**result)
