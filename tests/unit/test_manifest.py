@@ -373,7 +373,7 @@ def test_mutated_manifests_raise_only_manifest_error_and_round_trip(mutation):
     if isinstance(document.get("files"), list) and document["files"] and isinstance(document["files"][0], dict):
         document["files"][0].update(entry)
         if drop:
-            document["files"][0].pop("sha256")
+            document["files"][0].pop("sha256", None)
     try:
         manifest = Manifest.from_dict(copy.deepcopy(document))
     except ManifestError:
