@@ -301,7 +301,7 @@ def main():
     run_operation(module, cfg, 'create', kind, lambda: run_backup(cfg, kind, outcome), partial_result=taken,
                   **result)
     result.update(taken(), copies=outcome.copies)
-    for warning in outcome.backup.manifest.get('warnings') or []:
+    for warning in outcome.backup.manifest.warnings:
         module.warn('%s: %s' % (outcome.backup.id, warning))
     if module._diff:
         result['diff'] = dict(before=before, after=dict(newest_backup=outcome.backup.id))

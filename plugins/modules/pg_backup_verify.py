@@ -325,7 +325,7 @@ def drilled(cfg, report, result):
     """The backup a drill report names, and its recorded verification, into the result."""
     for backup in Repository(cfg.backup_dir).backups(include_bad=True):
         if backup.id == (report or {}).get('backup_id'):
-            result.update(backup=backup.summary(), verification=backup.manifest.get('verification'))
+            result.update(backup=backup.summary(), verification=backup.summary()['verification'])
     return result
 
 
@@ -365,7 +365,7 @@ def drill(module, cfg, max_age, result):
                              'type (full) unset', step='config', **result)
     plan = planned(module, result, lambda: plan_drill(cfg, max_age))
     result.update(report_path=plan.report_path, backup=plan.backup.summary())
-    before = plan.backup.manifest.get('verification')
+    before = plan.backup.summary()['verification']
     if not plan.runs:
         result['report'] = plan.previous
         drilled(cfg, plan.previous, result)

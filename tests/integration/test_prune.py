@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from seawall_pgbackup.ops import cleanup as prune
-from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup, Verification
 from seawall_pgbackup.repo.catalog import Repository
 from seawall_pgbackup.core.clock import iso, parse_iso, utc_now
 from seawall_pgbackup.config.settings import load_config
@@ -216,7 +216,7 @@ def test_four_hundred_backups_over_two_years_keep_exactly_the_policys_set(two_ye
     wanted = set(leftovers["fresh"])
     for backup in repo.backups(include_bad=True):
         wanted.add(backup.manifest_path)
-        wanted.update(backup.file_path(entry) for entry in backup.manifest["files"])
+        wanted.update(backup.file_path(entry) for entry in backup.manifest.files)
     assert on_disk == wanted
     assert repo.leftovers() == leftovers["fresh"]
     # reasons: every deletion is explained, every decision has one
@@ -262,7 +262,7 @@ def test_a_later_run_still_keeps_the_policys_set(two_years):
 def test_held_groups_and_the_lock(two_years):
     repo, cfg, _leftovers = two_years
     newest_full = repo.backups(kind="full")[-1]
-    newest_full.manifest["verification"] = verification(False)
+    newest_full.manifest.verification = Verification.from_dict(verification(False))
     newest_full.save()
     with repo.lock():
         with pytest.raises(LockedError, match="another seawall-pgbackup run holds"):
@@ -274,7 +274,7 @@ def test_held_groups_and_the_lock(two_years):
     assert dry["notes"]["full/vtt"] == "newest full is not good: nothing of this kind is deleted"
     assert any(d["action"] == "delete" for d in dry["plan"] if d["type"] == "schema")
     # the full backups stopped two days ago: still nothing of them is deleted
-    newest_full.manifest["verification"] = verification(True)
+    newest_full.manifest.verification = Verification.from_dict(verification(True))
     newest_full.save()
     result = prune.cleanup(cfg, now=NOW + timedelta(days=2))
     assert not [i for i in result["deleted"] if i.startswith("full-")]
@@ -302,7 +302,7 @@ def test_manifest_goes_first_so_a_failed_delete_leaves_only_a_leftover(tmp_path,
         prune.cleanup(cfg, now=NOW, policies={"schema": {"keep_last": 1}})
     monkeypatch.setattr(os, "unlink", real_unlink)
     assert old.id not in {b.id for b in repo.backups(include_bad=True)}
-    assert repo.leftovers() == [old.file_path(old.manifest["files"][0])]
+    assert repo.leftovers() == [old.file_path(old.manifest.files[0])]
     with open(os.path.join(repo.log_dir, "backup-failures.log"), encoding="utf-8") as handle:
         assert "cleanup-failed step=prune" in handle.read()
 
@@ -314,10 +314,10 @@ def test_a_file_beside_an_unreadable_manifest_is_never_removed(tmp_path):
     repo.prepare()
     write_backup(repo, "full", NOW - timedelta(hours=3), rng)
     future = write_backup(repo, "full", NOW - timedelta(days=3), rng)
-    future.manifest["format_version"] = FORMAT_VERSION + 1
+    future.manifest.format_version = FORMAT_VERSION + 1
     future.save()
     stamp = (NOW - timedelta(days=3)).timestamp()
-    data = [future.file_path(entry) for entry in future.manifest["files"]]
+    data = [future.file_path(entry) for entry in future.manifest.files]
     for path in data:
         os.utime(path, (stamp, stamp))
     result = prune.cleanup(load_config(env={"BACKUP_DIR": repo.root}), now=NOW)

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from seawall_pgbackup.model.manifest import Manifest
 from tests.integration import cli
 from tests.support import debian_pg15, embedded_pg18
 from tests.support.compare import assert_same_database, role_summary, schema_dump, table_checksums
@@ -40,6 +41,8 @@ def test_full_backup_rebuilds_the_database_on_a_fresh_cluster(sample_db, fresh_c
     assert manifest["client"]["major"] == sample_db.cluster.major  # the matching client was chosen
     assert manifest["globals"]["role_passwords"] is True
     _files_are_private(tmp_path / "backups")
+    on_disk = json.loads((tmp_path / "backups" / "full" / (manifest["id"] + ".json")).read_text())
+    assert on_disk == manifest and Manifest.from_dict(on_disk).to_dict() == on_disk  # typed, and the same shape
     listed = cli.listing(env)
     assert [b["id"] for b in listed] == [manifest["id"]]
     assert set(listed[0]) >= {"id", "type", "database", "created_at", "finished_at", "size", "sha256"}

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup, Verification
 from seawall_pgbackup.repo.catalog import Repository
 from seawall_pgbackup.core.clock import iso
 from seawall_pgbackup.core.errors import LockedError, NotFound
@@ -55,7 +55,7 @@ def test_listing_order_filters_and_latest(repo):
     assert repo.find("latest", database="app").id == new.id
     assert repo.find(old.id).id == old.id
     assert repo.find(old.manifest_path).id == old.id
-    assert repo.find(old.file_path(old.manifest["files"][0])).id == old.id
+    assert repo.find(old.file_path(old.manifest.files[0])).id == old.id
     with pytest.raises(NotFound, match="no backup with id 'nope'"):
         repo.find("nope")
 
@@ -82,15 +82,16 @@ def test_incomplete_backups_are_invisible_and_removed(repo):
     assert set(repo.leftovers()) == {orphan, partial}
     repo.remove_leftovers()
     assert not os.path.exists(orphan) and not os.path.exists(partial)
-    assert os.path.exists(good.file_path(good.manifest["files"][0]))
+    assert os.path.exists(good.file_path(good.manifest.files[0]))
 
 
 def test_manifest_write_is_atomic(repo):
     backup = _make(repo, "full", T0)
-    backup.manifest["verification"] = {"ok": True}
+    recorded = {"level": "checksum", "at": iso(T0), "ok": True}
+    backup.manifest.verification = Verification.from_dict(recorded)
     backup.save()
     with open(backup.manifest_path, encoding="utf-8") as handle:
-        assert json.load(handle)["verification"] == {"ok": True}
+        assert json.load(handle)["verification"] == recorded
     assert not [n for n in os.listdir(repo.kind_dir("full")) if n.endswith(".tmp")]
 
 

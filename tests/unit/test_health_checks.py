@@ -50,7 +50,7 @@ def _repo(tmp_path):
 def test_checksum_ok_truncated_corrupted_missing(repo):
     backup = _backup(repo)
     assert check_checksum(backup, "full")["status"] == "ok"
-    path = backup.file_path(backup.manifest["files"][0])
+    path = backup.file_path(backup.manifest.files[0])
     with open(path, "r+b") as handle:
         handle.seek(10)
         byte = handle.read(1)

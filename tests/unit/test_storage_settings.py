@@ -114,11 +114,12 @@ def test_a_failed_destination_does_not_stop_the_others_and_keeps_the_backup(tmp_
     repo = Repository(str(tmp_path / "backups"))
     repo.prepare()
     data = b"PGDMP" + b"\0" * 1000
-    (tmp_path / "backups" / "full" / "full-db-1.dump").write_bytes(data)
-    manifest = {"format_version": FORMAT_VERSION, "id": "full-db-1", "type": "full", "status": "ok",
+    (tmp_path / "backups" / "full" / "full-db-20261126T020000Z.dump").write_bytes(data)
+    manifest = {"format_version": FORMAT_VERSION, "id": "full-db-20261126T020000Z", "type": "full", "status": "ok",
                 "database": "db", "created_at": "2026-11-26T02:00:00.000000Z",
-                "files": [{"name": "full-db-1.dump", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
-    (tmp_path / "backups" / "full" / "full-db-1.json").write_text(_json.dumps(manifest))
+                "files": [{"name": "full-db-20261126T020000Z.dump", "size": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()}]}
+    (tmp_path / "backups" / "full" / "full-db-20261126T020000Z.json").write_text(_json.dumps(manifest))
     cfg = load_config(env={"BACKUP_DIR": str(tmp_path / "backups"), "BACKUP_S3_ENABLED": "yes",
                            "BACKUP_LOCAL_PATH": str(tmp_path / "nas")})
     result = sync(cfg)
@@ -126,7 +127,7 @@ def test_a_failed_destination_does_not_stop_the_others_and_keeps_the_backup(tmp_
     assert [f["destination"] for f in result["failed"]] == ["s3"] and "needs a bucket" in result["failed"][0]["error"]
     with pytest.raises(Exception, match="the copy to destination 's3' failed"):
         raise_failures(result)
-    assert (tmp_path / "nas" / "full" / "full-db-1.json").exists()
-    recorded = _json.loads((tmp_path / "backups" / "full" / "full-db-1.json").read_text())
+    assert (tmp_path / "nas" / "full" / "full-db-20261126T020000Z.json").exists()
+    recorded = _json.loads((tmp_path / "backups" / "full" / "full-db-20261126T020000Z.json").read_text())
     assert [c["destination"] for c in recorded["copies"]] == ["local"]
     assert sync(cfg)["present"] == 1  # the directory copy is not made twice

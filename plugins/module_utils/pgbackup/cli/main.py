@@ -150,17 +150,17 @@ def _cmd_create(cfg, args) -> int:
         copy_error = exc  # the local backup stays complete and listed; the command still fails
     backup = outcome.backup
     if args.json:
-        _print_json(backup.manifest)
+        _print_json(backup.manifest.to_dict())
         if copy_error:
             raise copy_error
         return 0
     _out("created %s (%s of %s, %d bytes, %.1f s)"
-         % (backup.id, backup.kind, backup.database, backup.size, backup.manifest["duration_seconds"]))
-    for entry in backup.manifest["files"]:
+         % (backup.id, backup.kind, backup.database, backup.size, backup.manifest.duration_seconds or 0))
+    for entry in backup.manifest.files:
         _out("  %s" % backup.file_path(entry))
     _out("restore with: %s" % restore_command(backup))
-    for copy in backup.manifest.get("copies", []):
-        _out("  copy at %s: %s" % (copy.get("destination"), copy.get("uri")))
+    for copy in backup.manifest.copies:
+        _out("  copy at %s: %s" % (copy.destination, copy.uri))
     if copy_error:
         raise copy_error
     return 0

@@ -14,16 +14,16 @@ from ..model.manifest import Backup
 
 def verify_checksums(backup: Backup) -> None:
     """Every file present with the manifest's size and sha256; names the first file that differs."""
-    for entry in backup.manifest.get("files", []):
+    for entry in backup.manifest.files:
         path = backup.file_path(entry)
         try:
             size = os.path.getsize(path)
         except OSError:
             raise VerifyError("%s: file %s is missing" % (backup.id, path)) from None
-        if size != entry["size"]:
+        if size != entry.size:
             raise VerifyError("%s: file %s has %d bytes, the manifest recorded %d (truncated or replaced)"
-                              % (backup.id, path, size, entry["size"]))
-        if sha256_file(path) != entry["sha256"]:
+                              % (backup.id, path, size, entry.size))
+        if sha256_file(path) != entry.sha256:
             raise VerifyError("%s: file %s does not match its sha256 (corrupted)" % (backup.id, path))
 
 

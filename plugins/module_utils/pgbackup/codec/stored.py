@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, List, Optional
+from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Union
 
 from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import describe_os_error
+from ..model.manifest import Encryption, FileEntry
 from .compression import decompressing_reader
 from .crypto import (AES_MODE, AGE_MODE, SUFFIX, AesReader, AesWriter, AgeReader, AgeWriter, AuthenticationFailed,
                      read_aes_header)
@@ -118,30 +119,32 @@ class StoredWriter:
         return self._digest.hexdigest()
 
 
-def _label(backup, entry: Dict[str, Any]) -> str:
-    return "%s file %s" % (backup.id, entry.get("name"))
+def _label(backup, entry: FileEntry) -> str:
+    return "%s file %s" % (backup.id, entry.name)
 
 
-def open_decrypted(path: str, encryption: Optional[Dict[str, Any]], ring_source, label: str,
+def open_decrypted(path: str, encryption: Union[Encryption, Mapping[str, Any], None], ring_source, label: str,
                    backup_id: str = "") -> BinaryIO:
     """The stored file at ``path`` with its encryption removed (still compressed). ``ring_source``: a
     Keyring, or a Config to load one from when (and only when) the file is encrypted."""
+    if isinstance(encryption, Mapping):
+        encryption = Encryption.from_dict(dict(encryption)) if encryption else None
     raw = open(path, "rb")  # pylint: disable=consider-using-with
     if not encryption:
         return raw
     try:
         ring = ring_source if isinstance(ring_source, Keyring) else load_keyring(ring_source)
-        algorithm = encryption.get("algorithm")
+        algorithm = encryption.algorithm
         if algorithm == AES_MODE:
             key_id, _chunk, _header = read_aes_header(raw)
-            if key_id != encryption.get("key_id"):
+            if key_id != encryption.key_id:
                 raise AuthenticationFailed("%s: the file's header names key id %s, the manifest %s (replaced or "
-                                           "tampered)" % (label, key_id, encryption.get("key_id")))
+                                           "tampered)" % (label, key_id, encryption.key_id))
             key = ring.aes_key(key_id, backup_id)
             raw.seek(0)
             return io.BufferedReader(AesReader(raw, key, label), 1 << 20)
         if algorithm == "age-x25519":
-            key_ids = list(encryption.get("key_ids") or [encryption.get("key_id")])
+            key_ids = list(encryption.key_ids or [encryption.key_id])
             identities = ring.age_identities_for(key_ids, backup_id)
             return io.BufferedReader(AgeReader(raw, identities, label, key_ids), 1 << 20)
         raise ConfigError("%s: encryption %r is not known to this version" % (label, algorithm))
@@ -150,21 +153,21 @@ def open_decrypted(path: str, encryption: Optional[Dict[str, Any]], ring_source,
         raise
 
 
-def open_stored(backup, entry: Dict[str, Any], cfg, ring: Optional[Keyring] = None) -> BinaryIO:
+def open_stored(backup, entry: FileEntry, cfg, ring: Optional[Keyring] = None) -> BinaryIO:
     """A readable binary stream of the original bytes of one stored file of ``backup``: decrypted, decompressed.
 
     A missing key raises KeyMissing (a ConfigError: the backup is not at fault) naming the key id needed;
     bytes that fail authentication raise AuthenticationFailed (a ValueError) while reading.
     """
-    encryption = entry.get("encryption", backup.manifest.get("encryption"))
+    encryption = backup.manifest.encryption_of(entry)
     stream = open_decrypted(backup.file_path(entry), encryption, ring or cfg, _label(backup, entry), backup.id)
-    return decompressing_reader(stream, entry["compression"])
+    return decompressing_reader(stream, entry.compression or "none")
 
 
 def require_keys(backup, cfg, ring: Optional[Keyring] = None) -> None:
     """Fail before anything is touched when a key ``backup`` needs is not here (KeyMissing names its id)."""
-    for entry in backup.manifest.get("files", []):
-        encryption = entry.get("encryption", backup.manifest.get("encryption"))
+    for entry in backup.manifest.files:
+        encryption = backup.manifest.encryption_of(entry)
         if encryption:
             ring = ring or load_keyring(cfg)
             try:

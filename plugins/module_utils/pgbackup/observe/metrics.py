@@ -10,18 +10,18 @@ rename); ``serve`` renders the same text per scrape.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import time
+from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..config.settings import LOGICAL_KINDS, Config
-from ..core.clock import parse_iso
 from ..core.cron import Cron
 from ..core.fsutil import write_file_atomic
-from ..model.drillreport import LATEST_REPORT
+from ..model.drillreport import DrillReport, read_latest
+from ..model.record import RecordError
 from ..model.runrecord import read_runs
 from ..repo.catalog import Repository
 
@@ -61,13 +61,8 @@ def _escape(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _seconds(text: Optional[str]) -> Optional[float]:
-    if not text:
-        return None
-    try:
-        return round(parse_iso(text).timestamp(), 3)
-    except ValueError:
-        return None
+def _seconds(moment: Optional[datetime]) -> Optional[float]:
+    return round(moment.timestamp(), 3) if moment else None
 
 
 def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Dict[str, str], float]]]:
@@ -93,34 +88,34 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
         if good:
             newest = good[-1]
             add("last_success_timestamp_seconds", labels,
-                _seconds(newest.manifest.get("finished_at")) or newest.created_at.timestamp())
+                _seconds(newest.manifest.finished_at) or newest.created_at.timestamp())
             add("last_size_bytes", labels, newest.size)
-            add("last_duration_seconds", labels, newest.manifest.get("duration_seconds"))
-        verified = [b for b in backups if b.manifest.get("verification")]
-        if verified:
-            latest = max(verified, key=lambda b: (b.manifest["verification"].get("at") or "", b.id))
-            add("verification_success", labels, 1 if latest.manifest["verification"].get("ok") else 0)
-            add("verification_timestamp_seconds", labels, _seconds(latest.manifest["verification"].get("at")))
+            add("last_duration_seconds", labels, newest.manifest.duration_seconds)
+        checked = [(b.manifest.verification, b.id) for b in backups if b.manifest.verification]
+        if checked:
+            latest = max(checked, key=lambda pair: (pair[0].at, pair[1]))[0]
+            add("verification_success", labels, 1 if latest.ok else 0)
+            add("verification_timestamp_seconds", labels, _seconds(latest.at))
     for kind in LOGICAL_KINDS:
         settings = cfg.kinds[kind]
         if settings.enabled and settings.schedule:
             add("schedule_interval_seconds", {"kind": kind}, Cron(settings.schedule).longest_gap().total_seconds())
     for record in read_runs(repo.log_dir):
-        labels = {"job": record["job"], "kind": record.get("kind") or "", "database": record.get("database") or ""}
-        running = record.get("status") == "running"
+        labels = {"job": record.job, "kind": record.kind or "", "database": record.database or ""}
+        running = record.status == "running"
         add("last_run_running", labels, 1 if running else 0)
-        add("last_run_timestamp_seconds", labels, _seconds(record.get("started_at")))
+        add("last_run_timestamp_seconds", labels, _seconds(record.started_at))
         if not running:
-            add("last_run_success", labels, RUN_STATUS.get(record.get("status"), 0))
-            add("last_run_duration_seconds", labels, record.get("duration_seconds"))
-        if record.get("command") == "health" and record.get("exit_code") in (0, 1, 2):
-            add("health_status", {}, record["exit_code"])
+            add("last_run_success", labels, RUN_STATUS.get(record.status, 0))
+            add("last_run_duration_seconds", labels, record.duration_seconds)
+        if record.command == "health" and record.exit_code in (0, 1, 2):
+            add("health_status", {}, record.exit_code)
     drill = _drill_report(repo.log_dir)
     if drill:
-        labels = {"database": drill.get("database") or ""}
-        add("drill_success", labels, 1 if drill.get("ok") else 0)
-        add("drill_timestamp_seconds", labels, _seconds(drill.get("finished_at")))
-        add("drill_rto_seconds", labels, drill.get("rto_seconds"))
+        labels = {"database": drill.database or ""}
+        add("drill_success", labels, 1 if drill.ok else 0)
+        add("drill_timestamp_seconds", labels, _seconds(drill.finished_at))
+        add("drill_rto_seconds", labels, drill.rto_seconds)
     try:
         usage = shutil.disk_usage(repo.root if os.path.isdir(repo.root) else os.path.dirname(repo.root))
         add("disk_free_bytes", {}, usage.free)
@@ -132,13 +127,11 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
     return samples
 
 
-def _drill_report(log_dir: str) -> Optional[Dict[str, Any]]:
+def _drill_report(log_dir: str) -> Optional[DrillReport]:
     try:
-        with open(os.path.join(log_dir, LATEST_REPORT), encoding="utf-8") as handle:
-            report = json.load(handle)
-    except (OSError, ValueError):
+        return read_latest(log_dir)
+    except RecordError:
         return None
-    return report if isinstance(report, dict) else None
 
 
 def render(samples: Dict[str, List[Tuple[Dict[str, str], float]]]) -> str:

@@ -23,7 +23,7 @@ from ..core.clock import iso, utc_now
 from ..core.errors import BackupError, exit_code_of
 from ..core.fsutil import ensure_private_dir
 from ..core.runlog import RunLog
-from ..model.runrecord import job_name, read_run, safe_write_run
+from ..model.runrecord import RunRecord, job_name, read_run, safe_write_run
 from ..repo.catalog import Repository
 from .metrics import metrics_text, textfile_targets, write_textfile
 from .notify import deliver, hint_for, ping
@@ -50,7 +50,7 @@ class RunMonitor:
         self.started = utc_now()
         self.clock = time.monotonic()
         self.log_offset = 0
-        self.previous: Optional[Dict[str, Any]] = None
+        self.previous: Optional[RunRecord] = None
         self.warnings: List[str] = []
 
     def _record(self, status: str, **extra: Any) -> Dict[str, Any]:
@@ -124,7 +124,7 @@ class RunMonitor:
             return False
         if self.command == "health":
             # every 15 minutes by default: only a change of state is news
-            before = (self.previous or {}).get("status")
+            before = self.previous.status if self.previous else None
             if status == before or (status == "ok" and before is None):
                 return False
             if status == "critical":
@@ -139,7 +139,7 @@ class RunMonitor:
         if not newest or newest[-1].created_at < self.started.replace(microsecond=0):
             return None
         backup = newest[-1]
-        return "backup %s: %d bytes in %.1f s" % (backup.id, backup.size, backup.manifest.get("duration_seconds", 0))
+        return "backup %s: %d bytes in %.1f s" % (backup.id, backup.size, backup.manifest.duration_seconds or 0)
 
     def _event(self, record: Dict[str, Any], excerpt: str) -> Dict[str, Any]:
         status = record["status"]

@@ -137,7 +137,7 @@ class BackupRun:
         finally:
             self.target.close()
         log.info("backup-ok", type=self.kind, database=backup.database, id=backup.id, size=backup.size,
-                 seconds=backup.manifest["duration_seconds"])
+                 seconds=backup.manifest.duration_seconds)
         return backup
 
     def _take(self, started: datetime) -> Backup:

@@ -109,7 +109,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
     for backup in backups:
         by_id.setdefault(backup.id, backup)  # the one the plan decided on
     kept_ids = set(plan.keep)
-    protected = {repo.file_key(b, f) for b in backups if b.id in kept_ids for f in b.manifest.get("files", [])}
+    protected = {repo.file_key(b, f) for b in backups if b.id in kept_ids for f in b.manifest.files}
     doomed = [(decision, by_id[decision.id]) for decision in plan.decisions if not decision.keep]
     unlisted: List[str] = []
     deleted: List[str] = []
@@ -129,7 +129,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
             repo.remove_files(backup, protected)
             deleted.append(backup.id)
             log.info("pruned", id=backup.id, type=backup.kind, database=backup.database,
-                     created_at=backup.manifest["created_at"], reasons="; ".join(decision.reasons), **where)
+                     created_at=iso(backup.created_at), reasons="; ".join(decision.reasons), **where)
         for key in old:
             repo.remove_object(key)
             removed.append(repo.location(key))

@@ -9,7 +9,6 @@ intact and how long the restore took: the recovery time objective measured, not 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
@@ -19,9 +18,10 @@ from ..config.settings import Config
 from ..core.clock import iso, utc_now
 from ..core.duration import format_duration
 from ..core.errors import BackupError, VerifyError
-from ..core.fsutil import write_json_atomic
 from ..model.drillreport import LATEST_REPORT
 from ..model.manifest import Backup
+from ..model.drillreport import read_latest, write_report
+from ..model.record import RecordError
 from ..repo.catalog import Repository
 from .verify import DEFAULT_KIND, age_of, check_settings, verify_and_record
 
@@ -41,12 +41,12 @@ def report_path(cfg: Config) -> str:
 
 
 def read_report(path: str) -> Optional[Dict[str, Any]]:
+    """The report at ``path`` (logs/drill-latest.json) in its JSON shape; None when missing or invalid."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
+        report = read_latest(os.path.dirname(path))
+    except RecordError:
+        return None  # never a reason to skip a drill
+    return report.to_dict() if report is not None else None
 
 
 @dataclass
@@ -113,7 +113,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Se
         "kind": "dr-drill",
         "backup_id": backup.id,
         "database": backup.database,
-        "backup_created_at": backup.manifest["created_at"],
+        "backup_created_at": iso(backup.created_at),
         "server": server.hostinfo,
         "started_at": iso(started),
         "finished_at": iso(utc_now()),
@@ -123,8 +123,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Se
         "details": result["details"],
     }
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    write_json_atomic(os.path.join(repo.log_dir, "drill-%s.json" % stamp), report)
-    write_json_atomic(os.path.join(repo.log_dir, LATEST_REPORT), report)
+    write_report(repo.log_dir, report, stamp)
     server.close()
     source.close()
     if not report["ok"]:

@@ -9,18 +9,17 @@ come from ``monitoring.healthChecks`` (see monitoring.py). None of them writes a
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from ..codec.integrity import verify_checksums
 from ..config.monitoring import HealthThresholds
-from ..core.clock import parse_iso, utc_now
+from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
-from ..model.drillreport import LATEST_REPORT
+from ..model.drillreport import read_latest
 from ..model.manifest import Backup
+from ..model.record import RecordError
 from ..model.runrecord import read_runs
 from ..repo.catalog import Repository
 
@@ -57,7 +56,7 @@ def check_checksum(backup: Optional[Backup], kind: str) -> Dict[str, Any]:
         verify_checksums(backup)
     except BackupError as exc:
         return check(name, "critical", str(exc), newest=backup.id)
-    return check(name, "ok", "%s: %d files match their sha256" % (backup.id, len(backup.manifest.get("files", []))),
+    return check(name, "ok", "%s: %d files match their sha256" % (backup.id, len(backup.manifest.files)),
                  newest=backup.id)
 
 
@@ -99,59 +98,54 @@ def check_disk(path: str, limits: HealthThresholds, full_size: Optional[float],
 def check_last_runs(log_dir: str, limits: HealthThresholds, now: Optional[datetime] = None) -> Dict[str, Any]:
     """The last run of every job (health itself aside): any failure is critical."""
     now = now or utc_now()
-    records = [r for r in read_runs(log_dir) if r.get("command") != "health"]
+    records = [r for r in read_runs(log_dir) if r.command != "health"]
     if not records:
         return check("last-run", "ok", "no run recorded yet")
-    failed = [r for r in records if r.get("status") == "failed"]
+    failed = [r for r in records if r.status == "failed"]
     if failed:
-        newest = max(failed, key=lambda r: r.get("finished_at") or "")
+        newest = max(failed, key=lambda r: (r.finished_at is not None, r.finished_at or r.started_at))
         return check("last-run", "critical", "last %s run failed at %s (step %s): %s"
-                     % (newest["job"], newest.get("finished_at"), newest.get("step"), newest.get("error")),
-                     failed=[r["job"] for r in failed])
+                     % (newest.job, _iso(newest.finished_at), newest.step, newest.error),
+                     failed=[r.job for r in failed])
     stale = []
     for record in records:
-        started = _moment(record.get("started_at"))
-        if record.get("status") == "running" and started and limits.last_run_max_age_seconds \
+        started = record.started_at
+        if record.status == "running" and limits.last_run_max_age_seconds \
                 and (now - started).total_seconds() > limits.last_run_max_age_seconds:
-            stale.append("%s running since %s" % (record["job"], record["started_at"]))
+            stale.append("%s running since %s" % (record.job, iso(record.started_at)))
     if stale:
         return check("last-run", "warning", "; ".join(stale) + " (killed, or hung?)")
-    newest = max(records, key=lambda r: r.get("started_at") or "")
+    newest = max(records, key=lambda r: r.started_at)
     return check("last-run", "ok", "last runs ok (%d jobs; newest: %s %s at %s)"
-                 % (len(records), newest["job"], newest.get("status"), newest.get("started_at")))
+                 % (len(records), newest.job, newest.status, iso(newest.started_at)))
 
 
 def check_drill(log_dir: str, limits: HealthThresholds, now: Optional[datetime] = None) -> Dict[str, Any]:
     """The last DR drill (logs/drill-latest.json): failed is critical, older than drillMaxAge a warning."""
     now = now or utc_now()
-    path = os.path.join(log_dir, LATEST_REPORT)
     try:
-        with open(path, encoding="utf-8") as handle:
-            report = json.load(handle)
-    except FileNotFoundError:
+        report = read_latest(log_dir)
+    except RecordError as exc:
+        return check("drill", "warning", "cannot read %s" % exc)
+    if report is None:
         status = "warning" if limits.drill_required else "ok"
         return check("drill", status, "no DR drill has run yet (the drill command or pg_backup_verify drill=true)")
-    except (OSError, ValueError) as exc:
-        return check("drill", "warning", "cannot read %s: %s" % (path, exc))
-    finished = _moment(report.get("finished_at"))
+    finished = report.finished_at
     age = (now - finished).total_seconds() if finished else None
-    extra = {"backup_id": report.get("backup_id"), "age_seconds": int(age) if age is not None else None,
-             "rto_seconds": report.get("rto_seconds")}
-    if not report.get("ok"):
+    extra = {"backup_id": report.backup_id, "age_seconds": int(age) if age is not None else None,
+             "rto_seconds": report.rto_seconds}
+    if not report.ok:
         return check("drill", "critical", "last DR drill failed at %s: %s"
-                     % (report.get("finished_at"), report.get("details")), **extra)
+                     % (_iso(report.finished_at), report.details), **extra)
     if age is None or age > limits.drill_max_age_seconds:
         return check("drill", "warning", "last DR drill passed but is %s old (limit %s)"
                      % (human_age(age or 0), human_age(limits.drill_max_age_seconds)), **extra)
     return check("drill", "ok", "last DR drill passed %s ago (RTO %.1f s)"
-                 % (human_age(age), report.get("rto_seconds") or 0), **extra)
+                 % (human_age(age), report.rto_seconds or 0), **extra)
 
 
-def _moment(text: Any) -> Optional[datetime]:
-    try:
-        return parse_iso(str(text))
-    except ValueError:
-        return None
+def _iso(moment: Optional[datetime]) -> Optional[str]:
+    return iso(moment) if moment else None
 
 
 def worst(checks: List[Dict[str, Any]]) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..codec.compression import decompressing_reader
@@ -24,11 +25,11 @@ from ..codec.crypto import SUFFIX
 from ..codec.integrity import verify_checksums
 from ..codec.keyring import Keyring, load_keyring
 from ..codec.stored import Sealing, StoredWriter, open_decrypted, sealing_for
-from ..core.clock import iso, parse_moment, utc_now
+from ..core.clock import parse_moment, utc_now
 from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
 from ..core.runlog import RunLog
-from ..model.manifest import Backup
+from ..model.manifest import Backup, Encryption, FileEntry, Rekeying
 from ..pg.pipeline import CHUNK
 from ..repo.catalog import Repository
 
@@ -77,19 +78,19 @@ def rekeyed_name(name: str, suffix: str, taken) -> str:
     raise BackupError("no free file name for the re-encrypted copy of %s" % name, step="rekey")
 
 
-def same_key(record: Optional[Dict[str, Any]], sealing: Sealing) -> bool:
+def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
     if not record:
         return False
     new = sealing.record()
-    return record.get("algorithm") == new["algorithm"] and (
-        sorted(record.get("key_ids") or [record.get("key_id")]) == sorted(new.get("key_ids") or [new["key_id"]]))
+    return record.algorithm == new["algorithm"] and (
+        sorted(record.key_ids or [record.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]))
 
 
-def _copy(backup: Backup, entry: Dict[str, Any], ring: Keyring, sealing: Sealing, dest: str) -> Dict[str, Any]:
+def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, dest: str) -> FileEntry:
     """Write ``dest`` + .partial re-encrypted, verify it, rename it; return the new file entry."""
     partial = dest + ".partial"
-    label = "%s file %s" % (backup.id, entry["name"])
-    old = backup.manifest.get("encryption")
+    label = "%s file %s" % (backup.id, entry.name)
+    old = backup.manifest.encryption_of(entry)
     try:
         source = _Hashing(open_decrypted(backup.file_path(entry), old, ring, label, backup.id))
     except ValueError as exc:
@@ -123,11 +124,11 @@ def _copy(backup: Backup, entry: Dict[str, Any], ring: Keyring, sealing: Sealing
         raise
     finally:
         source.close()
-    return dict(entry, name=os.path.basename(dest), size=writer.size, sha256=writer.sha256)
+    return replace(entry, name=os.path.basename(dest), size=writer.size, sha256=writer.sha256, encryption=None)
 
 
 def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyring, plain_sha256: str,
-                 entry: Dict[str, Any], label: str) -> None:
+                 entry: FileEntry, label: str) -> None:
     """The copy on disk: its sha256, authentication under the new key, the same compressed bytes, decompressible."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -138,7 +139,7 @@ def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyrin
     hashing = _Hashing(open_decrypted(path, sealing.record(), ring, label + " (new copy)"))
     try:
         buffered = io.BufferedReader(hashing, CHUNK)
-        with decompressing_reader(buffered, entry["compression"]) as plain:
+        with decompressing_reader(buffered, entry.compression or "none") as plain:
             for _chunk in iter(lambda: plain.read(CHUNK), b""):
                 pass
             for _chunk in iter(lambda: buffered.read(CHUNK), b""):
@@ -151,8 +152,8 @@ def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyrin
 
 def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Sealing) -> Dict[str, Any]:
     """Re-encrypt one backup (hold the lock). Returns its result row."""
-    old = backup.manifest.get("encryption")
-    row: Dict[str, Any] = {"id": backup.id, "type": backup.kind, "from": (old or {}).get("key_id"),
+    old = backup.manifest.encryption
+    row: Dict[str, Any] = {"id": backup.id, "type": backup.kind, "from": old.key_id if old else None,
                            "to": sealing.key_id}
     if same_key(old, sealing):
         return dict(row, changed=False, details="already under key id %s" % sealing.key_id)
@@ -161,16 +162,16 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
     created: List[str] = []
     new_entries = []
     try:
-        for entry in backup.manifest.get("files", []):
-            name = rekeyed_name(entry["name"], sealing.suffix,
+        for entry in backup.manifest.files:
+            name = rekeyed_name(entry.name, sealing.suffix,
                                 lambda n: os.path.exists(os.path.join(directory, n)) or n in created)
             new_entries.append(_copy(backup, entry, ring, sealing, os.path.join(directory, name)))
             created.append(name)
-        old_paths = [backup.file_path(e) for e in backup.manifest.get("files", [])]
-        manifest = dict(backup.manifest, files=new_entries, encryption=sealing.record())
-        history = list(manifest.get("rekeyed") or [])
-        history.append({"at": iso(utc_now()), "from": (old or {}).get("key_id"), "to": sealing.key_id})
-        manifest["rekeyed"] = history
+        old_paths = [backup.file_path(e) for e in backup.manifest.files]
+        history = backup.manifest.rekeyed + [Rekeying(at=utc_now(), from_key=old.key_id if old else None,
+                                                      to_key=sealing.key_id)]
+        manifest = replace(backup.manifest, files=new_entries, rekeyed=history,
+                           encryption=Encryption.from_dict(sealing.record()))
         Backup(manifest, backup.manifest_path).save()  # from here on the new copies are the backup
     except BaseException:
         for name in created:

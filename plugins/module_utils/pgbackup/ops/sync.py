@@ -24,7 +24,7 @@ from ..config.destinations import DestinationSettings
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
 from ..core.runlog import RunLog
-from ..model.manifest import Backup, load_backup
+from ..model.manifest import Backup, Copy, FileEntry, load_backup
 from ..repo.catalog import Repository, stored_manifest_bytes
 from ..store import open_destination, remote_settings
 from ..store.base import DestinationError, Store
@@ -32,41 +32,41 @@ from ..store.base import DestinationError, Store
 LOCK_WAIT_SECONDS = 600
 
 
-def _already_there(dest: Store, key: str, entry: Dict[str, Any]) -> bool:
+def _already_there(dest: Store, key: str, entry: FileEntry) -> bool:
     info = dest.stat(key)
-    if info is None or info.size != int(entry["size"]):
+    if info is None or info.size != entry.size:
         return False
     metadata = dest.metadata(key)
     if metadata is None:
         return False  # a directory keeps no metadata: copy again (cheap)
-    return metadata.get("sha256") == entry["sha256"]
+    return metadata.get("sha256") == entry.sha256
 
 
-def _check_upload(dest: Store, settings: DestinationSettings, key: str, entry: Dict[str, Any],
+def _check_upload(dest: Store, settings: DestinationSettings, key: str, entry: FileEntry,
                   reported_size: int) -> None:
-    if reported_size != int(entry["size"]):
-        raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry["size"]))
+    if reported_size != entry.size:
+        raise dest.error("check", key, "the service reports %d bytes, the file has %d" % (reported_size, entry.size))
     if settings.verify_upload == "stream":
         size, sha = dest.sha256(key)
-        if size != int(entry["size"]) or sha != entry["sha256"]:
+        if size != entry.size or sha != entry.sha256:
             raise dest.error("check", key, "the object read back differs from the file (%d bytes, sha256 %s; "
-                                           "expected %d bytes, %s)" % (size, sha, entry["size"], entry["sha256"]))
+                                           "expected %d bytes, %s)" % (size, sha, entry.size, entry.sha256))
 
 
 def copy_backup(source: Repository, backup: Backup, dest: Store, settings: DestinationSettings) -> Dict[str, Any]:
     """Copy ``backup`` from ``source`` to ``dest`` under the same keys (data files, checks, manifest last);
     returns the copy record."""
     uploaded: List[str] = []
-    for entry in backup.manifest.get("files", []):
+    for entry in backup.manifest.files:
         key = source.file_key(backup, entry)
         if _already_there(dest, key, entry):
             continue
         path = source.store.local_path(key)
         if path is not None:  # a file: the drivers upload it in parts from disk
-            info = dest.put_file(key, path, int(entry["size"]), entry["sha256"])
+            info = dest.put_file(key, path, entry.size, entry.sha256)
         else:
             with source.store.open(key) as stream:
-                info = dest.write(key, stream, int(entry["size"]), entry["sha256"])
+                info = dest.write(key, stream, entry.size, entry.sha256)
         _check_upload(dest, settings, key, entry, info.size)
         uploaded.append(key)
     data = stored_manifest_bytes(backup)
@@ -84,9 +84,9 @@ def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     current = load_backup(backup.manifest_path)
     if current is None:
         return None  # pruned meanwhile: nothing to record
-    copies = [c for c in current.manifest.get("copies", []) if c.get("destination") != record["destination"]]
-    copies.append({k: v for k, v in record.items() if k != "uploaded"})
-    current.manifest["copies"] = copies
+    copies = [c for c in current.manifest.copies if c.destination != record["destination"]]
+    copies.append(Copy.from_dict({k: v for k, v in record.items() if k != "uploaded"}, current.manifest_path))
+    current.manifest.copies = copies
     current.save()
     return current
 
@@ -99,15 +99,15 @@ def forget_copy(local: Repository, backup: Backup, name: str, now: datetime) -> 
     current = load_backup(local.manifest_path(backup.kind, backup.id))
     if current is None:
         return
-    copies = [c for c in current.manifest.get("copies", []) if c.get("destination") != name]
-    copies.append({"destination": name, "removed_at": iso(now), "reason": "retention at the destination"})
-    current.manifest["copies"] = copies
+    copies = [c for c in current.manifest.copies if c.destination != name]
+    copies.append(Copy(destination=name, removed_at=now, reason="retention at the destination"))
+    current.manifest.copies = copies
     current.save()
 
 
 def copy_recorded(backup: Backup, name: str) -> bool:
     """A copy was made to ``name`` (or deliberately removed there by its retention)."""
-    return any(c.get("destination") == name for c in backup.manifest.get("copies", []))
+    return any(c.destination == name for c in backup.manifest.copies)
 
 
 def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[str] = None) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from ..core.duration import format_duration
 from ..core.errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
                            VerifyError)
 from ..core.runlog import RunLog
-from ..model.manifest import PARTIAL_SUFFIX, Backup, load_backup, slug
+from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, load_backup, slug
 from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
 from ..pg.pipeline import CHUNK, describe_exit
@@ -142,7 +142,7 @@ def plan_verify(cfg: Config, selector: Optional[str] = None, level: Optional[str
         # Refused before anything runs: recorded, the refusal would mark a sound backup bad.
         raise ConfigError("the restore level needs a full or schema backup; %s is a %s backup"
                           % (backup.id, backup.kind))
-    recorded = backup.manifest.get("verification")
+    recorded = backup.manifest.verification.to_dict() if backup.manifest.verification else None
     plan = VerifyPlan(backup, level, recorded, repo=repo)
     age = passed_within(recorded, level, max_age) if max_age > 0 else None
     if age is not None and recorded:
@@ -166,10 +166,10 @@ def run_verify(cfg: Config, plan: VerifyPlan, target_url: Optional[str] = None,
             server.close()
 
 
-def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
+def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
     """Decompress fully; pg_restore must read the whole table of contents."""
     path = backup.file_path(entry)
-    if entry.get("format") == "plain":
+    if entry.format == "plain":
         head, tail = b"", b""
         try:
             with open_stored(backup, entry, cfg) as src:
@@ -181,7 +181,7 @@ def _check_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> str:
         if CLUSTER_DUMP_HEAD not in head or CLUSTER_DUMP_END not in tail:
             raise VerifyError("%s: %s is not a complete pg_dumpall script" % (backup.id, path))
         return "globals script complete"
-    major = int((backup.manifest.get("client") or {}).get("major") or 0)
+    major = (backup.manifest.client.major if backup.manifest.client else None) or 0
     tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's pg_dump", tools=("pg_restore",))
     err = tempfile.TemporaryFile()
     listing = tempfile.TemporaryFile()  # a file, not a pipe: a long listing must never block pg_restore
@@ -231,7 +231,7 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         details = ["restored %d objects into %s on %s in %.1f s%s"
                    % (result.objects or 0, scratch.dbname, server.hostinfo, result.seconds,
                       ", the backup's roles created first" if result.globals_applied else "")]
-        recorded = backup.manifest.get("table_rows")
+        recorded = backup.manifest.table_rows
         if backup.kind == "full" and recorded is not None:
             counts = count_rows(psql, scratch)
             wrong = ["%s has %s rows, the backup recorded %d" % (k, counts.get(k, "no"), v)
@@ -271,7 +271,7 @@ def verify(cfg: Config, backup: Backup, level: str = DEFAULT_LEVEL, server: Opti
         verify_checksums(backup)
         details.append("checksums match")
         if level in ("archive", "restore"):
-            for entry in backup.manifest.get("files", []):
+            for entry in backup.manifest.files:
                 details.append(_check_archive(backup, entry, cfg))
         if level == "restore":
             if server is None:
@@ -322,7 +322,7 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
     for backup in targets:
         if repo.destination:  # recorded in the destination's manifest (one whole-object put)
             record = verify_copy(cfg, repo, backup, level, server=server, probes=probes, with_globals=with_globals)
-            backup.manifest["verification"] = record
+            backup.manifest.verification = Verification.from_dict(record, repo.location(repo.key_of(backup)))
             repo.save(backup)
             results.append(dict({"id": backup.id, "type": backup.kind}, **record))
             _log_result(log, backup, level, record, where)
@@ -332,7 +332,7 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             current = load_backup(backup.manifest_path)
             if current is None:
                 raise VerifyError("%s was removed while it was being verified" % backup.id)
-            current.manifest["verification"] = record
+            current.manifest.verification = Verification.from_dict(record, current.manifest_path)
             current.save()
         results.append(dict({"id": backup.id, "type": backup.kind}, **record))
         _log_result(log, backup, level, record, where)

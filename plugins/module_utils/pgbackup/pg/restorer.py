@@ -27,7 +27,7 @@ from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.errors import BackupError, ClientToolError, ConnectionFailed, RestoreError
 from ..core.fsutil import describe_os_error
-from ..model.manifest import Backup
+from ..model.manifest import Backup, SourceServer
 from .binaries import ClientTools, any_psql, select_tools
 from .client import ServerInfo, database_exists, execute
 from .client import qualified as format_table
@@ -119,7 +119,7 @@ def leaf_tables(psql: str, staged: DbTarget, tables: Sequence[Tuple[str, str]],
 def check_partial_rows(psql: str, staged: DbTarget, backup: Backup, leaves: Sequence[Tuple[str, str]]) -> Dict[str, int]:
     """Every table a partial restore filled holds exactly the rows the backup recorded."""
     counts = count_rows(psql, staged, [list(t) for t in leaves])
-    recorded = backup.manifest.get("table_rows") or {}
+    recorded = backup.manifest.table_rows or {}
     wrong = ["%s has %d rows, the backup recorded %d" % (k, v, recorded[k]) for k, v in sorted(counts.items())
              if k in recorded and recorded[k] != v]
     if wrong:
@@ -230,12 +230,12 @@ class Restorer:
 
     # ------------------------------------------------------------------ checks before anything is touched
     def _check_compatibility(self, info: ServerInfo) -> ClientTools:
-        source = self.backup.manifest.get("server") or {}
-        source_major = int(source.get("major") or 0)
+        source = self.backup.manifest.server
+        source_major = (source.major if source else None) or 0
         if info.major < source_major:
             raise ClientToolError("target server is PostgreSQL %d but backup %s comes from PostgreSQL %d: restore onto "
                                   "PostgreSQL %d or newer" % (info.major, self.backup.id, source_major, source_major))
-        dump_major = int((self.backup.manifest.get("client") or {}).get("major") or 0)
+        dump_major = (self.backup.manifest.client.major if self.backup.manifest.client else None) or 0
         return select_tools(max(info.major, dump_major), self.cfg.pg_bin_dir,
                             purpose="the target server and the backup's pg_dump")
 
@@ -306,7 +306,7 @@ class Restorer:
             else:
                 self._pg_restore(tools, staged, [[]])
             restored = user_object_count(psql, staged)
-            expected = self.backup.manifest.get("user_objects")
+            expected = self.backup.manifest.user_objects
             if expected and restored == 0:
                 raise RestoreError("pg_restore reported success but restored nothing (the backup recorded %d objects)"
                                    % expected)
@@ -332,7 +332,7 @@ class Restorer:
         as a warning), never the restored data.
         """
         source = self.backup.database
-        for statement in self.backup.manifest.get("database_sql") or []:
+        for statement in self.backup.manifest.database_sql or []:
             renamed = rename_database(statement, source, self.target.dbname)
             try:
                 execute(psql, self.target, renamed)
@@ -340,19 +340,19 @@ class Restorer:
                 self.result.warnings.append("database property not restored: %s" % exc)
 
     def _create_database(self, psql: str, admin: DbTarget, name: str) -> None:
-        server = self.backup.manifest.get("server") or {}
+        server = self.backup.manifest.server or SourceServer()
         base = "CREATE DATABASE %s TEMPLATE template0" % quote_ident(name)
-        if server.get("encoding"):
-            base += " ENCODING %s" % quote_literal(server["encoding"])
-        if server.get("collate") and server.get("ctype"):
+        if server.encoding:
+            base += " ENCODING %s" % quote_literal(server.encoding)
+        if server.collate and server.ctype:
             try:
                 execute(psql, admin, "%s LC_COLLATE %s LC_CTYPE %s" % (
-                    base, quote_literal(server["collate"]), quote_literal(server["ctype"])))
+                    base, quote_literal(server.collate), quote_literal(server.ctype)))
                 return
             except BackupError as exc:
                 # The source locale may not exist on this host: the server's default is the fallback.
                 self.result.warnings.append("locale %s unavailable on the target, using the server default: %s"
-                                            % (server["collate"], exc))
+                                            % (server.collate, exc))
         execute(psql, admin, base)
 
     def _restore_partial(self, tools: ClientTools, staged: DbTarget) -> None:

@@ -29,7 +29,7 @@ def gib(size: float) -> str:
 
 def check_free_space(psql: str, admin: DbTarget, backup: Backup, warnings: List[str]) -> None:
     """Fail when the server's data directory cannot hold the database as large as it was at backup time."""
-    needed = backup.manifest.get("database_size")
+    needed = backup.manifest.database_size
     if not needed or not _is_local(admin):
         return
     try:

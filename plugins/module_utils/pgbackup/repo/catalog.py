@@ -24,7 +24,8 @@ from ..config.settings import ALL_KINDS
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError, NotFound, VerifyError
 from ..core.fsutil import create_private, ensure_private_dir
-from ..model.manifest import MANIFEST_SUFFIX, Backup, _bad_reason, load_backup, parse_backup, slug
+from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
+                              load_backup, parse_backup_bytes, slug)
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
 from ..store.base import DestinationError
 from .lock import RepositoryLock
@@ -36,7 +37,8 @@ MANIFEST_LIMIT = 16 * 1024 * 1024
 
 def stored_manifest_bytes(backup: Backup) -> bytes:
     """The manifest as a destination keeps it: the local one without the local list of copies."""
-    document = {k: v for k, v in backup.manifest.items() if k != "copies"}
+    document = backup.manifest.to_dict()
+    document.pop("copies", None)
     return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
 
@@ -107,8 +109,8 @@ class Repository:
             return os.path.relpath(backup.manifest_path, self.root or "/").replace(os.sep, "/")
         return backup.manifest_path
 
-    def file_key(self, backup: Backup, entry: Dict[str, Any]) -> str:
-        return "%s/%s" % (self.key_of(backup).rsplit("/", 1)[0], entry["name"])
+    def file_key(self, backup: Backup, entry: FileEntry) -> str:
+        return "%s/%s" % (self.key_of(backup).rsplit("/", 1)[0], entry.name)
 
     # ------------------------------------------------------------------ reading the catalog
 
@@ -127,23 +129,32 @@ class Repository:
         return name.endswith(MANIFEST_SUFFIX) and not name.startswith(".")
 
     def _load(self, key: str, objects: Dict[str, ObjectInfo]) -> Optional[Backup]:
+        return self._check(key, objects)[0]
+
+    def _check(self, key: str, objects: Dict[str, ObjectInfo]) -> Tuple[Optional[Backup], Optional[str]]:
+        """(the backup, None), or (None, why its manifest is not trusted)."""
         try:
             data = self.store.read_bytes(key, limit=MANIFEST_LIMIT)
-        except DestinationError:
+        except DestinationError as exc:
             if self.destination is None:
-                return None  # removed meanwhile, or unreadable: never trusted
+                return None, "cannot be read: %s" % (exc.detail or exc)  # removed meanwhile, or unreadable
             raise
-        backup = parse_backup(data, self._backup_location(key))
-        if backup is None or self.destination is None:
-            return backup
-        missing = [f["name"] for f in backup.manifest["files"]
-                   if (objects.get(self.file_key(backup, f)) or ObjectInfo("", -1)).size != int(f.get("size", -2))]
-        if missing and backup.manifest.get("status") == "ok":
+        location = self._backup_location(key)
+        try:
+            backup = parse_backup_bytes(data, location)
+        except ManifestError as exc:
+            message = str(exc)
+            return None, message[len(location) + 2:] if message.startswith(location + ": ") else message
+        if self.destination is None:
+            return backup, None
+        missing = [f.name for f in backup.manifest.files
+                   if (objects.get(self.file_key(backup, f)) or ObjectInfo("", -1)).size != f.size]
+        if missing and backup.manifest.status == "ok":
             # Listed as bad, never offered for restore: a data object is gone or of the wrong size.
-            backup.manifest["verification"] = {"ok": False, "level": "listing", "at": iso(utc_now()),
-                                               "details": "missing or wrong size at destination %r: %s"
-                                                          % (self.store.name, ", ".join(missing))}
-        return backup
+            backup.manifest.verification = Verification(
+                level="listing", at=utc_now(), ok=False,
+                details="missing or wrong size at destination %r: %s" % (self.store.name, ", ".join(missing)))
+        return backup, None
 
     def backups(self, kind: Optional[str] = None, database: Optional[str] = None,
                 include_bad: bool = False) -> List[Backup]:
@@ -163,7 +174,17 @@ class Repository:
             if not include_bad and not backup.good:
                 continue
             found.append(backup)
-        found.sort(key=lambda b: (b.manifest["created_at"], b.id))
+        found.sort(key=lambda b: (b.created_at, b.id))
+        return found
+
+    def invalid_manifests(self) -> List[Tuple[str, str]]:
+        """(location, why) of every manifest ``backups()`` skips as unreadable or invalid."""
+        objects = self.objects()
+        found = []
+        for key in sorted(k for k in objects if self._is_manifest(k)):
+            backup, reason = self._check(key, objects)
+            if backup is None:
+                found.append((self.location(key), reason or "unreadable"))
         return found
 
     def find(self, selector: str, kind: Optional[str] = None, database: Optional[str] = None,
@@ -202,15 +223,15 @@ class Repository:
     def _find_by_path(self, path: str) -> Backup:
         path = os.path.abspath(path)
         if path.endswith(MANIFEST_SUFFIX):
-            backup = load_backup(path)
+            backup, reason = check_backup(path)
             if backup is None:
-                raise NotFound("%s is not a readable seawall manifest" % path)
+                raise NotFound("%s is not a readable seawall manifest: %s" % (path, reason))
             return backup
         directory, name = os.path.split(path)
         for candidate in os.listdir(directory) if os.path.isdir(directory) else []:
             if candidate.endswith(MANIFEST_SUFFIX):
                 backup = load_backup(os.path.join(directory, candidate))
-                if backup and any(f["name"] == name for f in backup.manifest.get("files", [])):
+                if backup and any(f.name == name for f in backup.manifest.files):
                     return backup
         raise NotFound("%s belongs to no complete backup (no manifest names it): it is not restorable" % path)
 
@@ -218,7 +239,7 @@ class Repository:
         """The listing shape; at a destination, files and manifest are URIs and the destination is named."""
         row = backup.summary()
         if self.destination is not None:
-            row["files"] = [self.store.uri(self.file_key(backup, f)) for f in backup.manifest.get("files", [])]
+            row["files"] = [self.store.uri(self.file_key(backup, f)) for f in backup.manifest.files]
             row["manifest"] = self.store.uri(self.key_of(backup))
             row["destination"] = self.destination
         return row
@@ -234,7 +255,7 @@ class Repository:
         """
         backups = self.backups(include_bad=True) if backups is None else backups
         objects = self.objects()
-        named = {self.file_key(b, entry) for b in backups for entry in b.manifest.get("files", [])}
+        named = {self.file_key(b, entry) for b in backups for entry in b.manifest.files}
         readable = {self.key_of(b) for b in backups}
         foreign = [k[:-len(MANIFEST_SUFFIX)] for k in objects if self._is_manifest(k) and k not in readable]
         return [info for key, info in sorted(objects.items())
@@ -291,7 +312,7 @@ class Repository:
 
     def remove_files(self, backup: Backup, protected: Optional[set] = None) -> None:
         """The data files of an unlisted backup, except any a kept manifest names (keys)."""
-        for entry in backup.manifest.get("files", []):
+        for entry in backup.manifest.files:
             key = self.file_key(backup, entry)
             if protected and key in protected:
                 continue
@@ -312,15 +333,15 @@ class Repository:
 
     def check_objects(self, backup: Backup) -> str:
         """Stream every object: size and sha256 against the manifest. Raises VerifyError naming the first bad one."""
-        for entry in backup.manifest.get("files", []):
+        for entry in backup.manifest.files:
             key = self.file_key(backup, entry)
             if self.store.stat(key) is None:
                 raise VerifyError("%s: object %s is missing" % (backup.id, self.store.uri(key)))
             size, sha = self.store.sha256(key)
-            if size != int(entry["size"]):
+            if size != entry.size:
                 raise VerifyError("%s: object %s has %d bytes, the manifest recorded %d"
-                                  % (backup.id, self.store.uri(key), size, entry["size"]))
-            if sha != entry["sha256"]:
+                                  % (backup.id, self.store.uri(key), size, entry.size))
+            if sha != entry.sha256:
                 raise VerifyError("%s: object %s does not match its sha256 (corrupted)"
                                   % (backup.id, self.store.uri(key)))
         return "checksums match (streamed from %s)" % self.store.uri()
@@ -330,16 +351,16 @@ class Repository:
         folder = os.path.join(root, backup.kind)
         ensure_private_dir(root)
         ensure_private_dir(folder)
-        for entry in backup.manifest.get("files", []):
+        for entry in backup.manifest.files:
             key = self.file_key(backup, entry)
             digest = hashlib.sha256()
             size = 0
-            with create_private(os.path.join(folder, entry["name"])) as handle:
+            with create_private(os.path.join(folder, entry.name)) as handle:
                 for chunk in self.store.read(key):
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            if size != int(entry["size"]) or digest.hexdigest() != entry["sha256"]:
+            if size != entry.size or digest.hexdigest() != entry.sha256:
                 raise VerifyError("%s: object %s does not match its manifest (%d bytes, sha256 %s); not restored"
                                   % (backup.id, self.store.uri(key), size, digest.hexdigest()))
         path = os.path.join(folder, backup.id + MANIFEST_SUFFIX)

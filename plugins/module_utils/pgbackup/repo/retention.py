@@ -28,7 +28,7 @@ import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ..core.clock import iso, parse_iso
+from ..core.clock import iso
 from ..core.cron import Cron
 from ..core.errors import ConfigError
 
@@ -64,30 +64,20 @@ def record_of(backup: Any) -> BackupRecord:
     if isinstance(backup, BackupRecord):
         return backup
     manifest = backup.manifest
-    verification = manifest.get("verification") or {}
-    status = manifest.get("status") or "unknown"
-    failed = verification.get("ok", True) is False
+    verification = manifest.verification
+    status = manifest.status or "unknown"
+    failed = verification is not None and verification.ok is False
     return BackupRecord(
-        id=manifest["id"],
-        type=manifest["type"],
-        database=manifest.get("database", ""),
-        created_at=_parse_created(manifest["created_at"]),
+        id=manifest.id,
+        type=manifest.kind,
+        database=manifest.database,
+        created_at=manifest.created_at,
         good=status == "ok" and not failed,
-        verified=verification.get("ok") is True,
+        verified=verification is not None and verification.ok is True,
         failed_verification=failed,
-        parent=manifest.get("parent") or None,
+        parent=manifest.parent or None,
         status=status,
     )
-
-
-def _parse_created(text: str) -> datetime:
-    """``catalog.parse_iso``, ten times faster (planning 10,000 manifests parses 10,000 of these)."""
-    if text.endswith("Z"):
-        try:
-            return datetime.fromisoformat(text[:-1] + "+00:00")
-        except ValueError:
-            pass
-    return parse_iso(text)
 
 
 class Decision(object):
