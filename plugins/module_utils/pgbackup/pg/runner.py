@@ -208,8 +208,6 @@ class ToolProcess:
             self.proc.wait()
 
     def close(self) -> None:
-        if self._stderr is None and self.proc.poll() is not None and not self._err.closed:
-            self.stderr()
         self._err.close()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
