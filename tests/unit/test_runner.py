@@ -26,6 +26,19 @@ def _gone(pid: int) -> bool:
     return not os.path.exists("/proc/%d" % pid)
 
 
+def _proc_view(pid: int):
+    """argv and environment of a running process; empty for a moment while it is still in execve."""
+    deadline = time.monotonic() + 10
+    while True:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = handle.read()
+        if argv or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    with open("/proc/%d/environ" % pid, "rb") as handle:
+        return argv, handle.read().split(b"\0")
+
+
 @pytest.fixture(scope="module")
 def psql() -> str:
     try:
@@ -137,10 +150,7 @@ def test_a_real_tool_reaches_a_real_server_without_the_password_in_argv(pg15, ps
         with ToolProcess([psql, "-X", "-q", "-A", "-t", "--no-password", "-d", target.url, "-c",
                           "SELECT current_setting('application_name') FROM pg_sleep(1)"],
                          "psql", target, stdout=PIPE) as proc:
-            with open("/proc/%d/cmdline" % proc.pid, "rb") as handle:
-                argv = handle.read()
-            with open("/proc/%d/environ" % proc.pid, "rb") as handle:
-                environ = handle.read().split(b"\0")
+            argv, environ = _proc_view(proc.pid)
             out = proc.stdout.read()
             proc.finish()
         assert password.encode() not in argv and b"postgresql://" in argv
