@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -13,6 +14,7 @@ from seawall_pgbackup.config.connection import DbTarget
 from seawall_pgbackup.core.errors import BackupError, ConnectionFailed, RestoreError
 from seawall_pgbackup.pg.binaries import any_psql
 from seawall_pgbackup.pg.client import query
+from seawall_pgbackup.pg.restore.archive import list_archive
 from seawall_pgbackup.pg.runner import (PIPE, STDERR_LIMIT, ToolProcess, describe_exit, first_error, redact, run,
                                         tool_env)
 
@@ -176,3 +178,39 @@ def test_query_sends_statements_on_stdin_so_length_is_no_limit(pg15, psql):
             query(psql, DbTarget(pg15.url("postgres", password="wrong-password")), "SELECT 1")
     finally:
         target.close()
+
+
+class _CountingReader:
+    """A byte source that remembers how much of it was read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.data[self.offset:self.offset + size if size >= 0 else None]
+        self.offset += len(chunk)
+        return chunk
+
+
+@pytest.mark.postgres
+def test_a_tool_fed_from_a_stream_lists_an_archive_and_the_stream_is_read_to_its_end(pg15):
+    name = "runner_%s" % uuid.uuid4().hex[:8]
+    pg15.create_db(name)
+    try:
+        pg15.psql("CREATE TABLE listed (id int)", db=name)
+        target = DbTarget(pg15.url(name))
+        dump = run([pg15.bin("pg_dump"), "--format=custom", "--compress=0", "--no-password",
+                    "--dbname=" + target.url], "pg_dump", target).stdout
+        target.close()
+    finally:
+        pg15.drop_db(name)
+    assert dump.startswith(b"PGDMP")
+    padded = dump + b"\0" * (8 << 20)  # far more than pg_restore --list reads
+    source = _CountingReader(padded)
+    entries = list_archive(pg15.bin("pg_restore"), source, "archive.dump")
+    assert any(" TABLE public listed " in line for line in entries)
+    assert all(not line.startswith(";") for line in entries)
+    assert source.offset == len(padded)
+    with pytest.raises(RestoreError, match=r"^pg_restore --list failed \(exit 1\): .*input file"):
+        list_archive(pg15.bin("pg_restore"), _CountingReader(b"not an archive" * 100), "x.dump", RestoreError)

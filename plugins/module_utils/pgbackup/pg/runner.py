@@ -153,14 +153,23 @@ class ToolProcess:
             self.kill()
         self.close()
 
-    def feed(self, source: IO[bytes], label: str, error: Type[BackupError] = BackupError) -> None:
+    def feed(self, source: IO[bytes], label: str, error: Type[BackupError] = BackupError,
+             drain: bool = False) -> None:
         """Copy ``source`` into the tool's stdin and close it; a tool that stops reading is not an error here
-        (its exit status says why), a source that cannot be read is: ``label`` is corrupt or truncated."""
+        (its exit status says why), a source that cannot be read is: ``label`` is corrupt or truncated.
+
+        ``drain``: read ``source`` to its end even after the tool stopped reading (so every byte is checked).
+        """
+        reading = True
         try:
             for chunk in iter(lambda: source.read(CHUNK), b""):
-                self.proc.stdin.write(chunk)
-        except BrokenPipeError:
-            pass
+                if reading:
+                    try:
+                        self.proc.stdin.write(chunk)
+                    except BrokenPipeError:
+                        if not drain:
+                            break
+                        reading = False
         except (EOFError, OSError, ValueError) as exc:
             self.kill()
             raise error("%s is corrupt or truncated: %s" % (label, exc)) from None

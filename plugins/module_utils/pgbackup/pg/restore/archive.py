@@ -10,12 +10,12 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Type
 
 from ...codec.stored import open_stored
 from ...config.connection import DbTarget
 from ...config.settings import Config
-from ...core.errors import RestoreError
+from ...core.errors import BackupError, RestoreError
 from ...core.fsutil import describe_os_error
 from ...model.manifest import Backup
 from ..runner import CHUNK, PIPE, ToolProcess, run
@@ -60,3 +60,18 @@ def pg_restore(pg_restore_path: str, staged: DbTarget, backup: Backup, entry: Di
         with open_stored(backup, entry, cfg) as src:
             tool.feed(src, backup.file_path(entry), RestoreError)
         return tool.finish("restore", RestoreError)
+
+
+def list_archive(pg_restore_path: str, source: IO[bytes], label: str,
+                 error: Type[BackupError] = BackupError) -> List[str]:
+    """The table of contents of the custom-format archive read from ``source`` (pg_restore --list).
+
+    pg_restore needs only the head; ``source`` is still read to its end, so every byte is checked.
+    """
+    with tempfile.TemporaryFile() as listing:  # a file, not a pipe: a long listing must never block pg_restore
+        with ToolProcess([pg_restore_path, "--list"], "pg_restore --list", stdin=PIPE, stdout=listing) as tool:
+            tool.feed(source, label, error, drain=True)
+            tool.finish(error=error)
+        listing.seek(0)
+        text = listing.read().decode("utf-8", "replace")
+    return [line for line in text.splitlines() if line and not line.startswith(";")]
