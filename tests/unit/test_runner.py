@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from seawall_pgbackup.config.connection import DbTarget
-from seawall_pgbackup.core.errors import BackupError, ConnectionFailed, RestoreError
+from seawall_pgbackup.core.errors import BackupError, ClientToolError, ConnectionFailed, RestoreError
 from seawall_pgbackup.pg.binaries import any_psql
 from seawall_pgbackup.pg.client import query
 from seawall_pgbackup.pg.restore.archive import list_archive
@@ -105,7 +105,7 @@ def test_a_timeout_kills_and_reaps_the_tool():
 
 
 def test_a_tool_that_cannot_start_is_one_line():
-    with pytest.raises(BackupError, match=r"^cannot start pg_dump: "):
+    with pytest.raises(ClientToolError, match=r"^cannot start pg_dump: No such file or directory$"):
         run(["/nonexistent/pg_dump", "--version"], "pg_dump")
 
 

@@ -24,7 +24,7 @@ import tempfile
 from typing import IO, Any, List, Optional, Sequence, Type, Union
 
 from ..config.connection import DbTarget
-from ..core.errors import BackupError
+from ..core.errors import BackupError, ClientToolError
 
 CHUNK = 1 << 20  # 1 MiB reads and writes when streaming into or out of a tool
 STDERR_LIMIT = 256 * 1024  # bytes of stderr read back into memory: its head and its tail
@@ -130,7 +130,8 @@ class ToolProcess:
                                          env=env if env is not None else tool_env(target))
         except OSError as exc:
             self._err.close()
-            raise BackupError("cannot start %s: %s" % (tool, exc.strerror or exc)) from None
+            # a missing or broken tool is the machine's fault, not the backup's
+            raise ClientToolError("cannot start %s: %s" % (tool, exc.strerror or exc)) from None
         self._stderr: Optional[str] = None
 
     @property
