@@ -76,7 +76,8 @@ def restore_data(psql: str, pg_restore_path: str, target: DbTarget, backup: Back
         except RestoreError as exc:
             producer.kill()  # it only failed because psql stopped reading
             hint = "" if clean else "; pass --clean to replace rows that are already there"
-            raise RestoreError("%s; nothing was changed (the data restore is one transaction)%s" % (exc, hint)) from None
+            raise RestoreError("%s; nothing was changed (the data restore is one transaction)%s"
+                               % (exc, hint)) from None
         warnings.extend(producer.finish("restore", RestoreError))
     return tables, warnings
 
