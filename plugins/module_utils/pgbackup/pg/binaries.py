@@ -13,13 +13,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
 from ..core.errors import BackupError, ClientToolError
-from .runner import run
+from .runner import TimeoutExpired, run
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _EXE = ".exe" if os.name == "nt" else ""
@@ -39,7 +38,7 @@ def tool_version(executable: str) -> Optional[str]:
     """``'18.6'`` for a working client tool, None when it does not run."""
     try:
         out = run([executable, "--version"], os.path.basename(executable), timeout=20, check=False)
-    except (BackupError, subprocess.SubprocessError):  # cannot start, or hangs
+    except (BackupError, TimeoutExpired):  # cannot start, or hangs
         return None
     match = _VERSION.search(out.stdout.decode("utf-8", "replace"))
     if out.returncode != 0 or not match:

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from typing import List, Optional
 
 from ..config.connection import DbTarget
 from ..core.errors import BackupError, ConnectionFailed
-from .runner import first_error, run
+from .runner import TimeoutExpired, first_error, run
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -49,7 +48,7 @@ def query(psql: str, target: DbTarget, sql: str, timeout: float = 120) -> List[L
            "-d", target.url, "-f", "-"]
     try:
         out = run(cmd, "psql", target, stdin=sql.encode("utf-8"), timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
+    except TimeoutExpired:
         raise ConnectionFailed("%s: no answer within %d s" % (target.url, timeout)) from None
     if out.returncode != 0:
         message = explain_libpq_error(out.stderr, target)

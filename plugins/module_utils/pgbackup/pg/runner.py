@@ -32,6 +32,7 @@ APPLICATION_NAME = "seawall-pgbackup"
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
+TimeoutExpired = subprocess.TimeoutExpired  # so callers need not import subprocess: this module is the only one
 
 # postgresql://user:secret@host -> postgresql://user@host; key=value conninfo: password=secret -> password=***
 _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@/\s]*@", re.I)
@@ -185,7 +186,7 @@ class ToolProcess:
                 pass
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        """The exit status; on timeout the tool is killed and subprocess.TimeoutExpired raised."""
+        """The exit status; on timeout the tool is killed and TimeoutExpired raised."""
         try:
             return self.proc.wait(timeout=timeout)
         except BaseException:
@@ -247,7 +248,7 @@ def run(cmd: Sequence[str], tool: str, target: Optional[DbTarget] = None, *, env
     results, listings).
 
     ``check``: raise ``error`` naming the tool unless it exits 0. On timeout the tool is killed and reaped
-    and subprocess.TimeoutExpired raised, so the caller can say what did not answer.
+    and TimeoutExpired raised, so the caller can say what did not answer.
     """
     with ToolProcess(cmd, tool, target, env=env, stdin=DEVNULL if stdin is None else PIPE, stdout=PIPE) as proc:
         try:

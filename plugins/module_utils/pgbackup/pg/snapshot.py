@@ -11,14 +11,13 @@ being written. A restore-level verification later compares the restored counts w
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from typing import Dict, List, Optional
 
 from ..config.connection import DbTarget
 from ..core.errors import BackupError
 from .client import explain_libpq_error, query, quote_ident, quote_literal
-from .runner import PIPE, ToolProcess
+from .runner import PIPE, TimeoutExpired, ToolProcess
 
 # Every ordinary table a dump holds (extension members are not dumped), and the database size.
 TABLES_SQL = (
@@ -100,7 +99,7 @@ class SnapshotSession:
                 pass
             try:
                 self._tool.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            except TimeoutExpired:
                 pass  # killed and reaped by wait
         self._tool.close()
 
