@@ -14,7 +14,6 @@ import getpass
 import os
 import shlex
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional
@@ -31,7 +30,8 @@ from ..core.runlog import RunLog
 from ..model.manifest import FORMAT_VERSION, Backup
 from ..pg.binaries import ClientTools, any_psql, select_tools
 from ..pg.client import ServerInfo, server_info, user_object_count
-from ..pg.pipeline import describe_exit, stream_tool_to_file
+from ..pg.pipeline import stream_tool_to_file
+from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
 from ..repo.catalog import Repository
 from .sync import copy_new_backup
@@ -79,10 +79,7 @@ def database_statements(tools: ClientTools, target: DbTarget) -> List[str]:
     """Database-level settings, comment and grants (pg_dump keeps them outside the restorable objects)."""
     cmd = [tools.path("pg_dump"), "--schema-only", "--create", "--exclude-schema=*", "--no-password",
            "--dbname=" + target.url]
-    out = subprocess.run(cmd, capture_output=True, env=target.env(), stdin=subprocess.DEVNULL, check=False)
-    if out.returncode != 0:
-        raise BackupError(describe_exit("pg_dump", out.returncode, out.stderr.decode("utf-8", "replace")),
-                          step="dump")
+    out = run(cmd, "pg_dump", target, step="dump")
     statements: List[str] = []
     current = ""
     for line in out.stdout.decode("utf-8").splitlines(keepends=True):

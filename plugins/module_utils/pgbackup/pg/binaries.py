@@ -13,12 +13,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
-from ..core.errors import ClientToolError
+from ..core.errors import BackupError, ClientToolError
+from .runner import TimeoutExpired, run
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 _EXE = ".exe" if os.name == "nt" else ""
@@ -37,10 +37,10 @@ class ClientTools:
 def tool_version(executable: str) -> Optional[str]:
     """``'18.6'`` for a working client tool, None when it does not run."""
     try:
-        out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
+        out = run([executable, "--version"], os.path.basename(executable), timeout=20, check=False)
+    except (BackupError, TimeoutExpired):  # cannot start, or hangs
         return None
-    match = _VERSION.search(out.stdout)
+    match = _VERSION.search(out.stdout.decode("utf-8", "replace"))
     if out.returncode != 0 or not match:
         return None
     return match.group(1) + ("." + match.group(2) if match.group(2) else "")

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 from dataclasses import dataclass
 from typing import List, Optional
 
 from ..config.connection import DbTarget
 from ..core.errors import BackupError, ConnectionFailed
+from .runner import TimeoutExpired, first_error, run
 
 _FIELD = "\x1f"
 _RECORD = "\x1e"
@@ -36,32 +35,27 @@ class ServerInfo:
 
 def explain_libpq_error(stderr: str, target: DbTarget) -> str:
     """The first meaningful line of a libpq/psql error, prefixed with where it happened."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    text = lines[0] if lines else "unknown error"
-    for line in lines:
-        if "FATAL" in line or "error:" in line:
-            text = line
-            break
-    text = re.sub(r"^(psql|pg_dump|pg_dumpall|pg_restore): error: ", "", text)
-    text = re.sub(r"^connection to server at .*? failed: ", "", text)
-    text = text.replace("FATAL:  ", "")
-    return "%s: %s" % (target.url, text)
+    return "%s: %s" % (target.url, first_error(stderr))
 
 
 def query(psql: str, target: DbTarget, sql: str, timeout: float = 120) -> List[List[str]]:
-    """Rows of text for one statement; raises ConnectionFailed or BackupError with one line."""
-    cmd = [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", _FIELD, "-R", _RECORD,
-           "-d", target.url, "-c", sql]
+    """Rows of text for one statement; raises ConnectionFailed or BackupError with one line.
+
+    The statement goes to psql on stdin, never in argv: no length limit (a row count over thousands
+    of tables is long) and nothing of it in ``ps``.
+    """
+    cmd = [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password", "-F", _FIELD, "-R", _RECORD,
+           "-d", target.url, "-f", "-"]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, env=target.env(), timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
+        out = run(cmd, "psql", target, stdin=sql.encode("utf-8"), timeout=timeout, check=False)
+    except TimeoutExpired:
         raise ConnectionFailed("%s: no answer within %d s" % (target.url, timeout)) from None
     if out.returncode != 0:
         message = explain_libpq_error(out.stderr, target)
         if out.returncode == 2 or "connection to server" in out.stderr or "could not connect" in out.stderr:
             raise ConnectionFailed("cannot connect to " + message)
         raise BackupError(message)
-    body = out.stdout
+    body = out.stdout.decode("utf-8", "replace")
     if body.endswith("\n"):
         body = body[:-1]
     if not body:

@@ -11,9 +11,6 @@ only renamed once the tool exited cleanly and its output passed the sanity check
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -26,9 +23,10 @@ from ..codec.compression import compressor
 from ..codec.stored import StoredWriter
 from ..core.errors import BackupError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
+from .runner import CHUNK, ToolProcess, describe_exit
 
-CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for constant memory
-EDGE = 4096      # bytes of the raw stream kept from its start and end for sanity checks
+__all__ = ["CHUNK", "EDGE", "StreamResult", "describe_exit", "stream_tool_to_file"]  # CHUNK, describe_exit: runner
+EDGE = 4096  # bytes of the raw stream kept from its start and end for sanity checks
 
 
 @dataclass
@@ -38,22 +36,6 @@ class StreamResult:
     sha256: str
     raw_size: int
     warnings: List[str]
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(code).name
-    except ValueError:
-        return "signal %d" % code
-
-
-def describe_exit(tool: str, returncode: int, stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()]
-    detail = (errors or lines or [""])[-1 if not errors else 0]
-    if returncode < 0:
-        return "%s was killed by %s%s" % (tool, _signal_name(-returncode), ": " + detail if detail else "")
-    return "%s failed (exit %d): %s" % (tool, returncode, detail or "no error output")
 
 
 def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algorithm: str,
@@ -66,8 +48,7 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
     ``sealing`` (stored.Sealing): encrypt after compression; size and sha256 are of the stored bytes.
     """
     partial = dest + ".partial"
-    err_file = tempfile.TemporaryFile()  # stderr can be large; a file never blocks the tool
-    proc = None
+    tool_run: Optional[ToolProcess] = None
     out = None
     source = None
     stored = None
@@ -79,10 +60,10 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
         read_end, write_end = os.pipe()
         _widen_pipe(write_end)
         try:
-            proc = subprocess.Popen(list(cmd), stdout=write_end, stderr=err_file, stdin=subprocess.DEVNULL, env=env)
+            source = os.fdopen(read_end, "rb", buffering=0)
+            tool_run = ToolProcess(cmd, tool, env=env, stdout=write_end)
         finally:
             os.close(write_end)  # only the tool writes; EOF comes when it exits
-        source = os.fdopen(read_end, "rb", buffering=0)
         packer = compressor(algorithm, level)
         stored = StoredWriter(out, partial, step, sealing)
         raw_size = 0
@@ -99,14 +80,10 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             stored.write(packer.compress(chunk))
         stored.write(packer.flush())
         stored.close()
-        returncode = proc.wait()
-        err_file.seek(0)
-        stderr = err_file.read().decode("utf-8", "replace")
-        if returncode != 0:
-            raise BackupError(describe_exit(tool, returncode, stderr), step=step)
-        stderr_lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        stderr_lines = tool_run.finish(step)
         if any(": error:" in ln or ln.startswith("FATAL") for ln in stderr_lines):
-            raise BackupError(describe_exit(tool, returncode, stderr), step=step)
+            # exit 0 and an error line: the dump is not trusted
+            raise BackupError(describe_exit(tool, 0, "\n".join(stderr_lines)), step=step)
         problem = check_output(head, tail, raw_size)
         if problem:
             raise BackupError("%s output rejected: %s" % (tool, problem), step=step)
@@ -122,9 +99,8 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
     except BaseException:
         if stored is not None:
             stored.abort()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if tool_run is not None:
+            tool_run.kill()
         if out is not None and not out.closed:
             try:
                 out.close()
@@ -135,7 +111,8 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
     finally:
         if source is not None:
             source.close()
-        err_file.close()
+        if tool_run is not None:
+            tool_run.close()
 
 
 def _widen_pipe(fd: int) -> None:

@@ -11,14 +11,13 @@ being written. A restore-level verification later compares the restored counts w
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import threading
 from typing import Dict, List, Optional
 
 from ..config.connection import DbTarget
 from ..core.errors import BackupError
 from .client import explain_libpq_error, query, quote_ident, quote_literal
+from .runner import PIPE, TimeoutExpired, ToolProcess
 
 # Every ordinary table a dump holds (extension members are not dumped), and the database size.
 TABLES_SQL = (
@@ -47,10 +46,9 @@ class SnapshotSession:
 
     def __init__(self, psql: str, target: DbTarget) -> None:
         self.target = target
-        self._err = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password",
-                                       "-d", target.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._err, env=target.env())
+        self._tool = ToolProcess([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "--no-password",
+                                  "-d", target.url], "psql", target, stdin=PIPE, stdout=PIPE)
+        self._proc = self._tool.proc
         self._counts: Optional[Dict[str, object]] = None
         self._failure: Optional[BackupError] = None
         self._thread: Optional[threading.Thread] = None
@@ -63,10 +61,8 @@ class SnapshotSession:
             pass
         line = self._proc.stdout.readline()
         if not line:
-            self._proc.wait()
-            self._err.seek(0)
-            raise BackupError(explain_libpq_error(self._err.read().decode("utf-8", "replace"), self.target),
-                              step="snapshot")
+            self._tool.wait()  # stdout closed: psql is exiting
+            raise BackupError(explain_libpq_error(self._tool.stderr(), self.target), step="snapshot")
         return line.decode("utf-8").strip()
 
     def export(self) -> str:
@@ -102,11 +98,10 @@ class SnapshotSession:
             except (BrokenPipeError, ValueError):
                 pass
             try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._err.close()
+                self._tool.wait(timeout=30)
+            except TimeoutExpired:
+                pass  # killed and reaped by wait
+        self._tool.close()
 
 
 def count_rows(psql: str, target: DbTarget, tables: Optional[List[List[str]]] = None) -> Dict[str, int]:
