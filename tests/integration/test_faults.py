@@ -212,7 +212,7 @@ def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, b
                                        "it): it is not restorable" % partial)
     assert "never_created" not in repo["cluster"].databases()
     # SIGTERM (a timer being stopped) unwinds and removes its own partial file.
-    time.sleep(1.1)  # ids have one-second resolution: in the same second this run would reuse the killed one's name
+    # in the same second as the killed run, this one gets another id: the leftover's name is taken
     proc = _start_create(env)
     term_partial = _wait_for_partial(repo["dir"], other_than=partial)
     proc.send_signal(signal.SIGTERM)

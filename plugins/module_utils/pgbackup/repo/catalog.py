@@ -83,9 +83,11 @@ class Repository:
         return RepositoryLock(os.path.join(self._local_root(), ".lock"), wait_seconds)
 
     def new_id(self, kind: str, database: str, moment: datetime) -> str:
+        """A fresh id: no manifest and no file of any earlier run (a killed run's leftover included) has it."""
         base = "%s-%s-%s" % (kind, slug(database), moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+        taken = {info.key.rsplit("/", 1)[-1] for info in self.store.list(kind + "/")}
         candidate, counter = base, 1
-        while self.store.stat("%s/%s%s" % (kind, candidate, MANIFEST_SUFFIX)) is not None:
+        while any(name == candidate + MANIFEST_SUFFIX or name.startswith(candidate + ".") for name in taken):
             counter += 1
             candidate = "%s-%d" % (base, counter)
         return candidate
