@@ -19,7 +19,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.o
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError, exit_code_of,
                                                                                          render)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.runner import perform
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.perform import perform
 
 
 def pgbackup_common_argument_spec():

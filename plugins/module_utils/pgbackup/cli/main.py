@@ -333,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         overrides["compression"] = args.compression
     try:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
-        from ..ops.runner import perform  # pylint: disable=import-outside-toplevel
+        from ..ops.perform import perform  # pylint: disable=import-outside-toplevel
 
         command = functools.partial(COMMANDS[args.command], cfg, args)
         if getattr(args, "dry_run", False):

@@ -9,7 +9,7 @@ follow the Nagios convention (0 ok, 1 warning, 2 critical) so existing monitorin
 command as it is.
 
 Health has no separate plan: the checks only read. Front ends run ``health`` through the run hook
-(ops/runner.perform), except in check mode; ``failure`` decides when a caller fails (``fail_on``).
+(ops/perform.perform), except in check mode; ``failure`` decides when a caller fails (``fail_on``).
 """
 
 from __future__ import annotations
