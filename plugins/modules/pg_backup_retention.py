@@ -213,7 +213,7 @@ backup_dir:
   type: str
   sample: /var/backups/postgresql
 step:
-  description: The step that failed (for example V(config), V(lock), V(prune)).
+  description: The step that failed (for example V(config), V(lock), V(cleanup)).
   returned: failure
   type: str
   sample: lock

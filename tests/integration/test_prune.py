@@ -230,7 +230,7 @@ def test_four_hundred_backups_over_two_years_keep_exactly_the_policys_set(two_ye
     # one log line per deletion
     with open(os.path.join(repo.log_dir, "backup.log"), encoding="utf-8") as handle:
         log = handle.read().splitlines()
-    pruned = [line for line in log if " INFO pruned " in line]
+    pruned = [line for line in log if " INFO deleted " in line]
     assert len(pruned) == len(result["deleted"])
     assert re.search(r"id=full-vtt-\S+ type=full database=vtt created_at=\S+ reasons=expired", "\n".join(pruned))
 
@@ -304,7 +304,7 @@ def test_manifest_goes_first_so_a_failed_delete_leaves_only_a_leftover(tmp_path,
     assert old.id not in {b.id for b in repo.backups(include_bad=True)}
     assert repo.leftovers() == [old.file_path(old.manifest.files[0])]
     with open(os.path.join(repo.log_dir, "backup-failures.log"), encoding="utf-8") as handle:
-        assert "cleanup-failed step=prune" in handle.read()
+        assert "cleanup-failed step=cleanup" in handle.read()
 
 
 def test_a_file_beside_an_unreadable_manifest_is_never_removed(tmp_path):
@@ -321,7 +321,7 @@ def test_a_file_beside_an_unreadable_manifest_is_never_removed(tmp_path):
     for path in data:
         os.utime(path, (stamp, stamp))
     result = prune.cleanup(load_config(env={"BACKUP_DIR": repo.root}), now=NOW)
-    # Not leftovers at all: the catalog leaves them to their manifest, for prune and backup runs alike.
+    # Not leftovers at all: the catalog leaves them to their manifest, for cleanup and backup runs alike.
     assert result["leftovers_removed"] == [] and result["leftovers_kept"] == []
     assert repo.remove_leftovers() == []
     assert all(os.path.exists(path) for path in data)

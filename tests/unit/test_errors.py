@@ -109,7 +109,7 @@ def test_every_step_is_documented():
     text = DOCS.read_text(encoding="utf-8").split("## Steps", 1)[1]
     documented = set(re.findall(r"^\| ([a-z-]+) \|", text, re.M)) | {r["Step"] for r in _docs_rows()}
     steps = _literal_steps() | {"dump", "globals", "manifest"}  # passed on by the pipeline and the atomic writer
-    assert steps >= {"connect", "lock", "verify", "copy", "prune"}  # the scan finds them
+    assert steps >= {"connect", "lock", "verify", "copy", "cleanup"}  # the scan finds them
     assert steps - documented == set()
 
 

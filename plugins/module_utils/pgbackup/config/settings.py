@@ -85,7 +85,7 @@ class Config:
     destinations: Dict[str, Any] = field(default_factory=lambda: copy.deepcopy(_default("destinations")))
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
-    leftover_grace: Optional[Any] = _default("leftover_grace")  # a duration; None: prune's default (6 h)
+    leftover_grace: Optional[Any] = _default("leftover_grace")  # a duration; None: cleanup's default (6 h)
     source: Dict[str, str] = field(default_factory=dict)  # key -> where its value came from
     destination_settings: Optional[List[Any]] = None  # storage.settings.DestinationSettings, set by load_config
 

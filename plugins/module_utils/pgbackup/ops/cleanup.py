@@ -68,7 +68,7 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
     grace = DEFAULT_LEFTOVER_GRACE if leftover_grace is None else parse_duration("leftover_grace", leftover_grace)
     effective = policies_of(cfg, policies)
     schedules = schedules_of(cfg)
-    local = Repository(cfg.backup_dir)  # its lock and its log, whichever repository is pruned
+    local = Repository(cfg.backup_dir)  # its lock and its log, whichever repository is cleaned up
     repo = repo or local
     result: Dict[str, Any] = {
         "backup_dir": repo.root or repo.store.uri(), "dry_run": bool(dry_run), "now": iso(now), "timezone": zone,
@@ -82,7 +82,7 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
         return result
     if dry_run:
         return _run(repo, result, effective, schedules, now, zone, grace, apply=False, local=local)
-    if not os.path.isdir(local.root or ""):  # a destination pruned from a host without its backup directory
+    if not os.path.isdir(local.root or ""):  # a destination cleaned up from a host without its backup directory
         return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
     with local.lock(wait_seconds=wait_seconds):
         return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
@@ -128,7 +128,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
         for decision, backup in doomed:
             repo.remove_files(backup, protected)
             deleted.append(backup.id)
-            log.info("pruned", id=backup.id, type=backup.kind, database=backup.database,
+            log.info("deleted", id=backup.id, type=backup.kind, database=backup.database,
                      created_at=iso(backup.created_at), reasons="; ".join(decision.reasons), **where)
         for key in old:
             repo.remove_object(key)

@@ -83,7 +83,7 @@ def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     """Add or replace this destination's entry in the local manifest (atomically). Call under the lock."""
     current = load_backup(backup.manifest_path)
     if current is None:
-        return None  # pruned meanwhile: nothing to record
+        return None  # deleted by cleanup meanwhile: nothing to record
     copies = [c for c in current.manifest.copies if c.destination != record["destination"]]
     copies.append(Copy.from_dict({k: v for k, v in record.items() if k != "uploaded"}, current.manifest_path))
     current.manifest.copies = copies
@@ -126,7 +126,7 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
     repo = Repository(cfg.backup_dir)
     log = RunLog(repo.log_dir)
     # The lock is held only to record a copy: a long upload never makes a scheduled backup wait or fail.
-    # A backup pruned locally meanwhile still completes its copy (its files stay readable while open, or the
+    # A backup deleted locally by cleanup meanwhile still completes its copy (its files stay readable while open, or the
     # upload fails cleanly before the manifest); the record is then simply skipped.
     backups = [load_backup(b.manifest_path) for b in only] if only is not None else repo.backups()
     for settings in targets:

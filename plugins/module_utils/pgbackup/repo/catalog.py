@@ -303,7 +303,7 @@ class Repository:
         try:
             self.store.delete(self.key_of(backup))
         except DestinationError as exc:
-            raise BackupError("cannot delete backup %s: %s" % (backup.id, exc.detail or exc), step="prune") from None
+            raise BackupError("cannot delete backup %s: %s" % (backup.id, exc.detail or exc), step="cleanup") from None
 
     def sync_unlisted(self, backups: List[Backup]) -> None:
         """Make removed manifests durable before any data file goes (a directory's fsync)."""
@@ -322,14 +322,14 @@ class Repository:
                 self.store.delete(key)
             except DestinationError as exc:
                 raise BackupError("deleted the manifest of %s but not its file %s (now a leftover): %s"
-                                  % (backup.id, self.location(key), exc.detail or exc), step="prune") from None
+                                  % (backup.id, self.location(key), exc.detail or exc), step="cleanup") from None
 
     def remove_object(self, key: str) -> None:
         try:
             self.store.delete(key)
         except DestinationError as exc:
             raise BackupError("cannot remove leftover %s: %s" % (self.location(key), exc.detail or exc),
-                              step="prune") from None
+                              step="cleanup") from None
 
     # ------------------------------------------------------------------ reading a backup's data
 
