@@ -259,10 +259,10 @@ CLI_NOT_SETTINGS = {
     "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},
-    "sync": {"--destination", "--json"},
+    "sync": {"--destination", "--json", "--dry-run"},
     "health": {"--json"},
     "serve": set(),
-    "rekey": {"--type", "--before", "--all", "--json"},
+    "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json"},
 }
 

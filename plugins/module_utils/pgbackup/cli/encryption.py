@@ -24,6 +24,7 @@ def add_encryption_commands(sub) -> None:
     rekey.add_argument("--type", dest="kind", choices=ALL_KINDS)
     rekey.add_argument("--before", metavar="TIME", help="only backups started before TIME (ISO 8601)")
     rekey.add_argument("--all", dest="everything", action="store_true", help="every good backup")
+    rekey.add_argument("--dry-run", action="store_true", help="print what would be re-encrypted; change nothing")
     rekey.add_argument("--json", action="store_true")
 
     keygen = sub.add_parser("keygen", help="create a new key: an aes-256-gcm key in the keyring, or an age identity")
@@ -34,14 +35,16 @@ def add_encryption_commands(sub) -> None:
 
 
 def _cmd_rekey(cfg, args) -> int:
-    from ..ops.rekey import rekey  # pylint: disable=import-outside-toplevel
+    from ..ops.rekey import plan_rekey, rekey  # pylint: disable=import-outside-toplevel
 
-    results = rekey(cfg, args.backup, kind=args.kind, before=args.before, everything=args.everything)
+    operation = plan_rekey if args.dry_run else rekey
+    results = operation(cfg, args.backup, kind=args.kind, before=args.before, everything=args.everything)
     if args.json:
         _out(json.dumps(results, indent=2, sort_keys=True))
         return 0
     for row in results:
-        _out("%s %s: %s" % ("REKEYED" if row["changed"] else "KEPT   ", row["id"], row["details"]))
+        verb = ("WOULD  " if args.dry_run else "REKEYED") if row["changed"] else "KEPT   "
+        _out("%s %s: %s" % (verb, row["id"], row["details"]))
     if not results:
         _out("no backups selected")
     return 0

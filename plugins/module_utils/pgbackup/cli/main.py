@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sync = sub.add_parser("sync", help="copy good backups that a destination lacks (idempotent)")
     _destination_option(sync)
+    sync.add_argument("--dry-run", action="store_true", help="print what would be copied; copy nothing")
     sync.add_argument("--json", action="store_true")
 
     health = sub.add_parser("health", help="connectivity, backup age, checksums, disk, last runs, drill "
@@ -255,8 +256,18 @@ def _cmd_cleanup(cfg, args) -> int:
 
 
 def _cmd_sync(cfg, args) -> int:
-    from ..ops.sync import raise_failures, sync  # pylint: disable=import-outside-toplevel
+    from ..ops.sync import plan_sync, raise_failures, sync  # pylint: disable=import-outside-toplevel
 
+    if args.dry_run:
+        plan = plan_sync(cfg, destination=args.destination)
+        if args.json:
+            _print_json(plan)
+            return 0
+        for copy in plan["to_copy"]:
+            _out("would copy %s to %s (%d bytes)" % (copy["id"], copy["destination"], copy["size"]))
+        _out("%d to copy, %d already present at %s" % (len(plan["to_copy"]), plan["present"],
+                                                       ", ".join(plan["destinations"]) or "no destination"))
+        return 0
     result = sync(cfg, destination=args.destination)
     if args.json:
         _print_json(result)

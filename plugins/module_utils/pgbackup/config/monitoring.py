@@ -39,7 +39,8 @@ from .settings import parse_bool, parse_count
 
 SECURITIES = ("starttls", "ssl", "none")
 DEFAULT_SIGNATURE_HEADER = "X-Seawall-Signature"
-MONITORED_COMMANDS = ("create", "cleanup", "verify", "drill", "health")
+# Every operation that changes or checks something is monitored alike, from any front end (ops/perform.py).
+MONITORED_COMMANDS = ("create", "cleanup", "verify", "drill", "health", "restore", "sync", "rekey")
 
 
 @dataclass

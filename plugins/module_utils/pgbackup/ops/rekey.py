@@ -199,6 +199,24 @@ def select_for_rekey(repo: Repository, selectors: Sequence[str], kind: Optional[
     return chosen
 
 
+def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before: Optional[str] = None,
+               everything: bool = False) -> List[Dict[str, Any]]:
+    """What ``rekey`` would do with the same selection: a row per backup, ``changed`` when it would be
+    re-encrypted (its key is not the newest). Reads only: no lock, no key material beyond the keyring's ids."""
+    repo = Repository(cfg.backup_dir)
+    sealing = sealing_for(cfg, load_keyring(cfg))
+    rows = []
+    for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
+        old = backup.manifest.encryption
+        row = {"id": backup.id, "type": backup.kind, "from": old.key_id if old else None, "to": sealing.key_id}
+        if same_key(old, sealing):
+            rows.append(dict(row, changed=False, details="already under key id %s" % sealing.key_id))
+        else:
+            rows.append(dict(row, changed=True, details="would re-encrypt %d file(s) from key id %s to %s"
+                             % (len(backup.manifest.files), row["from"] or "none (unencrypted)", sealing.key_id)))
+    return rows
+
+
 def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before: Optional[str] = None,
           everything: bool = False) -> List[Dict[str, Any]]:
     """Re-encrypt the chosen backups to the newest key; a failure stops at that backup (the rest untouched)."""

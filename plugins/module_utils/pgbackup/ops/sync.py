@@ -110,16 +110,39 @@ def copy_recorded(backup: Backup, name: str) -> bool:
     return any(c.destination == name for c in backup.manifest.copies)
 
 
+def _targets(cfg: Any, destination: Optional[str]) -> List[DestinationSettings]:
+    """The enabled destinations, or the one named (enabled or not: naming it asks for it)."""
+    targets = [s for s in remote_settings(cfg) if destination is None or s.name == destination]
+    if destination is not None and not targets:
+        from ..store import find_settings  # pylint: disable=import-outside-toplevel
+        targets = [find_settings(cfg, destination)]
+    return targets
+
+
+def plan_sync(cfg: Any, destination: Optional[str] = None) -> Dict[str, Any]:
+    """What ``sync`` would copy: per destination, the good local backups with no recorded copy there.
+
+    Reads the local catalog only (the recorded copies), so it needs no credentials and touches nothing.
+    """
+    targets = _targets(cfg, destination)
+    backups = Repository(cfg.backup_dir).backups() if targets else []
+    plan: Dict[str, Any] = {"dry_run": True, "destinations": [s.name for s in targets], "to_copy": [], "present": 0}
+    for settings in targets:
+        for backup in backups:
+            if copy_recorded(backup, settings.name):
+                plan["present"] += 1
+            else:
+                plan["to_copy"].append({"id": backup.id, "destination": settings.name, "size": backup.size})
+    return plan
+
+
 def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[str] = None) -> Dict[str, Any]:
     """Copy every good local backup (or ``only`` these) that a destination lacks; idempotent.
 
     Every destination is tried; failures are collected and raised together at the end (naming each
     destination) after the successful copies were recorded.
     """
-    targets = [s for s in remote_settings(cfg) if destination is None or s.name == destination]
-    if destination is not None and not targets:
-        from ..store import find_settings  # pylint: disable=import-outside-toplevel
-        targets = [find_settings(cfg, destination)]
+    targets = _targets(cfg, destination)
     result: Dict[str, Any] = {"copied": [], "present": 0, "failed": [], "destinations": [s.name for s in targets]}
     if not targets:
         return result  # no destination: nothing is touched
