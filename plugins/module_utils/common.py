@@ -17,8 +17,11 @@ from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.options import module_options
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (BackupError, exit_code_of,
-                                                                                         render)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (
+    BackupError,
+    exit_code_of,
+    render,
+)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.perform import perform
 
 

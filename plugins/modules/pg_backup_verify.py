@@ -287,14 +287,18 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import INVALID_DURATION, parse_duration
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound, VerifyError
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import (DrillFailed,
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import (
+    DrillFailed,
     plan_drill,
-    run_drill)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.verify import (DEFAULT_KIND,
+    run_drill,
+)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.verify import (
+    DEFAULT_KIND,
     DEFAULT_LEVEL,
     LEVELS,
     plan_verify,
-    run_verify)
+    run_verify,
+)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
 
 

@@ -209,7 +209,7 @@ def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, b
     never = repo["cluster"].url("never_created", with_password=False)
     refused = failed(["restore", partial, "--target-url", never], env, NotFound)
     assert refused == ("seawall-pgbackup: error: %s belongs to no complete backup (no manifest names "
-                                       "it): it is not restorable" % partial)
+                       "it): it is not restorable" % partial)
     assert "never_created" not in repo["cluster"].databases()
     # SIGTERM (a timer being stopped) unwinds and removes its own partial file.
     # in the same second as the killed run, this one gets another id: the leftover's name is taken
@@ -355,11 +355,10 @@ def _module(name: str, args: str, env: dict) -> dict:
 
 
 def test_modules_report_the_kind_and_say_their_hints_in_option_names(repo, tmp_path):
-    result = _module("pg_backup_restore", "backup=nope target_url=%s" % repo["cluster"].url("never_created",
-                                                                                           with_password=False),
-                     repo["env"])
-    assert (result["error_kind"], result["error_exit_code"], result["step"]) == ("not-found", NotFound.exit_code,
-                                                                                   "select")
+    never = repo["cluster"].url("never_created", with_password=False)
+    result = _module("pg_backup_restore", "backup=nope target_url=%s" % never, repo["env"])
+    assert (result["error_kind"], result["error_exit_code"], result["step"]) == (
+        "not-found", NotFound.exit_code, "select")
     assert result["msg"] == "no backup with id 'nope' in %s (see pg_backup_info)" % repo["dir"]
     port = free_port()
     env = dict(repo["env"], DATABASE_URL="postgresql://postgres@127.0.0.1:%d/app" % port)

@@ -148,8 +148,8 @@ def test_every_front_end_renders_every_hint():
     assert set(CLI_HINTS) == set(HINTS) == set(module_hints)
     for key in HINTS:
         # a module names its options, and a host command only where no module does the job (quoted, "on the host")
-        assert not re.search(r"(?<![\w-])--[a-z]", re.sub(r"'seawall-pgbackup [^']*' on the host", "",
-                                                           module_hints[key])), key
+        without_host_commands = re.sub(r"'seawall-pgbackup [^']*' on the host", "", module_hints[key])
+        assert not re.search(r"(?<![\w-])--[a-z]", without_host_commands), key
     assert "--clean" in CLI_HINTS["replace-target"] and "replace=true" in module_hints["replace-target"]
 
 
@@ -178,9 +178,9 @@ def test_exit_codes_and_steps_of_raised_errors():
     assert exit_code_of(KeyMissing("k")) == 12 and isinstance(KeyMissing("k"), ConfigError)
     assert BackupError("x", step="dump").step == "dump" and BackupError("x").step == "backup"
     full = file_error("cannot write f: no space left on device", OSError(errno.ENOSPC, "full"), "dump")
-    assert type(full) is ResourceError and full.step == "space" and full.exit_code == 11
+    assert full.__class__ is ResourceError and full.step == "space" and full.exit_code == 11
     denied = file_error("cannot write f", OSError(errno.EACCES, "denied"), "dump")
-    assert type(denied) is BackupError and denied.step == "dump" and denied.exit_code == 3
+    assert denied.__class__ is BackupError and denied.step == "dump" and denied.exit_code == 3
 
 
 def test_cli_exits_with_the_kind_and_renders_its_hint(tmp_path, capsys, monkeypatch):

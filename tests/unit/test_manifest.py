@@ -421,8 +421,8 @@ def test_run_records_round_trip_and_read_typed(tmp_path):
     record = read_run(str(tmp_path), "create-full")
     assert isinstance(record, RunRecord) and record.started_at == T0 and record.exit_code == 0
     assert json.loads(Path(run_path(str(tmp_path), "create-full")).read_text()) == _run()
-    assert [(r.job, r.status, r.pid) for r in read_runs(str(tmp_path))] == [("create-full", "ok", None),
-                                                                          ("verify", "running", 4242)]
+    runs = [(r.job, r.status, r.pid) for r in read_runs(str(tmp_path))]
+    assert runs == [("create-full", "ok", None), ("verify", "running", 4242)]
 
 
 @pytest.mark.parametrize("fields,message", [

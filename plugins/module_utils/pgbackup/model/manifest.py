@@ -382,8 +382,8 @@ def parse_backup_bytes(data: bytes, location: str) -> Backup:
     manifest = parse_manifest_bytes(data, location)
     name = re.split(r"[\\/]", location)[-1]
     if name != manifest.id + MANIFEST_SUFFIX:
-        raise ManifestError("%s: the manifest of %s is not named %s%s" % (location, manifest.id, manifest.id,
-                                                                         MANIFEST_SUFFIX))
+        raise ManifestError("%s: the manifest of %s is not named %s%s"
+                            % (location, manifest.id, manifest.id, MANIFEST_SUFFIX))
     return Backup(manifest, location)
 
 

@@ -252,7 +252,7 @@ def run(cmd: Sequence[str], tool: str, target: Optional[DbTarget] = None, *, env
     """
     with ToolProcess(cmd, tool, target, env=env, stdin=DEVNULL if stdin is None else PIPE, stdout=PIPE) as proc:
         try:
-            out, _ = proc.proc.communicate(input=stdin, timeout=timeout)
+            out, _unused = proc.proc.communicate(input=stdin, timeout=timeout)
         except BaseException:
             proc.kill()
             raise

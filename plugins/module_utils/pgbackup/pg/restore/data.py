@@ -108,4 +108,3 @@ def copy_sql(source: IO[bytes], sink: IO[bytes], clean: bool) -> None:
             sink.close()
         except BrokenPipeError:
             pass
-
