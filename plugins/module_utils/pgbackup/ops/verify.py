@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +22,8 @@ from ..core.runlog import RunLog
 from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, load_backup, slug
 from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
-from ..pg.pipeline import CHUNK, describe_exit
+from ..pg.pipeline import CHUNK
+from ..pg.restore.archive import list_archive
 from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
 from ..repo.catalog import Repository
@@ -183,31 +182,12 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
         return "globals script complete"
     major = (backup.manifest.client.major if backup.manifest.client else None) or 0
     tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's pg_dump", tools=("pg_restore",))
-    err = tempfile.TemporaryFile()
-    listing = tempfile.TemporaryFile()  # a file, not a pipe: a long listing must never block pg_restore
-    proc = subprocess.Popen([tools.path("pg_restore"), "--list"], stdin=subprocess.PIPE, stdout=listing, stderr=err)
     try:
         with open_stored(backup, entry, cfg) as src:
-            # pg_restore --list only reads the table of contents; we still read (and so check) every byte.
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                try:
-                    proc.stdin.write(chunk)
-                except BrokenPipeError:
-                    pass
-        proc.stdin.close()
+            # pg_restore --list reads only the table of contents; list_archive still reads (checks) every byte.
+            entries = list_archive(tools.path("pg_restore"), src, "%s: %s" % (backup.id, path), VerifyError)
     except (EOFError, OSError, ValueError) as exc:
-        proc.kill()
-        proc.wait()
         raise VerifyError("%s: %s does not decompress: %s" % (backup.id, path, exc)) from None
-    code = proc.wait()
-    listing.seek(0)
-    out = listing.read()
-    listing.close()
-    err.seek(0)
-    if code != 0:
-        raise VerifyError("%s: %s" % (backup.id, describe_exit("pg_restore --list", code, err.read().decode(
-            "utf-8", "replace"))))
-    entries = [ln for ln in out.decode("utf-8", "replace").splitlines() if ln and not ln.startswith(";")]
     if not entries:
         raise VerifyError("%s: %s lists no objects" % (backup.id, path))
     return "%d archive entries" % len(entries)
