@@ -31,7 +31,7 @@ def _record(backup_dir, job):
 
 
 def _files(root):
-    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names)
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _dirs, names in os.walk(root) for f in names)
 
 
 def _digests(backup_dir, backup):
