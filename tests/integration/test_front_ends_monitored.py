@@ -20,6 +20,7 @@ from typing import Any, Dict, Set, Tuple
 
 import pytest
 
+from seawall_pgbackup.core.errors import ConnectionFailed
 from tests.integration import cli
 from tests.support import load_sample
 from tests.support.pgcluster import free_port
@@ -169,12 +170,12 @@ def test_a_failed_module_backup_is_recorded_and_notified_like_a_timers(hook, tmp
 
     timer = cli.run(["create", "--type", "full"], cli.cli_env(unreachable, backup_dir, BACKUP_CONFIG=config),
                     check=False)
-    assert timer.returncode == 1, timer.stderr
+    assert timer.returncode == ConnectionFailed.exit_code == 5, timer.stderr
     timer_record = _record(backup_dir)
     assert len(hook.at("/hook")) == 2
     timer_event = json.loads(hook.at("/hook")[1]["body"])
 
-    assert (module_record["status"], module_record["step"], module_record["exit_code"]) == ("failed", "connect", 1)
+    assert (module_record["status"], module_record["step"], module_record["exit_code"]) == ("failed", "connect", ConnectionFailed.exit_code)
     assert module_record["error"].endswith("Connection refused")  # task["msg"]: the URL masked by no_log
     assert _without(module_record, RUN_VARYING) == _without(timer_record, RUN_VARYING)
     assert (module_event["event"], module_event["status"], module_event["step"]) == ("create-failed", "failed",
