@@ -44,9 +44,10 @@ options:
       - V(full) is the whole database (schema and data) plus the cluster's roles and tablespaces (globals).
       - V(schema) is the structure only, V(data) the rows only, V(globals) the roles and tablespaces only.
       - Incremental (physical) backups are not available through this module yet.
+      - If not set, E(BACKUP_TYPE) in the module's environment, then V(full) - the same order as the
+        C(seawall-pgbackup) command.
     type: str
     choices: [full, schema, data, globals]
-    default: full
   max_age:
     description:
       - Take no backup when a good backup of this O(type) of this database is younger than this.
@@ -254,7 +255,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.back
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
-        type=dict(type='str', default='full', choices=['full', 'schema', 'data', 'globals']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals']),
         max_age=dict(type='raw', default=0),
         force=dict(type='bool', default=False),
         destinations=dict(type='list', elements='dict'),
@@ -262,10 +263,10 @@ def main():
         compression_level=dict(type='int'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    kind = module.params['type']
-    cfg = pgbackup_config(module, backup_type=kind, compression=module.params['compression'],
+    cfg = pgbackup_config(module, backup_type=module.params['type'], compression=module.params['compression'],
                           compression_level=module.params['compression_level'],
                           destinations=module.params['destinations'])
+    kind = cfg.backup_type  # the option, else BACKUP_TYPE, else full: the engine decides, as for the command
     backup_dir = os.path.abspath(cfg.backup_dir)
     result = dict(changed=False, backup=None, skipped_reason=None, age_seconds=None, database=None,
                   backup_dir=backup_dir)
