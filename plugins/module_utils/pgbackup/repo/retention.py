@@ -237,8 +237,11 @@ def period_label(granularity: str, moment: datetime, tz: Any = timezone.utc) -> 
 
 # ----------------------------------------------------------------------------- the planner
 
-def _sort_key(record: BackupRecord) -> Tuple[datetime, str]:
-    return (record.created_at, record.id)
+def _sort_key(record: BackupRecord) -> Tuple[Any, ...]:
+    # Total over what a manifest may hold, so the plan does not depend on the listing's order (two manifests
+    # with one id and one date decide the same way whichever is read first).
+    return (record.created_at, record.id, not record.good, record.status, record.parent or "", record.damaged or "",
+            record.verified, record.failed_verification)
 
 
 def _not_good_reason(record: BackupRecord) -> str:
@@ -350,7 +353,12 @@ def plan_retention(backups: Iterable[Any], policies: Mapping[str, Optional[Mappi
     decisions: Dict[str, Decision] = {}
     ordered: List[Decision] = []
     groups: Dict[Tuple[str, str], List[BackupRecord]] = {}
+    copies: Dict[str, int] = {}
+    parents: Dict[str, List[str]] = {}  # every parent any manifest of an id names
     for record in records:
+        copies[record.id] = copies.get(record.id, 0) + 1
+        if record.parent and record.parent not in parents.setdefault(record.id, []):
+            parents[record.id].append(record.parent)
         if record.id in decisions:
             continue  # one decision per id (a copy of a manifest under another kind directory is not a second backup)
         decision = Decision(record)
@@ -366,24 +374,30 @@ def plan_retention(backups: Iterable[Any], policies: Mapping[str, Optional[Mappi
         if note:
             notes["%s/%s" % (kind, database)] = note
 
-    _keep_parents(ordered, decisions)
+    for backup_id, count in copies.items():
+        if count > 1:  # which manifest is the real one is unknown: deleting by either could lose the other's files
+            decisions[backup_id].reasons = [r for r in decisions[backup_id].reasons if r != "expired"]
+            decisions[backup_id].keep_for("id named by %d manifests: kept" % count)
+    _keep_parents(ordered, decisions, parents)
     return RetentionPlan(ordered, str(tz or "UTC"), now, notes)
 
 
-def _keep_parents(ordered: Sequence[Decision], decisions: Mapping[str, Decision]) -> None:
-    """Keep the whole parent chain of every kept backup (newest first, so chains resolve in one pass mostly)."""
-    pending = [d for d in reversed(ordered) if d.keep and d.record.parent]
+def _keep_parents(ordered: Sequence[Decision], decisions: Mapping[str, Decision],
+                  parents: Mapping[str, List[str]]) -> None:
+    """Keep the whole parent chain of every kept backup (``parents``: of every manifest of an id)."""
+    pending = [d for d in reversed(ordered) if d.keep and parents.get(d.id)]
     while pending:
         child = pending.pop()
-        parent = decisions.get(child.record.parent or "")
-        if parent is None:
-            continue  # the parent is not in the catalog: nothing to protect here
-        was_kept = parent.keep
-        if not was_kept:
-            parent.reasons = [r for r in parent.reasons if r != "expired"]
-        parent.keep_for("parent of %s" % child.id)
-        if not was_kept and parent.record.parent:
-            pending.append(parent)
+        for parent_id in parents.get(child.id, []):
+            parent = decisions.get(parent_id)
+            if parent is None:
+                continue  # the parent is not in the catalog: nothing to protect here
+            was_kept = parent.keep
+            if not was_kept:
+                parent.reasons = [r for r in parent.reasons if r != "expired"]
+            parent.keep_for("parent of %s" % child.id)
+            if not was_kept and parents.get(parent.id):
+                pending.append(parent)
 
 
 # ----------------------------------------------------------------------------- text output
