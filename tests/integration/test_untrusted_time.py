@@ -165,6 +165,7 @@ def test_a_long_schedule_on_time_is_healthy(pg15, vtt, tmp_path, schedule, age, 
     assert checks["age:full"]["newest"] == backup["id"]
     # the metrics every run writes (logs/seawall_pgbackup.prom) carry the same interval
     with open(os.path.join(str(backup_dir), "logs", "seawall_pgbackup.prom"), encoding="utf-8") as handle:
-        lines = [ln for ln in handle if ln.startswith("seawall_backup_schedule_interval_seconds{") and 'kind="full"' in ln]
+        lines = [ln for ln in handle
+                 if ln.startswith("seawall_backup_schedule_interval_seconds{") and 'kind="full"' in ln]
     wanted = 92 * 86400 if schedule.startswith("0 3") else 366 * 86400
     assert len(lines) == 1 and lines[0].split()[-1] == str(wanted), lines

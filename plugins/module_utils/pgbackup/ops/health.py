@@ -27,8 +27,8 @@ from ..core.errors import BackupError
 from ..pg.binaries import any_psql
 from ..repo.catalog import Repository, present
 from ..repo.retention import schedule_interval
-from .health_checks import (check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs, recent_full_size,
-                            worst)
+from .health_checks import (check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
+                            recent_full_size, worst)
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
