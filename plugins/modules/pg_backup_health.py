@@ -16,7 +16,9 @@ description:
     (0 ok, 1 warning, 2 critical).
   - Database connectivity (psql is stopped after C(monitoring.healthChecks.connectTimeoutSeconds)).
   - The age of the newest good backup of every scheduled kind against its cron schedule (a daily
-    full older than 26 hours is critical, older than 24.5 hours a warning).
+    full older than 26 hours is critical, older than 24.5 hours a warning). A backup dated in the future
+    never counts as the newest one.
+  - Clock skew - backups dated more than 5 minutes ahead of this host's clock are a warning, by name.
   - The sha256 of the newest good backup of every scheduled kind against its manifest.
   - Free space of the backup directory against C(diskWarningPercent) and C(diskCriticalPercent), and
     a projection from the recent full backups' size ("room for N more fulls").

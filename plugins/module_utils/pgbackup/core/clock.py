@@ -5,13 +5,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 from .errors import NotFound
+
+# How far ahead of this host's clock a backup may be dated and still count as "now" (clocks of the
+# database host, an NTP step, a restored VM). Anything later is clock skew: flagged by health, never
+# chosen as latest, never fresh, never counted by retention.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def is_future(moment: datetime, now: Optional[datetime] = None) -> bool:
+    """Whether ``moment`` lies more than FUTURE_TOLERANCE after ``now`` (default: this host's clock)."""
+    return moment > (now or utc_now()) + FUTURE_TOLERANCE
 
 
 def iso(moment: datetime) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import List, Set
+from typing import List, Optional, Set
 
 from .errors import ConfigError
 
@@ -89,20 +89,43 @@ class Cron:
             return moment.day in dom and weekday in dow
         return moment.day in dom or weekday in dow
 
-    def longest_gap(self, days: int = 62) -> timedelta:
-        """The longest time between two runs over ``days`` from a fixed start (covers month-length effects)."""
+    def longest_gap(self, days: Optional[int] = None) -> timedelta:
+        """The longest time between two runs: over ``days`` from a fixed start, by default eight years.
+
+        Eight years from 2025 hold two leap days (a ``29 2`` schedule runs every four years) and every
+        month-length and weekday effect, so quarterly, yearly and leap-day schedules get their real gap.
+        Runs are enumerated a day at a time (days that match, then their hours and minutes), not
+        minute by minute, so the long window stays cheap.
+        """
         start = datetime(2025, 1, 1, tzinfo=timezone.utc)
-        previous = None
+        span = days if days is not None else (datetime(2033, 1, 1, tzinfo=timezone.utc) - start).days
+        minute, hour = sorted(self.sets[0]), sorted(self.sets[1])
+        times = [timedelta(hours=h, minutes=m) for h in hour for m in minute]  # sorted: hours, then minutes
+        within = max((b - a for a, b in zip(times, times[1:])), default=timedelta(0))
+        first: Optional[datetime] = None
+        previous: Optional[datetime] = None
         longest = timedelta(0)
-        step = timedelta(minutes=1)
-        moment = start
-        end = start + timedelta(days=days)
-        while moment < end:
-            if self.matches(moment):
-                if previous is not None:
-                    longest = max(longest, moment - previous)
-                previous = moment
-            moment += step
-        if previous is None:
-            raise ConfigError("cron expression %r never fires within %d days" % (self.expression, days))
-        return longest or timedelta(days=days)
+        for offset in range(span):
+            day = start + timedelta(days=offset)
+            if not self._day_matches(day):
+                continue
+            if previous is not None:
+                longest = max(longest, day + times[0] - previous)
+            else:
+                first = day + times[0]
+            previous = day + times[-1]
+            longest = max(longest, within)
+        if first is None:
+            raise ConfigError("cron expression %r never fires within %d days" % (self.expression, span))
+        if previous == first:  # one single run in the window: at least the whole window between runs
+            return timedelta(days=span)
+        return longest
+
+    def _day_matches(self, day: datetime) -> bool:
+        _minute, _hour, dom, month, dow = self.sets
+        if day.month not in month:
+            return False
+        weekday = (day.weekday() + 1) % 7
+        if self.dom_any or self.dow_any:
+            return day.day in dom and weekday in dow
+        return day.day in dom or weekday in dow

@@ -18,12 +18,12 @@ from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..config.settings import LOGICAL_KINDS, Config
-from ..core.cron import Cron
 from ..core.fsutil import write_file_atomic
 from ..model.drillreport import DrillReport, read_latest
 from ..model.record import RecordError
 from ..model.runrecord import read_runs
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, present
+from ..repo.retention import schedule_interval
 
 TEXTFILE_NAME = "seawall_pgbackup.prom"
 PREFIX = "seawall_backup_"
@@ -85,8 +85,9 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
         good = [b for b in backups if b.good]
         total += sum(b.size for b in good)
         add("good_backups", labels, len(good))
-        if good:
-            newest = good[-1]
+        current = present(good)  # a backup dated in the future would look fresh for ever
+        if current:
+            newest = current[-1]
             add("last_success_timestamp_seconds", labels,
                 _seconds(newest.manifest.finished_at) or newest.created_at.timestamp())
             add("last_size_bytes", labels, newest.size)
@@ -99,7 +100,7 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
     for kind in LOGICAL_KINDS:
         settings = cfg.kinds[kind]
         if settings.enabled and settings.schedule:
-            add("schedule_interval_seconds", {"kind": kind}, Cron(settings.schedule).longest_gap().total_seconds())
+            add("schedule_interval_seconds", {"kind": kind}, schedule_interval(settings.schedule).total_seconds())
     for record in read_runs(repo.log_dir):
         labels = {"job": record.job, "kind": record.kind or "", "database": record.database or ""}
         running = record.status == "running"

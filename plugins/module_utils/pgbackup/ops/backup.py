@@ -23,7 +23,7 @@ from ..codec.compression import SUFFIX
 from ..codec.stored import sealing_for
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, Config, parse_kind
-from ..core.clock import iso, utc_now
+from ..core.clock import is_future, iso, utc_now
 from ..core.duration import format_duration, parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
@@ -33,7 +33,7 @@ from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, present
 from .sync import copy_new_backup
 
 PROG = "seawall-pgbackup"
@@ -226,8 +226,10 @@ def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
     return BackupRun(cfg, kind or cfg.backup_type).run()
 
 
-def newest_good(cfg: Config, kind: str, database: Optional[str] = None) -> Optional[Backup]:
-    found = Repository(cfg.backup_dir).backups(kind=kind, database=database)
+def newest_good(cfg: Config, kind: str, database: Optional[str] = None,
+                now: Optional[datetime] = None) -> Optional[Backup]:
+    """The newest good backup of ``kind`` not dated in the future (a clock that ran ahead never satisfies max_age)."""
+    found = present(Repository(cfg.backup_dir).backups(kind=kind, database=database), now)
     return found[-1] if found else None
 
 
@@ -266,11 +268,19 @@ class BackupPlan:
 
 def decide_backup(kind: str, database: str, newest: Optional[Backup], max_age_seconds: int = 0,
                   force: bool = False, now: Optional[datetime] = None) -> BackupPlan:
-    """The max_age window: skip only when a good backup of ``kind`` is younger than ``max_age_seconds`` (> 0)."""
-    age = max(0, int(((now or utc_now()) - newest.created_at).total_seconds())) if newest else None
+    """The max_age window: skip only when a good backup of ``kind`` is younger than ``max_age_seconds`` (> 0).
+
+    A backup dated in the future (clock skew) is no evidence of a recent backup: a backup is taken.
+    """
+    now = now or utc_now()
+    ahead = newest is not None and is_future(newest.created_at, now)
+    age = max(0, int((now - newest.created_at).total_seconds())) if newest and not ahead else None
     plan = BackupPlan(kind, database, True, "", newest, age, max_age_seconds, force)
     if force:
         plan.reason = "force: a backup is taken whatever the newest one's age"
+    elif newest is not None and ahead:
+        plan.reason = ("the newest good %s backup of %s (%s) is dated in the future (clock skew?): it does not count"
+                       % (kind, database, newest.id))
     elif newest is None or age is None:
         plan.reason = "no good %s backup of %s yet" % (kind, database)
     elif max_age_seconds <= 0:
@@ -291,7 +301,8 @@ def plan_backup(cfg: Config, kind: Optional[str] = None, max_age: Any = 0, force
     kind = kind or cfg.backup_type
     max_age_seconds = int(parse_duration("max_age", 0 if max_age is None else max_age).total_seconds())
     database = database_of(cfg.require_database_url())
-    return decide_backup(kind, database, newest_good(cfg, kind, database=database), max_age_seconds, force, now)
+    return decide_backup(kind, database, newest_good(cfg, kind, database=database, now=now), max_age_seconds, force,
+                         now)
 
 
 @dataclass

@@ -92,7 +92,7 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
          schedules: Mapping[str, Optional[str]], now: datetime, zone: str, grace: timedelta, apply: bool,
          local: Repository) -> Dict[str, Any]:
     backups = repo.backups(include_bad=True)
-    plan = plan_retention(backups, policies, now, zone, schedules)
+    plan = plan_retention(backups, policies, now, zone, schedules, damaged=repo.damaged(backups))
     old, young = repo.leftovers_by_age(backups, now, grace)  # keys
     result.update(plan=plan.as_dicts(), notes=dict(plan.notes), kept=plan.keep, to_delete=plan.delete,
                   leftovers_to_remove=[repo.location(k) for k in old],

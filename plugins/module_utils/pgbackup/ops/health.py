@@ -23,11 +23,12 @@ from ..config.connection import DbTarget
 from ..config.monitoring import MonitoringSettings, load_monitoring
 from ..config.settings import LOGICAL_KINDS, Config
 from ..core.clock import utc_now
-from ..core.cron import Cron
 from ..core.errors import BackupError
 from ..pg.binaries import any_psql
-from ..repo.catalog import Repository
-from .health_checks import check_checksum, check_disk, check_drill, check_last_runs, recent_full_size, worst
+from ..repo.catalog import Repository, present
+from ..repo.retention import schedule_interval
+from .health_checks import (check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
+                            recent_full_size, worst)
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
@@ -62,10 +63,13 @@ def check_backup_age(cfg: Config, kind: str, now: Optional[datetime] = None) -> 
     now = now or utc_now()
     schedule = cfg.kinds[kind].schedule
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
-    backups = Repository(cfg.backup_dir).backups(kind=kind, database=database)
-    interval = Cron(schedule).longest_gap() if schedule else None
+    found = Repository(cfg.backup_dir).backups(kind=kind, database=database)
+    backups = present(found, now)  # one dated in the future is never fresh (clock-skew warns of it)
+    interval = schedule_interval(schedule) if schedule else None
     if not backups:
-        return _check("age:%s" % kind, "critical", "no good %s backup in %s" % (kind, cfg.backup_dir))
+        ahead = len(found) - len(backups)
+        return _check("age:%s" % kind, "critical", "no good %s backup in %s%s" % (
+            kind, cfg.backup_dir, " (%d dated in the future do not count)" % ahead if ahead else ""))
     newest = backups[-1]
     age = now - newest.created_at
     extra = {"newest": newest.id, "age_seconds": int(age.total_seconds())}
@@ -104,8 +108,9 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
         if kind_settings.enabled and kind_settings.schedule:
             checks.append(check_backup_age(cfg, kind, now))
             if limits.checksum if checksums is None else checksums:
-                newest = repo.backups(kind=kind, database=database)
+                newest = present(repo.backups(kind=kind, database=database), now)
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
+    checks.append(check_clock_skew(repo, now))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
         os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
     checks.append(check_last_runs(repo.log_dir, limits, now))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from ..codec.integrity import verify_checksums
 from ..config.monitoring import HealthThresholds
-from ..core.clock import iso, utc_now
+from ..core.clock import FUTURE_TOLERANCE, is_future, iso, utc_now
 from ..core.errors import BackupError
 from ..model.drillreport import read_latest
 from ..model.manifest import Backup
@@ -58,6 +58,25 @@ def check_checksum(backup: Optional[Backup], kind: str) -> Dict[str, Any]:
         return check(name, "critical", str(exc), newest=backup.id)
     return check(name, "ok", "%s: %d files match their sha256" % (backup.id, len(backup.manifest.files)),
                  newest=backup.id)
+
+
+def check_clock_skew(repo: Repository, now: Optional[datetime] = None) -> Dict[str, Any]:
+    """Backups dated ahead of this host's clock: a clock that ran ahead (here or on an earlier host).
+
+    They are ignored as latest, for freshness and by retention; this check names them so someone fixes
+    the clock (or removes them).
+    """
+    now = now or utc_now()
+    ahead = sorted((b for b in repo.backups(include_bad=True) if is_future(b.created_at, now)),
+                   key=lambda b: b.created_at, reverse=True)
+    if not ahead:
+        return check("clock-skew", "ok", "no backup is dated ahead of this host's clock")
+    named = ", ".join("%s is %s ahead" % (b.id, human_age((b.created_at - now).total_seconds())) for b in ahead[:5])
+    more = " and %d more" % (len(ahead) - 5) if len(ahead) > 5 else ""
+    return check("clock-skew", "warning", "%d backup%s dated in the future (clock skew? more than %s ahead of this "
+                 "host's clock): %s%s; ignored as latest, for freshness and by retention"
+                 % (len(ahead), "" if len(ahead) == 1 else "s", human_age(FUTURE_TOLERANCE.total_seconds()),
+                    named, more), ahead=[b.id for b in ahead])
 
 
 def recent_full_size(repo: Repository, database: Optional[str]) -> Optional[float]:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..config.settings import ALL_KINDS
-from ..core.clock import iso, utc_now
+from ..core.clock import is_future, iso, utc_now
 from ..core.errors import BackupError, NotFound, VerifyError
 from ..core.fsutil import create_private, ensure_private_dir
 from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
@@ -179,6 +179,25 @@ class Repository:
         found.sort(key=lambda b: (b.created_at, b.id))
         return found
 
+    def damaged(self, backups: List[Backup], objects: Optional[Dict[str, ObjectInfo]] = None) -> Dict[str, str]:
+        """Id -> why, for every backup whose files are not all present with the recorded sizes.
+
+        A stat from the listing already read (``objects``), not a re-hash: cheap for 10,000 manifests.
+        """
+        objects = self.objects() if objects is None else objects
+        found: Dict[str, str] = {}
+        for backup in backups:
+            problems = []
+            for entry in backup.manifest.files:
+                info = objects.get(self.file_key(backup, entry))
+                if info is None:
+                    problems.append("%s is missing" % entry.name)
+                elif info.size != entry.size:
+                    problems.append("%s has %d bytes, %d recorded" % (entry.name, info.size, entry.size))
+            if problems:
+                found[backup.id] = ", ".join(problems)
+        return found
+
     def invalid_manifests(self) -> List[Tuple[str, str]]:
         """(location, why) of every manifest ``backups()`` skips as unreadable or invalid."""
         objects = self.objects()
@@ -191,12 +210,18 @@ class Repository:
 
     def find(self, selector: str, kind: Optional[str] = None, database: Optional[str] = None,
              allow_bad: bool = False) -> Backup:
-        """An id, a manifest or data file path, or ``latest`` (of ``kind``, default full)."""
+        """An id, a manifest or data file path, or ``latest`` (of ``kind``, default full).
+
+        ``latest`` is the newest good backup that is not dated in the future (a clock that ran ahead):
+        such a one is chosen only by its id or path.
+        """
         if selector == "latest":
-            chosen = self.backups(kind=kind or "full", database=database)
+            found = self.backups(kind=kind or "full", database=database)
+            chosen = present(found)
             if not chosen:
-                raise NotFound("no good %s backup%s in %s" % (kind or "full", " of %s" % database if database else "",
-                                                              self.where))
+                ahead = " (%d dated in the future, chosen only by id: check the clock)" % len(found) if found else ""
+                raise NotFound("no good %s backup%s in %s%s" % (kind or "full", " of %s" % database if database else "",
+                                                                self.where, ahead))
             return chosen[-1]
         if self.destination is None and (os.path.sep in selector or selector.endswith(MANIFEST_SUFFIX)
                                          or os.path.exists(selector)):
@@ -215,8 +240,8 @@ class Repository:
         raise NotFound("no backup with id %r in %s" % (selector, self.where), hint="list")
 
     def newest_before(self, moment: datetime, kind: str = "full", database: Optional[str] = None) -> Backup:
-        """The newest good backup of ``kind`` that started before ``moment``."""
-        chosen = [b for b in self.backups(kind=kind, database=database) if b.created_at < moment]
+        """The newest good backup of ``kind`` that started before ``moment`` (and is not dated in the future)."""
+        chosen = [b for b in present(self.backups(kind=kind, database=database)) if b.created_at < moment]
         if not chosen:
             raise NotFound("no good %s backup%s before %s in %s" % (kind, " of %s" % database if database else "",
                                                                     iso(moment), self.where))
@@ -397,6 +422,12 @@ class Repository:
 
     def close(self) -> None:
         self.store.close()
+
+
+def present(backups: List[Backup], now: Optional[datetime] = None) -> List[Backup]:
+    """``backups`` without those dated more than FUTURE_TOLERANCE ahead of ``now`` (clock skew)."""
+    now = now or utc_now()
+    return [b for b in backups if not is_future(b.created_at, now)]
 
 
 def open_repository(cfg: Any, destination: Optional[str] = None) -> Repository:

@@ -17,7 +17,12 @@ Rules that protect data, whatever the policy says:
 * when the newest backup of a (type, database) is not good, or the newest good one is older than its
   schedule allows (the runs stopped), nothing of that (type, database) is deleted, and every decision
   says why;
-* a kind without a policy keeps everything.
+* a kind without a policy keeps everything;
+* a backup dated more than ``FUTURE_TOLERANCE`` after ``now`` (a clock that ran ahead) is kept but
+  counted nowhere: it is never the newest, fills no slot and pushes no present backup out;
+* a backup whose files are missing or of the wrong size (``damaged``: the catalog's stat at planning
+  time, no re-hash) is not good: it is never the newest good one, and when it is the newest backup,
+  nothing of its (type, database) is deleted.
 
 Nothing here touches the file system: ``ops/cleanup.py`` applies a plan under the repository lock.
 """
@@ -28,7 +33,7 @@ import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ..core.clock import iso
+from ..core.clock import iso, is_future
 from ..core.cron import Cron
 from ..core.errors import ConfigError
 
@@ -57,6 +62,7 @@ class BackupRecord(NamedTuple):
     failed_verification: bool = False
     parent: Optional[str] = None
     status: str = "ok"
+    damaged: Optional[str] = None  # why its files are not all present with the recorded sizes
 
 
 def record_of(backup: Any) -> BackupRecord:
@@ -231,11 +237,16 @@ def period_label(granularity: str, moment: datetime, tz: Any = timezone.utc) -> 
 
 # ----------------------------------------------------------------------------- the planner
 
-def _sort_key(record: BackupRecord) -> Tuple[datetime, str]:
-    return (record.created_at, record.id)
+def _sort_key(record: BackupRecord) -> Tuple[Any, ...]:
+    # Total over what a manifest may hold, so the plan does not depend on the listing's order (two manifests
+    # with one id and one date decide the same way whichever is read first).
+    return (record.created_at, record.id, not record.good, record.status, record.parent or "", record.damaged or "",
+            record.verified, record.failed_verification)
 
 
 def _not_good_reason(record: BackupRecord) -> str:
+    if record.damaged:
+        return "files not intact: %s (not good)" % record.damaged
     if record.failed_verification:
         return "failed verification"
     return "status %s (not good)" % record.status
@@ -250,14 +261,23 @@ def _plan_group(kind: str, records: List[BackupRecord], decisions: Mapping[str, 
             decisions[record.id].keep_for(reason)
         return reason
 
-    good = [r for r in records if r.good]  # oldest first
+    # A backup dated in the future is kept and left out of everything below: counted, it would be
+    # "newest" for ever and push the present backups out of their slots.
+    future = [r for r in records if is_future(r.created_at, now)]
+    for record in future:
+        decisions[record.id].keep_for("dated %s ahead of now (clock skew?): kept, not counted"
+                                      % human(record.created_at - now))
+    records = [r for r in records if not is_future(r.created_at, now)]
+    if not records:
+        return None
+    good = [r for r in records if r.good and not r.damaged]  # oldest first
     for record in records:
-        if not record.good:
+        if not record.good or record.damaged:
             decisions[record.id].reasons.append(_not_good_reason(record))
 
     newest = records[-1]
     freeze = None
-    if not newest.good:
+    if not newest.good or newest.damaged:
         freeze = "newest %s is not good: nothing of this kind is deleted" % kind
     elif schedule:
         interval = schedule_interval(schedule)
@@ -315,21 +335,30 @@ def _fill_slots(granularity: str, count: int, newest_first: Sequence[BackupRecor
 
 
 def plan_retention(backups: Iterable[Any], policies: Mapping[str, Optional[Mapping[str, Any]]], now: datetime,
-                   tz: Optional[str] = "UTC", schedules: Optional[Mapping[str, Optional[str]]] = None) -> RetentionPlan:
+                   tz: Optional[str] = "UTC", schedules: Optional[Mapping[str, Optional[str]]] = None,
+                   damaged: Optional[Mapping[str, str]] = None) -> RetentionPlan:
     """Keep or delete every backup in ``backups`` (``catalog.Backup`` objects or ``BackupRecord``s, bad ones included).
 
     ``policies`` maps a kind to its counts (``{"daily": 7, "weekly": 4}``; a missing or empty one keeps
     everything of that kind); ``now`` is an aware datetime; ``tz`` an IANA time zone name for the slot
-    boundaries; ``schedules`` maps a kind to its cron schedule (the "backups stopped" rule; None: no check).
+    boundaries; ``schedules`` maps a kind to its cron schedule (the "backups stopped" rule; None: no check);
+    ``damaged`` maps the id of a backup whose files are missing or of the wrong size to why (not good).
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     zone = time_zone(tz)
     records = sorted((record_of(b) for b in backups), key=_sort_key)
+    if damaged:
+        records = [r._replace(damaged=damaged[r.id]) if r.id in damaged and not r.damaged else r for r in records]
     decisions: Dict[str, Decision] = {}
     ordered: List[Decision] = []
     groups: Dict[Tuple[str, str], List[BackupRecord]] = {}
+    copies: Dict[str, int] = {}
+    parents: Dict[str, List[str]] = {}  # every parent any manifest of an id names
     for record in records:
+        copies[record.id] = copies.get(record.id, 0) + 1
+        if record.parent and record.parent not in parents.setdefault(record.id, []):
+            parents[record.id].append(record.parent)
         if record.id in decisions:
             continue  # one decision per id (a copy of a manifest under another kind directory is not a second backup)
         decision = Decision(record)
@@ -345,24 +374,30 @@ def plan_retention(backups: Iterable[Any], policies: Mapping[str, Optional[Mappi
         if note:
             notes["%s/%s" % (kind, database)] = note
 
-    _keep_parents(ordered, decisions)
+    for backup_id, count in copies.items():
+        if count > 1:  # which manifest is the real one is unknown: deleting by either could lose the other's files
+            decisions[backup_id].reasons = [r for r in decisions[backup_id].reasons if r != "expired"]
+            decisions[backup_id].keep_for("id named by %d manifests: kept" % count)
+    _keep_parents(ordered, decisions, parents)
     return RetentionPlan(ordered, str(tz or "UTC"), now, notes)
 
 
-def _keep_parents(ordered: Sequence[Decision], decisions: Mapping[str, Decision]) -> None:
-    """Keep the whole parent chain of every kept backup (newest first, so chains resolve in one pass mostly)."""
-    pending = [d for d in reversed(ordered) if d.keep and d.record.parent]
+def _keep_parents(ordered: Sequence[Decision], decisions: Mapping[str, Decision],
+                  parents: Mapping[str, List[str]]) -> None:
+    """Keep the whole parent chain of every kept backup (``parents``: of every manifest of an id)."""
+    pending = [d for d in reversed(ordered) if d.keep and parents.get(d.id)]
     while pending:
         child = pending.pop()
-        parent = decisions.get(child.record.parent or "")
-        if parent is None:
-            continue  # the parent is not in the catalog: nothing to protect here
-        was_kept = parent.keep
-        if not was_kept:
-            parent.reasons = [r for r in parent.reasons if r != "expired"]
-        parent.keep_for("parent of %s" % child.id)
-        if not was_kept and parent.record.parent:
-            pending.append(parent)
+        for parent_id in parents.get(child.id, []):
+            parent = decisions.get(parent_id)
+            if parent is None:
+                continue  # the parent is not in the catalog: nothing to protect here
+            was_kept = parent.keep
+            if not was_kept:
+                parent.reasons = [r for r in parent.reasons if r != "expired"]
+            parent.keep_for("parent of %s" % child.id)
+            if not was_kept and parents.get(parent.id):
+                pending.append(parent)
 
 
 # ----------------------------------------------------------------------------- text output
