@@ -24,7 +24,7 @@ from ..core.errors import BackupError, exit_code_of
 from ..core.fsutil import ensure_private_dir
 from ..core.runlog import RunLog
 from ..model.runrecord import RunRecord, job_name, read_run, safe_write_run
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, present
 from .metrics import metrics_text, textfile_targets, write_textfile
 from .notify import deliver, hint_for, ping
 
@@ -135,7 +135,7 @@ class RunMonitor:
     def _summary(self, status: str) -> Optional[str]:
         if self.command != "create" or status != "ok":
             return None
-        newest = self.repo.backups(kind=self.kind, database=self.database)
+        newest = present(self.repo.backups(kind=self.kind, database=self.database))  # not a future-dated one
         if not newest or newest[-1].created_at < self.started.replace(microsecond=0):
             return None
         backup = newest[-1]
