@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 from ..config.settings import ALL_KINDS
 from ..core.clock import iso, utc_now
 from ..core.duration import parse_duration
-from ..core.errors import BackupError, NotFound, VerifyError
-from ..core.fsutil import create_private, ensure_private_dir, trusted_owner
+from ..core.errors import BackupError, ConfigError, NotFound, VerifyError
+from ..core.fsutil import check_private_dir, create_private, ensure_private_dir, trusted_owner
 from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
                               load_backup, parse_backup_bytes, slug)
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
@@ -162,7 +162,15 @@ class Repository:
     def objects(self) -> Dict[str, ObjectInfo]:
         """Every object directly in a kind's folder, by key."""
         found: Dict[str, ObjectInfo] = {}
+        if self.root is not None and os.path.lexists(self.root):
+            # another user's directory (or one others can write) is refused for reading too: what we would
+            # restore from it is theirs (fsutil.check_private_dir, like ssh's StrictModes)
+            check_private_dir(self.root, follow=True)
         for kind in ALL_KINDS:
+            if self.root is not None and os.path.islink(os.path.join(self.root, kind)):
+                # a planted ``full -> /elsewhere``: refused, never followed (nor its files deleted)
+                raise ConfigError("%s is a symbolic link: refusing to follow it; use the directory it points to"
+                                  % os.path.join(self.root, kind))
             for info in self.store.list(kind + "/"):
                 if info.key.count("/") == 1:
                     found[info.key] = info
