@@ -127,7 +127,8 @@ def test_crafted_manifests_are_reported_and_never_acted_on(db, tmp_path, canarie
         cli.run(["cleanup"] + where, env)
         for selector in ("full-app-20200101T000000Z", "full-app-20200103T000000Z", "latest"):
             target = "%s_r%s" % (name, uuid.uuid4().hex[:4])
-            proc = cli.run(["restore", selector, "--target-url", cluster.url(target, with_password=False)] + where, env, check=False)
+            target_url = cluster.url(target, with_password=False)
+            proc = cli.run(["restore", selector, "--target-url", target_url] + where, env, check=False)
             if selector == "latest":
                 assert proc.returncode == 0, proc.stderr
             else:
@@ -222,6 +223,8 @@ def test_root_refuses_a_directory_another_user_controls(db, tmp_path, canaries):
     for args in (["create"], ["cleanup"], ["verify"]):
         line = _failed(args, env, ConfigError)
         assert "%s is owned by uid %d" % (hostile, nobody.pw_uid) in line, line
+    health = cli.run(["health"], env, check=False)  # CRITICAL (Nagios 2), not a traceback or an unknown code
+    assert health.returncode == 2 and "CRITICAL  repository" in health.stdout, health.stdout + health.stderr
     assert os.listdir(hostile / "full") == []
     # our own directory, with links planted at the lock and the log (an earlier owner, a restored tarball):
     own = tmp_path / "own"
