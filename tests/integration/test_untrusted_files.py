@@ -345,6 +345,9 @@ def test_a_copied_manifest_never_makes_cleanup_delete_listed_files(db, tmp_path)
         copy = full / ("%s-copy.json" % source["id"])
         shutil.copy(full / (source["id"] + ".json"), copy)
         _age(copy)
+    other_kind = backup_dir / "schema" / (older["id"] + ".json")  # the same name in another kind's folder
+    shutil.copy(full / (older["id"] + ".json"), other_kind)
+    _age(other_kind)
     renamed = full / "full-other-20200101T000000Z.json"
     document = json.loads((full / (newer["id"] + ".json")).read_text())
     document["id"] = "full-other-20200101T000000Z"
@@ -357,6 +360,7 @@ def test_a_copied_manifest_never_makes_cleanup_delete_listed_files(db, tmp_path)
     verified = cli.run(["verify", "--level", "checksum", newer["id"]], env, check=False)
     assert verified.returncode == 0, verified.stderr
     assert renamed.exists() and (full / ("%s-copy.json" % newer["id"])).exists()
+    assert other_kind.exists() and str(other_kind) in dict(Repository(str(backup_dir)).invalid_manifests())
     assert [b["id"] for b in cli.listing(env)] == [newer["id"]]
 
 

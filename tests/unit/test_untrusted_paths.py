@@ -150,3 +150,26 @@ def test_passfiles_go_to_a_private_runtime_directory_and_stale_ones_are_removed(
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(unsafe))
     chosen = runtime_dir()
     assert chosen != str(unsafe) and stat.S_IMODE(os.stat(chosen).st_mode) == 0o700
+
+
+def test_a_manifest_copied_into_another_kinds_folder_is_reported_not_listed(tmp_path):
+    import hashlib
+    import shutil
+
+    from seawall_pgbackup.model.manifest import FORMAT_VERSION, Backup
+
+    repo = Repository(str(tmp_path / "backups"))
+    repo.prepare()
+    backup_id = "full-app-20261101T000000Z"
+    data = b"PGDMP"
+    (tmp_path / "backups" / "full" / (backup_id + ".dump.gz")).write_bytes(data)
+    manifest = {"format_version": FORMAT_VERSION, "id": backup_id, "type": "full", "status": "ok", "database": "app",
+                "created_at": "2026-11-01T00:00:00.000000Z", "finished_at": "2026-11-01T00:00:01.000000Z",
+                "files": [{"name": backup_id + ".dump.gz", "role": "database", "size": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest(), "compression": "gzip"}]}
+    Backup(manifest, repo.manifest_path("full", backup_id)).save()
+    copy = tmp_path / "backups" / "schema" / (backup_id + ".json")
+    shutil.copy(repo.manifest_path("full", backup_id), copy)
+    assert [b.manifest_path for b in repo.backups(include_bad=True)] == [repo.manifest_path("full", backup_id)]
+    assert repo.invalid_manifests() == [(str(copy), "a full backup's manifest in the schema folder (a copy?): "
+                                         "not trusted")]

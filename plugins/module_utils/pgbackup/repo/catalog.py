@@ -198,6 +198,9 @@ class Repository:
         except ManifestError as exc:
             message = str(exc)
             return None, message[len(location) + 2:] if message.startswith(location + ": ") else message
+        folder = key.rsplit("/", 1)[0]
+        if folder != backup.kind:  # a copy in another kind's folder would list a backup whose files are elsewhere
+            return None, "a %s backup's manifest in the %s folder (a copy?): not trusted" % (backup.kind, folder)
         if self.destination is None:
             return backup, None
         missing = [f.name for f in backup.manifest.files
