@@ -26,7 +26,7 @@ class RepositoryLock:
     def __enter__(self) -> "RepositoryLock":
         # The directory is checked (ours, not writable by others) and the lock file opened without following
         # a symlink: a planted ``.lock -> /etc/something`` is refused, never truncated.
-        check_private_dir(os.path.dirname(self.path))
+        check_private_dir(os.path.dirname(self.path), follow=True)  # the configured root may be a symlink
         try:
             fd = open_private_regular(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
