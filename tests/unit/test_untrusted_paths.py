@@ -175,3 +175,16 @@ def test_a_manifest_copied_into_another_kinds_folder_is_reported_not_listed(tmp_
     assert [b.manifest_path for b in repo.backups(include_bad=True)] == [repo.manifest_path("full", backup_id)]
     assert repo.invalid_manifests() == [(str(copy), "a full backup's manifest in the schema folder (a copy?): "
                                          "not trusted")]
+
+
+def test_a_planted_per_user_runtime_directory_is_never_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("seawall_pgbackup.config.connection._FALLBACK", [])
+    planted = tmp_path / ("seawall-pgbackup-%d" % os.geteuid())
+    planted.mkdir()
+    os.chmod(planted, 0o777)  # someone else's doing
+    chosen = runtime_dir()
+    assert chosen != str(planted) and os.path.dirname(chosen) == str(tmp_path)
+    assert stat.S_IMODE(os.stat(chosen).st_mode) == 0o700 and runtime_dir() == chosen

@@ -20,13 +20,14 @@ import re
 import secrets
 import stat
 import tempfile
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..core.errors import ConfigError
 from ..core.fsutil import NOFOLLOW, check_private_dir
 
 PASSFILE = re.compile(r"^pgpass-(?P<pid>[0-9]+)-[0-9a-f]+$")
+_FALLBACK: List[str] = []  # this process's own directory when the per-user one is someone else's
 
 
 def _split(url: str):
@@ -144,7 +145,23 @@ def runtime_dir(env: Optional[Mapping[str, str]] = None) -> str:
             problem = str(exc)
             continue
         return directory
-    raise ConfigError("no private directory for the database password file: %s" % problem)
+    if _FALLBACK:
+        return _FALLBACK[0]
+    try:  # the per-user name is taken by someone else (a planted directory): a fresh private one, never theirs
+        directory = tempfile.mkdtemp(prefix="seawall-pgbackup-%d-" % uid)
+        _FALLBACK.append(directory)
+    except OSError as exc:
+        raise ConfigError("no private directory for the database password file: %s (%s)"
+                          % (problem, exc.strerror)) from None
+    atexit.register(_remove_dir_quietly, directory)
+    return directory
+
+
+def _remove_dir_quietly(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def remove_stale_passfiles(directory: str) -> None:
