@@ -127,7 +127,7 @@ def test_unwritable_backup_directory(repo, tmpfs, tmp_path):
 def test_full_backup_directory(repo, tmpfs, tmp_path):
     size = sum(f["size"] for f in repo["first"]["files"])
     # Room for one backup and its manifest, not for two.
-    target = tmpfs(tmp_path / "small", "size=%dk" % ((size * 3 // 2) // 1024 + 64))
+    target = tmpfs(tmp_path / "small", "size=%dk,mode=0700" % ((size * 3 // 2) // 1024 + 64))
     env = dict(repo["env"], BACKUP_DIR=str(target))
     good = cli.create(env, "full")
     kept = snapshot(target)
@@ -219,9 +219,10 @@ def test_tool_killed_midway_leaves_nothing_listed_and_next_run_cleans_up(repo, b
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "interrupted" in err
     assert not os.path.exists(term_partial)
-    # The run after the SIGKILL removed its leftovers before starting; the next one succeeds.
+    # The killed run's partial is removed by the first run after the grace period (issue #11: never at once).
+    assert os.path.exists(partial)
+    second = cli.create(dict(repo["env"], BACKUP_LEFTOVER_GRACE="0s"), "full")
     assert not os.path.exists(partial)
-    second = cli.create(repo["env"], "full")
     assert [b["id"] for b in cli.listing(env)] == [repo["first"]["id"], second["id"]]
     with open(os.path.join(repo["dir"], "logs", "backup.log"), encoding="utf-8") as handle:
         assert "removed-incomplete path=%s" % partial in handle.read()

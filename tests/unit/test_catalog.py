@@ -80,7 +80,9 @@ def test_incomplete_backups_are_invisible_and_removed(repo):
     with pytest.raises(NotFound, match="belongs to no complete backup"):
         repo.find(orphan)
     assert set(repo.leftovers()) == {orphan, partial}
-    repo.remove_leftovers()
+    assert repo.remove_leftovers() == []  # younger than the grace period (6 h): kept
+    assert os.path.exists(orphan) and os.path.exists(partial)
+    repo.remove_leftovers(grace=timedelta(0))
     assert not os.path.exists(orphan) and not os.path.exists(partial)
     assert os.path.exists(good.file_path(good.manifest.files[0]))
 

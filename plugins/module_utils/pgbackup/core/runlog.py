@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from .clock import iso, utc_now
+from .fsutil import open_private_regular
 
 
 def _format(level: str, event: str, fields: dict) -> str:
@@ -28,7 +29,8 @@ class RunLog:
     def _append(self, name: str, line: str) -> None:
         try:
             path = os.path.join(self.log_dir, name)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # never through a symlink or hard link planted at the log's name (issue #11)
+            fd = open_private_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             with os.fdopen(fd, "a", encoding="utf-8") as handle:
                 handle.write(line)
         except OSError:

@@ -92,7 +92,7 @@ class RunMonitor:
         if summary:
             record["summary"] = summary
         try:  # a health run on a new host: the record is what makes the next run's "no change" possible
-            ensure_private_dir(self.repo.root)
+            ensure_private_dir(self.repo.root, follow=True)  # a configured root may be a symlink
             ensure_private_dir(self.repo.log_dir)
             safe_write_run(self.repo.log_dir, record, self.warnings)
         except BackupError as exc:

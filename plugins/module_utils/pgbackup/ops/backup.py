@@ -33,7 +33,7 @@ from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
-from ..repo.catalog import Repository, present
+from ..repo.catalog import Repository, leftover_grace, present
 from .sync import copy_new_backup
 
 PROG = "seawall-pgbackup"
@@ -119,7 +119,7 @@ class BackupRun:
         log = self.log or RunLog(self.repo.log_dir)
         try:
             with self.repo.lock():
-                self.removed_leftovers = self.repo.remove_leftovers()
+                self.removed_leftovers = self.repo.remove_leftovers(leftover_grace(self.cfg))
                 for path in self.removed_leftovers:
                     log.warning("removed-incomplete", path=path)
                 backup = self._take(started)

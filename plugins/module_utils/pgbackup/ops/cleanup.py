@@ -26,10 +26,9 @@ from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
-from ..repo.catalog import Repository, open_repository
+from ..repo.catalog import DEFAULT_LEFTOVER_GRACE, Repository, open_repository
 from ..repo.retention import format_plan, normalize_policy, plan_retention, time_zone
 
-DEFAULT_LEFTOVER_GRACE = timedelta(hours=6)
 LOCK_WAIT_SECONDS = 30
 
 
@@ -134,6 +133,9 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
             repo.remove_object(key)
             removed.append(repo.location(key))
             log.warning("removed-incomplete", path=repo.location(key), by="cleanup", **where)
+        if not repo.destination:  # scratch directories of killed restores: ours, stale, their process gone
+            for path in local.remove_stale_scratch(grace, now):
+                log.warning("removed-scratch", path=path, by="cleanup")
     except BackupError as exc:
         log.failure("cleanup-failed", step=exc.step, error=str(exc), unlisted=len(unlisted), deleted=len(deleted),
                     **where)

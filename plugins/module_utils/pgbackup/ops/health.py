@@ -103,6 +103,11 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     repo = Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
+    try:
+        repo.objects()  # another user's or a world-writable directory, a symlinked folder (issue #11)
+    except BackupError as exc:
+        checks.append(_check("repository", "critical", str(exc)))
+        return {"status": "critical", "exit_code": STATUS_CODE["critical"], "checks": checks}
     for kind in LOGICAL_KINDS:
         kind_settings = cfg.kinds[kind]
         if kind_settings.enabled and kind_settings.schedule:

@@ -16,14 +16,17 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..config.settings import ALL_KINDS
 from ..core.clock import is_future, iso, utc_now
-from ..core.errors import BackupError, NotFound, VerifyError
-from ..core.fsutil import create_private, ensure_private_dir
+from ..core.duration import parse_duration
+from ..core.errors import BackupError, ConfigError, NotFound, VerifyError
+from ..core.fsutil import check_private_dir, create_private, ensure_private_dir, trusted_owner
 from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
                               load_backup, parse_backup_bytes, slug)
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
@@ -33,6 +36,44 @@ from .lock import RepositoryLock
 SUBDIRS = ("full", "incremental", "schema", "data", "globals", "logs")
 SCRATCH_DIR = ".scratch"
 MANIFEST_LIMIT = 16 * 1024 * 1024
+DEFAULT_LEFTOVER_GRACE = timedelta(hours=6)
+
+# The only names a leftover may have: a backup id of the folder's kind and our suffixes (``.dump.gz.age``,
+# ``.globals.sql.zst``, ``.rekey1``, ``.partial``), or a manifest's atomic-write temp name. Anything else in a
+# kind folder was put there by someone else and is never removed (issue #11).
+_ID = r"(?P<kind>[a-z]+)-[A-Za-z0-9_.]+-[0-9]{8}T[0-9]{6}Z(?:-[1-9][0-9]*)?"
+_SUFFIXES = r"(?:\.(?:dump|globals|sql|gz|zst|enc|age|json|partial|rekey[0-9]+))+"
+OUR_NAME = re.compile(r"^%s%s$" % (_ID, _SUFFIXES))
+OUR_TEMP_NAME = re.compile(r"^\.%s%s\.[0-9]+(?:-[0-9a-f]+)?\.tmp$" % (_ID, _SUFFIXES))
+# Scratch directories of restores and destination fetches: ``.restore-<pid>-<random>`` (older versions:
+# ``.restore-<random>``) in the backup directory, ``<store>-<pid>-<stamp>`` in ``.scratch``.
+RESTORE_SCRATCH = re.compile(r"^\.restore-(?:(?P<pid>[0-9]+)-)?[A-Za-z0-9_]+$")
+FETCH_SCRATCH = re.compile(r"^.+-(?P<pid>[0-9]+)-[0-9]{8}T[0-9]{12}$")
+
+
+def leftover_grace(cfg: Any) -> timedelta:
+    """The configured age after which files no manifest names are removed (default 6 h)."""
+    value = getattr(cfg, "leftover_grace", None)  # BACKUP_LEFTOVER_GRACE / backup.cleanup.leftoverGrace
+    return DEFAULT_LEFTOVER_GRACE if value is None else parse_duration("leftover_grace", value)
+
+
+def is_our_file(key: str) -> bool:
+    """Whether ``key`` (``<kind>/<name>``) is named as this tool names a backup's files and temp files."""
+    folder, _, name = key.rpartition("/")
+    match = OUR_NAME.match(name) or OUR_TEMP_NAME.match(name)
+    return bool(match) and match.group("kind") == folder  # type: ignore[union-attr]
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
 
 
 def stored_manifest_bytes(backup: Backup) -> bytes:
@@ -75,7 +116,9 @@ class Repository:
         return self.root
 
     def prepare(self) -> None:
-        ensure_private_dir(self._local_root())
+        """Create the layout (0700), or check an existing one: ours, not writable by others, no symlinked
+        folder (fsutil.check_private_dir). An existing directory's mode is never changed."""
+        ensure_private_dir(self._local_root(), follow=True)
         for sub in SUBDIRS:
             ensure_private_dir(os.path.join(self._local_root(), sub))
 
@@ -119,7 +162,15 @@ class Repository:
     def objects(self) -> Dict[str, ObjectInfo]:
         """Every object directly in a kind's folder, by key."""
         found: Dict[str, ObjectInfo] = {}
+        if self.root is not None and os.path.lexists(self.root):
+            # another user's directory (or one others can write) is refused for reading too: what we would
+            # restore from it is theirs (fsutil.check_private_dir, like ssh's StrictModes)
+            check_private_dir(self.root, follow=True)
         for kind in ALL_KINDS:
+            if self.root is not None and os.path.islink(os.path.join(self.root, kind)):
+                # a planted ``full -> /elsewhere``: refused, never followed (nor its files deleted)
+                raise ConfigError("%s is a symbolic link: refusing to follow it; use the directory it points to"
+                                  % os.path.join(self.root, kind))
             for info in self.store.list(kind + "/"):
                 if info.key.count("/") == 1:
                     found[info.key] = info
@@ -147,6 +198,9 @@ class Repository:
         except ManifestError as exc:
             message = str(exc)
             return None, message[len(location) + 2:] if message.startswith(location + ": ") else message
+        folder = key.rsplit("/", 1)[0]
+        if folder != backup.kind:  # a copy in another kind's folder would list a backup whose files are elsewhere
+            return None, "a %s backup's manifest in the %s folder (a copy?): not trusted" % (backup.kind, folder)
         if self.destination is None:
             return backup, None
         missing = [f.name for f in backup.manifest.files
@@ -279,6 +333,8 @@ class Repository:
         ``backups``: the catalog as already read with include_bad=True (10,000 manifests are read once).
         An object named like a manifest this version cannot read (a newer format, say) is not a leftover:
         it may well belong to that manifest.
+        Only objects named as this tool names them (``is_our_file``) are leftovers: a file someone else put
+        in a kind folder is never one, whatever its age.
         """
         backups = self.backups(include_bad=True) if backups is None else backups
         objects = self.objects()
@@ -286,7 +342,7 @@ class Repository:
         readable = {self.key_of(b) for b in backups}
         foreign = [k[:-len(MANIFEST_SUFFIX)] for k in objects if self._is_manifest(k) and k not in readable]
         return [info for key, info in sorted(objects.items())
-                if not self._is_manifest(key) and key not in named
+                if not self._is_manifest(key) and key not in named and is_our_file(key)
                 and not any(key.startswith(stem + ".") for stem in foreign)]
 
     def leftovers(self, backups: Optional[List[Backup]] = None) -> List[str]:
@@ -303,15 +359,57 @@ class Repository:
             (old if info.modified is None or info.modified.timestamp() <= limit else young).append(info.key)
         return old, young
 
-    def remove_leftovers(self) -> List[str]:
-        """Call only while holding the lock."""
+    def remove_leftovers(self, grace: Optional[timedelta] = None, now: Optional[datetime] = None) -> List[str]:
+        """Leftovers older than ``grace`` (default 6 h), and stale scratch directories. Call only while
+        holding the lock."""
+        now = now or utc_now()
+        grace = DEFAULT_LEFTOVER_GRACE if grace is None else grace
+        backups = self.backups(include_bad=True)
         removed = []
-        for info in self.leftover_objects():
+        for key in self.leftovers_by_age(backups, now, grace)[0]:
             try:
-                self.store.delete(info.key)
+                self.store.delete(key)
             except DestinationError:
                 continue  # tried again by the next run
-            removed.append(self.location(info.key))
+            removed.append(self.location(key))
+        return removed + self.remove_stale_scratch(grace, now)
+
+    def stale_scratch(self, grace: timedelta, now: Optional[datetime] = None) -> List[str]:
+        """Scratch directories of killed restores and fetches: ours by name, real directories (no symlink) of
+        this user, their process gone, untouched for ``grace``."""
+        if self.root is None:
+            return []
+        limit = (now or utc_now()).timestamp() - grace.total_seconds()
+        found = []
+        for folder, pattern in ((self.root, RESTORE_SCRATCH), (os.path.join(self.root, SCRATCH_DIR), FETCH_SCRATCH)):
+            try:
+                if folder != self.root and not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    continue
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in sorted(names):
+                match = pattern.match(name)
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if not match or not stat.S_ISDIR(st.st_mode) or not trusted_owner(st.st_uid) or st.st_mtime > limit:
+                    continue
+                if match.group("pid") and _running(int(match.group("pid"))):
+                    continue
+                found.append(path)
+        return found
+
+    def remove_stale_scratch(self, grace: timedelta, now: Optional[datetime] = None) -> List[str]:
+        removed = []
+        for path in self.stale_scratch(grace, now):
+            try:
+                shutil.rmtree(path)  # never follows a symlink inside (fd-based on Linux)
+            except OSError:
+                continue  # tried again by the next run
+            removed.append(path)
         return removed
 
     # ------------------------------------------------------------------ changing the catalog
@@ -410,7 +508,7 @@ class Repository:
             return
         if not self.scratch_root:
             raise BackupError("no scratch directory to fetch %s from %s into" % (backup.id, self.where))
-        ensure_private_dir(os.path.dirname(self.scratch_root))
+        ensure_private_dir(os.path.dirname(self.scratch_root), follow=True)
         ensure_private_dir(self.scratch_root)
         scratch = os.path.join(self.scratch_root, "%s-%d-%s" % (self.store.name, os.getpid(),
                                                                 utc_now().strftime("%Y%m%dT%H%M%S%f")))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from ..core.errors import LockedError
+from ..core.errors import ConfigError, LockedError
+from ..core.fsutil import check_private_dir, describe_os_error, open_private_regular
 
 try:
     import fcntl
@@ -23,7 +24,14 @@ class RepositoryLock:
         self._fd = None  # type: int | None
 
     def __enter__(self) -> "RepositoryLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # The directory is checked (ours, not writable by others) and the lock file opened without following
+        # a symlink: a planted ``.lock -> /etc/something`` is refused, never truncated.
+        check_private_dir(os.path.dirname(self.path), follow=True)  # the configured root may be a symlink
+        try:
+            fd = open_private_regular(self.path, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise ConfigError("cannot use lock file %s (refusing a symlink, a hard link or another user's file): "
+                              "remove it and run again" % describe_os_error(exc, self.path)) from None
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:

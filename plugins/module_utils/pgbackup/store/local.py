@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from datetime import datetime, timezone
 from typing import BinaryIO, Iterator, List, Optional
 
-from ..core.fsutil import create_private, ensure_private_dir, fsync_dir
+from ..core.fsutil import create_private, ensure_private_dir, fsync_dir, open_read_nofollow
 from .base import CHUNK, ObjectInfo, Store
 
 TEMP_SUFFIX = ".partial"
@@ -31,8 +32,15 @@ class LocalStore(Store):
 
     def _path(self, key: str) -> str:
         parts = [p for p in key.split("/") if p]
-        if any(p in (".", "..") for p in parts):
+        if any(p in (".", "..") or "\\" in p or "\0" in p for p in parts):
             raise self.error("resolve", key, "key %r leaves the destination" % key)
+        # Never through a symlinked folder (``full -> /elsewhere``): a planted link must not carry a read,
+        # write or delete out of the root. The root itself is configured and may be a link.
+        folder = self.root
+        for part in parts[:-1]:
+            folder = os.path.join(folder, part)
+            if os.path.islink(folder):
+                raise self.error("resolve", key, "%s is a symbolic link: refusing to follow it" % folder)
         return os.path.join(self.root, *parts)
 
     def local_path(self, key: str) -> Optional[str]:
@@ -52,8 +60,11 @@ class LocalStore(Store):
     def _replace(self, key: str, target: str, fill, action: str) -> None:
         temp = target + TEMP_SUFFIX
         try:
-            ensure_private_dir(os.path.dirname(target))
-            if os.path.exists(temp):
+            folder = os.path.dirname(target)
+            if folder != self.root:
+                ensure_private_dir(self.root, follow=True)
+            ensure_private_dir(folder, follow=folder == self.root)
+            if os.path.lexists(temp):  # a crashed write's, or a planted link: removed, never written through
                 os.unlink(temp)
             with create_private(temp) as handle:
                 fill(handle)
@@ -70,7 +81,7 @@ class LocalStore(Store):
 
     def read(self, key: str) -> Iterator[bytes]:
         try:
-            handle = open(self._path(key), "rb")  # pylint: disable=consider-using-with
+            handle = open_read_nofollow(self._path(key))
         except OSError as exc:
             raise self.error("read", key, exc.strerror or str(exc)) from None
         with handle:
@@ -82,7 +93,7 @@ class LocalStore(Store):
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")  # pylint: disable=consider-using-with
+            return open_read_nofollow(self._path(key))
         except OSError as exc:
             raise self.error("read", key, exc.strerror or str(exc)) from None
 
@@ -91,9 +102,11 @@ class LocalStore(Store):
         # Walk only the folder the prefix names (``full/``): the backup directory also holds logs and scratch.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self._path(folder) if folder else self.root
+        if folder and os.path.islink(start):
+            raise self.error("list", folder + "/", "%s is a symbolic link: refusing to follow it" % start)
         if not os.path.isdir(start):
             return found
-        for directory, _dirs, files in os.walk(start):
+        for directory, _dirs, files in os.walk(start):  # never descends into a symlinked folder
             for name in files:
                 path = os.path.join(directory, name)
                 key = os.path.relpath(path, self.root).replace(os.sep, "/")
@@ -105,15 +118,17 @@ class LocalStore(Store):
 
     @staticmethod
     def _info(key: str, path: str) -> Optional[ObjectInfo]:
+        """Regular files only: a symlink (or a FIFO, a device) planted in the store is no object of ours."""
         try:
-            stat = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return None
-        return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
 
     def stat(self, key: str) -> Optional[ObjectInfo]:
-        path = self._path(key)
-        return self._info(key, path) if os.path.isfile(path) else None
+        return self._info(key, self._path(key))
 
     def delete(self, key: str) -> None:
         try:

@@ -25,7 +25,7 @@ from ..runner import CHUNK, PIPE, ToolProcess, run
 def unpacked_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> Iterator[str]:
     """The archive decompressed (and decrypted) beside the backups, removed afterwards."""
     path = backup.file_path(entry)
-    scratch = tempfile.mkdtemp(prefix=".restore-", dir=os.path.dirname(backup.directory))
+    scratch = tempfile.mkdtemp(prefix=".restore-%d-" % os.getpid(), dir=os.path.dirname(backup.directory))
     try:
         plain = os.path.join(scratch, "archive.dump")
         try:
