@@ -194,3 +194,23 @@ def test_cli_exits_with_the_kind_and_renders_its_hint(tmp_path, capsys, monkeypa
     with pytest.raises(SystemExit) as usage:
         main(["no-such-command"])
     assert usage.value.code == 2
+
+
+def test_an_unexpected_exception_is_one_line_and_the_internal_code(tmp_path, capsys, monkeypatch):
+    from seawall_pgbackup.cli import main as cli_main
+    from seawall_pgbackup.core.errors import InternalError
+
+    for name in ("DATABASE_URL", "BACKUP_CONFIG", "BACKUP_DIR", "BACKUP_TYPE", "SEAWALL_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+    def broken(cfg, args):
+        raise TypeError("postgresql://u:s3cret@h/db is not a str")
+
+    monkeypatch.setitem(cli_main.COMMANDS, "list", broken)
+    assert main(["--backup-dir", str(tmp_path), "list"]) == InternalError.exit_code == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (TypeError at test_errors.py:" in err, err
+    assert "s3cret" not in err and "Traceback" not in err
+    monkeypatch.setenv("SEAWALL_DEBUG", "1")
+    assert main(["--backup-dir", str(tmp_path), "list"]) == 70
+    assert "Traceback" in capsys.readouterr().err

@@ -5,7 +5,7 @@
 
 Subcommands mirror the users' npm scripts: create, list, restore, verify, health.
 Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and the error kind's exit
-code (docs/errors.md: 3 and above, 75 for a held lock, 130 when interrupted; 2 for a usage error).
+code (docs/errors.md: 3 and above, 70 for a bug, 75 for a held lock, 130 when interrupted; 2 for a usage error).
 health's own results are the Nagios codes 0/1/2.
 """
 
@@ -17,12 +17,13 @@ import json
 import os
 import signal
 import sys
+import traceback
 from typing import Any, Dict, List, Optional
 
 from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
-from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, VerifyError, render
+from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, InternalError, VerifyError, render
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
@@ -358,6 +359,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
         return INTERRUPTED_EXIT_CODE
+    except Exception as exc:  # pylint: disable=broad-except  # a bug: one line, the traceback only when asked
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    """One line for an exception the engine did not expect; SEAWALL_DEBUG=1 adds the traceback."""
+    if os.environ.get("SEAWALL_DEBUG", "") not in ("", "0"):
+        traceback.print_exc(file=sys.stderr)
+    # The type and where it was raised, not its text: an exception's text may quote a URL or a record.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " at %s:%d" % (os.path.basename(frames[-1].filename), frames[-1].lineno) if frames else ""
+    _err("%s: error: internal error (%s%s); run again with SEAWALL_DEBUG=1 for the traceback and report it"
+         % (PROG, type(exc).__name__, where))
+    return InternalError.exit_code
 
 
 if __name__ == "__main__":
