@@ -172,6 +172,7 @@ def _cmd_list(cfg, args) -> int:
     from ..ops.listing import list_backups  # pylint: disable=import-outside-toplevel
 
     rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination)
+    _warn_skipped(cfg, args.destination)
     if args.json:
         _print_json(rows)
         return 0
@@ -182,6 +183,15 @@ def _cmd_list(cfg, args) -> int:
     for row in rows:
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
     return 0
+
+
+def _warn_skipped(cfg, destination: Optional[str]) -> None:
+    """One stderr line naming the manifests the listing skipped, and why (stdout keeps its shape for scripts)."""
+    invalid = open_repository(cfg, destination).invalid_manifests()
+    if invalid:
+        _err("%s: warning: %d manifest%s skipped, not trusted: %s"
+             % (PROG, len(invalid), "" if len(invalid) == 1 else "s",
+                "; ".join("%s: %s" % (where, why) for where, why in invalid)))
 
 
 def _cmd_restore(cfg, args) -> int:

@@ -27,7 +27,8 @@ from ..core.cron import Cron
 from ..core.errors import BackupError
 from ..pg.binaries import any_psql
 from ..repo.catalog import Repository
-from .health_checks import check_checksum, check_disk, check_drill, check_last_runs, recent_full_size, worst
+from .health_checks import (check_catalog, check_checksum, check_disk, check_drill, check_last_runs,
+                            check_repository, recent_full_size, worst)
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
@@ -99,6 +100,7 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     repo = Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
+    checks.extend(_repository_checks(cfg.backup_dir, repo))
     for kind in LOGICAL_KINDS:
         kind_settings = cfg.kinds[kind]
         if kind_settings.enabled and kind_settings.schedule:
@@ -112,6 +114,11 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     checks.append(check_drill(repo.log_dir, limits, now))
     status = worst(checks)
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
+
+
+def _repository_checks(backup_dir: str, repo: Repository) -> List[Dict[str, Any]]:
+    """The backup directory is usable and every manifest in it parses (health_checks.py)."""
+    return [check_repository(backup_dir), check_catalog(repo)]
 
 
 def failure(report: Mapping[str, Any], fail_on: str = "critical") -> Optional[str]:

@@ -1,0 +1,226 @@
+"""The repository and the environment are untrusted input (issue #11, cases 7, 8 and 10).
+
+A manifest of the wrong shape, an unreadable or read-only repository, a password with any character
+in DATABASE_URL, a crowd of idle connections to ``serve``: every command still ends with its report or
+one error line and its kind's exit code, never a traceback, and nothing good is lost or leaked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+
+from tests.integration import cli
+from tests.support.pgcluster import free_port, quote_literal
+
+CANARY = b"not the backup tool's file\n"
+
+
+def sha(path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def no_traceback(proc: subprocess.CompletedProcess, allowed=(0,)) -> None:
+    """Exited with an allowed code, and a failure is one line (a traceback is a bug)."""
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    assert proc.returncode in allowed, (proc.returncode, proc.stdout, proc.stderr)
+    if proc.returncode not in (0, 1, 2):  # health's Nagios codes print a report, not an error
+        cli.error_line(proc)
+
+
+@pytest.fixture(name="repo")
+def _repo(pg15, tmp_path):
+    from tests.support import load_sample
+
+    name = "untrusted_%d" % os.getpid()
+    load_sample(pg15, name)
+    backup_dir = tmp_path / "backups"
+    env = cli.cli_env(pg15.url(name), backup_dir, BACKUP_FULL_SCHEDULE="0 2 * * *")
+    first = cli.create(env, "full")
+    files = {f["name"]: sha(backup_dir / "full" / f["name"]) for f in first["files"]}
+    yield {"env": env, "dir": backup_dir, "first": first, "files": files, "cluster": pg15, "db": name,
+           "tmp": tmp_path}
+    pg15.drop_db(name)
+
+
+def _intact(repo) -> None:
+    """The first backup is listed and every one of its files has its sha256."""
+    assert repo["first"]["id"] in [b["id"] for b in cli.listing(repo["env"])]
+    for name, digest in repo["files"].items():
+        assert sha(repo["dir"] / "full" / name) == digest
+
+
+def _planted(repo):
+    """Manifests of the wrong shape next to the good one: {file name: what is wrong}."""
+    full = repo["dir"] / "full"
+    good = json.loads((full / (repo["first"]["id"] + ".json")).read_text(encoding="utf-8"))
+    slug = repo["first"]["id"].split("-", 1)[1].rsplit("-", 1)[0]
+
+    def copy_as(stamp, **changes):
+        backup_id = "full-%s-%s" % (slug, stamp)
+        doc = json.loads(json.dumps(good))
+        doc["id"] = backup_id
+        doc["files"] = [dict(f, name=f["name"].replace(repo["first"]["id"], backup_id)) for f in doc["files"]]
+        for entry in doc["files"]:  # its data files exist, so only the manifest is wrong
+            shutil.copy(full / entry["name"].replace(backup_id, repo["first"]["id"]), full / entry["name"])
+        doc.update(changes)
+        return backup_id + ".json", doc
+
+    planted = {}
+    name, doc = copy_as("20200101T000000Z", created_at=12345)
+    (full / name).write_text(json.dumps(doc), encoding="utf-8")
+    planted[name] = "created_at"
+    name, doc = copy_as("20200102T000000Z", id=None)
+    (full / name).write_text(json.dumps(doc), encoding="utf-8")
+    planted[name] = "id"
+    name, doc = copy_as("20200103T000000Z")
+    doc["files"] = [{k: v for k, v in f.items() if k != "name"} for f in doc["files"]]
+    (full / name).write_text(json.dumps(doc), encoding="utf-8")
+    planted[name] = "name"
+    name = "full-%s-20200104T000000Z.json" % slug
+    (full / name).write_bytes(b'{"id": "\xff\xfe\x80", "created_at": "\xc3\x28"}')
+    planted[name] = "utf"
+    name = "full-%s-20200105T000000Z.json" % slug
+    with open(full / name, "wb") as handle:  # 1 GB, sparse: the reader must stop at its size limit
+        handle.truncate(1024 ** 3)
+    planted[name] = "larger"
+    outside = repo["tmp"] / "canary.json"
+    outside.write_bytes(CANARY)
+    name = "full-%s-20200106T000000Z.json" % slug
+    os.symlink(outside, full / name)
+    planted[name] = "symlink"
+    (full / ("full-%s-20200107T000000Z.json" % slug)).mkdir()  # a directory is not a manifest
+    return planted, outside
+
+
+def test_manifests_of_the_wrong_shape_stop_nothing(repo):
+    """Case 7: every command runs past them, names them, never acts on them, and backups go on."""
+    planted, canary = _planted(repo)
+    full = repo["dir"] / "full"
+    # every file but the good manifest (verify records its result there) and the sparse 1 GB one
+    before = {p.name: sha(p) for p in full.iterdir() if p.is_file() and not p.is_symlink()
+              and p.stat().st_size < 1024 ** 2 and p.name != repo["first"]["id"] + ".json"}
+    env = repo["env"]
+
+    listed = cli.run(["list"], env, check=False)
+    no_traceback(listed)
+    assert repo["first"]["id"] in listed.stdout
+    skipped = [ln for ln in listed.stderr.splitlines() if "skipped" in ln]
+    assert len(skipped) == 1 and "%d manifests" % len(planted) in skipped[0], listed.stderr
+    as_json = cli.run(["list", "--json"], env, check=False)
+    no_traceback(as_json)
+    assert [b["id"] for b in json.loads(as_json.stdout)] == [repo["first"]["id"]]
+    assert "%d manifests" % len(planted) in as_json.stderr
+
+    health = cli.run(["health", "--json"], env, check=False)
+    no_traceback(health, allowed=(2,))
+    report = json.loads(health.stdout)
+    catalog = [c for c in report["checks"] if c["check"] == "catalog"]
+    assert report["status"] == "critical" and catalog and catalog[0]["status"] == "critical", report
+    for name in planted:
+        assert name in catalog[0]["reason"], (name, catalog[0]["reason"])
+    text = cli.run(["health"], env, check=False)
+    no_traceback(text, allowed=(2,))
+    assert re.search(r"^  CRITICAL +catalog +%d manifests not trusted" % len(planted), text.stdout, re.M), text.stdout
+
+    for args in (["verify"], ["verify", repo["first"]["id"]], ["cleanup", "--dry-run"], ["cleanup"],
+                 ["sync", "--dry-run"]):
+        proc = cli.run(args, env, check=False)
+        no_traceback(proc)
+    for name in planted:  # never acted on: what fails to parse is reported, not deleted
+        assert os.path.lexists(full / name), name
+    for name, digest in before.items():
+        assert sha(full / name) == digest, name
+    assert canary.read_bytes() == CANARY
+
+    created = cli.run(["create", "--type", "full", "--json"], env, check=False)
+    no_traceback(created)
+    new_id = json.loads(created.stdout)["id"]
+    assert [b["id"] for b in cli.listing(env)] == [repo["first"]["id"], new_id]
+    _intact(repo)
+    with open(repo["dir"] / "logs" / "last-run-create-full.json", encoding="utf-8") as handle:
+        assert json.load(handle)["status"] == "ok"
+
+
+def test_restore_past_a_bad_manifest(repo, pg15):
+    """restore latest picks the good backup, not a bad manifest (case 7)."""
+    _planted(repo)
+    target = "untrusted_restored_%d" % os.getpid()
+    proc = cli.run(["restore", "latest", "--target-url", pg15.url(target)], repo["env"], check=False)
+    try:
+        no_traceback(proc)
+        assert repo["first"]["id"] in proc.stdout
+    finally:
+        pg15.drop_db(target)
+
+
+@pytest.fixture(name="tmpfs")
+def _tmpfs(tmp_path):
+    mounts = []
+
+    def mount(path, options):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+        mounts.append(path)
+        return path
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root; as another user the chmod 0500 test covers it")
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _read_only_commands(env, backup_id):
+    for args in (["verify"], ["verify", backup_id], ["cleanup"], ["cleanup", "--dry-run"], ["list"]):
+        proc = cli.run(args, env, check=False)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        if proc.returncode:
+            cli.error_line(proc)
+    health = cli.run(["health", "--json"], env, check=False)
+    assert "Traceback" not in health.stderr and health.returncode == 2, (health.stdout, health.stderr)
+    report = json.loads(health.stdout)
+    assert report["status"] == "critical"
+    writable = [c for c in report["checks"] if c["check"] == "repository"]
+    assert writable and writable[0]["status"] == "critical" and "not writable" in writable[0]["reason"], report
+
+
+def test_read_only_repository(repo, tmpfs):
+    """Case 10: on a read-only repository verify/cleanup end in one line or succeed, health is not OK."""
+    target = tmpfs(repo["tmp"] / "ro", "size=64m")
+    shutil.copytree(repo["dir"], target / "backups", symlinks=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
+    env = dict(repo["env"], BACKUP_DIR=str(target / "backups"))
+    _read_only_commands(env, repo["first"]["id"])
+    _intact(repo)
+
+
+def test_unreadable_repository_is_critical(repo, tmpfs):
+    """health is CRITICAL for a backup directory it cannot read (here: a file where the directory should be)."""
+    target = repo["tmp"] / "not-a-dir"
+    target.write_text("x", encoding="utf-8")
+    env = dict(repo["env"], BACKUP_DIR=str(target))
+    health = cli.run(["health", "--json"], env, check=False)
+    assert "Traceback" not in health.stderr
+    if health.returncode == 2:
+        report = json.loads(health.stdout)
+        assert any(c["check"] == "repository" and c["status"] == "critical" for c in report["checks"]), report
+    else:
+        assert health.returncode > 2 and cli.error_line(health)
+    for args in (["list"], ["verify"], ["cleanup"]):
+        proc = cli.run(args, env, check=False)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        if proc.returncode:
+            cli.error_line(proc)
