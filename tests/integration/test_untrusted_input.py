@@ -224,3 +224,83 @@ def test_unreadable_repository_is_critical(repo, tmpfs):
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         if proc.returncode:
             cli.error_line(proc)
+
+
+ENCODED_PASSWORD = "p#s?s/w@r%d: x"  # written percent-encoded, as users do
+RAW_PASSWORD = "p#s?s@w%d: x"  # written as it is: libpq takes raw # ? : and spaces
+
+
+def _cmdlines():
+    """argv of every process we can see, by pid."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                    found[int(pid)] = handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                pass
+    return found
+
+
+def _leaks(password, root):
+    """Files under ``root`` holding the password, raw or percent-encoded."""
+    needles = [password.encode(), quote(password, safe="").encode(), quote(password).encode()]
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as handle:
+                data = handle.read()
+            if any(n in data for n in needles):
+                found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("password,written", [(ENCODED_PASSWORD, "encoded"), (RAW_PASSWORD, "raw")])
+def test_a_password_with_any_character_is_parsed_and_appears_nowhere(repo, pg15, password, written):
+    """Case 8: not in argv of psql/pg_dump while they run, not in a file we write, not in output or errors."""
+    role = "pw_%s_%d" % (written, os.getpid())
+    pg15.psql("CREATE ROLE %s LOGIN SUPERUSER PASSWORD %s" % (role, quote_literal(password)))
+    # more than the 1 MiB pipe holds, so pg_dump is still running while the reader is paused
+    pg15.psql("CREATE TABLE IF NOT EXISTS filler AS SELECT g, repeat(md5(g::text), 8) AS t "
+              "FROM generate_series(1, 40000) g", db=repo["db"])
+    secret = quote(password, safe="") if written == "encoded" else password
+    url = "postgresql://%s:%s@127.0.0.1:%d/%s" % (role, secret, pg15.port, repo["db"])
+    marker = repo["tmp"] / ("paused-" + written)
+    env = dict(repo["env"], DATABASE_URL=url, SEAWALL_TEST_PAUSE="dump-streaming", SEAWALL_TEST_PAUSE_FILE=str(marker),
+               SEAWALL_TEST_PAUSE_SECONDS="2")
+    try:
+        proc = subprocess.Popen(cli.COMMAND + ["create", "--type", "full", "--json"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running = _cmdlines()  # pg_dump is blocked writing into the paused pipe: it is running now
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        dumps = [c for c in running.values() if "pg_dump " in c and role in c]
+        assert dumps, [c for c in running.values() if "pg_dump" in c or "seawall_pg" in c]
+        for needle in (password, quote(password, safe=""), secret):
+            assert not [c for c in running.values() if needle in c]
+            assert needle not in out and needle not in err
+        backup = json.loads(out)
+        assert backup["source"]["url"] == "postgresql://%s@127.0.0.1:%d/%s" % (role, pg15.port, repo["db"])
+        assert backup["source"]["user"] == role
+
+        # errors name the server, never the secret: an unknown database, an unreachable port, a wrong login
+        for bad_url in (url.replace(repo["db"], "no_such_db"),
+                        url.replace(":%d/" % pg15.port, ":%d/" % free_port()),
+                        url.replace(role + ":", "nobody_%d:" % os.getpid())):
+            failed = cli.run(["create"], dict(env, DATABASE_URL=bad_url, SEAWALL_TEST_PAUSE=""), check=False)
+            line = cli.error_line(failed)
+            for needle in (password, quote(password, safe=""), secret):
+                assert needle not in line and needle not in failed.stdout, line
+        for args in (["list", "--json"], ["health", "--json"], ["verify"], ["cleanup", "--dry-run", "--json"]):
+            shown = cli.run(args, dict(env, SEAWALL_TEST_PAUSE=""), check=False)
+            assert "Traceback" not in shown.stderr
+            for needle in (password, quote(password, safe=""), secret):
+                assert needle not in shown.stdout and needle not in shown.stderr, args
+        assert _leaks(password, repo["dir"]) == []  # manifests, logs/backup.log, run records, failures log
+    finally:
+        pg15.psql("DROP ROLE IF EXISTS %s" % role)
