@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import quote
 
@@ -304,3 +305,52 @@ def test_a_password_with_any_character_is_parsed_and_appears_nowhere(repo, pg15,
         assert _leaks(password, repo["dir"]) == []  # manifests, logs/backup.log, run records, failures log
     finally:
         pg15.psql("DROP ROLE IF EXISTS %s" % role)
+
+
+def test_serve_outlasts_idle_connections(tmp_path):
+    """Case 10: 200 idle clients neither pin 200 threads nor keep /metrics from answering; they time out."""
+    from seawall_pgbackup.cli.serve import IDLE_TIMEOUT
+
+    port = free_port()
+    env = cli.cli_env(None, tmp_path / "backups")
+    server = subprocess.Popen(cli.COMMAND + ["serve", "--listen", "127.0.0.1:%d" % port], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    idle = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+        idle[0].sendall(b"GET /metr")  # a slow client: half a request line, then nothing
+        time.sleep(0.5)
+        started = time.monotonic()
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as response:
+            assert response.status == 200 and b"seawall_" in response.read()
+        assert time.monotonic() - started < 5
+        threads = len(os.listdir("/proc/%d/task" % server.pid))
+        assert threads < 20, threads  # bounded: not one per connection
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=10)  # pylint: disable=R1732
+            raise AssertionError("an empty backup directory is healthy")
+        except urllib.error.HTTPError as critical:  # 503: no backup yet, the answer still comes
+            assert critical.code == 503 and json.loads(critical.read())["status"] == "critical"
+        # every idle client is closed by the server after the timeout
+        waited = time.monotonic()
+        for sock in idle:
+            sock.settimeout(IDLE_TIMEOUT + 10)
+            assert sock.recv(1) == b""
+        assert time.monotonic() - waited < IDLE_TIMEOUT + 5
+        assert server.poll() is None
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        server.terminate()
+        _out, err = server.communicate(timeout=30)
+    assert b"Traceback" not in err, err
