@@ -111,8 +111,8 @@ class World:
         reached = marker.exists()
         _kill(proc)
         out, err = proc.communicate()
-        assert reached, "pause point %s not reached by %s (exit %s): %s%s" % (step, args, proc.returncode,
-                                                                               out.decode(), err.decode())
+        assert reached, "pause point %s not reached by %s (exit %s): %s%s" % (
+            step, args, proc.returncode, out.decode(), err.decode())
         marker.unlink()
 
     def kill_when(self, args, seen, timeout=180) -> None:

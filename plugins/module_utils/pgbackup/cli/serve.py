@@ -6,9 +6,10 @@
 Standard library http.server behind a bounded front: a connection waits in one selector thread
 until its request arrives (at most ``IDLE_TIMEOUT`` seconds, then it is closed), and only then takes
 one of ``WORKERS`` threads, so idle or slow clients can neither pin threads nor starve a scrape.
-Both pages are computed per request from the catalog, so what is served is never staler than the files. ``/healthz`` checks the database only
-with ``?connect=1`` and re-hashes the newest backups only with ``?checksums=1`` (a probe every few
-seconds must neither open database sessions nor read gigabytes).
+Both pages are computed per request from the catalog, so what is served is never staler than the
+files. ``/healthz`` checks the database only with ``?connect=1`` and re-hashes the newest backups
+only with ``?checksums=1`` (a probe every few seconds must neither open database sessions nor read
+gigabytes).
 """
 
 from __future__ import annotations
