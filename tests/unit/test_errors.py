@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import errno
 import importlib
+import json
 import pkgutil
 import re
 from pathlib import Path
@@ -206,11 +207,14 @@ def test_an_unexpected_exception_is_one_line_and_the_internal_code(tmp_path, cap
     def broken(cfg, args):
         raise TypeError("postgresql://u:s3cret@h/db is not a str")
 
-    monkeypatch.setitem(cli_main.COMMANDS, "list", broken)
-    assert main(["--backup-dir", str(tmp_path), "list"]) == InternalError.exit_code == 70
+    monkeypatch.setitem(cli_main.COMMANDS, "cleanup", broken)
+    assert main(["--backup-dir", str(tmp_path), "cleanup"]) == InternalError.exit_code == 70
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (TypeError at test_errors.py:" in err, err
     assert "s3cret" not in err and "Traceback" not in err
+    with open(tmp_path / "logs" / "last-run-cleanup.json", encoding="utf-8") as handle:
+        record = json.load(handle)  # the run hook recorded the failure: no run left "running" forever
+    assert (record["status"], record["step"], record["exit_code"]) == ("failed", "internal", 70), record
     monkeypatch.setenv("SEAWALL_DEBUG", "1")
-    assert main(["--backup-dir", str(tmp_path), "list"]) == 70
+    assert main(["--backup-dir", str(tmp_path), "cleanup"]) == 70
     assert "Traceback" in capsys.readouterr().err

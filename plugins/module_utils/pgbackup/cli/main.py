@@ -357,7 +357,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         from ..ops.perform import perform  # pylint: disable=import-outside-toplevel
 
-        command = functools.partial(COMMANDS[args.command], cfg, args)
+        command = functools.partial(_guarded, COMMANDS[args.command], cfg, args)
         if getattr(args, "dry_run", False):
             return command()  # a plan is not a run: recorded by nobody, as in a module's check mode
         # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
@@ -369,20 +369,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
         return INTERRUPTED_EXIT_CODE
+    except Exception as exc:  # pylint: disable=broad-except  # a bug outside a command: one line
+        internal = _internal(exc)
+        _err("%s: error: %s" % (PROG, internal))
+        return internal.exit_code
+
+
+def _guarded(command, cfg, args) -> int:
+    """``command``, with an unexpected exception turned into an InternalError the run hook records."""
+    try:
+        return command(cfg, args)
+    except (BackupError, KeyboardInterrupt):
+        raise
     except Exception as exc:  # pylint: disable=broad-except  # a bug: one line, the traceback only when asked
-        return _internal_error(exc)
+        raise _internal(exc) from None
 
 
-def _internal_error(exc: Exception) -> int:
-    """One line for an exception the engine did not expect; SEAWALL_DEBUG=1 adds the traceback."""
+def _internal(exc: Exception) -> InternalError:
+    """The one-line error for an exception the engine did not expect; SEAWALL_DEBUG=1 prints the traceback."""
     if os.environ.get("SEAWALL_DEBUG", "") not in ("", "0"):
-        traceback.print_exc(file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     # The type and where it was raised, not its text: an exception's text may quote a URL or a record.
     frames = traceback.extract_tb(exc.__traceback__)
     where = " at %s:%d" % (os.path.basename(frames[-1].filename), frames[-1].lineno) if frames else ""
-    _err("%s: error: internal error (%s%s); run again with SEAWALL_DEBUG=1 for the traceback and report it"
-         % (PROG, type(exc).__name__, where))
-    return InternalError.exit_code
+    return InternalError("internal error (%s%s); run again with SEAWALL_DEBUG=1 for the traceback and report it"
+                         % (type(exc).__name__, where))
 
 
 if __name__ == "__main__":
