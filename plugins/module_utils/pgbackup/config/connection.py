@@ -12,7 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import tempfile
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, unquote
 
 from ..core.errors import ConfigError
@@ -69,6 +69,25 @@ def _first_of(text: str, chars: str, start: int = 0) -> int:
     """The index of the first of ``chars`` in ``text`` from ``start``; len(text) when none is."""
     found = [i for i in (text.find(c, start) for c in chars) if i >= 0]
     return min(found) if found else len(text)
+
+
+def url_parts(url: str) -> Dict[str, Any]:
+    """user, password (decoded, None when absent), host, port (5432 when absent) and dbname of a database URL.
+
+    Cut the way DbTarget cuts it (a password may hold any character); ConfigError, never echoing the URL,
+    when it is not valid.
+    """
+    parts = _Url(url)
+    host, port = parts.hostinfo, ""
+    if host.startswith("["):  # [IPv6]:port
+        end = host.find("]")
+        host, port = host[1:end], host[end + 2:] if host[end + 1:end + 2] == ":" else ""
+    elif ":" in host:
+        host, port = host.rsplit(":", 1)
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError("database URL is not valid: its port is not a number from 1 to 65535")
+    return {"user": unquote(parts.user), "password": parts.password, "host": unquote(host),
+            "port": int(port) if port else 5432, "dbname": unquote(parts.path.lstrip("/"))}
 
 
 def redact_url(url: str) -> str:
