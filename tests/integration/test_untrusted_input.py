@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
+from seawall_pgbackup.core.errors import BackupError, InternalError
 from tests.integration import cli
 from tests.support.pgcluster import free_port, quote_literal
 
@@ -35,6 +36,7 @@ def sha(path) -> str:
 def no_traceback(proc: subprocess.CompletedProcess, allowed=(0,)) -> None:
     """Exited with an allowed code, and a failure is one line (a traceback is a bug)."""
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    assert proc.returncode != InternalError.exit_code, proc.stderr  # user data is never a bug
     assert proc.returncode in allowed, (proc.returncode, proc.stdout, proc.stderr)
     if proc.returncode not in (0, 1, 2):  # health's Nagios codes print a report, not an error
         cli.error_line(proc)
@@ -177,7 +179,7 @@ def _tmpfs(tmp_path):
         return path
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root; as another user the chmod 0500 test covers it")
+        pytest.skip("mounting a read-only tmpfs needs root; test_read_only_by_mode covers other users")
     yield mount
     for path in reversed(mounts):
         subprocess.run(["umount", "-l", str(path)], check=False)
@@ -186,9 +188,10 @@ def _tmpfs(tmp_path):
 def _read_only_commands(env, backup_id):
     for args in (["verify"], ["verify", backup_id], ["cleanup"], ["cleanup", "--dry-run"], ["list"]):
         proc = cli.run(args, env, check=False)
-        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        no_traceback(proc, allowed=(0, BackupError.exit_code))
         if proc.returncode:
-            cli.error_line(proc)
+            assert "not writable" in proc.stderr or "read-only file system" in proc.stderr.lower() \
+                or "permission denied" in proc.stderr.lower(), proc.stderr
     health = cli.run(["health", "--json"], env, check=False)
     assert "Traceback" not in health.stderr and health.returncode == 2, (health.stdout, health.stderr)
     report = json.loads(health.stdout)
@@ -207,6 +210,21 @@ def test_read_only_repository(repo, tmpfs):
     _intact(repo)
 
 
+def test_read_only_by_mode(repo):
+    """Case 10 as a user without root: a backup directory of mode 0500 is read-only to its owner."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes through any mode; test_read_only_repository covers root with a read-only mount")
+    target = repo["tmp"] / "ro-mode"
+    shutil.copytree(repo["dir"], target, symlinks=True)
+    for directory, _dirs, _files in os.walk(target):
+        os.chmod(directory, 0o500)
+    try:
+        _read_only_commands(dict(repo["env"], BACKUP_DIR=str(target)), repo["first"]["id"])
+    finally:
+        for directory, _dirs, _files in os.walk(target):
+            os.chmod(directory, 0o700)
+
+
 def test_unreadable_repository_is_critical(repo, tmpfs):
     """health is CRITICAL for a backup directory it cannot read (here: a file where the directory should be)."""
     target = repo["tmp"] / "not-a-dir"
@@ -220,10 +238,7 @@ def test_unreadable_repository_is_critical(repo, tmpfs):
     else:
         assert health.returncode > 2 and cli.error_line(health)
     for args in (["list"], ["verify"], ["cleanup"]):
-        proc = cli.run(args, env, check=False)
-        assert "Traceback" not in proc.stderr, (args, proc.stderr)
-        if proc.returncode:
-            cli.error_line(proc)
+        no_traceback(cli.run(args, env, check=False), allowed=(0, BackupError.exit_code))
 
 
 ENCODED_PASSWORD = "p#s?s/w@r%d: x"  # written percent-encoded, as users do

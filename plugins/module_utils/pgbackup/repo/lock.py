@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..core.errors import LockedError
+from ..core.errors import LockedError, file_error
 
 try:
     import fcntl
@@ -23,7 +23,11 @@ class RepositoryLock:
         self._fd = None  # type: int | None
 
     def __enter__(self) -> "RepositoryLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only or foreign backup directory: one line, not a traceback
+            raise file_error("cannot open the lock file %s: %s" % (self.path, exc.strerror or exc), exc,
+                             "prepare") from None
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:
