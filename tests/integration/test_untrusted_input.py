@@ -156,6 +156,21 @@ def test_manifests_of_the_wrong_shape_stop_nothing(repo):
         assert json.load(handle)["status"] == "ok"
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe not json", b'{"job": 12, "status": ["ok"], "started_at": 5}', b"[]",
+                                     b'{"ok": "yes", "finished_at": "yesterday"}'])
+def test_records_of_the_wrong_shape_stop_nothing(repo, content):
+    """A run record or drill report of the wrong shape: health and the next runs report it, never crash."""
+    logs = repo["dir"] / "logs"
+    for name in ("last-run-create-full.json", "last-run-cleanup.json", "drill-latest.json"):
+        (logs / name).write_bytes(content)
+    for args in (["health"], ["health", "--json"], ["list"], ["cleanup", "--dry-run"]):
+        no_traceback(cli.run(args, repo["env"], check=False), allowed=(0, 1, 2))
+    no_traceback(cli.run(["create", "--type", "full"], repo["env"], check=False))
+    health = cli.run(["health", "--json"], repo["env"], check=False)
+    no_traceback(health, allowed=(0, 1, 2))
+    _intact(repo)
+
+
 def test_restore_past_a_bad_manifest(repo, pg15):
     """restore latest picks the good backup, not a bad manifest (case 7)."""
     _planted(repo)
