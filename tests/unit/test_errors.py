@@ -218,3 +218,14 @@ def test_an_unexpected_exception_is_one_line_and_the_internal_code(tmp_path, cap
     monkeypatch.setenv("SEAWALL_DEBUG", "1")
     assert main(["--backup-dir", str(tmp_path), "cleanup"]) == 70
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_an_unreadable_config_file_is_a_config_error(tmp_path, capsys, monkeypatch):
+    for name in ("DATABASE_URL", "BACKUP_CONFIG", "BACKUP_DIR", "BACKUP_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    binary = tmp_path / "config.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    for path, message in ((binary, "is not valid UTF-8"), (tmp_path, "Is a directory")):
+        assert main(["--backup-dir", str(tmp_path / "b"), "--config", str(path), "list"]) == ConfigError.exit_code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
