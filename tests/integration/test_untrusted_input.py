@@ -156,6 +156,32 @@ def test_manifests_of_the_wrong_shape_stop_nothing(repo):
         assert json.load(handle)["status"] == "ok"
 
 
+def test_manifests_of_the_wrong_shape_at_a_destination(repo):
+    """Case 7 at a destination (a second directory): listed as skipped, never acted on, nothing stops."""
+    second = repo["tmp"] / "second-disk"
+    env = dict(repo["env"], BACKUP_LOCAL_PATH=str(second))
+    cli.run(["sync"], env)
+    planted, _canary = _planted(repo)
+    for name in planted:  # the same wrong manifests, at the destination too
+        source = repo["dir"] / "full" / name
+        if source.is_symlink():
+            os.symlink(os.readlink(source), second / "full" / name)
+        elif source.stat().st_size > 1024 ** 2:
+            with open(second / "full" / name, "wb") as handle:
+                handle.truncate(source.stat().st_size)
+        else:
+            shutil.copy(source, second / "full" / name)
+    before = sorted(os.listdir(second / "full"))
+    listed = cli.run(["list", "--destination", "local", "--json"], env, check=False)
+    no_traceback(listed)
+    assert [b["id"] for b in json.loads(listed.stdout)] == [repo["first"]["id"]]
+    assert "%d manifests" % len(planted) in listed.stderr, listed.stderr
+    for args in (["verify", "--destination", "local"], ["cleanup", "--destination", "local"], ["sync"],
+                 ["cleanup", "--destination", "local", "--dry-run"]):
+        no_traceback(cli.run(args, env, check=False))
+    assert sorted(os.listdir(second / "full")) == before  # nothing planted was deleted, nothing good lost
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe not json", b'{"job": 12, "status": ["ok"], "started_at": 5}', b"[]",
                                      b'{"ok": "yes", "finished_at": "yesterday"}'])
 def test_records_of_the_wrong_shape_stop_nothing(repo, content):
