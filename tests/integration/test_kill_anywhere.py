@@ -125,8 +125,8 @@ class World:
         running = proc.poll() is None
         _kill(proc)
         out, err = proc.communicate()
-        assert running or allow_end, "%s ended before the kill point (exit %s): %s%s" % (args, proc.returncode, out.decode(),
-                                                                            err.decode())
+        assert running or allow_end, "%s ended before the kill point (exit %s): %s%s" % (
+            args, proc.returncode, out.decode(), err.decode())
 
 
 def _kill(proc: subprocess.Popen) -> None:
