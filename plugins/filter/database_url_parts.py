@@ -66,11 +66,11 @@ _value:
       type: string
 """
 
-from urllib.parse import unquote, urlsplit
-
 from ansible.errors import AnsibleFilterError
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import (escape_passfile,
-                                                                                                  redact_url)
+                                                                                                  redact_url,
+                                                                                                  url_parts)
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import ConfigError
 
 
 def database_url_parts(url, password=''):
@@ -79,18 +79,16 @@ def database_url_parts(url, password=''):
         raise AnsibleFilterError('database_url_parts: expected a postgresql://user@host:port/dbname URL')
     text = url.strip()
     try:
-        parts = urlsplit(text)
-        port = parts.port or 5432
-    except ValueError:
-        raise AnsibleFilterError('database_url_parts: the database URL is not valid (bad port or host)') from None
-    if parts.scheme not in ('postgres', 'postgresql'):
-        # Never echo the URL: it may hold a password.
-        raise AnsibleFilterError('database_url_parts: the database URL must start with postgresql://')
+        parts = url_parts(text)  # the engine's parser: a password may hold # ? @ : / (encoded) or spaces
+    except ConfigError as exc:
+        # Never echo the URL: it may hold a password (the engine's message does not).
+        raise AnsibleFilterError('database_url_parts: %s' % exc) from None
     if any(c in text for c in "\n\r'\"\\"):
         raise AnsibleFilterError('database_url_parts: the database URL must not contain quotes, backslashes or newlines')
-    secret = password if password not in (None, '') else unquote(parts.password or '')
-    user = unquote(parts.username or '')
-    host = parts.hostname or ''
+    secret = password if password not in (None, '') else (parts['password'] or '')
+    user = parts['user']
+    host = parts['host']
+    port = parts['port']
     pgpass = ''
     if secret:
         if not user:
@@ -104,7 +102,7 @@ def database_url_parts(url, password=''):
         'password': secret,
         'host': host,
         'port': port,
-        'dbname': unquote(parts.path.lstrip('/')),
+        'dbname': parts['dbname'],
         'pgpass': pgpass,
     }
 

@@ -15,6 +15,8 @@ description:
     (V(ok), V(warning) or V(critical)) and a reason, plus the overall status and its Nagios exit code
     (0 ok, 1 warning, 2 critical).
   - Database connectivity (psql is stopped after C(monitoring.healthChecks.connectTimeoutSeconds)).
+  - The backup directory can be read and written (critical when read-only or unreadable), and every
+    manifest in it parses (critical, naming each one that cannot be trusted).
   - The age of the newest good backup of every scheduled kind against its cron schedule (a daily
     full older than 26 hours is critical, older than 24.5 hours a warning). A backup dated in the future
     never counts as the newest one.

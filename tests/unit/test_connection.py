@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+from urllib.parse import quote
+
+import pytest
 
 from seawall_pgbackup.config.connection import DbTarget, redact_url
+from seawall_pgbackup.core.errors import ConfigError
 
 
 def test_password_moves_to_a_private_passfile():
@@ -41,3 +45,28 @@ def test_redact_url():
     assert redact_url("postgres://u:secret@h/d") == "postgres://u@h/d"
     assert redact_url("postgresql://h/d") == "postgresql://h/d"
     assert redact_url("nonsense") == "<invalid database URL>"
+
+
+PASSWORD = "p#s?s/w@r%d: x"  # every character urllib or a passfile treats specially
+
+
+def test_any_password_character_parses_and_never_shows():
+    encoded = quote(PASSWORD, safe="")
+    for url in ("postgresql://app:%s@db:5433/app%%20db?sslmode=prefer" % encoded,   # as users encode it
+                "postgresql://app:p#s?s@w%d: x@db:5433/app%20db?sslmode=prefer"):  # raw, as libpq takes it
+        target = DbTarget(url)
+        assert target.url == "postgresql://app@db:5433/app%20db?sslmode=prefer", url
+        assert (target.user, target.dbname, target.hostinfo) == ("app", "app db", "db:5433")
+        assert target._password == (PASSWORD if url.startswith("postgresql://app:p%") else "p#s?s@w%d: x")
+        assert redact_url(url) == target.url
+        assert target.for_database("other").url == "postgresql://app@db:5433/other?sslmode=prefer"
+
+
+def test_an_ambiguous_url_is_refused_without_echoing_it():
+    for url in ("postgresql://app:se/cret@db/app", "se:cret@db/app", "https://app:secret@db/app"):
+        with pytest.raises(ConfigError) as refused:
+            DbTarget(url)
+        assert "cret" not in str(refused.value), str(refused.value)
+        assert redact_url(url) == "<invalid database URL>"
+    assert redact_url("postgresql://db/app?application_name=a@b") == "postgresql://db/app?application_name=a@b"
+    assert redact_url("postgresql:///app?host=/run/postgresql") == "postgresql:///app?host=/run/postgresql"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import errno
 import importlib
+import json
 import pkgutil
 import re
 from pathlib import Path
@@ -194,3 +195,37 @@ def test_cli_exits_with_the_kind_and_renders_its_hint(tmp_path, capsys, monkeypa
     with pytest.raises(SystemExit) as usage:
         main(["no-such-command"])
     assert usage.value.code == 2
+
+
+def test_an_unexpected_exception_is_one_line_and_the_internal_code(tmp_path, capsys, monkeypatch):
+    from seawall_pgbackup.cli import main as cli_main
+    from seawall_pgbackup.core.errors import InternalError
+
+    for name in ("DATABASE_URL", "BACKUP_CONFIG", "BACKUP_DIR", "BACKUP_TYPE", "SEAWALL_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+    def broken(cfg, args):
+        raise TypeError("postgresql://u:s3cret@h/db is not a str")
+
+    monkeypatch.setitem(cli_main.COMMANDS, "cleanup", broken)
+    assert main(["--backup-dir", str(tmp_path), "cleanup"]) == InternalError.exit_code == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error (TypeError at test_errors.py:" in err, err
+    assert "s3cret" not in err and "Traceback" not in err
+    with open(tmp_path / "logs" / "last-run-cleanup.json", encoding="utf-8") as handle:
+        record = json.load(handle)  # the run hook recorded the failure: no run left "running" forever
+    assert (record["status"], record["step"], record["exit_code"]) == ("failed", "internal", 70), record
+    monkeypatch.setenv("SEAWALL_DEBUG", "1")
+    assert main(["--backup-dir", str(tmp_path), "cleanup"]) == 70
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_an_unreadable_config_file_is_a_config_error(tmp_path, capsys, monkeypatch):
+    for name in ("DATABASE_URL", "BACKUP_CONFIG", "BACKUP_DIR", "BACKUP_TYPE"):
+        monkeypatch.delenv(name, raising=False)
+    binary = tmp_path / "config.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    for path, message in ((binary, "is not valid UTF-8"), (tmp_path, "Is a directory")):
+        assert main(["--backup-dir", str(tmp_path / "b"), "--config", str(path), "list"]) == ConfigError.exit_code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

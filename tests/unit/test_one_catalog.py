@@ -165,7 +165,8 @@ def test_the_cli_destination_commands_use_the_one_catalog(pair, tmp_path, monkey
     assert main(["restore", "latest", "--destination", "local"]) != 0  # nothing listens: fails after the fetch
     latest = local.find("latest", database="app")
     assert fetched == [("local", latest.id)]
-    assert [o[0] for o in opened] == ["local"] * 4 and {o[1] for o in opened} == {"Repository"}
+    # list opens it twice (its rows, then the manifests it skipped), verify, cleanup and restore once each
+    assert [o[0] for o in opened] == ["local"] * 5 and {o[1] for o in opened} == {"Repository"}
     assert not any((Path(local.root) / ".scratch").iterdir()), "the scratch copy was not removed"
 
 

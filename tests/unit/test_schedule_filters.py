@@ -113,6 +113,9 @@ def test_database_url_parts():
     socket = database_url_parts("postgresql://backup@/vtt", password="vault")
     assert socket["pgpass"] == "localhost:5432:*:backup:vault" and socket["url"] == "postgresql://backup@/vtt"
     assert database_url_parts("postgres://backup@db/vtt")["pgpass"] == ""
+    raw = database_url_parts("postgresql://backup:p#s?s@w: x@[::1]:5433/vtt")  # parsed like the engine, as libpq does
+    assert (raw["url"], raw["password"], raw["host"], raw["port"]) == ("postgresql://backup@[::1]:5433/vtt",
+                                                                       "p#s?s@w: x", "::1", 5433)
 
 
 @pytest.mark.parametrize("url", ["mysql://a@b/c", "", "postgresql://:pw@db/vtt", "postgresql://a@db:99999/c",

@@ -5,7 +5,7 @@
 
 Subcommands mirror the users' npm scripts: create, list, restore, verify, health.
 Exit 0 on success; otherwise one line ``seawall-pgbackup: error: ...`` and the error kind's exit
-code (docs/errors.md: 3 and above, 75 for a held lock, 130 when interrupted; 2 for a usage error).
+code (docs/errors.md: 3 and above, 70 for a bug, 75 for a held lock, 130 when interrupted; 2 for a usage error).
 health's own results are the Nagios codes 0/1/2.
 """
 
@@ -17,12 +17,13 @@ import json
 import os
 import signal
 import sys
+import traceback
 from typing import Any, Dict, List, Optional
 
 from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, load_config
-from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, VerifyError, render
+from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, InternalError, VerifyError, render
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
@@ -171,6 +172,7 @@ def _cmd_list(cfg, args) -> int:
     from ..ops.listing import list_backups  # pylint: disable=import-outside-toplevel
 
     rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination)
+    _warn_skipped(cfg, args.destination)
     if args.json:
         _print_json(rows)
         return 0
@@ -181,6 +183,15 @@ def _cmd_list(cfg, args) -> int:
     for row in rows:
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
     return 0
+
+
+def _warn_skipped(cfg, destination: Optional[str]) -> None:
+    """One stderr line naming the manifests the listing skipped, and why (stdout keeps its shape for scripts)."""
+    invalid = open_repository(cfg, destination).invalid_manifests()
+    if invalid:
+        _err("%s: warning: %d manifest%s skipped, not trusted: %s"
+             % (PROG, len(invalid), "" if len(invalid) == 1 else "s",
+                "; ".join("%s: %s" % (where, why) for where, why in invalid)))
 
 
 def _cmd_restore(cfg, args) -> int:
@@ -346,7 +357,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         from ..ops.perform import perform  # pylint: disable=import-outside-toplevel
 
-        command = functools.partial(COMMANDS[args.command], cfg, args)
+        command = functools.partial(_guarded, COMMANDS[args.command], cfg, args)
         if getattr(args, "dry_run", False):
             return command()  # a plan is not a run: recorded by nobody, as in a module's check mode
         # run records, metrics, notifications and dead-man's-switch pings around the monitored commands
@@ -358,6 +369,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         _err("%s: error: interrupted; nothing incomplete was kept" % PROG)
         return INTERRUPTED_EXIT_CODE
+    except Exception as exc:  # pylint: disable=broad-except  # a bug outside a command: one line
+        internal = _internal(exc)
+        _err("%s: error: %s" % (PROG, internal))
+        return internal.exit_code
+
+
+def _guarded(command, cfg, args) -> int:
+    """``command``, with an unexpected exception turned into an InternalError the run hook records."""
+    try:
+        return command(cfg, args)
+    except (BackupError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # pylint: disable=broad-except  # a bug: one line, the traceback only when asked
+        raise _internal(exc) from None
+
+
+def _internal(exc: Exception) -> InternalError:
+    """The one-line error for an exception the engine did not expect; SEAWALL_DEBUG=1 prints the traceback."""
+    if os.environ.get("SEAWALL_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    # The type and where it was raised, not its text: an exception's text may quote a URL or a record.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = " at %s:%d" % (os.path.basename(frames[-1].filename), frames[-1].lineno) if frames else ""
+    return InternalError("internal error (%s%s); run again with SEAWALL_DEBUG=1 for the traceback and report it"
+                         % (type(exc).__name__, where))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import re
 import secrets
 import stat
 import tempfile
-from typing import Dict, List, Mapping, Optional
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import Any, Dict, List, Mapping, Optional
+from urllib.parse import quote, unquote
 
 from ..core.errors import ConfigError
 from ..core.fsutil import NOFOLLOW, check_private_dir
@@ -30,24 +30,84 @@ PASSFILE = re.compile(r"^pgpass-(?P<pid>[0-9]+)-[0-9a-f]+$")
 _FALLBACK: List[str] = []  # this process's own directory when the per-user one is someone else's
 
 
-def _split(url: str):
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ConfigError("database URL scheme %r is not valid: use postgresql://" % parts.scheme)
-    return parts
+class _Url:
+    """A postgresql:// URL cut the way libpq cuts it, so a password may hold any character.
+
+    urllib would end the authority at a raw ``#``, ``?`` or ``/`` and so leak the rest of a password
+    into the host, the query or the fragment; libpq ends the user info at the first ``@`` before any
+    ``/``, and so do we, extended to the last ``@`` before the host (a raw ``@`` in a password).
+    Nothing of the URL is ever quoted in an error: it may hold a password.
+    """
+
+    def __init__(self, url: str) -> None:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in ("postgres", "postgresql"):
+            shown = " %r" % scheme if sep and scheme.isalnum() and len(scheme) < 20 else ""
+            raise ConfigError("database URL scheme%s is not valid: use postgresql://" % shown)
+        self.scheme = scheme
+        self.userinfo: Optional[str] = None
+        cut = _first_of(rest, "@/")
+        if cut < len(rest) and rest[cut] == "@":
+            host_start = _first_of(rest, "/", cut)
+            last_at = rest.rfind("@", 0, host_start)
+            self.userinfo, rest = rest[:last_at], rest[last_at + 1:]
+        elif "@" in rest[:_first_of(rest, "?", cut)]:
+            # A raw "/" before the "@": libpq would take the password for a host and a path; never guess.
+            raise ConfigError("database URL is not valid: percent-encode a '/' in the user name or password as %2F")
+        path_start = _first_of(rest, "/?")
+        query_start = _first_of(rest, "?", path_start)
+        self.hostinfo = rest[:path_start]
+        self.path = rest[path_start:query_start]
+        self.query = rest[query_start + 1:] if query_start < len(rest) else ""
+
+    @property
+    def user(self) -> str:
+        """The user name as written (percent-encoded)."""
+        return (self.userinfo or "").split(":", 1)[0]
+
+    @property
+    def password(self) -> Optional[str]:
+        if self.userinfo is None or ":" not in self.userinfo:
+            return None
+        return unquote(self.userinfo.split(":", 1)[1])
+
+    def without_password(self, path: Optional[str] = None) -> str:
+        netloc = ("%s@" % self.user if self.userinfo is not None else "") + self.hostinfo
+        path = self.path if path is None else path
+        return "%s://%s%s%s" % (self.scheme, netloc, path, "?" + self.query if self.query else "")
+
+
+def _first_of(text: str, chars: str, start: int = 0) -> int:
+    """The index of the first of ``chars`` in ``text`` from ``start``; len(text) when none is."""
+    found = [i for i in (text.find(c, start) for c in chars) if i >= 0]
+    return min(found) if found else len(text)
+
+
+def url_parts(url: str) -> Dict[str, Any]:
+    """user, password (decoded, None when absent), host, port (5432 when absent) and dbname of a database URL.
+
+    Cut the way DbTarget cuts it (a password may hold any character); ConfigError, never echoing the URL,
+    when it is not valid.
+    """
+    parts = _Url(url)
+    host, port = parts.hostinfo, ""
+    if host.startswith("["):  # [IPv6]:port
+        end = host.find("]")
+        host, port = host[1:end], host[end + 2:] if host[end + 1:end + 2] == ":" else ""
+    elif ":" in host:
+        host, port = host.rsplit(":", 1)
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError("database URL is not valid: its port is not a number from 1 to 65535")
+    return {"user": unquote(parts.user), "password": parts.password, "host": unquote(host),
+            "port": int(port) if port else 5432, "dbname": unquote(parts.path.lstrip("/"))}
 
 
 def redact_url(url: str) -> str:
     """The URL with any password removed, safe for logs and output."""
     try:
-        parts = _split(url)
+        return _Url(url).without_password()
     except ConfigError:
         return "<invalid database URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hostinfo = netloc.rsplit("@", 1)
-        netloc = "%s@%s" % (userinfo.split(":", 1)[0], hostinfo)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def escape_passfile(value: str) -> str:
@@ -59,20 +119,13 @@ class DbTarget:
     """One database reached through a URL; hands out a child environment for libpq tools."""
 
     def __init__(self, url: str) -> None:
-        parts = _split(url)
-        self._password: Optional[str] = None
-        userinfo = ""
-        hostinfo = parts.netloc
-        if "@" in parts.netloc:
-            userinfo, hostinfo = parts.netloc.rsplit("@", 1)
-            if ":" in userinfo:
-                userinfo, secret = userinfo.split(":", 1)
-                self._password = unquote(secret)
-        self.user = unquote(userinfo) or None
+        parts = _Url(url)
+        self._password: Optional[str] = parts.password
+        self.user = unquote(parts.user) or None
         self.dbname = unquote(parts.path.lstrip("/")) or None
-        self.hostinfo = hostinfo
+        self.hostinfo = parts.hostinfo
         self._parts = parts
-        self.url = redact_url(url)
+        self.url = parts.without_password()
         self._passfile: Optional[str] = None
 
     def for_database(self, dbname: str) -> "DbTarget":
@@ -80,8 +133,7 @@ class DbTarget:
         clone = DbTarget.__new__(DbTarget)
         clone.__dict__.update(self.__dict__)
         clone.dbname = dbname
-        clone.url = urlunsplit((self._parts.scheme, _netloc_without_password(self._parts.netloc),
-                                "/" + quote(dbname, safe=""), self._parts.query, ""))
+        clone.url = self._parts.without_password("/" + quote(dbname, safe=""))
         return clone
 
     def borrow_password(self, other: "DbTarget") -> None:

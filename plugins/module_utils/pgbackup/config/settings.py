@@ -344,6 +344,10 @@ def load_json_file(cfg: Config, path: str) -> None:
         raise ConfigError("config file %s does not exist" % path) from None
     except json.JSONDecodeError as exc:
         raise ConfigError("config file %s is not valid JSON: line %d column %d: %s" % (path, exc.lineno, exc.colno, exc.msg)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config file %s is not valid UTF-8 (byte %d)" % (path, exc.start)) from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError("cannot read config file %s: %s" % (path, exc.strerror or exc)) from None
     apply_json(cfg, document, path)
 
 

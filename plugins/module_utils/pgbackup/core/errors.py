@@ -4,8 +4,8 @@
 """Errors the engine raises: each carries one line a person can act on, a kind and an exit code.
 
 The kinds and their exit codes are declared here once and documented in docs/errors.md (a unit
-test keeps the two equal). Exit codes 1 and 2 are left to Python (an unexpected exception) and
-argparse (usage), which are also health's Nagios WARNING and CRITICAL; every engine error exits 3
+test keeps the two equal). Exit codes 1 and 2 are left to Python (a failure before the engine
+runs) and argparse (usage), which are also health's Nagios WARNING and CRITICAL; every engine error exits 3
 or above (75 for a held lock, like the timers' queue lock), and an interrupted run exits 130.
 
 Messages name no command-line flag or module option, because every front end shows them. Where a
@@ -137,8 +137,20 @@ class LockedError(BackupError):
     step = "lock"
 
 
+class InternalError(BackupError):
+    """An exception the engine did not expect (a bug): the front ends turn it into this one line.
+
+    70 is ``EX_SOFTWARE`` (sysexits.h), an internal software error.
+    """
+
+    kind = "internal"
+    exit_code = 70
+    step = "internal"
+
+
 KINDS: List[Type[BackupError]] = [BackupError, ConfigError, ConnectionFailed, ClientToolError, NotFound, VerifyError,
-                                  DestinationError, RestoreError, ResourceError, KeyMissing, LockedError]
+                                  DestinationError, RestoreError, ResourceError, KeyMissing, LockedError,
+                                  InternalError]
 
 
 def exit_code_of(exc: BaseException) -> int:

@@ -27,6 +27,7 @@ from ..core.clock import is_future, iso, utc_now
 from ..core.duration import format_duration, parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
+from ..core.testpoints import pause
 from ..model.manifest import FORMAT_VERSION, Backup
 from ..pg.binaries import ClientTools, any_psql, select_tools
 from ..pg.client import ServerInfo, server_info, user_object_count
@@ -209,7 +210,9 @@ class BackupRun:
                 "verification": None,
             }
             backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
+            pause("create-manifest")  # crash tests: every file written, no manifest yet
             backup.save()  # last: until now nothing of this run is listed or restorable
+            pause("create-saved")
             return backup
         except BaseException:
             if session is not None:

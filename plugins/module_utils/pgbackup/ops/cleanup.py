@@ -25,6 +25,7 @@ from ..core.clock import iso, utc_now
 from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
+from ..core.testpoints import pause
 from ..model.manifest import Backup
 from ..repo.catalog import DEFAULT_LEFTOVER_GRACE, Repository, open_repository
 from ..repo.retention import format_plan, normalize_policy, plan_retention, time_zone
@@ -124,8 +125,10 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
                 from .sync import forget_copy  # pylint: disable=import-outside-toplevel
                 forget_copy(local, backup, repo.destination, now)
         repo.sync_unlisted([backup for _decision, backup in doomed])
+        pause("cleanup-unlisted")  # crash tests: manifests gone, files still there
         for decision, backup in doomed:
             repo.remove_files(backup, protected)
+            pause("cleanup-deleted")
             deleted.append(backup.id)
             log.info("deleted", id=backup.id, type=backup.kind, database=backup.database,
                      created_at=iso(backup.created_at), reasons="; ".join(decision.reasons), **where)

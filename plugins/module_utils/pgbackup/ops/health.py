@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..config.connection import DbTarget
 from ..config.monitoring import MonitoringSettings, load_monitoring
@@ -27,8 +27,8 @@ from ..core.errors import BackupError
 from ..pg.binaries import any_psql
 from ..repo.catalog import Repository, present
 from ..repo.retention import schedule_interval
-from .health_checks import (check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
-                            recent_full_size, worst)
+from .health_checks import (check_catalog, check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
+                            check_repository, recent_full_size, worst)
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
@@ -103,10 +103,9 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     repo = Repository(cfg.backup_dir)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
-    try:
-        repo.objects()  # another user's or a world-writable directory, a symlinked folder (issue #11)
-    except BackupError as exc:
-        checks.append(_check("repository", "critical", str(exc)))
+    repository, safe = _repository_checks(cfg.backup_dir, repo)
+    checks.extend(repository)
+    if not safe:  # another user's or a world-writable directory: nothing in it is read
         return {"status": "critical", "exit_code": STATUS_CODE["critical"], "checks": checks}
     for kind in LOGICAL_KINDS:
         kind_settings = cfg.kinds[kind]
@@ -122,6 +121,17 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     checks.append(check_drill(repo.log_dir, limits, now))
     status = worst(checks)
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
+
+
+def _repository_checks(backup_dir: str, repo: Repository) -> Tuple[List[Dict[str, Any]], bool]:
+    """(checks, safe): the backup directory is usable and safe to read, and every manifest in it parses."""
+    usable = check_repository(backup_dir)
+    if usable["status"] == "ok":
+        try:
+            repo.objects()  # another user's or a world-writable directory, a symlinked folder (issue #11)
+        except BackupError as exc:
+            return [_check("repository", "critical", str(exc))], False
+    return [usable, check_catalog(repo)], True
 
 
 def failure(report: Mapping[str, Any], fail_on: str = "critical") -> Optional[str]:

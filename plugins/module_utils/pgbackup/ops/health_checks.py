@@ -9,6 +9,7 @@ come from ``monitoring.healthChecks`` (see monitoring.py). None of them writes a
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import datetime
 from typing import Any, Dict, List, Optional
@@ -165,6 +166,50 @@ def check_drill(log_dir: str, limits: HealthThresholds, now: Optional[datetime] 
 
 def _iso(moment: Optional[datetime]) -> Optional[str]:
     return iso(moment) if moment else None
+
+
+def check_repository(path: str) -> Dict[str, Any]:
+    """The backup directory can be read and written (a read-only mount or a wrong owner stops every backup)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return check("repository", "critical", "backup directory %s is not a directory" % path)
+    if not os.path.isdir(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent and not os.path.isdir(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return check("repository", "critical", "backup directory %s does not exist and %s is not writable"
+                         % (path, parent))
+        return check("repository", "ok", "backup directory %s does not exist yet (the first backup creates it)"
+                     % path)
+    try:
+        os.listdir(path)
+    except OSError as exc:
+        return check("repository", "critical", "cannot read backup directory %s: %s" % (path, exc.strerror or exc))
+    if not os.access(path, os.W_OK | os.X_OK):
+        return check("repository", "critical", "backup directory %s is not writable%s"
+                     % (path, " (a read-only file system)" if _read_only_mount(path) else ""))
+    return check("repository", "ok", "backup directory %s is readable and writable" % path)
+
+
+def _read_only_mount(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def check_catalog(repo: Repository) -> Dict[str, Any]:
+    """Every manifest parses: one that does not is never acted on, so its backup is neither kept nor restorable."""
+    try:
+        invalid = repo.invalid_manifests()
+    except BackupError as exc:
+        return check("catalog", "critical", "cannot read the catalog: %s" % exc)
+    if invalid:
+        return check("catalog", "critical", "%d manifest%s not trusted and skipped: %s"
+                     % (len(invalid), "" if len(invalid) == 1 else "s",
+                        "; ".join("%s: %s" % (where, why) for where, why in invalid)),
+                     invalid=[where for where, _why in invalid])
+    return check("catalog", "ok", "every manifest parses")
 
 
 def worst(checks: List[Dict[str, Any]]) -> str:

@@ -29,6 +29,7 @@ from ..core.clock import parse_moment, utc_now
 from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
 from ..core.runlog import RunLog
+from ..core.testpoints import pause
 from ..model.manifest import Backup, Encryption, FileEntry, Rekeying
 from ..pg.pipeline import CHUNK
 from ..repo.catalog import Repository
@@ -167,6 +168,7 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
                                 lambda n: os.path.exists(os.path.join(directory, n)) or n in created)
             new_entries.append(_copy(backup, entry, ring, sealing, os.path.join(directory, name)))
             created.append(name)
+            pause("rekey-copied")  # crash tests: a new copy written, the manifest still names the old files
         old_paths = [backup.file_path(e) for e in backup.manifest.files]
         history = backup.manifest.rekeyed + [Rekeying(at=utc_now(), from_key=old.key_id if old else None,
                                                       to_key=sealing.key_id)]
@@ -178,6 +180,7 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
             remove_quietly(os.path.join(directory, name))
         raise
     backup.manifest = manifest
+    pause("rekey-saved")  # crash tests: the manifest names the new copies, the old files are still there
     for path in old_paths:
         if path not in {backup.file_path(e) for e in new_entries}:
             remove_quietly(path)

@@ -23,6 +23,7 @@ from ..codec.compression import compressor
 from ..codec.stored import StoredWriter
 from ..core.errors import BackupError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
+from ..core.testpoints import pause
 from .runner import CHUNK, ToolProcess, describe_exit
 
 __all__ = ["CHUNK", "EDGE", "StreamResult", "describe_exit", "stream_tool_to_file"]  # CHUNK, describe_exit: runner
@@ -76,6 +77,8 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             if len(head) < EDGE:
                 head += chunk[:EDGE - len(head)]
             tail = (tail + chunk[-EDGE:])[-EDGE:]
+            if not raw_size:
+                pause(step + "-streaming")  # crash tests: the tool is running, its output half read
             raw_size += len(chunk)
             stored.write(packer.compress(chunk))
         stored.write(packer.flush())

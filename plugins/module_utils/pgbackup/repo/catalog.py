@@ -186,6 +186,10 @@ class Repository:
 
     def _check(self, key: str, objects: Dict[str, ObjectInfo]) -> Tuple[Optional[Backup], Optional[str]]:
         """(the backup, None), or (None, why its manifest is not trusted)."""
+        listed = objects.get(key)
+        if listed is not None and listed.size > MANIFEST_LIMIT:
+            # the manifest's own fault, not the destination's: skipped like any other invalid manifest
+            return None, "cannot be read: object is larger than %d bytes" % MANIFEST_LIMIT
         try:
             data = self.store.read_bytes(key, limit=MANIFEST_LIMIT)
         except DestinationError as exc:

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
-from ..core.errors import ConfigError, LockedError
+from ..core.errors import ConfigError, LockedError, file_error
 from ..core.fsutil import check_private_dir, describe_os_error, open_private_regular
 
 try:
@@ -30,8 +31,12 @@ class RepositoryLock:
         try:
             fd = open_private_regular(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
-            raise ConfigError("cannot use lock file %s (refusing a symlink, a hard link or another user's file): "
-                              "remove it and run again" % describe_os_error(exc, self.path)) from None
+            if exc.errno in (errno.ELOOP, errno.EPERM):  # a symlink, a hard link or another user's file
+                raise ConfigError("cannot use lock file %s (refusing a symlink, a hard link or another user's "
+                                  "file): remove it and run again" % describe_os_error(exc, self.path)) from None
+            # a read-only or full backup directory: one line, not a traceback
+            raise file_error("cannot open the lock file %s: %s" % (self.path, exc.strerror or exc), exc,
+                             "prepare") from None
         deadline = time.monotonic() + self.wait_seconds
         while True:
             try:

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence
 
 from ...config.connection import DbTarget
 from ...core.errors import BackupError
+from ...core.testpoints import pause
 from ...model.manifest import SourceServer
 from ..client import execute, query, quote_ident, quote_literal
 
@@ -61,6 +62,7 @@ def swap_in(psql: str, admin: DbTarget, staging: str, name: str, replace: bool, 
     if replace:
         force = " WITH (FORCE)" if server_major >= 13 else ""
         execute(psql, admin, "DROP DATABASE %s%s" % (quote_ident(name), force))
+        pause("restore-dropped")  # crash tests: the old target is gone, the new one not yet in its place
     execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
 
 
