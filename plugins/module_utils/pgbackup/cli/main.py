@@ -327,6 +327,7 @@ CLI_HINTS = {
     "rekey-selection": " (backup ids, --type, --before or --all)",
     "database-url": " (the configuration file: --config or BACKUP_CONFIG)",
     "destination-primary": "; leave --destination out",
+    "partial-aside": " (leave --clean out: the tables go into a new database, or into --target-url)",
 }
 
 

@@ -31,6 +31,7 @@ HINTS: Dict[str, str] = {
     "rekey-selection": "select the backups to re-encrypt",
     "database-url": "give the database to back up",
     "destination-primary": "work on the backup directory itself",
+    "partial-aside": "restore the chosen tables beside the target instead of replacing it",
 }
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT; SIGTERM (a timer being stopped) unwinds the same way

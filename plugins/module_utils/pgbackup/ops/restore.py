@@ -21,7 +21,7 @@ from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.binaries import any_psql
 from ..pg.client import database_exists, user_object_count
-from ..pg.restorer import Restorer, RestoreResult, restored_backup_id
+from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
@@ -105,6 +105,7 @@ def plan_restore(cfg: Config, selector: str = "latest", kind: Optional[str] = No
                  clean: bool = False, force: bool = False) -> RestorePlan:
     """Select the backup and look at the target: skip when it already records this backup (unless ``force``),
     refuse when it holds objects and ``clean`` is not set. Reads only."""
+    refuse_partial_clean(clean, tables, schemas)
     backup = select_backup(cfg, selector, kind, before)  # first: "no such backup" says more than a missing target
     target = restore_target(cfg, target_url, bool(tables or schemas))
     plan = RestorePlan(backup, target)

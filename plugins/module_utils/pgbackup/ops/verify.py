@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +25,7 @@ from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
 from ..pg.pipeline import CHUNK
 from ..pg.restore.archive import list_archive
+from ..pg.restore.checks import environment_failure
 from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
 from ..repo.catalog import Repository
@@ -193,12 +195,23 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
     return "%d archive entries" % len(entries)
 
 
+SCRATCH_PREFIX = "seawall_verify_"
+
+
+def scratch_name(backup_id: str) -> str:
+    """A scratch database name of this run only (pid and a random part first), within 63 bytes: two checks
+    at once (a verify and a drill, two timers) never restore into, or drop, each other's database."""
+    unique = "%s%d_%s_" % (SCRATCH_PREFIX, os.getpid(), secrets.token_hex(3))
+    # The restorer appends its staging suffix to the first 46 bytes: the unique part stays within them.
+    return (unique + slug(backup_id))[:46]
+
+
 def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequence[str],
                    with_globals: bool, record: Dict[str, Any]) -> str:
     """Restore into a scratch database, compare row counts with the backup's, run the probes, drop it."""
     if backup.kind not in ("full", "schema"):
         raise ConfigError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
-    scratch = server.for_database(("seawall_verify_" + slug(backup.id))[:63])
+    scratch = server.for_database(scratch_name(backup.id))
     psql = any_psql(cfg.pg_bin_dir)
     try:
         try:
@@ -206,6 +219,12 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         except UNVERIFIABLE:
             raise  # the server, the tools or the settings failed, not the backup: nothing is recorded
         except BackupError as exc:
+            # The archive read back whole already: a server that lacks what the backup uses (an extension,
+            # ICU, a role), space or a connection says nothing about the backup, so it is never marked bad.
+            surroundings = environment_failure(exc)
+            if surroundings is not None:
+                surroundings.args = ("%s could not be verified (not marked bad): %s" % (backup.id, surroundings),)
+                raise surroundings from None
             raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
         record["rto_seconds"] = result.seconds
         details = ["restored %d objects into %s on %s in %.1f s%s"
@@ -307,7 +326,11 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             results.append(dict({"id": backup.id, "type": backup.kind}, **record))
             _log_result(log, backup, level, record, where)
             continue
-        record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
+        try:
+            record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
+        except UNVERIFIABLE as exc:  # could not verify: said in the log, never recorded as bad
+            log.failure("verify-unverifiable", id=backup.id, level=level, step=exc.step, error=str(exc), **where)
+            raise
         with repo.lock(wait_seconds=600):
             current = load_backup(backup.manifest_path)
             if current is None:
