@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list good backups, oldest first")
     listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    listing.add_argument("--all", dest="include_bad", action="store_true",
+                         help="also backups marked bad or unfinished and manifests that are not valid, with why")
     listing.add_argument("--database")
     listing.add_argument("--json", action="store_true")
     _destination_option(listing)
@@ -170,16 +172,23 @@ def _cmd_create(cfg, args) -> int:
 def _cmd_list(cfg, args) -> int:
     from ..ops.listing import list_backups  # pylint: disable=import-outside-toplevel
 
-    rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination)
+    rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination,
+                        include_bad=args.include_bad)
     if args.json:
         _print_json(rows)
         return 0
     if not rows:
         _out("no backups in %s" % open_repository(cfg, args.destination).where)
         return 0
-    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
+    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE")
+         + ("  STATUS" if args.include_bad else ""))
     for row in rows:
-        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
+        if row["id"] is None:  # a manifest that is not valid: where it is and why
+            _out("%-45s %-8s %-20s %-25s %12s  BAD: %s" % (os.path.basename(row["manifest"]), "-", "-", "-", "-",
+                                                          row["reason"]))
+            continue
+        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
+             + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else ""))
     return 0
 
 
