@@ -45,7 +45,7 @@ options:
   include_bad:
     description:
       - Also list backups that are not good (a recorded verification failed, a data file is missing), each
-        with its RV(backups[].reason), and then every manifest that is not valid (with RV(backups[].id) V(null)):
+        with its RV(backups[].reason), and then every manifest that is not valid (with RV(backups[].id) V(null));
         such a manifest is never acted on, only shown (the CLI's C(list --all)).
     type: bool
     default: false
