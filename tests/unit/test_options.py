@@ -253,7 +253,7 @@ def test_modules_options_that_are_settings_are_in_the_table():
 # Command-line options that are not settings: which backup, which server, what to do, how to print.
 CLI_NOT_SETTINGS = {
     "create": {"--json"},
-    "list": {"--type", "--database", "--json", "--destination"},
+    "list": {"--type", "--database", "--json", "--destination", "--all"},
     "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--with-globals",
                 "--no-with-globals", "--json", "--destination"},
     "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
