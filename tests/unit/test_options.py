@@ -254,8 +254,8 @@ def test_modules_options_that_are_settings_are_in_the_table():
 CLI_NOT_SETTINGS = {
     "create": {"--json"},
     "list": {"--type", "--database", "--json", "--destination", "--all"},
-    "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--with-globals",
-                "--no-with-globals", "--json", "--destination"},
+    "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
+                "--with-globals", "--no-with-globals", "--json", "--destination"},
     "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                                               "prefer a passfile to a password in this URL")
     restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
+    restore.add_argument("--keep-going", action="store_true",
+                         help="restore what can be restored when some objects fail (a cross-version restore); "
+                              "exits 13 naming the objects that failed")
     _with_globals_option(restore)
     restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
     restore.add_argument("--json", action="store_true")
@@ -184,8 +187,8 @@ def _cmd_list(cfg, args) -> int:
          + ("  STATUS" if args.include_bad else ""))
     for row in rows:
         if row["id"] is None:  # a manifest that is not valid: where it is and why
-            _out("%-45s %-8s %-20s %-25s %12s  BAD: %s" % (os.path.basename(row["manifest"]), "-", "-", "-", "-",
-                                                          row["reason"]))
+            name = os.path.basename(row["manifest"])
+            _out("%-45s %-8s %-20s %-25s %12s  BAD: %s" % (name, "-", "-", "-", "-", row["reason"]))
             continue
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
              + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else ""))
@@ -200,7 +203,8 @@ def _cmd_restore(cfg, args) -> int:
              "use a passfile (PGPASSFILE) instead" % PROG)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
-                            tables=args.table, schemas=args.schema, destination=args.destination)
+                            tables=args.table, schemas=args.schema, destination=args.destination,
+                            keep_going=args.keep_going)
     if args.json:
         _print_json(result.as_dict())
         return 0

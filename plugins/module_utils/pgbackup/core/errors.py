@@ -130,6 +130,14 @@ class KeyMissing(ConfigError):
     step = "key"
 
 
+class PartialRestore(RestoreError):
+    """A restore told to keep going put in place what it could; the objects that failed are named."""
+
+    kind = "restore-partial"
+    exit_code = 13
+    step = "restore"
+
+
 class LockedError(BackupError):
     """Another run holds the repository lock; 75 (EX_TEMPFAIL) is also the timers' queue-lock code."""
 
@@ -139,7 +147,8 @@ class LockedError(BackupError):
 
 
 KINDS: List[Type[BackupError]] = [BackupError, ConfigError, ConnectionFailed, ClientToolError, NotFound, VerifyError,
-                                  DestinationError, RestoreError, ResourceError, KeyMissing, LockedError]
+                                  DestinationError, RestoreError, ResourceError, KeyMissing, LockedError,
+                                  PartialRestore]
 
 
 def exit_code_of(exc: BaseException) -> int:

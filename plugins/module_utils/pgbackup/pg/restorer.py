@@ -38,8 +38,8 @@ from .restore.staging import (RESTORED_SETTING, STAGING_SUFFIX, apply_database_p
 from .space import check_free_space
 
 __all__ = ["REFRESH_MATVIEWS", "RESTORED_SETTING", "STAGING_SUFFIX", "RestoreResult", "Restorer",
-           "check_partial_rows", "leaf_tables", "record_restored", "refuse_partial_clean", "rename_database", "restored_backup_id",
-           "split_table_name", "staging_name"]
+           "check_partial_rows", "leaf_tables", "record_restored", "refuse_partial_clean", "rename_database",
+           "restored_backup_id", "split_table_name", "staging_name"]
 
 
 @dataclass
@@ -55,6 +55,7 @@ class RestoreResult:
     jobs: int = 1
     rows: Optional[Dict[str, int]] = None
     warnings: List[str] = field(default_factory=list)
+    failed_objects: List[str] = field(default_factory=list)  # keep going: what pg_restore could not restore
 
     def as_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
@@ -73,8 +74,10 @@ class Restorer:
 
     def __init__(self, cfg: Config, backup: Backup, target: DbTarget, clean: bool = False,
                  with_globals: bool = False, jobs: Optional[int] = None, tables: Sequence[str] = (),
-                 schemas: Sequence[str] = ()) -> None:
+                 schemas: Sequence[str] = (), keep_going: bool = False) -> None:
         self.cfg = cfg
+        # Keep going: objects pg_restore cannot restore are listed (result.failed_objects), the rest put in place.
+        self.keep_going = keep_going
         self.backup = backup
         self.target = target
         if not self.target.dbname and backup.kind != "globals":
@@ -144,13 +147,15 @@ class Restorer:
         entry = self.backup.file("database")
         drop_database(psql, admin, staging)
         create_database(psql, admin, staging, self.source_server, self.result.warnings)
+        failures: Optional[List[str]] = self.result.failed_objects if self.keep_going else None
         try:
             if self.tables or self.schemas:
                 self.result.rows = restore_partial(psql, tools.path("pg_restore"), staged, self.backup, entry,
-                                                   self.cfg, self.jobs, self.tables, self.schemas, self.recorded_rows)
+                                                   self.cfg, self.jobs, self.tables, self.schemas, self.recorded_rows,
+                                                   failures)
             else:
                 self.result.warnings.extend(pg_restore(tools.path("pg_restore"), staged, self.backup, entry,
-                                                       self.cfg, [[]], self.jobs))
+                                                       self.cfg, [[]], self.jobs, failures=failures))
             restored = user_object_count(psql, staged)
             if self.recorded_objects and restored == 0:
                 raise RestoreError("pg_restore reported success but restored nothing (the backup recorded %d objects)"
