@@ -229,3 +229,30 @@ def test_restore_clean_swaps_while_clients_are_connected(pg15, make_db, tmp_path
         idle.wait()
     assert out["replaced"] is True and pg15.scalar("SELECT count(*) FROM items", target) == "500"
     assert not [d for d in pg15.databases() if d.startswith(target + "__seawall_")]
+
+
+def test_cross_version_restore_names_every_failed_object_and_keep_going_restores_the_rest(pg15, pg18, make_db,
+                                                                                         tmp_path):
+    db = make_db(pg15, "CREATE EXTENSION pgcrypto; " + TABLE_SQL
+                 + " ALTER TABLE items ADD hash bytea DEFAULT digest('x', 'sha256');"
+                 + " CREATE TABLE other (x int); INSERT INTO other VALUES (1), (2), (3);")
+    env = cli.cli_env(pg15.url(db), str(tmp_path / "backups"))
+    cli.create(env, "full")
+    target = make_db(pg18, "CREATE TABLE old_content (x int); INSERT INTO old_content VALUES (7);")
+    args = ["restore", "--clean", "--target-url", pg18.url(target)]
+    proc = cli.run(args, env, check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ": warning: a password" not in ln]
+    assert proc.returncode == 10 and len(errors) == 1, proc.stderr
+    # Every object that failed is named, not only the first, and the target is left as it was.
+    assert "objects failed: CREATE EXTENSION pgcrypto" in errors[0], errors[0]
+    assert "; CREATE TABLE public.items" in errors[0] and "; COPY public.items" in errors[0], errors[0]
+    assert pg18.scalar("SELECT x FROM old_content", target) == "7"
+    # Keep going: what can be restored is in place, the exit code says it is not whole, the log lists the rest.
+    proc = cli.run(args + ["--keep-going"], env, check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ": warning: a password" not in ln]
+    assert proc.returncode == 13 and len(errors) == 1, proc.stderr
+    assert "except what pg_restore could not restore" in errors[0] and "CREATE EXTENSION pgcrypto" in errors[0]
+    assert pg18.scalar("SELECT count(*) FROM other", target) == "3"
+    assert not pg18.scalar("SELECT to_regclass('old_content')", target)
+    log = (tmp_path / "backups" / "logs" / "backup.log").read_text(encoding="utf-8")
+    assert "restore-incomplete" in log and "pgcrypto" in log

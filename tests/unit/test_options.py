@@ -222,7 +222,7 @@ MODULE_NOT_SETTINGS = {
     "pg_backup_health": {"fail_on", "connect"},
     "pg_backup_info": {"type", "database", "newest_only", "include_bad"},
     "pg_backup_restore": {"backup", "type", "before", "target_url", "replace", "force", "with_globals", "tables",
-                          "schemas"},
+                          "schemas", "keep_going"},
     "pg_backup_retention": {"policy", "lock_wait"},
     "pg_backup_verify": {"backup", "type", "level", "target_url", "with_globals", "max_age", "drill"},
 }

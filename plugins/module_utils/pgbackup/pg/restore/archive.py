@@ -41,8 +41,10 @@ def unpacked_archive(backup: Backup, entry: Dict[str, Any], cfg: Config) -> Iter
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# pg_restore names the object each error came from: "from TOC entry 215; 1259 16390 TABLE public items owner".
+# pg_restore follows each error with the statement that failed ("Command was: CREATE TABLE public.items (");
+# verbose, it also names the entry ("from TOC entry 215; 1259 16390 TABLE public items owner").
 _TOC_ENTRY = re.compile(r"from TOC entry \d+; \d+ \d+ (.+)$")
+_COMMAND = re.compile(r"^Command was: (.+)$")
 _IGNORED = re.compile(r"errors ignored on restore: (\d+)")
 LISTED_FAILURES = 20  # objects named in an error line; the run log has them all
 
@@ -51,6 +53,13 @@ def failed_objects(stderr: str) -> Tuple[int, List[str]]:
     """(how many objects pg_restore could not restore, the objects it named) from its stderr."""
     objects = []
     for line in meaningful_lines(stderr):
+        match = _COMMAND.match(line)
+        if match:
+            name = re.sub(r" IF NOT EXISTS| OR REPLACE", "", match.group(1))
+            name = re.split(r" \(| FROM | WITH | AS | RETURNS |;", name)[0][:80]
+            if name not in objects:
+                objects.append(name)
+            continue
         match = _TOC_ENTRY.search(line)
         if match:
             text = match.group(1)
