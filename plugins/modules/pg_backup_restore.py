@@ -83,8 +83,8 @@ options:
         completely; for data-only backups each table is emptied right before it is refilled, in the
         same transaction.
       - For full and schema backups the new database replaces the old one in one transaction (the old one
-        is renamed aside, then dropped): the target name is present whenever the run is interrupted.
-      - Not with O(tables) or O(schemas): a partial restore never replaces its target (the task fails).
+        is renamed aside, then dropped), so the target name is present whenever the run is interrupted.
+      - Not with O(tables) or O(schemas) - a partial restore never replaces its target (the task fails).
     type: bool
     default: false
   keep_going:
