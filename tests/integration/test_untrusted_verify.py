@@ -231,8 +231,7 @@ def test_restore_clean_swaps_while_clients_are_connected(pg15, make_db, tmp_path
     assert not [d for d in pg15.databases() if d.startswith(target + "__seawall_")]
 
 
-def test_cross_version_restore_names_every_failed_object_and_keep_going_restores_the_rest(pg15, pg18, make_db,
-                                                                                         tmp_path):
+def test_cross_version_restore_names_failed_objects_and_keep_going_restores_the_rest(pg15, pg18, make_db, tmp_path):
     db = make_db(pg15, "CREATE EXTENSION pgcrypto; " + TABLE_SQL
                  + " ALTER TABLE items ADD hash bytea DEFAULT digest('x', 'sha256');"
                  + " CREATE TABLE other (x int); INSERT INTO other VALUES (1), (2), (3);")

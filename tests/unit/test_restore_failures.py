@@ -55,7 +55,7 @@ def test_failed_objects_are_counted_and_named():
 
 
 def test_scratch_names_are_unique_and_short():
-    names = {scratch_name("full-" + "d" * 80 + "-20260101T000000Z") for _ in range(50)}
+    names = {scratch_name("full-" + "d" * 80 + "-20260101T000000Z") for _attempt in range(50)}
     assert len(names) == 50
     for name in names:
         assert name.startswith(SCRATCH_PREFIX) and len(name.encode()) <= 46
