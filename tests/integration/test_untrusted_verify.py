@@ -96,6 +96,24 @@ def test_overlapping_verify_and_drill_never_mark_a_good_backup_bad(pg15, make_db
     assert not [d for d in pg15.databases() if d.startswith("seawall_verify_")]
 
 
+def test_a_killed_checks_scratch_database_is_dropped_by_the_next_check(pg15, make_db, tmp_path):
+    db = make_db(pg15, TABLE_SQL)
+    env = cli.cli_env(pg15.url(db), str(tmp_path / "backups"))
+    backup = cli.create(env, "full")
+    marker = str(tmp_path / "paused")
+    killed = _start(["verify", backup["id"], "--level", "restore"],
+                    dict(env, SEAWALL_TEST_PAUSE="restore-before-swap", SEAWALL_TEST_PAUSE_FILE=marker,
+                         SEAWALL_TEST_PAUSE_SECONDS="60"))
+    _wait_for(marker, "restore-before-swap", killed)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.communicate()
+    left = [d for d in pg15.databases() if d.startswith("seawall_verify_")]
+    assert left and all("_%d_" % killed.pid in d for d in left), left
+    cli.run(["verify", backup["id"], "--level", "restore"], env)
+    assert not [d for d in pg15.databases() if d.startswith("seawall_verify_")]
+    assert [b["id"] for b in cli.listing(env)] == [backup["id"]]
+
+
 def _unverifiable(pg15, pg18, make_db, tmp_path, sql: str, lacks: str) -> None:
     """A pg15 backup using ``sql``'s feature, checked on pg18 (which lacks it): could not verify, never bad."""
     db = make_db(pg15, sql)

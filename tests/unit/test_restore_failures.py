@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from seawall_pgbackup.core.errors import (BackupError, ConfigError, ConnectionFailed, LockedError, RestoreError,
@@ -59,6 +61,7 @@ def test_scratch_names_are_unique_and_short():
     assert len(names) == 50
     for name in names:
         assert name.startswith(SCRATCH_PREFIX) and len(name.encode()) <= 46
+        assert "_%d_" % os.getpid() in name
         assert staging_name(name) == name + STAGING_SUFFIX  # the unique part survives the staging suffix
 
 

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -196,14 +199,48 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
 
 
 SCRATCH_PREFIX = "seawall_verify_"
+# seawall_verify_<host tag>_<pid>_<random>_<backup slug>: whose run it is, so a killed run's can be found.
+_SCRATCH = re.compile(r"^seawall_verify_(?P<host>[0-9a-f]{4})_(?P<pid>[0-9]+)_[0-9a-f]+_")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:4]
 
 
 def scratch_name(backup_id: str) -> str:
-    """A scratch database name of this run only (pid and a random part first), within 63 bytes: two checks
-    at once (a verify and a drill, two timers) never restore into, or drop, each other's database."""
-    unique = "%s%d_%s_" % (SCRATCH_PREFIX, os.getpid(), secrets.token_hex(3))
+    """A scratch database name of this run only (host, pid and a random part first), within 63 bytes: two
+    checks at once (a verify and a drill, two timers, two hosts) never restore into, or drop, each other's."""
+    unique = "%s%s_%d_%s_" % (SCRATCH_PREFIX, _host_tag(), os.getpid(), secrets.token_hex(3))
     # The restorer appends its staging suffix to the first 46 bytes: the unique part stays within them.
     return (unique + slug(backup_id))[:46]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
+
+
+def drop_stale_scratch(psql: str, admin: DbTarget) -> List[str]:
+    """Drop the scratch databases of checks killed on this host (their process is gone); the names dropped.
+
+    Another host's, or a live run's, are never touched: the name says whose run it was.
+    """
+    rows = query(psql, admin, "SELECT datname FROM pg_database WHERE datname LIKE 'seawall\\_verify\\_%'")
+    dropped = []
+    for (name,) in rows:
+        match = _SCRATCH.match(name)
+        if match and match.group("host") == _host_tag() and not _pid_alive(int(match.group("pid"))):
+            try:
+                execute(psql, admin, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(name))
+                dropped.append(name)
+            except BackupError:
+                pass  # in use after all, or no privilege: the next run tries again
+    return dropped
 
 
 def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequence[str],
@@ -213,6 +250,10 @@ def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequen
         raise ConfigError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
     scratch = server.for_database(scratch_name(backup.id))
     psql = any_psql(cfg.pg_bin_dir)
+    try:
+        drop_stale_scratch(psql, scratch.for_database("postgres"))
+    except BackupError:
+        pass  # a cleanup of earlier runs never stops this one
     try:
         try:
             result = Restorer(cfg, backup, scratch, clean=True, with_globals=with_globals).run()
