@@ -191,6 +191,11 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
         with open_stored(backup, entry, cfg) as src:
             # pg_restore --list reads only the table of contents; list_archive still reads (checks) every byte.
             entries = list_archive(tools.path("pg_restore"), src, "%s: %s" % (backup.id, path), VerifyError)
+    except VerifyError as exc:
+        if "unsupported version" in str(exc):  # pg_restore older than the archive's format: the tools, not the backup
+            raise ClientToolError("%s could not be verified (not marked bad): pg_restore is too old for its archive: "
+                                  "%s" % (backup.id, exc)) from None
+        raise
     except (EOFError, OSError, ValueError) as exc:
         raise VerifyError("%s: %s does not decompress: %s" % (backup.id, path, exc)) from None
     if not entries:
