@@ -50,6 +50,7 @@ def pgbackup_common_argument_spec():
 # How a module says what an engine error's hint asks for (core/errors.HINTS), in its options' words.
 MODULE_HINTS = {
     'replace-target': ' or set replace=true to replace it',
+    'partial-aside': ' (set replace=false: the tables go into a new database, or into target_url)',
     'replace-rows': '; set replace=true to replace rows that are already there',
     'checksum-level': ' (level=checksum)',
     'keygen': " (create one with 'seawall-pgbackup keygen --keyring DIR' on the host)",

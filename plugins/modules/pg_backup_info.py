@@ -44,7 +44,9 @@ options:
     default: false
   include_bad:
     description:
-      - Also list backups that are not good (a recorded verification failed).
+      - Also list backups that are not good (a recorded verification failed, a data file is missing), each
+        with its RV(backups[].reason), and then every manifest that is not valid (with RV(backups[].id) V(null));
+        such a manifest is never acted on, only shown (the CLI's C(list --all)).
     type: bool
     default: false
 seealso:
@@ -134,6 +136,11 @@ backups:
       description: Whether the backup counts as good (complete and not failed verification).
       type: bool
       sample: true
+    reason:
+      description: Why the backup is not good, or why its manifest is not valid.
+      returned: when O(include_bad=true) and the backup is not good
+      type: str
+      sample: "full-vtt-20260126T020000Z: restored rows differ: public.players has 9 rows, the backup recorded 10"
 backup_dir:
   description: The absolute path of the backup repository on the managed host.
   returned: success

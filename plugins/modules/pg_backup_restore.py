@@ -82,6 +82,17 @@ options:
       - For full and schema backups the old database is dropped only after the new one was restored
         completely; for data-only backups each table is emptied right before it is refilled, in the
         same transaction.
+      - For full and schema backups the new database replaces the old one in one transaction (the old one
+        is renamed aside, then dropped), so the target name is present whenever the run is interrupted.
+      - Not with O(tables) or O(schemas) - a partial restore never replaces its target (the task fails).
+    type: bool
+    default: false
+  keep_going:
+    description:
+      - When pg_restore cannot restore some objects (typically on a newer server that lacks an extension
+        the backup uses), restore everything else and put it in place instead of leaving the target as it
+        was; the task then fails (kind C(restore-partial)) naming how many objects failed and which.
+      - Without it, such a restore fails, names the objects that failed, and leaves the target as it was.
     type: bool
     default: false
   force:
@@ -309,6 +320,7 @@ def main():
         jobs=dict(type='int'),
         tables=dict(type='list', elements='str', default=[]),
         schemas=dict(type='list', elements='str', default=[]),
+        keep_going=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -348,7 +360,8 @@ def main():
     restored = run_operation(module, cfg, 'restore', plan.backup.kind,
                              lambda: run_restore(cfg, plan, clean=params['replace'],
                                                  with_globals=params['with_globals'], jobs=params['jobs'],
-                                                 tables=params['tables'], schemas=params['schemas']), **result)
+                                                 tables=params['tables'], schemas=params['schemas'],
+                                                 keep_going=params['keep_going']), **result)
     result.update(changed=True, restore=restored.as_dict())
     if plan.target is None:
         result['target'] = describe(DbTarget(cfg.require_database_url()), restored.database)

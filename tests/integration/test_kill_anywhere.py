@@ -258,16 +258,12 @@ def _restore_kill(world, pg15, target, kill) -> None:
 
 RESTORE_KILLS = {
     "pg_restore-running": lambda world, args: world.kill_when(args, lambda p: _child_running(p, "pg_restore")),
-    "restore-dropped": lambda world, args: world.kill_at(args, "restore-dropped"),
+    "restore-before-swap": lambda world, args: world.kill_at(args, "restore-before-swap"),
+    "restore-swapped": lambda world, args: world.kill_at(args, "restore-swapped"),
 }
 
 
-@pytest.mark.parametrize("point", [
-    "pg_restore-running",
-    pytest.param("restore-dropped", marks=pytest.mark.xfail(
-        reason="issue #11 case 10: restore --clean drops the target before renaming the new copy in "
-               "(helper I3 renames aside first)", strict=False)),
-])
+@pytest.mark.parametrize("point", sorted(RESTORE_KILLS))
 def test_kill_restore_clean(pg15, source, tmp_path, point):
     world = World(pg15, source, tmp_path)
     cli.create(world.env, "full")

@@ -220,7 +220,7 @@ MODULE_NOT_SETTINGS = {
     "pg_backup_health": {"fail_on", "connect"},
     "pg_backup_info": {"type", "database", "newest_only", "include_bad"},
     "pg_backup_restore": {"backup", "type", "before", "target_url", "replace", "force", "with_globals", "tables",
-                          "schemas"},
+                          "schemas", "keep_going"},
     "pg_backup_retention": {"policy", "lock_wait"},
     "pg_backup_verify": {"backup", "type", "level", "target_url", "with_globals", "max_age", "drill"},
 }
@@ -251,9 +251,9 @@ def test_modules_options_that_are_settings_are_in_the_table():
 # Command-line options that are not settings: which backup, which server, what to do, how to print.
 CLI_NOT_SETTINGS = {
     "create": {"--json"},
-    "list": {"--type", "--database", "--json", "--destination"},
-    "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--with-globals",
-                "--no-with-globals", "--json", "--destination"},
+    "list": {"--type", "--database", "--json", "--destination", "--all"},
+    "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
+                "--with-globals", "--no-with-globals", "--json", "--destination"},
     "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},

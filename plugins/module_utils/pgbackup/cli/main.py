@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list good backups, oldest first")
     listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    listing.add_argument("--all", dest="include_bad", action="store_true",
+                         help="also backups marked bad or unfinished and manifests that are not valid, with why")
     listing.add_argument("--database")
     listing.add_argument("--json", action="store_true")
     _destination_option(listing)
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                                               "prefer a passfile to a password in this URL")
     restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
+    restore.add_argument("--keep-going", action="store_true",
+                         help="restore what can be restored when some objects fail (a cross-version restore); "
+                              "exits 13 naming the objects that failed")
     _with_globals_option(restore)
     restore.add_argument("--jobs", type=int, help="parallel pg_restore jobs")
     restore.add_argument("--json", action="store_true")
@@ -171,7 +176,8 @@ def _cmd_create(cfg, args) -> int:
 def _cmd_list(cfg, args) -> int:
     from ..ops.listing import list_backups  # pylint: disable=import-outside-toplevel
 
-    rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination)
+    rows = list_backups(cfg, kind=args.kind, database=args.database, destination=args.destination,
+                        include_bad=args.include_bad)
     _warn_skipped(cfg, args.destination)
     if args.json:
         _print_json(rows)
@@ -179,9 +185,15 @@ def _cmd_list(cfg, args) -> int:
     if not rows:
         _out("no backups in %s" % open_repository(cfg, args.destination).where)
         return 0
-    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE"))
+    _out("%-45s %-8s %-20s %-25s %12s" % ("ID", "TYPE", "DATABASE", "CREATED", "SIZE")
+         + ("  STATUS" if args.include_bad else ""))
     for row in rows:
-        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"]))
+        if row["id"] is None:  # a manifest that is not valid: where it is and why
+            name = os.path.basename(row["manifest"])
+            _out("%-45s %-8s %-20s %-25s %12s  BAD: %s" % (name, "-", "-", "-", "-", row["reason"]))
+            continue
+        _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
+             + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else ""))
     return 0
 
 
@@ -202,7 +214,8 @@ def _cmd_restore(cfg, args) -> int:
              "use a passfile (PGPASSFILE) instead" % PROG)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
-                            tables=args.table, schemas=args.schema, destination=args.destination)
+                            tables=args.table, schemas=args.schema, destination=args.destination,
+                            keep_going=args.keep_going)
     if args.json:
         _print_json(result.as_dict())
         return 0
@@ -338,6 +351,7 @@ CLI_HINTS = {
     "rekey-selection": " (backup ids, --type, --before or --all)",
     "database-url": " (the configuration file: --config or BACKUP_CONFIG)",
     "destination-primary": "; leave --destination out",
+    "partial-aside": " (leave --clean out: the tables go into a new database, or into --target-url)",
 }
 
 

@@ -31,6 +31,7 @@ HINTS: Dict[str, str] = {
     "rekey-selection": "select the backups to re-encrypt",
     "database-url": "give the database to back up",
     "destination-primary": "work on the backup directory itself",
+    "partial-aside": "restore the chosen tables beside the target instead of replacing it",
 }
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT; SIGTERM (a timer being stopped) unwinds the same way
@@ -129,6 +130,14 @@ class KeyMissing(ConfigError):
     step = "key"
 
 
+class PartialRestore(RestoreError):
+    """A restore told to keep going put in place what it could; the objects that failed are named."""
+
+    kind = "restore-partial"
+    exit_code = 13
+    step = "restore"
+
+
 class LockedError(BackupError):
     """Another run holds the repository lock; 75 (EX_TEMPFAIL) is also the timers' queue-lock code."""
 
@@ -150,7 +159,7 @@ class InternalError(BackupError):
 
 KINDS: List[Type[BackupError]] = [BackupError, ConfigError, ConnectionFailed, ClientToolError, NotFound, VerifyError,
                                   DestinationError, RestoreError, ResourceError, KeyMissing, LockedError,
-                                  InternalError]
+                                  PartialRestore, InternalError]
 
 
 def exit_code_of(exc: BaseException) -> int:

@@ -22,7 +22,24 @@ def newest_per_type(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def list_backups(cfg: Config, kind: Optional[str] = None, database: Optional[str] = None,
                  include_bad: bool = False, newest_only: bool = False,
                  destination: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Summaries of the backups in the backup directory, or of the copies at ``destination``."""
+    """Summaries of the backups in the backup directory, or of the copies at ``destination``.
+
+    ``include_bad``: also the backups that are not good, each with its ``reason`` (a failed verification,
+    a missing object, an unfinished status), and then every manifest that cannot be read or is not valid
+    (``id`` None, ``manifest`` where it is, ``reason`` why): never acted on, but shown.
+    """
     repo = open_repository(cfg, destination)
-    rows = [repo.summary(b) for b in repo.backups(kind=kind, database=database, include_bad=include_bad)]
-    return newest_per_type(rows) if newest_only else rows
+    rows = []
+    for backup in repo.backups(kind=kind, database=database, include_bad=include_bad):
+        row = repo.summary(backup)
+        if not backup.good:
+            row["reason"] = backup.bad_reason
+        rows.append(row)
+    if newest_only:
+        return newest_per_type(rows)
+    if include_bad and database is None:
+        rows.extend({"id": None, "type": None, "database": None, "created_at": None, "size": None,
+                     "manifest": where, "good": False, "reason": "invalid manifest: %s" % why}
+                    for where, why in repo.invalid_manifests()
+                    if not kind or "/%s/" % kind in "/" + where.replace("\\", "/"))
+    return rows

@@ -16,12 +16,13 @@ from typing import Optional, Sequence, Tuple
 from ..config.connection import DbTarget
 from ..config.settings import Config
 from ..core.clock import parse_moment, utc_now
-from ..core.errors import BackupError, ConfigError, RestoreError
+from ..core.errors import BackupError, ConfigError, PartialRestore, RestoreError
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.binaries import any_psql
 from ..pg.client import database_exists, user_object_count
-from ..pg.restorer import Restorer, RestoreResult, restored_backup_id
+from ..pg.restore.archive import describe_failures
+from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
@@ -105,6 +106,7 @@ def plan_restore(cfg: Config, selector: str = "latest", kind: Optional[str] = No
                  clean: bool = False, force: bool = False) -> RestorePlan:
     """Select the backup and look at the target: skip when it already records this backup (unless ``force``),
     refuse when it holds objects and ``clean`` is not set. Reads only."""
+    refuse_partial_clean(clean, tables, schemas)
     backup = select_backup(cfg, selector, kind, before)  # first: "no such backup" says more than a missing target
     target = restore_target(cfg, target_url, bool(tables or schemas))
     plan = RestorePlan(backup, target)
@@ -123,20 +125,25 @@ def plan_restore(cfg: Config, selector: str = "latest", kind: Optional[str] = No
 
 def run_restore(cfg: Config, plan: RestorePlan, clean: bool = False, with_globals: Optional[bool] = None,
                 jobs: Optional[int] = None, tables: Sequence[str] = (),
-                schemas: Sequence[str] = ()) -> Optional[RestoreResult]:
+                schemas: Sequence[str] = (), keep_going: bool = False) -> Optional[RestoreResult]:
     """Carry out ``plan`` (None when it skips). ``with_globals`` unset: roles first only on another server than
-    DATABASE_URL's, for backups that hold them (``verify.globals_default``); ``jobs`` unset: the configuration's."""
+    DATABASE_URL's, for backups that hold them (``verify.globals_default``); ``jobs`` unset: the configuration's.
+
+    ``keep_going``: objects pg_restore cannot restore (a cross-version restore, say) do not stop it; the rest
+    is put in place and PartialRestore raised afterwards, naming how many failed and which.
+    """
     if not plan.runs:
         return None
     if plan.refusal:
         raise RestoreError("%s: restore into another database or replace it" % plan.refusal)
-    return _restore_selected(cfg, plan.backup, plan.target, clean, with_globals, jobs, tables, schemas)
+    return _restore_selected(cfg, plan.backup, plan.target, clean, with_globals, jobs, tables, schemas, keep_going)
 
 
 def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[str] = None, clean: bool = False,
                    with_globals: Optional[bool] = None, jobs: Optional[int] = None, kind: Optional[str] = None,
                    before: Optional[str] = None, tables: Sequence[str] = (),
-                   schemas: Sequence[str] = (), destination: Optional[str] = None) -> RestoreResult:
+                   schemas: Sequence[str] = (), destination: Optional[str] = None,
+                   keep_going: bool = False) -> RestoreResult:
     """Restore now, whatever the target records (the host command's restore: asked for, so always run).
 
     The same selection over any store; a copy at a destination is fetched to scratch and removed afterwards.
@@ -146,14 +153,14 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
         backup = select_backup(cfg, selector, kind, before, repo=repo)
         target = restore_target(cfg, target_url, bool(tables or schemas))
         with repo.local_copy(backup) as local:
-            return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas)
+            return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas, keep_going)
     finally:
         repo.close()
 
 
 def _restore_selected(cfg: Config, backup: Backup, target: Optional[DbTarget], clean: bool,
                       with_globals: Optional[bool], jobs: Optional[int], tables: Sequence[str],
-                      schemas: Sequence[str]) -> RestoreResult:
+                      schemas: Sequence[str], keep_going: bool = False) -> RestoreResult:
     if target is None:
         # The strategy's partial recovery: a temporary database beside the source, never the source itself.
         source = DbTarget(cfg.require_database_url())
@@ -162,13 +169,20 @@ def _restore_selected(cfg: Config, backup: Backup, target: Optional[DbTarget], c
     apply_globals = globals_default(cfg, target, with_globals) and (with_globals is not None
                                                                     or backup.file("globals") is not None)
     restorer = Restorer(cfg, backup, target, clean=clean, with_globals=apply_globals, jobs=jobs, tables=tables,
-                        schemas=schemas)
+                        schemas=schemas, keep_going=keep_going)
     log = RunLog(Repository(cfg.backup_dir).log_dir)
     try:
         result = restorer.run()
     except BackupError as exc:
         log.failure("restore-failed", id=backup.id, target=target.url, step=exc.step, error=str(exc))
         raise
+    if result.failed_objects:  # kept going: in place, but not whole; the log lists every object
+        failed = describe_failures(len(result.failed_objects), result.failed_objects)
+        log.failure("restore-incomplete", id=backup.id, target=result.target, replaced=result.replaced,
+                    step="restore", failed=result.failed_objects, seconds=result.seconds)
+        raise PartialRestore("restored %s into %s except what pg_restore could not restore: %s"
+                             % (backup.id, result.database, failed))
     log.info("restore-ok", id=backup.id, target=result.target, replaced=result.replaced,
-             globals=result.globals_applied, partial=bool(tables or schemas), seconds=result.seconds)
+             globals=result.globals_applied, partial=bool(tables or schemas), seconds=result.seconds,
+             **({"warnings": result.warnings} if result.warnings else {}))
     return result

@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +28,7 @@ from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
 from ..pg.pipeline import CHUNK
 from ..pg.restore.archive import list_archive
+from ..pg.restore.checks import environment_failure
 from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
 from ..repo.catalog import Repository
@@ -186,6 +191,11 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
         with open_stored(backup, entry, cfg) as src:
             # pg_restore --list reads only the table of contents; list_archive still reads (checks) every byte.
             entries = list_archive(tools.path("pg_restore"), src, "%s: %s" % (backup.id, path), VerifyError)
+    except VerifyError as exc:
+        if "unsupported version" in str(exc):  # pg_restore older than the archive's format: the tools, not the backup
+            raise ClientToolError("%s could not be verified (not marked bad): pg_restore is too old for its archive: "
+                                  "%s" % (backup.id, exc)) from None
+        raise
     except (EOFError, OSError, ValueError) as exc:
         raise VerifyError("%s: %s does not decompress: %s" % (backup.id, path, exc)) from None
     if not entries:
@@ -193,19 +203,74 @@ def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
     return "%d archive entries" % len(entries)
 
 
+SCRATCH_PREFIX = "seawall_verify_"
+# seawall_verify_<host tag>_<pid>_<random>_<backup slug>: whose run it is, so a killed run's can be found.
+_SCRATCH = re.compile(r"^seawall_verify_(?P<host>[0-9a-f]{4})_(?P<pid>[0-9]+)_[0-9a-f]+_")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:4]
+
+
+def scratch_name(backup_id: str) -> str:
+    """A scratch database name of this run only (host, pid and a random part first), within 63 bytes: two
+    checks at once (a verify and a drill, two timers, two hosts) never restore into, or drop, each other's."""
+    unique = "%s%s_%d_%s_" % (SCRATCH_PREFIX, _host_tag(), os.getpid(), secrets.token_hex(3))
+    # The restorer appends its staging suffix to the first 46 bytes: the unique part stays within them.
+    return (unique + slug(backup_id))[:46]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
+
+
+def drop_stale_scratch(psql: str, admin: DbTarget) -> List[str]:
+    """Drop the scratch databases of checks killed on this host (their process is gone); the names dropped.
+
+    Another host's, or a live run's, are never touched: the name says whose run it was.
+    """
+    rows = query(psql, admin, "SELECT datname FROM pg_database WHERE datname LIKE 'seawall\\_verify\\_%'")
+    dropped = []
+    for (name,) in rows:
+        match = _SCRATCH.match(name)
+        if match and match.group("host") == _host_tag() and not _pid_alive(int(match.group("pid"))):
+            try:
+                execute(psql, admin, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(name))
+                dropped.append(name)
+            except BackupError:
+                pass  # in use after all, or no privilege: the next run tries again
+    return dropped
+
+
 def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequence[str],
                    with_globals: bool, record: Dict[str, Any]) -> str:
     """Restore into a scratch database, compare row counts with the backup's, run the probes, drop it."""
     if backup.kind not in ("full", "schema"):
         raise ConfigError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
-    scratch = server.for_database(("seawall_verify_" + slug(backup.id))[:63])
+    scratch = server.for_database(scratch_name(backup.id))
     psql = any_psql(cfg.pg_bin_dir)
+    try:
+        drop_stale_scratch(psql, scratch.for_database("postgres"))
+    except BackupError:
+        pass  # a cleanup of earlier runs never stops this one
     try:
         try:
             result = Restorer(cfg, backup, scratch, clean=True, with_globals=with_globals).run()
         except UNVERIFIABLE:
             raise  # the server, the tools or the settings failed, not the backup: nothing is recorded
         except BackupError as exc:
+            # The archive read back whole already: a server that lacks what the backup uses (an extension,
+            # ICU, a role), space or a connection says nothing about the backup, so it is never marked bad.
+            surroundings = environment_failure(exc)
+            if surroundings is not None:
+                surroundings.args = ("%s could not be verified (not marked bad): %s" % (backup.id, surroundings),)
+                raise surroundings from None
             raise VerifyError("%s: restore failed: %s" % (backup.id, exc)) from None
         record["rto_seconds"] = result.seconds
         details = ["restored %d objects into %s on %s in %.1f s%s"
@@ -307,7 +372,11 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
             results.append(dict({"id": backup.id, "type": backup.kind}, **record))
             _log_result(log, backup, level, record, where)
             continue
-        record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
+        try:
+            record = verify(cfg, backup, level, server=server, probes=probes, with_globals=with_globals)
+        except UNVERIFIABLE as exc:  # could not verify: said in the log, never recorded as bad
+            log.failure("verify-unverifiable", id=backup.id, level=level, step=exc.step, error=str(exc), **where)
+            raise
         with repo.lock(wait_seconds=600):
             current = load_backup(backup.manifest_path)
             if current is None:

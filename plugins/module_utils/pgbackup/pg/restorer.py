@@ -21,7 +21,9 @@ from ..codec.integrity import verify_checksums
 from ..codec.stored import require_keys
 from ..config.connection import DbTarget
 from ..config.settings import Config
-from ..core.errors import RestoreError
+from ..core.clock import utc_now
+from ..core.errors import ConfigError, RestoreError
+from ..core.testpoints import pause
 from ..model.manifest import Backup, SourceServer
 from .binaries import ClientTools, any_psql
 from .client import ServerInfo, database_exists, server_info, user_object_count
@@ -31,13 +33,13 @@ from .restore.cluster_globals import apply_globals
 from .restore.data import REFRESH_MATVIEWS, restore_data
 from .restore.partial import check_partial_rows, leaf_tables, restore_partial, split_table_name
 from .restore.staging import (RESTORED_SETTING, STAGING_SUFFIX, apply_database_properties, create_database,
-                              drop_database, drop_quietly, record_restored, rename_database, restored_backup_id,
-                              staging_name, swap_in)
+                              databases_aside, drop_database, drop_quietly, record_restored, rename_database,
+                              restored_backup_id, staging_name, swap_in)
 from .space import check_free_space
 
 __all__ = ["REFRESH_MATVIEWS", "RESTORED_SETTING", "STAGING_SUFFIX", "RestoreResult", "Restorer",
-           "check_partial_rows", "leaf_tables", "record_restored", "rename_database", "restored_backup_id",
-           "split_table_name", "staging_name"]
+           "check_partial_rows", "leaf_tables", "record_restored", "refuse_partial_clean", "rename_database",
+           "restored_backup_id", "split_table_name", "staging_name"]
 
 
 @dataclass
@@ -53,9 +55,17 @@ class RestoreResult:
     jobs: int = 1
     rows: Optional[Dict[str, int]] = None
     warnings: List[str] = field(default_factory=list)
+    failed_objects: List[str] = field(default_factory=list)  # keep going: what pg_restore could not restore
 
     def as_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
+
+
+def refuse_partial_clean(clean: bool, tables: Sequence[str], schemas: Sequence[str]) -> None:
+    """A partial restore never replaces (drops) its target: the database would lose every other table."""
+    if clean and (tables or schemas):
+        raise ConfigError("a partial restore (chosen tables or schemas) never replaces the target database: "
+                          "the other tables would be lost", hint="partial-aside")
 
 
 class Restorer:
@@ -64,8 +74,10 @@ class Restorer:
 
     def __init__(self, cfg: Config, backup: Backup, target: DbTarget, clean: bool = False,
                  with_globals: bool = False, jobs: Optional[int] = None, tables: Sequence[str] = (),
-                 schemas: Sequence[str] = ()) -> None:
+                 schemas: Sequence[str] = (), keep_going: bool = False) -> None:
         self.cfg = cfg
+        # Keep going: objects pg_restore cannot restore are listed (result.failed_objects), the rest put in place.
+        self.keep_going = keep_going
         self.backup = backup
         self.target = target
         if not self.target.dbname and backup.kind != "globals":
@@ -77,6 +89,7 @@ class Restorer:
         self.schemas = list(schemas)
         if (self.tables or self.schemas) and backup.kind != "full":
             raise RestoreError("a partial restore needs a full backup; %s is a %s backup" % (backup.id, backup.kind))
+        refuse_partial_clean(clean, tables, schemas)
         self.result = RestoreResult(backup.id, backup.kind, self.target.url, self.target.dbname, jobs=self.jobs)
         # What the restore needs from the manifest, read in one place.
         manifest = backup.manifest
@@ -121,6 +134,14 @@ class Restorer:
         psql = tools.path("psql")
         name = self.target.dbname or ""
         exists = database_exists(psql, admin, name)
+        for old in databases_aside(psql, admin, name):  # an earlier replacement died before its drop
+            if self.clean:  # replacing the target again: the old copy goes, as that replacement meant it to
+                drop_database(psql, admin, old, force=info.major >= 13)
+                self.result.warnings.append("dropped database %s, the replaced copy of %s that an interrupted "
+                                            "restore left" % (old, name))
+            else:
+                self.result.warnings.append("an earlier restore left the replaced copy of %s as database %s: drop "
+                                            "it once it is not needed" % (name, old))
         if exists:
             objects = user_object_count(psql, self.target)
             if objects and not self.clean:
@@ -131,18 +152,25 @@ class Restorer:
         entry = self.backup.file("database")
         drop_database(psql, admin, staging)
         create_database(psql, admin, staging, self.source_server, self.result.warnings)
+        failures: Optional[List[str]] = self.result.failed_objects if self.keep_going else None
         try:
             if self.tables or self.schemas:
                 self.result.rows = restore_partial(psql, tools.path("pg_restore"), staged, self.backup, entry,
-                                                   self.cfg, self.jobs, self.tables, self.schemas, self.recorded_rows)
+                                                   self.cfg, self.jobs, self.tables, self.schemas, self.recorded_rows,
+                                                   failures)
             else:
                 self.result.warnings.extend(pg_restore(tools.path("pg_restore"), staged, self.backup, entry,
-                                                       self.cfg, [[]], self.jobs))
+                                                       self.cfg, [[]], self.jobs, failures=failures))
             restored = user_object_count(psql, staged)
             if self.recorded_objects and restored == 0:
                 raise RestoreError("pg_restore reported success but restored nothing (the backup recorded %d objects)"
                                    % self.recorded_objects)
-            swap_in(psql, admin, staging, name, exists, info.major)
+            pause("restore-before-swap")
+            stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
+            kept = swap_in(psql, admin, staging, name, exists, stamp, info.major)
+            if kept:
+                self.result.warnings.append("the replaced copy of %s could not be dropped: it is database %s"
+                                            % (name, kept))
             self.result.replaced = exists
             self.result.objects = restored
             apply_database_properties(psql, self.target, self.database_sql, self.backup.database,

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import re
+from typing import Optional, Sequence, Tuple, Type
 
 from ...config.connection import DbTarget
-from ...core.errors import BackupError, ClientToolError, ConnectionFailed
+from ...core.errors import BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError
 from ..binaries import ClientTools, select_tools
 from ..client import ServerInfo, query
 
@@ -34,3 +35,36 @@ def maintenance_target(target: DbTarget, psql: str) -> DbTarget:
                 raise
     raise ConnectionFailed("%s: neither database postgres nor template1 can be reached to create the target"
                            % target.url)
+
+
+# What a failed restore says when the surroundings failed, not the backup: the target server lacks an
+# extension, a library, ICU or a locale the backup uses; roles or tablespaces are missing; the disk or
+# memory ran out; the connection dropped; another session held a lock. Matched on the server's message
+# (pg_restore prints no SQLSTATE), lower-cased.
+_ENVIRONMENT: Sequence[Tuple[str, Type[BackupError], str]] = (
+    (r"extension \S+ is not available|could not open extension control file|could not (access|load) (file|library)"
+     r"|icu is not supported|could not create locale|not supported in this build|is not supported by this build"
+     r"|(role|tablespace) \S+ does not exist|unsupported version .* in file header|server version mismatch",
+     ResourceError, "the target server lacks something the backup uses"),
+    (r"no space left on device|could not extend file|disk full|out of memory|quota exceeded",
+     ResourceError, "the target server ran out of space or memory"),
+    (r"could not connect|connection to server|server closed the connection|terminating connection"
+     r"|too many clients|the database system is (starting up|shutting down|in recovery)|connection refused",
+     ConnectionFailed, "the connection to the target server failed"),
+    (r"is being accessed by other users|database \S+ already exists|could not obtain lock|deadlock detected"
+     r"|lock timeout|canceling statement due to",
+     LockedError, "another session got in the way"),
+    (r"permission denied|must be (superuser|owner)", ConfigError, "the target login lacks a privilege"),
+)
+
+
+def environment_failure(exc: BackupError) -> Optional[BackupError]:
+    """The error to raise instead of ``exc`` when a restore failed for its surroundings, not for the backup.
+
+    None: the failure may be the backup's own (its archive or its content), so a check may call it bad.
+    """
+    text = str(exc).lower()
+    for pattern, kind, why in _ENVIRONMENT:
+        if re.search(pattern, text):
+            return kind("%s: %s" % (why, exc), step=exc.step)
+    return None

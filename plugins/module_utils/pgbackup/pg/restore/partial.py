@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...config.connection import DbTarget
 from ...config.settings import Config
@@ -68,11 +68,15 @@ def check_partial_rows(psql: str, staged: DbTarget, recorded: Mapping[str, int],
 
 def restore_partial(psql: str, pg_restore_path: str, staged: DbTarget, backup: Backup, entry: Dict[str, Any],
                     cfg: Config, jobs: int, tables: Sequence[Tuple[str, str]], schemas: Sequence[str],
-                    recorded_rows: Mapping[str, int]) -> Dict[str, int]:
-    """Definitions, then the leaf tables' rows; the restored row counts, checked against ``recorded_rows``."""
+                    recorded_rows: Mapping[str, int], failures: Optional[List[str]] = None) -> Dict[str, int]:
+    """Definitions, then the leaf tables' rows; the restored row counts, checked against ``recorded_rows``.
+
+    ``failures`` given (keep going): objects pg_restore cannot restore are added to it instead of raising.
+    """
     with unpacked_archive(backup, entry, cfg) as plain:
-        pg_restore(pg_restore_path, staged, backup, entry, cfg, [["--section=pre-data"]], jobs, plain)
+        pg_restore(pg_restore_path, staged, backup, entry, cfg, [["--section=pre-data"]], jobs, plain, failures)
         leaves = leaf_tables(psql, staged, tables, schemas)
         pg_restore(pg_restore_path, staged, backup, entry, cfg,
-                   [["--data-only", "--schema=" + schema, "--table=" + table] for schema, table in leaves], jobs, plain)
+                   [["--data-only", "--schema=" + schema, "--table=" + table] for schema, table in leaves], jobs, plain,
+                   failures)
     return check_partial_rows(psql, staged, recorded_rows, leaves)

@@ -9,6 +9,7 @@ A failed restore leaves the target exactly as it was: the staging database is dr
 from __future__ import annotations
 
 import re
+import time
 from typing import List, Optional, Sequence
 
 from ...config.connection import DbTarget
@@ -18,6 +19,7 @@ from ...model.manifest import SourceServer
 from ..client import execute, query, quote_ident, quote_literal
 
 STAGING_SUFFIX = "__seawall_restore"
+OLD_INFIX = "__seawall_old_"
 RESTORED_SETTING = "seawall.restored_backup"
 
 
@@ -57,13 +59,57 @@ def drop_quietly(psql: str, admin: DbTarget, name: str) -> None:
         pass
 
 
-def swap_in(psql: str, admin: DbTarget, staging: str, name: str, replace: bool, server_major: int) -> None:
-    """Drop the old target (when ``replace``) and rename the staging database to the target's name."""
-    if replace:
-        force = " WITH (FORCE)" if server_major >= 13 else ""
-        execute(psql, admin, "DROP DATABASE %s%s" % (quote_ident(name), force))
-        pause("restore-dropped")  # crash tests: the old target is gone, the new one not yet in its place
-    execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
+def aside_name(target: str, stamp: str) -> str:
+    """``<target>__seawall_old_<stamp>`` within 63 bytes: where a replaced database waits to be dropped."""
+    suffix = OLD_INFIX + stamp
+    encoded = target.encode("utf-8")[:63 - len(suffix)]
+    return encoded.decode("utf-8", "ignore") + suffix
+
+
+def databases_aside(psql: str, admin: DbTarget, target: str) -> List[str]:
+    """Old copies of ``target`` an interrupted replacement left (renamed aside, not yet dropped)."""
+    prefix = aside_name(target, "")
+    rows = query(psql, admin, "SELECT datname FROM pg_database WHERE left(datname, %d) = %s ORDER BY datname"
+                 % (len(prefix), quote_literal(prefix)))
+    return [row[0] for row in rows]
+
+
+def _disconnect(psql: str, admin: DbTarget, names: Sequence[str]) -> None:
+    """End the other sessions of ``names`` so they can be renamed (they may take a moment to go)."""
+    listed = ", ".join(quote_literal(n) for n in names)
+    query(psql, admin, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname IN (%s) AND pid <> pg_backend_pid()" % listed)
+
+
+def swap_in(psql: str, admin: DbTarget, staging: str, name: str, replace: bool, stamp: str,
+            server_major: int) -> Optional[str]:
+    """Rename the staging database to the target's name; when ``replace``, the old target is renamed aside
+    in the same transaction (the target name is never missing, whenever the run dies) and dropped after.
+
+    Returns the aside name when its drop failed (the caller says where the old database is), else None.
+    """
+    if not replace:
+        execute(psql, admin, "ALTER DATABASE %s RENAME TO %s" % (quote_ident(staging), quote_ident(name)))
+        return None
+    old = aside_name(name, stamp)
+    swap = ("BEGIN; ALTER DATABASE %s RENAME TO %s; ALTER DATABASE %s RENAME TO %s; COMMIT;"
+            % (quote_ident(name), quote_ident(old), quote_ident(staging), quote_ident(name)))
+    for attempt in range(5):
+        _disconnect(psql, admin, [name, staging])
+        try:
+            execute(psql, admin, swap)
+            break
+        except BackupError as exc:  # a client reconnected between the two statements: end it again
+            if "being accessed by other users" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    pause("restore-swapped")
+    try:
+        _disconnect(psql, admin, [old])
+        drop_database(psql, admin, old, force=server_major >= 13)
+    except BackupError:
+        return old
+    return None
 
 
 def rename_database(statement: str, source: str, target: str) -> str:
