@@ -135,8 +135,8 @@ def test_health_aggregates_and_nagios_code(repo):
     _backup(repo, "full", timedelta(hours=2))
     report = health(cfg, now=NOW, env={}, connect=False)
     assert report["status"] == "ok" and report["exit_code"] == 0, report
-    assert [c["check"] for c in report["checks"]] == ["repository", "catalog", "age:full", "checksum:full",
-                                                     "clock-skew", "disk", "last-run", "drill"]
+    assert [c["check"] for c in report["checks"]] == [
+        "repository", "catalog", "age:full", "checksum:full", "clock-skew", "disk", "last-run", "drill"]
     write_json_atomic(os.path.join(repo.log_dir, "drill-latest.json"),
                       {"ok": True, "finished_at": iso(NOW - timedelta(days=30))})
     assert health(cfg, now=NOW, env={}, connect=False)["exit_code"] == 1

@@ -240,8 +240,8 @@ def period_label(granularity: str, moment: datetime, tz: Any = timezone.utc) -> 
 def _sort_key(record: BackupRecord) -> Tuple[Any, ...]:
     # Total over what a manifest may hold, so the plan does not depend on the listing's order (two manifests
     # with one id and one date decide the same way whichever is read first).
-    return (record.created_at, record.id, not record.good, record.status, record.parent or "", record.damaged or "",
-            record.verified, record.failed_verification)
+    return (record.created_at, record.id, record.type, record.database, not record.good, record.status,
+            record.parent or "", record.damaged or "", record.verified, record.failed_verification)
 
 
 def _not_good_reason(record: BackupRecord) -> str:
