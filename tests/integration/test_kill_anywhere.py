@@ -173,8 +173,8 @@ def test_kill_create(pg15, source, tmp_path, step):
     assert len(after) == (2 if step == "create-saved" else 1)  # a new backup is listed only once complete
     world.assert_outside_untouched()
     again = cli.create(world.env, "full")  # the lock of the killed run is free, its files are no obstacle
-    cli.run(["verify", "--level", "checksum"], world.env)
-    cli.run(["cleanup", "--leftover-grace", "0s"], world.env)
+    cli.run(["cleanup", "--leftover-grace", "0s"], world.env)  # the killed run's files go (create waits 6 h)
+    cli.run(["verify", "--level", "checksum"], world.env)  # every backup whole, no file without its manifest
     assert again["id"] in world.good()  # (the first may go: retention keeps one full a day)
     world.assert_no_leftovers()
     world.assert_outside_untouched()

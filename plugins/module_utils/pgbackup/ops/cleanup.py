@@ -79,7 +79,9 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
     if repo.destination:
         result["destination"] = repo.destination
     elif not os.path.isdir(repo.root or ""):
-        return result
+        if os.path.lexists(repo.root or ""):  # a file (or a dangling link) where the backup directory should be
+            raise ConfigError("%s is not a directory" % repo.root)
+        return result  # no backup directory yet: nothing to clean up
     if dry_run:
         return _run(repo, result, effective, schedules, now, zone, grace, apply=False, local=local)
     if not os.path.isdir(local.root or ""):  # a destination cleaned up from a host without its backup directory
