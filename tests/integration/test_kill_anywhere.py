@@ -205,7 +205,7 @@ KEEP_NEWEST = {"BACKUP_RETENTION_DAILY": "1", "BACKUP_RETENTION_WEEKLY": "0", "B
 @pytest.mark.parametrize("step", CLEANUP_STEPS)
 def test_kill_cleanup(pg15, source, tmp_path, step):
     world = World(pg15, source, tmp_path, **KEEP_NEWEST)
-    taken = [cli.create(world.env, "full")["id"] for _ in range(3)]
+    taken = [cli.create(world.env, "full")["id"] for _round in range(3)]
     before = world.good()
     world.kill_at(["cleanup"], step)
     after = world.good()

@@ -385,7 +385,7 @@ def test_serve_outlasts_idle_connections(tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
                 time.sleep(0.1)
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _conn in range(200)]
         idle[0].sendall(b"GET /metr")  # a slow client: half a request line, then nothing
         time.sleep(0.5)
         started = time.monotonic()

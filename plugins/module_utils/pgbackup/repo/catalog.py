@@ -59,7 +59,7 @@ def leftover_grace(cfg: Any) -> timedelta:
 
 def is_our_file(key: str) -> bool:
     """Whether ``key`` (``<kind>/<name>``) is named as this tool names a backup's files and temp files."""
-    folder, _, name = key.rpartition("/")
+    folder, _sep, name = key.rpartition("/")
     match = OUR_NAME.match(name) or OUR_TEMP_NAME.match(name)
     return bool(match) and match.group("kind") == folder  # type: ignore[union-attr]
 
