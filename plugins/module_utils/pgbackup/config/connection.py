@@ -14,7 +14,6 @@ killed with SIGKILL cannot remove its passfile; the next run removes every passf
 from __future__ import annotations
 
 import atexit
-import errno
 import os
 import re
 import secrets
@@ -25,6 +24,7 @@ from urllib.parse import quote, unquote
 
 from ..core.errors import ConfigError
 from ..core.fsutil import NOFOLLOW, check_private_dir
+from ..core.process import alive
 
 PASSFILE = re.compile(r"^pgpass-(?P<pid>[0-9]+)-[0-9a-f]+$")
 _FALLBACK: List[str] = []  # this process's own directory when the per-user one is someone else's
@@ -224,18 +224,8 @@ def remove_stale_passfiles(directory: str) -> None:
         return
     for name in names:
         match = PASSFILE.match(name)
-        if match and not _running(int(match.group("pid"))):
+        if match and not alive(int(match.group("pid"))):
             _remove_quietly(os.path.join(directory, name))
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno != errno.ESRCH
-    return True
 
 
 def _netloc_without_password(netloc: str) -> str:

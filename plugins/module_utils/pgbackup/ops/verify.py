@@ -22,6 +22,7 @@ from ..core.clock import iso, parse_iso, utc_now
 from ..core.duration import format_duration
 from ..core.errors import (BackupError, ClientToolError, ConfigError, ConnectionFailed, LockedError, ResourceError,
                            VerifyError)
+from ..core.process import alive
 from ..core.runlog import RunLog
 from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, load_backup, slug
 from ..pg.binaries import any_psql, select_tools
@@ -220,16 +221,6 @@ def scratch_name(backup_id: str) -> str:
     return (unique + slug(backup_id))[:46]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process: alive
-    return True
-
-
 def drop_stale_scratch(psql: str, admin: DbTarget) -> List[str]:
     """Drop the scratch databases of checks killed on this host (their process is gone); the names dropped.
 
@@ -239,7 +230,7 @@ def drop_stale_scratch(psql: str, admin: DbTarget) -> List[str]:
     dropped = []
     for (name,) in rows:
         match = _SCRATCH.match(name)
-        if match and match.group("host") == _host_tag() and not _pid_alive(int(match.group("pid"))):
+        if match and match.group("host") == _host_tag() and not alive(int(match.group("pid"))):
             try:
                 execute(psql, admin, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % quote_ident(name))
                 dropped.append(name)

@@ -27,6 +27,7 @@ from ..core.clock import is_future, iso, utc_now
 from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError, NotFound, VerifyError
 from ..core.fsutil import check_private_dir, create_private, ensure_private_dir, trusted_owner
+from ..core.process import alive
 from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
                               load_backup, parse_backup_bytes, slug)
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
@@ -62,18 +63,6 @@ def is_our_file(key: str) -> bool:
     folder, _sep, name = key.rpartition("/")
     match = OUR_NAME.match(name) or OUR_TEMP_NAME.match(name)
     return bool(match) and match.group("kind") == folder  # type: ignore[union-attr]
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process: alive
-    return True
 
 
 def stored_manifest_bytes(backup: Backup) -> bytes:
@@ -401,7 +390,7 @@ class Repository:
                     continue
                 if not match or not stat.S_ISDIR(st.st_mode) or not trusted_owner(st.st_uid) or st.st_mtime > limit:
                     continue
-                if match.group("pid") and _running(int(match.group("pid"))):
+                if match.group("pid") and alive(int(match.group("pid"))):
                     continue
                 found.append(path)
         return found
