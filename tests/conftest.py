@@ -13,6 +13,7 @@ Missing binaries skip the tests, except when the CI environment variable is set:
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -95,3 +96,21 @@ def sample_db(pg: PgCluster) -> Iterator[SampleDb]:
         yield SampleDb(pg, name)
     finally:
         pg.drop_db(name)
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """``tmpfs(path, options)`` mounts a tmpfs there (read-only, tiny...); unmounted after the test. Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts = []
+
+    def mount(path: Path, options: str) -> Path:
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -100,21 +100,6 @@ def test_unknown_type(repo):
     assert_untouched(repo)
 
 
-@pytest.fixture(name="tmpfs")
-def _tmpfs(tmp_path):
-    mounts = []
-
-    def mount(path, options):
-        os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-        mounts.append(path)
-        return path
-
-    yield mount
-    for path in reversed(mounts):
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_unwritable_backup_directory(repo, tmpfs, tmp_path):
     target = tmpfs(tmp_path / "readonly", "ro,size=1m")
     env = dict(repo["env"], BACKUP_DIR=str(target / "backups"))

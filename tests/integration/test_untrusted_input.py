@@ -214,23 +214,6 @@ def test_restore_past_a_bad_manifest(repo, pg15):
         pg15.drop_db(target)
 
 
-@pytest.fixture(name="tmpfs")
-def _tmpfs(tmp_path):
-    mounts = []
-
-    def mount(path, options):
-        os.makedirs(path, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
-        mounts.append(path)
-        return path
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root; test_read_only_by_mode covers other users")
-    yield mount
-    for path in reversed(mounts):
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def _read_only_commands(env, backup_id):
     for args in (["verify"], ["verify", backup_id], ["cleanup"], ["cleanup", "--dry-run"], ["list"]):
         proc = cli.run(args, env, check=False)
