@@ -81,6 +81,46 @@ options:
       - If not set, E(BACKUP_ENCRYPTION_IDENTITY_FILE), then the configuration file's C(backup.encryption.identityFile)
         are used.
     type: path
+  encryption_signing_key_file:
+    description:
+      - An Ed25519 private key file, mode 0600, outside the backup directory, that signs manifests on the backup
+        host (C(seawall-pgbackup keygen --signing)); age mode needs one.
+      - If not set, E(BACKUP_ENCRYPTION_SIGNING_KEY_FILE), then the configuration file's
+        C(backup.encryption.signingKeyFile) are used.
+    type: path
+  encryption_trusted_signers:
+    description:
+      - Ed25519 public keys (C(ed25519:...)) or files of them; manifests signed by one of them are trusted here.
+      - If not set, E(BACKUP_ENCRYPTION_TRUSTED_SIGNERS) (comma separated), then the configuration file's
+        C(backup.encryption.trustedSigners) are used.
+    type: list
+    elements: str
+  encryption_retired_keys:
+    description:
+      - Key ids that are retired; still read, never written, and the health check warns while a backup or a copy
+        at a destination still needs one.
+      - If not set, E(BACKUP_ENCRYPTION_RETIRED_KEYS) (comma separated), then the configuration file's
+        C(backup.encryption.retiredKeys) are used.
+    type: list
+    elements: str
+  repository_id:
+    description:
+      - The repository's name, signed into every manifest and bound into every encrypted file; a backup of
+        another repository is refused.
+      - If not set, E(BACKUP_REPOSITORY_ID), then the configuration file's C(backup.repository), then C(default).
+    type: str
+  accept_unsigned:
+    description:
+      - Also trust manifests without a signature (written by versions before manifests were signed), to migrate
+        them once with C(seawall-pgbackup rekey --all --accept-unsigned).
+      - If not set, E(BACKUP_ACCEPT_UNSIGNED), then C(false).
+    type: bool
+  accept_unencrypted:
+    description:
+      - Also trust backups that are not encrypted, or not under a configured key or recipient, although
+        encryption is configured.
+      - If not set, E(BACKUP_ACCEPT_UNENCRYPTED), then C(false).
+    type: bool
 notes:
   - The options O(database_url) and O(backup_dir) can be set once for every module of this
     collection with C(module_defaults) and the action group C(group/seawall.pgbackup.pgbackup).

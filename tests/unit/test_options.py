@@ -115,8 +115,10 @@ def test_defaults_are_the_strategy_documents():
 SAMPLES = {"url": "postgresql://backup@db.example:5432/vtt", "str": "/srv/backups", "optional_str": "/opt/pg/bin",
            "backup_type": "schema", "compression": "zstd", "level": "5", "count": "3", "bool": "true",
            "timezone": "Europe/Berlin", "cron": "5 4 * * *", "duration": "2h", "encryption_mode": "age",
-           "key_path": "/etc/seawall/key", "recipients": "age1" + "q" * 58}
-EXPECTED = {"level": 5, "count": 3, "bool": True, "recipients": ["age1" + "q" * 58]}
+           "key_path": "/etc/seawall/key", "recipients": "age1" + "q" * 58,
+           "signers": "ed25519:" + "A" * 43 + "=", "key_ids": "5e2abbef7ea476f9", "repository_id": "vtt-eu-1"}
+EXPECTED = {"level": 5, "count": 3, "bool": True, "recipients": ["age1" + "q" * 58],
+            "signers": ["ed25519:" + "A" * 43 + "="], "key_ids": ["5e2abbef7ea476f9"]}
 ENV_ROWS = [o for o in OPTIONS if o.env and o.parsed_by in ("settings", "encryption")]
 
 
@@ -138,15 +140,18 @@ def test_a_wrong_variable_is_named(option):
 def test_the_json_file_keys_are_the_tables():
     assert sorted(options.json_keys()) == sorted(
         ["types", "destinations", "monitoring", "directory", "pgBinDir", "timezone", "compression",
-         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify"])
+         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify", "repository"])
     with pytest.raises(ConfigError, match="backup.retention.*unknown key; known: cleanup, compression"):
         apply_json(default_config(), {"backup": {"retention": {}}}, "f.json")
     assert encryption.JSON == {"enabled": "encryption", "mode": "encryption_mode", "keyFile": "encryption_key_file",
                                "keyring": "encryption_keyring", "recipients": "encryption_recipients",
-                               "identityFile": "encryption_identity_file"}
+                               "identityFile": "encryption_identity_file",
+                               "signingKeyFile": "encryption_signing_key_file",
+                               "trustedSigners": "encryption_trusted_signers", "retiredKeys": "encryption_retired_keys"}
 
 
-JSON_SAMPLES = dict(SAMPLES, level=5, count=3, bool=True, probes=["select true"], recipients=["age1" + "q" * 58])
+JSON_SAMPLES = dict(SAMPLES, level=5, count=3, bool=True, probes=["select true"], recipients=["age1" + "q" * 58],
+                    signers=["ed25519:" + "A" * 43 + "="], key_ids=["5e2abbef7ea476f9"])
 JSON_ROWS = [o for o in OPTIONS if o.json and "<" not in o.json and o.parsed_by in ("settings", "encryption")
              and o.name != "encryption"]
 

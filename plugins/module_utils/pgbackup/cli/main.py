@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="backup directory (default: $BACKUP_DIR or ./backups)")
     common.add_argument("--pg-bin-dir", default=argparse.SUPPRESS,
                         help="directory of the PostgreSQL client tools to use")
+    common.add_argument("--accept-unsigned", action="store_true", default=argparse.SUPPRESS,
+                        help="also trust manifests without a signature (older versions'), to migrate them with rekey")
+    common.add_argument("--accept-unencrypted", action="store_true", default=argparse.SUPPRESS,
+                        help="also trust backups not encrypted under a configured key although encryption is on")
     parser = argparse.ArgumentParser(prog=PROG, description="PostgreSQL backups you can trust.", parents=[common])
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -367,6 +371,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  "pg_bin_dir": getattr(args, "pg_bin_dir", None)}
     if getattr(args, "compression", None):
         overrides["compression"] = args.compression
+    for name in ("accept_unsigned", "accept_unencrypted"):
+        if getattr(args, name, False):
+            overrides[name] = True
     try:
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         from ..ops.perform import perform  # pylint: disable=import-outside-toplevel

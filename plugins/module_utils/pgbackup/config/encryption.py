@@ -24,6 +24,8 @@ MODES = ("aes-256-gcm", "age")
 _MODE_ALIASES = {"aes-256-gcm": "aes-256-gcm", "aes": "aes-256-gcm", "aes256": "aes-256-gcm",
                  "symmetric": "aes-256-gcm", "age": "age", "x25519": "age", "public-key": "age"}
 _RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
+_SIGNER = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
+_KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # The keys of the JSON "encryption" object -> setting, from the option table (which also lists the variables,
@@ -66,6 +68,42 @@ def parse_recipients(key: str, value: Any, where: str = "") -> List[str]:
     return found
 
 
+def parse_signers(key: str, value: Any, where: str = "") -> List[str]:
+    """ed25519:<base64 of 32 bytes> public keys, inline or as files of them (one a line, # comments)."""
+    items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
+    found: List[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if item.startswith("ed25519:"):
+            if not _SIGNER.match(item):
+                raise ConfigError("%s%s: %r is not an Ed25519 public key (ed25519: and 43 base64 characters and =)"
+                                  % (key, _where(where), item[:80]))
+            found.append(item)
+            continue
+        try:
+            with open(item, encoding="utf-8") as handle:
+                lines = [ln.strip() for ln in handle if ln.strip() and not ln.strip().startswith("#")]
+        except OSError as exc:
+            raise ConfigError("%s%s: %r is neither an ed25519:... public key nor a readable file of them: %s"
+                              % (key, _where(where), item[:80], exc.strerror)) from None
+        found.extend(parse_signers("%s file %s" % (key, item), lines))
+    return found
+
+
+def parse_key_ids(key: str, value: Any, where: str = "") -> List[str]:
+    """Key ids (16 hex digits, as `keygen`, `list` and the manifests show them), comma or space separated."""
+    items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
+    found: List[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if not item:
+            continue
+        if not _KEY_ID.match(item):
+            raise ConfigError("%s%s: %r is not a key id (16 hex digits)" % (key, _where(where), item[:80]))
+        found.append(item)
+    return found
+
+
 def apply_encryption_setting(cfg, name: str, value: Any, key: str = "", where: str = "") -> None:
     """Set one ``encryption_*`` field of ``cfg``; ``key`` names the setting in messages."""
     key = key or name
@@ -80,7 +118,12 @@ def apply_encryption_setting(cfg, name: str, value: Any, key: str = "", where: s
         cfg.encryption_mode = parse_mode(key, value, where)
     elif name == "encryption_recipients":
         cfg.encryption_recipients = parse_recipients(key, value, where)
-    elif name in ("encryption_key_file", "encryption_keyring", "encryption_identity_file"):
+    elif name == "encryption_trusted_signers":
+        cfg.encryption_trusted_signers = parse_signers(key, value, where)
+    elif name == "encryption_retired_keys":
+        cfg.encryption_retired_keys = parse_key_ids(key, value, where)
+    elif name in ("encryption_key_file", "encryption_keyring", "encryption_identity_file",
+                  "encryption_signing_key_file"):
         text = str(value).strip()
         setattr(cfg, name, os.path.expanduser(text) if text else None)
     else:

@@ -111,6 +111,27 @@ OPTIONS: Tuple[Option, ...] = (
     Option("encryption_identity_file", "key_path", None, "An age identity file (0600); only to verify or "
            "restore age-mode backups.", env="BACKUP_ENCRYPTION_IDENTITY_FILE", json="encryption.identityFile",
            module="encryption_identity_file", module_type="path", no_log=False, parsed_by="encryption"),
+    Option("encryption_signing_key_file", "key_path", None, "An Ed25519 private key file (0600) that signs "
+           "manifests on the backup host (`keygen --signing`); age mode needs one.",
+           env="BACKUP_ENCRYPTION_SIGNING_KEY_FILE", json="encryption.signingKeyFile",
+           module="encryption_signing_key_file", module_type="path", no_log=False, parsed_by="encryption"),
+    Option("encryption_trusted_signers", "signers", [], "Ed25519 public keys (ed25519:...) or files of them: "
+           "the signers whose manifests are trusted on this host.", env="BACKUP_ENCRYPTION_TRUSTED_SIGNERS",
+           json="encryption.trustedSigners", module="encryption_trusted_signers", module_type="list",
+           module_elements="str", parsed_by="encryption"),
+    Option("encryption_retired_keys", "key_ids", [], "Key ids that are retired: still read, never written; "
+           "health warns while a backup or a copy still needs one.", env="BACKUP_ENCRYPTION_RETIRED_KEYS",
+           json="encryption.retiredKeys", module="encryption_retired_keys", module_type="list",
+           module_elements="str", parsed_by="encryption"),
+    Option("repository_id", "repository_id", "default", "The repository's name, signed into every manifest and "
+           "bound into every encrypted file: a backup of another repository is refused.",
+           env="BACKUP_REPOSITORY_ID", json="repository", module="repository_id", module_type="str"),
+    Option("accept_unsigned", "bool", False, "Accept manifests without a signature (written before manifests "
+           "were signed), to migrate them once with `rekey --all`.", env="BACKUP_ACCEPT_UNSIGNED",
+           module="accept_unsigned", module_type="bool", cli=("--accept-unsigned",)),
+    Option("accept_unencrypted", "bool", False, "Accept backups that are not encrypted, or not under a "
+           "configured key or recipient, although encryption is configured.", env="BACKUP_ACCEPT_UNENCRYPTED",
+           module="accept_unencrypted", module_type="bool", cli=("--accept-unencrypted",)),
     Option("pg_bin_dir", "optional_str", None, "Directory of the PostgreSQL client tools, used alone; unset: "
            "the lowest installed client major at least the server's.", env="BACKUP_PG_BIN_DIR", json="pgBinDir",
            module="pg_bin_dir", module_type="path", cli=("--pg-bin-dir",)),

@@ -77,6 +77,12 @@ class Config:
     encryption_keyring: Optional[str] = _default("encryption_keyring")    # a directory of *.key files (rotation)
     encryption_recipients: List[str] = field(default_factory=list)  # age1... public keys
     encryption_identity_file: Optional[str] = _default("encryption_identity_file")  # age keys, restore side only
+    encryption_signing_key_file: Optional[str] = _default("encryption_signing_key_file")  # Ed25519, signs manifests
+    encryption_trusted_signers: List[str] = field(default_factory=list)  # ed25519:... public keys
+    encryption_retired_keys: List[str] = field(default_factory=list)  # key ids still read, never written
+    repository_id: str = _default("repository_id")
+    accept_unsigned: bool = _default("accept_unsigned")
+    accept_unencrypted: bool = _default("accept_unencrypted")
     pg_bin_dir: Optional[str] = _default("pg_bin_dir")
     jobs: int = _default("jobs")
     timezone: str = _default("timezone")
@@ -219,6 +225,16 @@ def _parse_optional_text(key: str, value: Any, where: str = "") -> Optional[str]
     return str(value) or None
 
 
+_REPOSITORY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+def parse_repository_id(key: str, value: Any, where: str = "") -> str:
+    text = str(value).strip()
+    if not _REPOSITORY_ID.match(text):
+        raise _bad(key, value, "a repository id is 1-64 letters, digits, '_', '.', ':' or '-'", where)
+    return text
+
+
 def _parse_duration_text(key: str, value: Any, where: str = "") -> Any:  # pylint: disable=unused-argument
     """Checked now, kept as written: cleanup reads it with parse_duration."""
     parse_duration(key, value)
@@ -236,6 +252,7 @@ PARSERS = {
     "url": parse_url, "str": _parse_text, "optional_str": _parse_optional_text,
     "backup_type": parse_kind, "compression": parse_compression, "bool": parse_bool, "timezone": parse_timezone,
     "cron": parse_cron, "duration": _parse_duration_text, "probes": _parse_probes,
+    "repository_id": parse_repository_id,
 }
 
 

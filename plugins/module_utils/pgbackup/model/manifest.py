@@ -64,6 +64,19 @@ class Encryption(Record):
 
 
 @dataclass
+class Auth(Record):
+    """The manifest's signature (codec/authn.py): an HMAC under the repository key, or an Ed25519 signature."""
+
+    algorithm: str
+    key_id: str
+    value: str
+    extra: Dict[str, Any] = field(default_factory=dict, repr=False)
+    present: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)
+
+    REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"algorithm", "key_id", "value"})
+
+
+@dataclass
 class FileEntry(Record):
     """One stored file of a backup (``name`` is relative to the manifest's directory)."""
 
@@ -116,11 +129,12 @@ class Copy(Record):
     copied_at: Optional[datetime] = None
     removed_at: Optional[datetime] = None
     reason: Optional[str] = None
+    key_id: Optional[str] = None  # the key the copied files were encrypted under (a rekey makes the copy stale)
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
     present: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)
 
     REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"destination"})
-    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"type", "uri", "copied_at", "removed_at", "reason"})
+    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"type", "uri", "copied_at", "removed_at", "reason", "key_id"})
 
 
 @dataclass
@@ -222,11 +236,14 @@ class Manifest(Record):
     verification: Optional[Verification] = None
     copies: List[Copy] = field(default_factory=list)
     rekeyed: List[Rekeying] = field(default_factory=list)
+    repository: Optional[str] = None  # the repository id (BACKUP_REPOSITORY_ID), signed and bound into each file
+    sealed: Optional[str] = None      # at a destination: the describing fields, encrypted (codec/sealed.py)
+    auth: Optional[Auth] = None       # the signature over everything else (codec/authn.py)
     extra: Dict[str, Any] = field(default_factory=dict, repr=False)
     present: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)
 
     REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"format_version", "id", "type", "created_at", "files"})
-    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed"})
+    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed", "repository", "sealed", "auth"})
     KEYS: ClassVar[Dict[str, str]] = {"kind": "type"}
     ERROR = ManifestError
     LABEL = "manifest"
