@@ -54,6 +54,7 @@ MODULE_HINTS = {
     'replace-rows': '; set replace=true to replace rows that are already there',
     'checksum-level': ' (level=checksum)',
     'keygen': " (create one with 'seawall-pgbackup keygen --keyring DIR' on the host)",
+    'keygen-signing': " (create one with 'seawall-pgbackup keygen --signing --output FILE' on the host)",
     'sync': "; run 'seawall-pgbackup sync' on the host to retry",
     'list': ' (see pg_backup_info)',
     'list-destination': " (see 'seawall-pgbackup list --destination %s' on the host)",

@@ -299,7 +299,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.veri
     plan_verify,
     run_verify,
 )
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import Repository
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import open_repository
 
 
 def planned(module, result, make_plan):
@@ -327,7 +327,7 @@ def finish(module, result, plan, before, after):
 
 def drilled(cfg, report, result):
     """The backup a drill report names, and its recorded verification, into the result."""
-    for backup in Repository(cfg.backup_dir).backups(include_bad=True):
+    for backup in open_repository(cfg).backups(include_bad=True):
         if backup.id == (report or {}).get('backup_id'):
             result.update(backup=backup.summary(), verification=backup.summary()['verification'])
     return result
@@ -348,7 +348,7 @@ def verify(module, cfg, max_age, result):
         record = run_verify(cfg, plan, params['target_url'], params['probes'], params['with_globals'])
         verification = dict((key, value) for key, value in record.items() if key not in ('id', 'type'))
         shaped = dict(changed=True, verification=verification,
-                      backup=Repository(cfg.backup_dir).find(plan.backup.id, allow_bad=True).summary())
+                      backup=open_repository(cfg).find(plan.backup.id, allow_bad=True).summary())
         if not record['ok']:
             failed = VerifyError('backup %s failed %s verification: %s'
                                  % (plan.backup.id, plan.level, verification['details']))

@@ -31,6 +31,9 @@ def add_encryption_commands(sub) -> None:
     keygen.add_argument("--keyring", help="keyring directory (default: $BACKUP_ENCRYPTION_KEYRING)")
     keygen.add_argument("--age", metavar="IDENTITY_FILE",
                         help="write a new age identity (0600) to this file and print its public recipient")
+    keygen.add_argument("--signing", action="store_true",
+                        help="write a new Ed25519 manifest signing key (0600) to --output and print its public key")
+    keygen.add_argument("--output", metavar="FILE", help="where --signing writes the private key")
     keygen.add_argument("--json", action="store_true")
 
 
@@ -51,6 +54,19 @@ def _cmd_rekey(cfg, args) -> int:
 
 
 def _cmd_keygen(cfg, args) -> int:
+    if args.signing:
+        from ..codec.authn import write_signing_key  # pylint: disable=import-outside-toplevel
+
+        if not args.output:
+            raise ConfigError("keygen --signing needs --output FILE (the private key, kept on the backup host)")
+        result = write_signing_key(args.output, cfg.backup_dir)
+        if args.json:
+            _out(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _out("created Ed25519 signing key id %s in %s" % (result["key_id"], result["path"]))
+            _out("public key (for BACKUP_ENCRYPTION_TRUSTED_SIGNERS on restore hosts):")
+            _out(result["public_key"])
+        return 0
     if args.age:
         result = write_age_identity(args.age, cfg.backup_dir)
     else:

@@ -348,6 +348,7 @@ CLI_HINTS = {
     "replace-rows": "; pass --clean to replace rows that are already there",
     "checksum-level": " (--level checksum)",
     "keygen": " (create one with '%s keygen --keyring DIR')" % PROG,
+    "keygen-signing": " (create one with '%s keygen --signing --output FILE')" % PROG,
     "sync": "; run '%s sync' to retry" % PROG,
     "list": " (see '%s list')" % PROG,
     "list-destination": " (see '%s list --destination %%s')" % PROG,

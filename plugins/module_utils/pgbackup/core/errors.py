@@ -24,6 +24,7 @@ HINTS: Dict[str, str] = {
     "replace-rows": "empty each table before it is filled",
     "checksum-level": "verify only the checksums",
     "keygen": "create an encryption key",
+    "keygen-signing": "make an Ed25519 signing key",
     "sync": "copy the backups a destination lacks again",
     "list": "list the backups",
     "list-destination": "list the backups at a destination (hint_value: its name)",

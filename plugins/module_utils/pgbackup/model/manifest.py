@@ -385,18 +385,27 @@ class Backup:
         write_json_atomic(self.manifest_path, self.manifest.to_dict())
 
 
-def parse_manifest_bytes(data: bytes, source: str) -> Manifest:
-    """A manifest from its JSON bytes (a file or an object at a destination); raises ManifestError."""
+def decode_manifest(data: bytes, source: str) -> Any:
+    """The JSON document of a manifest's bytes; raises ManifestError."""
     try:
-        document = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestError("%s: not valid JSON: %s" % (source, exc)) from None
-    return Manifest.from_dict(document, source)
+
+
+def parse_manifest_bytes(data: bytes, source: str) -> Manifest:
+    """A manifest from its JSON bytes (a file or an object at a destination); raises ManifestError."""
+    return Manifest.from_dict(decode_manifest(data, source), source)
 
 
 def parse_backup_bytes(data: bytes, location: str) -> Backup:
     """The backup whose manifest, read from any store at ``location``, is ``data``; raises ManifestError."""
-    manifest = parse_manifest_bytes(data, location)
+    return backup_from_document(decode_manifest(data, location), location)
+
+
+def backup_from_document(document: Any, location: str) -> Backup:
+    """The backup of a decoded manifest document found at ``location``; raises ManifestError."""
+    manifest = Manifest.from_dict(document, location)
     name = re.split(r"[\\/]", location)[-1]
     if name != manifest.id + MANIFEST_SUFFIX:
         raise ManifestError("%s: the manifest of %s is not named %s%s"

@@ -22,7 +22,7 @@ from ..core.fsutil import write_file_atomic
 from ..model.drillreport import DrillReport, read_latest
 from ..model.record import RecordError
 from ..model.runrecord import read_runs
-from ..repo.catalog import Repository, present
+from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
 
 TEXTFILE_NAME = "seawall_pgbackup.prom"
@@ -69,7 +69,7 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
     """Every sample, by metric name (without the prefix)."""
     samples: Dict[str, List[Tuple[Dict[str, str], float]]] = {name: [] for name in METRICS}
     host = socket.gethostname()
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
 
     def add(name: str, labels: Dict[str, Any], value: Optional[float]) -> None:
         if value is not None:

@@ -34,7 +34,7 @@ from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
-from ..repo.catalog import Repository, leftover_grace, present
+from ..repo.catalog import leftover_grace, open_repository, present
 from .sync import copy_new_backup
 
 PROG = "seawall-pgbackup"
@@ -110,7 +110,8 @@ class BackupRun:
         # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
         self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())
-        self.repo = Repository(cfg.backup_dir)
+        self.repo = open_repository(cfg)
+        self.repo.trust.require_signer()  # its manifest will be signed: the key is checked before the dump
         self.log = log
         self.removed_leftovers: List[str] = []
 
@@ -211,7 +212,7 @@ class BackupRun:
             }
             backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
             pause("create-manifest")  # crash tests: every file written, no manifest yet
-            backup.save()  # last: until now nothing of this run is listed or restorable
+            self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
             pause("create-saved")
             return backup
         except BaseException:
@@ -232,7 +233,7 @@ def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
 def newest_good(cfg: Config, kind: str, database: Optional[str] = None,
                 now: Optional[datetime] = None) -> Optional[Backup]:
     """The newest good backup of ``kind`` not dated in the future (a clock that ran ahead never satisfies max_age)."""
-    found = present(Repository(cfg.backup_dir).backups(kind=kind, database=database), now)
+    found = present(open_repository(cfg).backups(kind=kind, database=database), now)
     return found[-1] if found else None
 
 
@@ -325,5 +326,5 @@ def run_backup(cfg: Config, kind: Optional[str] = None, outcome: Optional[Backup
     outcome.backup = create_backup(cfg, kind)
     outcome.copies = copy_new_backup(cfg, outcome.backup)["copied"]
     if outcome.copies:  # the copies are recorded in the manifest
-        outcome.backup = Repository(cfg.backup_dir).find(outcome.backup.manifest_path, allow_bad=True)
+        outcome.backup = open_repository(cfg).find(outcome.backup.manifest_path, allow_bad=True)
     return outcome

@@ -68,7 +68,7 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
     grace = DEFAULT_LEFTOVER_GRACE if leftover_grace is None else parse_duration("leftover_grace", leftover_grace)
     effective = policies_of(cfg, policies)
     schedules = schedules_of(cfg)
-    local = Repository(cfg.backup_dir)  # its lock and its log, whichever repository is cleaned up
+    local = open_repository(cfg)  # its lock and its log, whichever repository is cleaned up
     repo = repo or local
     result: Dict[str, Any] = {
         "backup_dir": repo.root or repo.store.uri(), "dry_run": bool(dry_run), "now": iso(now), "timezone": zone,

@@ -22,7 +22,7 @@ from ..model.drillreport import LATEST_REPORT
 from ..model.manifest import Backup
 from ..model.drillreport import read_latest, write_report
 from ..model.record import RecordError
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 from .verify import DEFAULT_KIND, age_of, check_settings, verify_and_record
 
 
@@ -71,7 +71,7 @@ def plan_drill(cfg: Config, max_age: int = 0) -> DrillPlan:
     """The backup the drill restores; with ``max_age`` (seconds), skip when logs/drill-latest.json reports a
     successful drill of this database that finished less than that long ago (whichever backup it restored)."""
     database = DbTarget(cfg.require_database_url()).dbname
-    newest = Repository(cfg.backup_dir).find("latest", kind=DEFAULT_KIND, database=database)
+    newest = open_repository(cfg).find("latest", kind=DEFAULT_KIND, database=database)
     plan = DrillPlan(newest, report_path(cfg))
     if max_age > 0:
         previous = read_report(plan.report_path)
@@ -98,7 +98,7 @@ def run_drill(cfg: Config, server_url: Optional[str] = None, probes: Optional[Se
     source = DbTarget(cfg.require_database_url())
     server, probes, with_globals = check_settings(cfg, server_url, probes, with_globals)
     server = server or source
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
     backup = plan.backup if plan is not None else repo.find("latest", kind=DEFAULT_KIND, database=source.dbname)
     started = utc_now()
     cause: Optional[BackupError] = None

@@ -25,7 +25,7 @@ from ..config.settings import LOGICAL_KINDS, Config
 from ..core.clock import utc_now
 from ..core.errors import BackupError
 from ..pg.binaries import any_psql
-from ..repo.catalog import Repository, present
+from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
 from .health_checks import (check_catalog, check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
                             check_repository, recent_full_size, worst)
@@ -63,7 +63,7 @@ def check_backup_age(cfg: Config, kind: str, now: Optional[datetime] = None) -> 
     now = now or utc_now()
     schedule = cfg.kinds[kind].schedule
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
-    found = Repository(cfg.backup_dir).backups(kind=kind, database=database)
+    found = open_repository(cfg).backups(kind=kind, database=database)
     backups = present(found, now)  # one dated in the future is never fresh (clock-skew warns of it)
     interval = schedule_interval(schedule) if schedule else None
     if not backups:
@@ -100,7 +100,7 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     """Every check; ``connect=False`` leaves the database out, ``checksums=False`` the sha256 (``serve``'s /healthz)."""
     settings = settings or load_monitoring(cfg.monitoring, os.environ if env is None else env)
     limits = settings.health
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
     repository, safe = _repository_checks(cfg.backup_dir, repo)

@@ -32,7 +32,7 @@ from ..core.runlog import RunLog
 from ..core.testpoints import pause
 from ..model.manifest import Backup, Encryption, FileEntry, Rekeying
 from ..pg.pipeline import CHUNK
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 
 _CRYPTO_SUFFIXES = tuple(SUFFIX.values())
 
@@ -174,7 +174,7 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
                                                       to_key=sealing.key_id)]
         manifest = replace(backup.manifest, files=new_entries, rekeyed=history,
                            encryption=Encryption.from_dict(sealing.record()))
-        Backup(manifest, backup.manifest_path).save()  # from here on the new copies are the backup
+        repo.save(Backup(manifest, backup.manifest_path))  # from here on the new copies are the backup
     except BaseException:
         for name in created:
             remove_quietly(os.path.join(directory, name))
@@ -206,7 +206,7 @@ def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, b
                everything: bool = False) -> List[Dict[str, Any]]:
     """What ``rekey`` would do with the same selection: a row per backup, ``changed`` when it would be
     re-encrypted (its key is not the newest). Reads only: no lock, no key material beyond the keyring's ids."""
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
     sealing = sealing_for(cfg, load_keyring(cfg))
     rows = []
     for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
@@ -223,7 +223,7 @@ def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, b
 def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before: Optional[str] = None,
           everything: bool = False) -> List[Dict[str, Any]]:
     """Re-encrypt the chosen backups to the newest key; a failure stops at that backup (the rest untouched)."""
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
     ring = load_keyring(cfg)
     sealing = sealing_for(cfg, ring)
     if sealing.mode == "age":

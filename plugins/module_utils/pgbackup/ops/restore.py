@@ -36,7 +36,7 @@ def select_backup(cfg: Config, selector: str = "latest", kind: Optional[str] = N
 
     ``repo``: the catalog to choose from (default the backup directory; a destination's from open_repository).
     """
-    repo = repo or Repository(cfg.backup_dir)
+    repo = repo or open_repository(cfg)
     database = source_database(cfg)
     if before is not None:
         if selector != "latest":

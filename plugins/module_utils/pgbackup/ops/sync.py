@@ -24,8 +24,8 @@ from ..config.destinations import DestinationSettings
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
 from ..core.runlog import RunLog
-from ..model.manifest import Backup, Copy, FileEntry, load_backup
-from ..repo.catalog import Repository, stored_manifest_bytes
+from ..model.manifest import Backup, Copy, FileEntry
+from ..repo.catalog import Repository, open_repository, stored_manifest_bytes
 from ..store import open_destination, remote_settings
 from ..store.base import DestinationError, Store
 
@@ -69,25 +69,26 @@ def copy_backup(source: Repository, backup: Backup, dest: Store, settings: Desti
                 info = dest.write(key, stream, entry.size, entry.sha256)
         _check_upload(dest, settings, key, entry, info.size)
         uploaded.append(key)
-    data = stored_manifest_bytes(backup)
+    data = stored_manifest_bytes(backup, source.trust)
     key = source.key_of(backup)
     dest.put_bytes(key, data)
     info = dest.stat(key)
     if info is None or info.size != len(data):
         raise dest.error("check", key, "the manifest is not there whole after its upload")
+    encryption = backup.manifest.encryption
     return {"destination": dest.name, "type": dest.kind, "uri": dest.uri(key), "copied_at": iso(utc_now()),
-            "uploaded": len(uploaded)}
+            "key_id": encryption.key_id if encryption else None, "uploaded": len(uploaded)}
 
 
-def record_copy(backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
+def record_copy(local: Repository, backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     """Add or replace this destination's entry in the local manifest (atomically). Call under the lock."""
-    current = load_backup(backup.manifest_path)
+    current = local.reload(backup)
     if current is None:
         return None  # deleted by cleanup meanwhile: nothing to record
     copies = [c for c in current.manifest.copies if c.destination != record["destination"]]
     copies.append(Copy.from_dict({k: v for k, v in record.items() if k != "uploaded"}, current.manifest_path))
     current.manifest.copies = copies
-    current.save()
+    local.save(current)
     return current
 
 
@@ -96,13 +97,13 @@ def forget_copy(local: Repository, backup: Backup, name: str, now: datetime) -> 
     remembers, so sync does not upload it again. Call under the lock when the backup directory exists."""
     if local.root is None:
         return
-    current = load_backup(local.manifest_path(backup.kind, backup.id))
+    current = local.reload(Backup(backup.manifest, local.manifest_path(backup.kind, backup.id)))
     if current is None:
         return
     copies = [c for c in current.manifest.copies if c.destination != name]
     copies.append(Copy(destination=name, removed_at=now, reason="retention at the destination"))
     current.manifest.copies = copies
-    current.save()
+    local.save(current)
 
 
 def copy_recorded(backup: Backup, name: str) -> bool:
@@ -125,7 +126,7 @@ def plan_sync(cfg: Any, destination: Optional[str] = None) -> Dict[str, Any]:
     Reads the local catalog only (the recorded copies), so it needs no credentials and touches nothing.
     """
     targets = _targets(cfg, destination)
-    backups = Repository(cfg.backup_dir).backups() if targets else []
+    backups = open_repository(cfg).backups() if targets else []
     plan: Dict[str, Any] = {"dry_run": True, "destinations": [s.name for s in targets], "to_copy": [], "present": 0}
     for settings in targets:
         for backup in backups:
@@ -146,12 +147,12 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
     result: Dict[str, Any] = {"copied": [], "present": 0, "failed": [], "destinations": [s.name for s in targets]}
     if not targets:
         return result  # no destination: nothing is touched
-    repo = Repository(cfg.backup_dir)
+    repo = open_repository(cfg)
     log = RunLog(repo.log_dir)
     # The lock is held only to record a copy: a long upload never makes a scheduled backup wait or fail.
     # A backup deleted locally by cleanup meanwhile still completes its copy (its files stay readable while open, or the
     # upload fails cleanly before the manifest); the record is then simply skipped.
-    backups = [load_backup(b.manifest_path) for b in only] if only is not None else repo.backups()
+    backups = [repo.reload(b) for b in only] if only is not None else repo.backups()
     for settings in targets:
         try:
             dest = open_destination(settings)
@@ -168,7 +169,7 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
                     continue
                 record = copy_backup(repo, backup, dest, settings)
                 with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
-                    record_copy(backup, record)
+                    record_copy(repo, backup, record)
                 result["copied"].append(dict(record, id=backup.id))
                 log.info("copied", id=backup.id, destination=settings.name, uri=record["uri"],
                          uploaded=record["uploaded"])

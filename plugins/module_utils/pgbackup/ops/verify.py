@@ -24,7 +24,7 @@ from ..core.errors import (BackupError, ClientToolError, ConfigError, Connection
                            VerifyError)
 from ..core.process import alive
 from ..core.runlog import RunLog
-from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, load_backup, slug
+from ..model.manifest import PARTIAL_SUFFIX, Backup, FileEntry, Verification, slug
 from ..pg.binaries import any_psql, select_tools
 from ..pg.client import execute, query, quote_ident
 from ..pg.pipeline import CHUNK
@@ -32,7 +32,7 @@ from ..pg.restore.archive import list_archive
 from ..pg.restore.checks import environment_failure
 from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
-from ..repo.catalog import Repository
+from ..repo.catalog import Repository, open_repository
 from .backup import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
 
 LEVELS = ("checksum", "archive", "restore")
@@ -140,7 +140,7 @@ def plan_verify(cfg: Config, selector: Optional[str] = None, level: Optional[str
         raise ConfigError("level=%r is not valid: use one of %s" % (level, ", ".join(LEVELS)))
     selector = selector or "latest"
     latest = selector == "latest"
-    backup = (repo or Repository(cfg.backup_dir)).find(selector, kind=(kind or DEFAULT_KIND) if latest else None,
+    backup = (repo or open_repository(cfg)).find(selector, kind=(kind or DEFAULT_KIND) if latest else None,
                                                        database=source_database(cfg) if latest else None,
                                                        allow_bad=True)
     if level == "restore" and backup.kind not in RESTORABLE_KINDS:
@@ -350,7 +350,7 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
     ``repo``: the catalog to verify (default the backup directory; a destination's from open_repository).
     The lock is held only to record: a long restore-level check never delays a scheduled backup.
     """
-    repo = repo or Repository(cfg.backup_dir)
+    repo = repo or open_repository(cfg)
     log = RunLog(Repository(cfg.backup_dir).log_dir)
     where = {"destination": repo.destination} if repo.destination else {}
     targets = [repo.find(selector, kind=kind, allow_bad=True)] if selector else repo.backups(kind=kind)
@@ -359,7 +359,8 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
         if repo.destination:  # recorded in the destination's manifest (one whole-object put)
             record = verify_copy(cfg, repo, backup, level, server=server, probes=probes, with_globals=with_globals)
             backup.manifest.verification = Verification.from_dict(record, repo.location(repo.key_of(backup)))
-            repo.save(backup)
+            if repo.trust.can_sign:  # a restore-only host (a trusted signer's public key) reports, never records
+                repo.save(backup)
             results.append(dict({"id": backup.id, "type": backup.kind}, **record))
             _log_result(log, backup, level, record, where)
             continue
@@ -368,12 +369,13 @@ def verify_and_record(cfg: Config, selector: Optional[str] = None, level: str = 
         except UNVERIFIABLE as exc:  # could not verify: said in the log, never recorded as bad
             log.failure("verify-unverifiable", id=backup.id, level=level, step=exc.step, error=str(exc), **where)
             raise
-        with repo.lock(wait_seconds=600):
-            current = load_backup(backup.manifest_path)
-            if current is None:
-                raise VerifyError("%s was removed while it was being verified" % backup.id)
-            current.manifest.verification = Verification.from_dict(record, current.manifest_path)
-            current.save()
+        if repo.trust.can_sign:  # a restore-only host (a trusted signer's public key) reports, never records
+            with repo.lock(wait_seconds=600):
+                current = repo.reload(backup)
+                if current is None:
+                    raise VerifyError("%s was removed while it was being verified" % backup.id)
+                current.manifest.verification = Verification.from_dict(record, current.manifest_path)
+                repo.save(current)
         results.append(dict({"id": backup.id, "type": backup.kind}, **record))
         _log_result(log, backup, level, record, where)
     if not selector:

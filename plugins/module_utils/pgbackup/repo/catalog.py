@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -22,14 +21,15 @@ import stat
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
+from ..codec.authn import Trust, Untrusted, render_manifest
 from ..config.settings import ALL_KINDS
 from ..core.clock import is_future, iso, utc_now
 from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError, NotFound, VerifyError
-from ..core.fsutil import check_private_dir, create_private, ensure_private_dir, trusted_owner
+from ..core.fsutil import check_private_dir, create_private, ensure_private_dir, trusted_owner, write_file_atomic
 from ..core.process import alive
-from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, ManifestError, Verification, _bad_reason, check_backup,
-                              load_backup, parse_backup_bytes, slug)
+from ..model.manifest import (MANIFEST_SUFFIX, Backup, FileEntry, Manifest, ManifestError, Verification, _bad_reason,
+                              backup_from_document, decode_manifest, slug)
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination
 from ..store.base import DestinationError
 from .lock import RepositoryLock
@@ -65,11 +65,11 @@ def is_our_file(key: str) -> bool:
     return bool(match) and match.group("kind") == folder  # type: ignore[union-attr]
 
 
-def stored_manifest_bytes(backup: Backup) -> bytes:
-    """The manifest as a destination keeps it: the local one without the local list of copies."""
+def stored_manifest_bytes(backup: Backup, trust: Optional[Trust] = None) -> bytes:
+    """The manifest as a destination keeps it: the local one without the local list of copies, signed."""
     document = backup.manifest.to_dict()
     document.pop("copies", None)
-    return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    return render_manifest((trust or Trust()).sign_document(document))
 
 
 class Repository:
@@ -82,9 +82,12 @@ class Repository:
     """
 
     def __init__(self, root: Union[str, Store], destination: Optional[str] = None,
-                 scratch_root: Optional[str] = None) -> None:
+                 scratch_root: Optional[str] = None, trust: Optional[Trust] = None) -> None:
         self.store: Store = LocalStore("backups", root, role="backup directory") if isinstance(root, str) else root
         self.destination = destination
+        # What this host signs with and accepts (codec/authn.py); Trust() when no key is configured.
+        self.trust = trust or Trust()
+        self.refused: Dict[str, Untrusted] = {}  # backup id (from the manifest's name) -> why it is not trusted
         local = self.store.local_path("")
         self.root = os.path.abspath(local) if local is not None and destination is None else None
         self.where = self.root or "destination %r (%s)" % (self.store.name, self.store.uri())
@@ -187,10 +190,13 @@ class Repository:
             raise
         location = self._backup_location(key)
         try:
-            backup = parse_backup_bytes(data, location)
+            backup = self.trusted(data, location)
         except ManifestError as exc:
             message = str(exc)
             return None, message[len(location) + 2:] if message.startswith(location + ": ") else message
+        except Untrusted as exc:
+            self.refused[key.rsplit("/", 1)[-1][:-len(MANIFEST_SUFFIX)]] = exc
+            return None, "the manifest %s" % exc.reason
         folder = key.rsplit("/", 1)[0]
         if folder != backup.kind:  # a copy in another kind's folder would list a backup whose files are elsewhere
             return None, "a %s backup's manifest in the %s folder (a copy?): not trusted" % (backup.kind, folder)
@@ -204,6 +210,16 @@ class Repository:
                 level="listing", at=utc_now(), ok=False,
                 details="missing or wrong size at destination %r: %s" % (self.store.name, ", ".join(missing)))
         return backup, None
+
+    def trusted(self, data: bytes, location: str) -> Backup:
+        """The backup whose manifest bytes are ``data``, if this host trusts them: raises ManifestError (not a
+        manifest of ours) or Untrusted (not signed by a trusted key, another repository's, or against policy)."""
+        document = decode_manifest(data, location)
+        if isinstance(document, dict):
+            self.trust.check_document(data, document)
+        backup = backup_from_document(document, location)
+        self.trust.check_policy(backup.manifest)
+        return backup
 
     def backups(self, kind: Optional[str] = None, database: Optional[str] = None,
                 include_bad: bool = False) -> List[Backup]:
@@ -281,6 +297,11 @@ class Repository:
                                    if self.destination else
                                    "backup %s is marked bad (%s)" % (selector, _bad_reason(backup)))
                 return backup
+        refused = self.refused.get(selector)
+        if refused is not None:
+            if refused.missing_key:
+                raise self.trust.key_missing(selector, refused)
+            raise VerifyError("backup %s in %s is not trusted: its manifest %s" % (selector, self.where, refused.reason))
         if self.destination:
             raise NotFound("no backup with id %r in %s" % (selector, self.where), hint="list-destination",
                            hint_value=self.destination)
@@ -297,17 +318,48 @@ class Repository:
     def _find_by_path(self, path: str) -> Backup:
         path = os.path.abspath(path)
         if path.endswith(MANIFEST_SUFFIX):
-            backup, reason = check_backup(path)
-            if backup is None:
-                raise NotFound("%s is not a readable seawall manifest: %s" % (path, reason))
-            return backup
+            try:
+                return self.read_path(path)
+            except ManifestError as exc:
+                message = str(exc)
+                raise NotFound("%s is not a readable seawall manifest: %s"
+                               % (path, message[len(path) + 2:] if message.startswith(path + ": ") else message)
+                               ) from None
+            except Untrusted as exc:
+                if exc.missing_key:
+                    raise self.trust.key_missing(path, exc) from None
+                raise VerifyError("%s is not trusted: the manifest %s" % (path, exc.reason)) from None
         directory, name = os.path.split(path)
         for candidate in os.listdir(directory) if os.path.isdir(directory) else []:
             if candidate.endswith(MANIFEST_SUFFIX):
-                backup = load_backup(os.path.join(directory, candidate))
-                if backup and any(f.name == name for f in backup.manifest.files):
+                try:
+                    backup = self.read_path(os.path.join(directory, candidate))
+                except (ManifestError, Untrusted):
+                    continue
+                if any(f.name == name for f in backup.manifest.files):
                     return backup
         raise NotFound("%s belongs to no complete backup (no manifest names it): it is not restorable" % path)
+
+    def read_path(self, path: str) -> Backup:
+        """The backup of the manifest file ``path`` (ManifestError or Untrusted when it is not to be trusted)."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MANIFEST_LIMIT + 1)
+        except OSError as exc:
+            raise ManifestError("%s: cannot be read: %s" % (path, exc.strerror or exc)) from None
+        if len(data) > MANIFEST_LIMIT:
+            raise ManifestError("%s: cannot be read: larger than %d bytes" % (path, MANIFEST_LIMIT))
+        return self.trusted(data, path)
+
+    def reload(self, backup: Backup) -> Optional[Backup]:
+        """The backup's manifest as it is now (None: removed meanwhile, or no longer trusted). Call under the lock
+        before changing it."""
+        key = self.key_of(backup)
+        try:
+            data = self.store.read_bytes(key, limit=MANIFEST_LIMIT)
+            return self.trusted(data, self._backup_location(key))
+        except (DestinationError, ManifestError, Untrusted):
+            return None
 
     def summary(self, backup: Backup) -> Dict[str, Any]:
         """The listing shape; at a destination, files and manifest are URIs and the destination is named."""
@@ -410,9 +462,9 @@ class Repository:
     def save(self, backup: Backup) -> None:
         """Rewrite a backup's manifest in place (atomically; a destination's without the local copies list)."""
         if self.destination is None:
-            backup.save()
+            write_file_atomic(backup.manifest_path, self.trust.render(backup.manifest))
         else:
-            self.store.put_bytes(self.key_of(backup), stored_manifest_bytes(backup))
+            self.store.put_bytes(self.key_of(backup), stored_manifest_bytes(backup, self.trust))
 
     def unlist(self, backup: Backup) -> None:
         """Remove the manifest: from here on the backup is not listed, restored or counted."""
@@ -482,12 +534,11 @@ class Repository:
                 raise VerifyError("%s: object %s does not match its manifest (%d bytes, sha256 %s); not restored"
                                   % (backup.id, self.store.uri(key), size, digest.hexdigest()))
         path = os.path.join(folder, backup.id + MANIFEST_SUFFIX)
+        document = backup.manifest.to_dict()
         with create_private(path) as handle:
-            handle.write(stored_manifest_bytes(backup))
-        local = load_backup(path)
-        if local is None:
-            raise VerifyError("%s: the manifest at %s cannot be read back" % (backup.id, self.store.uri()))
-        return local
+            handle.write(render_manifest(document))
+        # the manifest as read (and trusted) at the destination; the scratch file is for tools reading it
+        return Backup(Manifest.from_dict(document, path), path)
 
     @contextlib.contextmanager
     def local_copy(self, backup: Backup) -> Iterator[Backup]:
@@ -523,8 +574,9 @@ def present(backups: List[Backup], now: Optional[datetime] = None) -> List[Backu
 
 def open_repository(cfg: Any, destination: Optional[str] = None) -> Repository:
     """The catalog of the backup directory, or of the copies at the destination named ``destination``."""
+    trust = Trust.from_config(cfg)
     if not destination:
-        return Repository(cfg.backup_dir)
+        return Repository(cfg.backup_dir, trust=trust)
     store = open_destination(find_settings(cfg, destination))
-    return Repository(store, destination=destination,
+    return Repository(store, destination=destination, trust=trust,
                       scratch_root=os.path.join(os.path.abspath(cfg.backup_dir), SCRATCH_DIR))
