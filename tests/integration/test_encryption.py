@@ -82,6 +82,23 @@ def test_aes_round_trip_verify_restore_and_no_key_material(pg15, vtt, tmp_path):
     assert table_checksums(pg15, split) == table_checksums(pg15, vtt)
 
 
+def _resign(env, path, document) -> None:
+    """Sign ``document`` with the keys ``env`` configures (what only a holder of the key can do) into ``path``."""
+    from seawall_pgbackup.codec.authn import Trust, render_manifest  # pylint: disable=import-outside-toplevel
+    from seawall_pgbackup.config.settings import load_config  # pylint: disable=import-outside-toplevel
+
+    trust = Trust.from_config(load_config(env=env))
+    with open(path, "wb") as handle:
+        handle.write(render_manifest(trust.sign_document(document)))
+
+
+def _signing_key(directory) -> str:
+    """An Ed25519 manifest signing key (age-mode backup hosts need one); returns its path."""
+    path = directory / "signing.pem"
+    cli.run(["keygen", "--signing", "--output", str(path)], cli.cli_env(None, directory / "nowhere"))
+    return str(path)
+
+
 def test_age_backup_host_holds_only_the_public_key(pg15, vtt, tmp_path):
     backup_dir = tmp_path / "backups"
     identity_file = tmp_path / "restore-side" / "age.key"
@@ -90,7 +107,8 @@ def test_age_backup_host_holds_only_the_public_key(pg15, vtt, tmp_path):
                               cli.cli_env(None, backup_dir)).stdout)
     assert oct(os.stat(identity_file).st_mode & 0o777) == "0o600"
     backup_env = cli.cli_env(pg15.url(vtt), backup_dir, BACKUP_ENCRYPTION="true", BACKUP_ENCRYPTION_MODE="age",
-                             BACKUP_ENCRYPTION_RECIPIENTS=made["recipient"], PGPASSFILE=str(pg15.passfile))
+                             BACKUP_ENCRYPTION_RECIPIENTS=made["recipient"], PGPASSFILE=str(pg15.passfile),
+                             BACKUP_ENCRYPTION_SIGNING_KEY_FILE=_signing_key(tmp_path))
     full = cli.create(backup_env, "full")
     assert full["encryption"] == {"algorithm": "age-x25519", "format": "age-encryption.org/v1",
                                   "key_id": made["key_id"], "key_ids": [made["key_id"]]}
@@ -121,8 +139,9 @@ def test_wrong_key_missing_key_tampered_and_truncated_files(pg15, vtt, tmp_path)
 
     wrong = dict(env, BACKUP_ENCRYPTION_KEYRING=str(tmp_path / "keys-b"))
     _keygen(wrong, tmp_path / "keys-b")
-    line = cli.error_line(cli.run(["restore", first["id"], "--target-url", target], wrong, check=False))
-    assert "needs aes-256-gcm key id %s" % key_a["key_id"] in line
+    proc = cli.run(["restore", first["id"], "--target-url", target], wrong, check=False)
+    assert proc.returncode == 12  # a key missing here, not a bad backup
+    assert "signed with key id %s, which is not in the keyring" % key_a["key_id"] in cli.error_line(proc)
     missing = {k: v for k, v in env.items() if not k.startswith("BACKUP_ENCRYPTION")}
     line = cli.error_line(cli.run(["restore", first["id"], "--target-url", target], missing, check=False))
     assert "needs aes-256-gcm key id %s" % key_a["key_id"] in line
@@ -146,6 +165,11 @@ def test_wrong_key_missing_key_tampered_and_truncated_files(pg15, vtt, tmp_path)
         manifest["files"][0].update(size=len(blob), sha256=hashlib.sha256(bytes(blob)).hexdigest())
         with open(_manifest_path(backup_dir, backup), "w", encoding="utf-8") as handle:
             json.dump(manifest, handle)
+        # the manifest's signature no longer matches: refused before any byte is read
+        line = cli.error_line(cli.run(["restore", backup["id"], "--target-url", target], env, check=False))
+        assert "is not trusted" in line and "signed" in line, line
+        # an insider with the key re-signs it: the data's own authentication still refuses the bytes
+        _resign(env, _manifest_path(backup_dir, backup), manifest)
         before = sorted(os.listdir(os.path.dirname(path)))
         line = cli.error_line(cli.run(["restore", backup["id"], "--target-url", target], env, check=False))
         assert "fails authentication" in line and key_a["key_id"] in line, line
@@ -223,7 +247,9 @@ def test_refused_key_file_mode_and_unencrypted_to_encrypted_rekey(pg15, vtt, tmp
     assert "%s has mode 0644" % key_file in line
     assert len(cli.listing(env)) == 1
     key_file.chmod(0o600)
-    out = json.loads(cli.run(["rekey", plain["id"], "--json"], loose).stdout)
+    # made before encryption (and signing) was configured: trusted only explicitly, to migrate it
+    assert "not signed" in cli.error_line(cli.run(["rekey", plain["id"]], loose, check=False))
+    out = json.loads(cli.run(["rekey", plain["id"], "--json", "--accept-unsigned"], loose).stdout)
     assert out[0]["changed"] is True and out[0]["from"] is None
     assert _manifest(backup_dir, plain)["encryption"]["algorithm"] == "aes-256-gcm"
     cli.run(["verify", plain["id"], "--level", "archive"], loose)
@@ -236,7 +262,8 @@ def test_age_rekey_to_new_recipients_needs_and_uses_the_identities(pg15, vtt, tm
     first = json.loads(cli.run(["keygen", "--age", str(secure / "first.txt"), "--json"], keygen_env).stdout)
     second = json.loads(cli.run(["keygen", "--age", str(secure / "second.txt"), "--json"], keygen_env).stdout)
     env = cli.cli_env(pg15.url(vtt), backup_dir, BACKUP_ENCRYPTION="true", BACKUP_ENCRYPTION_MODE="age",
-                      BACKUP_ENCRYPTION_RECIPIENTS=first["recipient"], PGPASSFILE=str(pg15.passfile))
+                      BACKUP_ENCRYPTION_RECIPIENTS=first["recipient"], PGPASSFILE=str(pg15.passfile),
+                      BACKUP_ENCRYPTION_SIGNING_KEY_FILE=_signing_key(secure))
     schema = cli.create(env, "schema")
     assert schema["encryption"]["key_id"] == first["key_id"]
     # Both identities in one age identity file (age's own format allows several).

@@ -207,6 +207,7 @@ def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, b
     """What ``rekey`` would do with the same selection: a row per backup, ``changed`` when it would be
     re-encrypted (its key is not the newest). Reads only: no lock, no key material beyond the keyring's ids."""
     repo = open_repository(cfg)
+    repo.trust.accept_unencrypted = True  # encrypting backups that are not (yet) is what rekey is for
     sealing = sealing_for(cfg, load_keyring(cfg))
     rows = []
     for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
@@ -224,6 +225,7 @@ def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before
           everything: bool = False) -> List[Dict[str, Any]]:
     """Re-encrypt the chosen backups to the newest key; a failure stops at that backup (the rest untouched)."""
     repo = open_repository(cfg)
+    repo.trust.accept_unencrypted = True  # encrypting backups that are not (yet) is what rekey is for
     ring = load_keyring(cfg)
     sealing = sealing_for(cfg, ring)
     if sealing.mode == "age":
