@@ -266,7 +266,7 @@ CLI_NOT_SETTINGS = {
     "health": {"--json"},
     "serve": set(),
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
-    "keygen": {"--age", "--json"},
+    "keygen": {"--age", "--json", "--signing", "--output"},
 }
 
 
