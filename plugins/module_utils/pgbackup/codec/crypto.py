@@ -188,7 +188,8 @@ class AesWriter:
     def _emit(self, plain: bytes, final: bool) -> None:
         if self._counter >= 0xFFFFFFFF:
             raise ValueError("too many chunks for one file")
-        sealed = self._aead.encrypt(_nonce(self._prefix, self._counter), plain, self._header + (b"\x01" if final else b"\x00"))
+        aad = self._header + (b"\x01" if final else b"\x00")
+        sealed = self._aead.encrypt(_nonce(self._prefix, self._counter), plain, aad)
         self._counter += 1
         self._sink(sealed)
 

@@ -25,9 +25,9 @@ from ..model.manifest import Encryption, FileEntry
 from .compression import decompressing_reader
 from .crypto import (AES_FORMAT, AES_MODE, AGE_FORMAT, AGE_MODE, KNOWN_FORMATS, SUFFIX, AesReader, AesWriter,
                      AgeReader, AgeWriter, AuthenticationFailed, Binding, is_bound, read_aes_header)
+from .keyring import Keyring, load_keyring
 
 DEFAULT_REPOSITORY = "default"  # the binding's repository for manifests written before repository ids
-from .keyring import Keyring, load_keyring
 
 
 @dataclass
