@@ -337,3 +337,36 @@ def test_aes_reader_with_the_right_binding_checks_tags_too(keys):
         + blob[HEADER.size + 2 + len(BOUND.context()):]
     with pytest.raises(AuthenticationFailed, match="fails authentication at chunk 0"):
         io.BufferedReader(AesReader(io.BytesIO(forged), KEY, "f", other)).read()
+
+
+# ----------------------------------------------------------------------------- rekey writes the bound format
+
+def _old_backup(directory: Path, backup_id: str, sealing: Sealing) -> Backup:
+    """A backup as the engine wrote it before the binding: v1 files, a v1 record, no repository."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = backup_id + ".dump" + sealing.suffix
+    blob = _encrypt(sealing, b"PGDMP" + os.urandom(3000), None)
+    (directory / name).write_bytes(blob)
+    document = {"format_version": 1, "id": backup_id, "type": "full", "created_at": "2026-11-26T02:00:00.000000Z",
+                "files": [{"name": name, "role": "database", "size": len(blob),
+                           "sha256": hashlib.sha256(blob).hexdigest(), "compression": "none"}],
+                "encryption": _old_record(sealing)}
+    return Backup(document, str(directory / (backup_id + ".json")))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rekey_rewrites_an_old_format_backup_under_the_same_key(tmp_path, keys, mode):
+    from seawall_pgbackup.ops import rekey  # pylint: disable=import-outside-toplevel
+    from seawall_pgbackup.repo.catalog import Repository  # pylint: disable=import-outside-toplevel
+
+    sealing = keys.sealing(mode)
+    backup = _old_backup(tmp_path / "full", ID_A, sealing)
+    before = _plain(backup, "database", keys.ring)
+    assert backup.legacy_format and not rekey.same_key(backup.manifest.encryption, sealing)
+    row = rekey.rekey_backup(Repository(str(tmp_path)), backup, keys.ring, sealing)
+    assert row["changed"] is True and not backup.legacy_format
+    entry = backup.file("database")
+    assert entry.name != ID_A + ".dump" + sealing.suffix and is_bound(backup.manifest.encryption)
+    assert _plain(backup, "database", keys.ring) == before  # bound to its new name, under the default repository
+    assert rekey.same_key(backup.manifest.encryption, sealing)  # and a second rekey leaves it alone
+    assert sorted(os.listdir(tmp_path / "full")) == sorted([entry.name, ID_A + ".json"])  # the old file is gone
