@@ -170,3 +170,22 @@ def test_nothing_configured_signs_nothing_and_accepts_all(tmp_path):
     later["created_at"] = iso(T0 + timedelta(days=1))
     _write(str(backup_dir), later, json.dumps(later).encode())  # any JSON form, as before
     assert _ids(env) == [doc["id"], later["id"]]
+
+
+def test_a_destination_manifest_keeps_only_what_listing_needs_in_clear(aes):
+    env, key_id = aes
+    doc = dict(_document("full-app-20261120T020000Z", encryption=dict(AES, key_id=key_id)),
+               table_rows={"public.players": 1200}, database_sql=["ALTER DATABASE app SET work_mem = '64MB'"],
+               host="db-eu-1", source={"url": "postgresql://backup@db-eu-1/app", "user": "backup"},
+               copies=[{"destination": "s3"}])
+    from seawall_pgbackup.model.manifest import Manifest
+    trust = Trust.from_config(load_config(env=env))
+    stored = render_manifest(trust.destination_document(Manifest.from_dict(doc, "m.json")))
+    for secret in (b"players", b"table_rows", b"work_mem", b"db-eu-1", b"backup@", b"copies"):
+        assert secret not in stored
+    remote = json.loads(stored)
+    assert remote["sealed"] and remote["auth"]["key_id"] == key_id and remote["files"] == doc["files"]
+    trust.check_document(stored, remote)
+    opened = trust.opened_document(Manifest.from_dict(remote, "m.json"))
+    assert opened["table_rows"] == {"public.players": 1200} and opened["host"] == "db-eu-1"
+    assert "sealed" not in opened
