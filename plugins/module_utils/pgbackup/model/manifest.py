@@ -383,6 +383,7 @@ class Backup:
             "verification": manifest.verification.to_dict() if manifest.verification else None,
             "good": self.good,
             "legacy_format": self.legacy_format,
+            "signed_by": manifest.auth.key_id if manifest.auth else None,
         }
 
     @property
