@@ -370,3 +370,8 @@ def test_rekey_rewrites_an_old_format_backup_under_the_same_key(tmp_path, keys, 
     assert _plain(backup, "database", keys.ring) == before  # bound to its new name, under the default repository
     assert rekey.same_key(backup.manifest.encryption, sealing)  # and a second rekey leaves it alone
     assert sorted(os.listdir(tmp_path / "full")) == sorted([entry.name, ID_A + ".json"])  # the old file is gone
+
+
+def test_the_fixed_header_size_constant_is_the_structs():
+    from seawall_pgbackup.codec.crypto import HEADER, HEADER_BYTES
+    assert HEADER.size == HEADER_BYTES

@@ -47,6 +47,7 @@ KEY_ID_BYTES = 8
 NONCE_PREFIX_BYTES = 8
 TAG_BYTES = 16
 HEADER = struct.Struct(">7sB8sI8s")  # magic, version, key id, chunk size, nonce prefix: 28 bytes
+HEADER_BYTES = 28  # HEADER.size, as a plain int (tests/unit/test_binding.py checks they agree)
 DEFAULT_CHUNK = 1 << 20
 MIN_CHUNK = 1 << 10
 MAX_CHUNK = 1 << 26
@@ -291,7 +292,7 @@ class AesReader(io.RawIOBase):
             raise AuthenticationFailed("%s needs key id %s, the key given is %s" % (label, key_id, aes_key_id(key)))
         self._aead = _aesgcm()(key)
         self._header = header
-        self._prefix = header[HEADER.size - NONCE_PREFIX_BYTES:HEADER.size]
+        self._prefix = header[HEADER_BYTES - NONCE_PREFIX_BYTES:HEADER_BYTES]
         self._block = chunk_size + TAG_BYTES
         self._pending: Optional[bytes] = _read_full(raw, self._block)
         self._counter = 0

@@ -122,7 +122,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("encryption_retired_keys", "key_ids", [], "Key ids that are retired: still read, never written; "
            "health warns while a backup or a copy still needs one.", env="BACKUP_ENCRYPTION_RETIRED_KEYS",
            json="encryption.retiredKeys", module="encryption_retired_keys", module_type="list",
-           module_elements="str", parsed_by="encryption"),
+           module_elements="str", no_log=False, parsed_by="encryption"),
     Option("repository_id", "repository_id", "default", "The repository's name, signed into every manifest and "
            "bound into every encrypted file: a backup of another repository is refused.",
            env="BACKUP_REPOSITORY_ID", json="repository", module="repository_id", module_type="str"),

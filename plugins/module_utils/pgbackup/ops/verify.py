@@ -141,8 +141,8 @@ def plan_verify(cfg: Config, selector: Optional[str] = None, level: Optional[str
     selector = selector or "latest"
     latest = selector == "latest"
     backup = (repo or open_repository(cfg)).find(selector, kind=(kind or DEFAULT_KIND) if latest else None,
-                                                       database=source_database(cfg) if latest else None,
-                                                       allow_bad=True)
+                                                 database=source_database(cfg) if latest else None,
+                                                 allow_bad=True)
     if level == "restore" and backup.kind not in RESTORABLE_KINDS:
         # Refused before anything runs: recorded, the refusal would mark a sound backup bad.
         raise ConfigError("the restore level needs a full or schema backup; %s is a %s backup"
