@@ -115,7 +115,8 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
                 newest = present(repo.backups(kind=kind, database=database), now)
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
     checks.append(check_clock_skew(repo, now))
-    checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(cfg, repo)))
+    if cfg.encryption_retired_keys or repo.trust.active:  # keys in use: which of them are retired
+        checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(cfg, repo)))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
         os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
     checks.append(check_last_runs(repo.log_dir, limits, now))
