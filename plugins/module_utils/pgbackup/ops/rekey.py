@@ -349,6 +349,9 @@ def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before
             copies = reach_copies(cfg, repo, backup, log)
             if copies:
                 row["destinations"] = copies
+                row["details"] += "; copy %s" % ", ".join(
+                    "at %s uploaded again" % c["destination"] if c["ok"] else "at %s failed (forgotten: sync "
+                    "uploads it again)" % c["destination"] for c in copies)
             failed.extend(c for c in copies if not c["ok"])
             results.append(row)
     if failed:

@@ -15,8 +15,8 @@ destination and is never listed there. Then the copy is recorded in the local ma
 under the repository lock), with the key its files are encrypted under. A failed copy never touches the local backup.
 
 A recorded copy under another key than the local backup's (a ``rekey`` ran since, or a record from before
-copies named their key) is stale: it is uploaded again, and the destination's objects of that backup that
-the new manifest no longer names (the files under the old key) are deleted after the new manifest is there.
+copies named their key) is stale: it is uploaded again. After every upload the destination's objects of that
+backup that the new manifest does not name (files under an old key, of an interrupted copy) are deleted.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ def remove_unnamed_objects(dest: Store, backup: Backup) -> List[str]:
     files of an earlier copy under another key, or of an interrupted one. Only names of ours for this backup id."""
     named = {"%s/%s" % (backup.kind, entry.name) for entry in backup.manifest.files}
     named.add("%s/%s%s" % (backup.kind, backup.id, MANIFEST_SUFFIX))
+    prefixes = ("%s/%s." % (backup.kind, backup.id), "%s/.%s." % (backup.kind, backup.id))
     removed = []
+    # the folder is listed (some object stores list by path segment only), then filtered by the id's prefixes
     for info in dest.list(backup.kind + "/"):
-        name = info.key.rsplit("/", 1)[-1]
-        if info.key.count("/") != 1 or info.key in named or not is_our_file(info.key):
-            continue
-        if name.startswith(backup.id + ".") or name.startswith("." + backup.id + "."):
+        if info.key.startswith(prefixes) and info.key.count("/") == 1 and info.key not in named \
+                and is_our_file(info.key):
             dest.delete(info.key)
             removed.append(info.key)
     return removed
@@ -223,8 +223,9 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
                     result["present"] += 1
                     continue
                 record = copy_backup(repo, backup, dest, settings)
-                if state == "stale":  # under another key there: the old files go once the new manifest is up
-                    record["removed"] = len(remove_unnamed_objects(dest, backup))
+                # files of this backup the manifest now there does not name (under an old key, of a copy
+                # interrupted or forgotten) go once that manifest is up
+                record["removed"] = len(remove_unnamed_objects(dest, backup))
                 with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
                     record_copy(repo, backup, record)
                 result["copied"].append(dict(record, id=backup.id))
