@@ -93,8 +93,8 @@ def _modes(mode, tmp_path, env):
 @pytest.mark.parametrize("mode", ["aes", "age"])
 def test_rekey_reaches_every_copy_and_the_old_key_can_go(mode, servers, source, pg15, tmp_path):  # noqa: F811
     prefix = "rot-%s" % uuid.uuid4().hex[:8]
-    dests = dict(destination_env("s3", servers["s3"], prefix, tmp_path), **destination_env("dir", None, prefix,
-                                                                                            tmp_path))
+    dests = dict(destination_env("s3", servers["s3"], prefix, tmp_path),
+                 **destination_env("dir", None, prefix, tmp_path))
     base = cli.cli_env(pg15.url(source), tmp_path / "backups", BACKUP_ENCRYPTION="true",
                        PGPASSFILE=str(pg15.passfile), **dests)
     env, age, old, keyring, forget = _modes(mode, tmp_path, base)
