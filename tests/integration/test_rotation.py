@@ -218,3 +218,45 @@ def test_rekey_killed_at_every_step(pg15, source, tmp_path, step):
     cli.run(["verify", "--destination", "local", "--level", "checksum"], world.env)
     cli.run(["verify", backup["id"], "--level", "restore"], world.env)
     world.assert_outside_untouched()
+
+
+def test_migration_signs_and_binds_old_backups_and_their_copies(servers, source, pg15, tmp_path):  # noqa: F811
+    prefix = "rot-%s" % uuid.uuid4().hex[:8]
+    env = cli.cli_env(pg15.url(source), tmp_path / "backups", PGPASSFILE=str(pg15.passfile),
+                      **destination_env("s3", servers["s3"], prefix, tmp_path))
+    plain = cli.create(env, "full")  # before encryption and signing: unsigned, unencrypted, copied to s3
+    assert "auth" not in plain and [c["destination"] for c in plain["copies"]] == ["s3"]
+    keyring = tmp_path / "secure" / "keys"
+    enc = dict(env, BACKUP_ENCRYPTION="true", BACKUP_ENCRYPTION_KEYRING=str(keyring))
+    key = json.loads(cli.run(["keygen", "--keyring", str(keyring), "--json"], enc).stdout)
+    assert cli.listing(enc) == []  # not trusted until migrated, here and at the destination
+    assert json.loads(cli.run(["list", "--destination", "s3", "--json"], enc).stdout) == []
+
+    plan = json.loads(cli.run(["rekey", "--all", "--dry-run", "--json", "--accept-unsigned"], enc).stdout)
+    assert [(r["id"], r["changed"], r["destinations"]) for r in plan] == [(plain["id"], True, ["s3"])]
+    rows = json.loads(cli.run(["rekey", "--all", "--json", "--accept-unsigned"], enc).stdout)
+    assert [(r["id"], r["changed"], [d["ok"] for d in r["destinations"]]) for r in rows] == [
+        (plain["id"], True, [True])]
+    assert [b["id"] for b in cli.listing(enc)] == [plain["id"]]  # signed now: no option needed
+    remote = json.loads(cli.run(["list", "--destination", "s3", "--json"], enc).stdout)
+    assert [(b["id"], b["encryption"]["key_id"]) for b in remote] == [(plain["id"], key["key_id"])]
+    _assert_copy_under(_s3(servers["s3"], prefix), plain["id"], [f["name"] for f in plain["files"]],
+                       key["key_id"], None)
+
+    # An encrypted backup whose manifest is not signed (as before manifests were): rewritten under the same key.
+    second = cli.create(enc, "full")
+    from seawall_pgbackup.codec.authn import render_manifest  # pylint: disable=import-outside-toplevel
+
+    path = tmp_path / "backups" / "full" / (second["id"] + ".json")
+    document = json.loads(path.read_text())
+    document.pop("auth")
+    path.write_bytes(render_manifest(document))
+    assert [b["id"] for b in cli.listing(enc)] == [plain["id"]]
+    rows = json.loads(cli.run(["rekey", "--all", "--json", "--accept-unsigned"], enc).stdout)
+    assert [(r["id"], r["changed"]) for r in rows] == [(plain["id"], False), (second["id"], True)]
+    assert "not signed" in rows[1]["details"] and rows[1]["from"] == rows[1]["to"] == key["key_id"]
+    again = json.loads(cli.run(["rekey", "--all", "--json"], enc).stdout)
+    assert [r["changed"] for r in again] == [False, False] and not any("destinations" in r for r in again)
+    remote = json.loads(cli.run(["list", "--destination", "s3", "--json"], enc).stdout)
+    assert [b["id"] for b in remote] == [plain["id"], second["id"]]
+    cli.run(["verify", "--destination", "s3", "--level", "checksum"], enc)
