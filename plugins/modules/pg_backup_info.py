@@ -118,6 +118,15 @@ backups:
       description: The PostgreSQL server version backed up.
       type: str
       sample: "15.18"
+    legacy_format:
+      description: V(true) when the backup is encrypted in the format of versions before files were bound to their
+        backup (still readable; C(seawall-pgbackup rekey) rewrites it).
+      type: bool
+      sample: false
+    signed_by:
+      description: The key id whose signature the manifest carries, V(null) when it is not signed.
+      type: str
+      sample: 5e2abbef7ea476f9
     files:
       description: Paths of the data files on the managed host.
       type: list

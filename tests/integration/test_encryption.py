@@ -64,7 +64,7 @@ def test_aes_round_trip_verify_restore_and_no_key_material(pg15, vtt, tmp_path):
     for path in _data_files(backup_dir, full):
         assert path.endswith(".gz.enc")
         with open(path, "rb") as handle:
-            assert handle.read(7) == b"SWPGAES"
+            assert handle.read(8) == b"SWPGAES\x02"  # format version 2: bound to its backup (issue 16)
         assert hashlib.sha256(open(path, "rb").read()).hexdigest() in json.dumps(full)
     _assert_no_key_material(backup_dir, full, _key_bytes(key["path"]))
     out = json.loads(cli.run(["verify", full["id"], "--level", "restore", "--json"], env).stdout)[0]
@@ -110,7 +110,7 @@ def test_age_backup_host_holds_only_the_public_key(pg15, vtt, tmp_path):
                              BACKUP_ENCRYPTION_RECIPIENTS=made["recipient"], PGPASSFILE=str(pg15.passfile),
                              BACKUP_ENCRYPTION_SIGNING_KEY_FILE=_signing_key(tmp_path))
     full = cli.create(backup_env, "full")
-    assert full["encryption"] == {"algorithm": "age-x25519", "format": "age-encryption.org/v1",
+    assert full["encryption"] == {"algorithm": "age-x25519", "format": "age-encryption.org/v1+seawall-binding-v1",
                                   "key_id": made["key_id"], "key_ids": [made["key_id"]]}
     assert all(p.endswith(".age") and open(p, "rb").read(21) == b"age-encryption.org/v1"
                for p in _data_files(backup_dir, full))

@@ -1,4 +1,5 @@
-"""Encryption: the chunked aes-256-gcm format, age streaming, keys, config, and the documented decrypt script."""
+"""Encryption: the chunked aes-256-gcm format (v1 and the bound v2), age streaming, keys, config, and the
+documented decrypt script (tests/unit/test_binding.py: what the binding refuses)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from seawall_pgbackup.codec.crypto import (HEADER, TAG_BYTES, AesReader, AesWriter, AgeReader, AgeWriter,
-                                           AuthenticationFailed, aes_key_id, age_key_id)
+from seawall_pgbackup.codec.crypto import (AGE_PREFIX_BYTES, HEADER, TAG_BYTES, AesReader, AesWriter, AgeReader,
+                                           AgeWriter, AuthenticationFailed, Binding, aes_key_id, age_key_id,
+                                           age_prefix)
 from seawall_pgbackup.codec.keyring import KeyMissing, load_keyring, write_key_file
 from seawall_pgbackup.codec.stored import open_decrypted, sealing_for
 from seawall_pgbackup.config.settings import load_config
@@ -26,29 +28,35 @@ REPO = Path(__file__).resolve().parents[2]
 CHUNK = 1024
 
 
-def _seal(data: bytes, key: bytes, chunk: int = CHUNK, pieces: int = 700) -> bytes:
+BINDING = Binding("default", "full-app-20261126T020000Z", "full-app-20261126T020000Z.dump.gz.enc")
+BOUND_HEADER = HEADER.size + 2 + len(BINDING.context())
+
+
+def _seal(data: bytes, key: bytes, chunk: int = CHUNK, pieces: int = 700, binding=None) -> bytes:
     out = io.BytesIO()
-    writer = AesWriter(out.write, key, chunk)
+    writer = AesWriter(out.write, key, chunk, binding=binding)
     for start in range(0, len(data), pieces):
         writer.write(data[start:start + pieces])
     writer.close()
     return out.getvalue()
 
 
-def _open(blob: bytes, key: bytes) -> bytes:
-    return io.BufferedReader(AesReader(io.BytesIO(blob), key)).read()
+def _open(blob: bytes, key: bytes, binding=None) -> bytes:
+    return io.BufferedReader(AesReader(io.BytesIO(blob), key, binding=binding)).read()
 
 
 KEY = os.urandom(32)
 
 
+@pytest.mark.parametrize("bound", [False, True], ids=["v1", "v2"])
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17])
-def test_aes_round_trip_at_every_chunk_boundary(size):
+def test_aes_round_trip_at_every_chunk_boundary(size, bound):
     data = os.urandom(size)
-    blob = _seal(data, KEY)
+    binding = BINDING if bound else None
+    blob = _seal(data, KEY, binding=binding)
     chunks = max(1, -(-size // CHUNK))
-    assert len(blob) == HEADER.size + size + chunks * TAG_BYTES
-    assert _open(blob, KEY) == data
+    assert len(blob) == (BOUND_HEADER if bound else HEADER.size) + size + chunks * TAG_BYTES
+    assert _open(blob, KEY, binding) == data
 
 
 def test_aes_header_names_the_key_id_and_each_file_gets_its_own_nonce_prefix():
@@ -56,17 +64,26 @@ def test_aes_header_names_the_key_id_and_each_file_gets_its_own_nonce_prefix():
     assert first[8:16].hex() == aes_key_id(KEY)
     assert first[:7] == b"SWPGAES" and first[7] == 1
     assert first[20:28] != second[20:28] and first[28:] != second[28:]
+    bound = _seal(b"same", KEY, binding=BINDING)
+    assert bound[7] == 2 and bound[8:16].hex() == aes_key_id(KEY)
+    assert bound[28:30] == len(BINDING.context()).to_bytes(2, "big") and bound[30:BOUND_HEADER] == BINDING.context()
 
 
-@pytest.mark.parametrize("where", ["magic", "key id", "chunk size", "nonce prefix", "first chunk", "tag", "last byte"])
-def test_aes_any_tampered_byte_fails_authentication(where):
+_PLACES = ["magic", "version", "key id", "chunk size", "nonce prefix", "first chunk", "tag", "last byte"]
+
+
+@pytest.mark.parametrize("where,bound", [(w, False) for w in _PLACES]
+                         + [(w, True) for w in _PLACES + ["context length", "context"]])
+def test_aes_any_tampered_byte_fails_authentication(where, bound):
     data = os.urandom(3 * CHUNK + 100)
-    blob = bytearray(_seal(data, KEY))
-    offset = {"magic": 0, "key id": 9, "chunk size": 18, "nonce prefix": 22, "first chunk": 40,
-              "tag": HEADER.size + CHUNK + 3, "last byte": len(blob) - 1}[where]
+    binding = BINDING if bound else None
+    blob = bytearray(_seal(data, KEY, binding=binding))
+    header = BOUND_HEADER if bound else HEADER.size
+    offset = {"magic": 0, "version": 7, "key id": 9, "chunk size": 18, "nonce prefix": 22, "context length": 29,
+              "context": 40, "first chunk": header + 12, "tag": header + CHUNK + 3, "last byte": len(blob) - 1}[where]
     blob[offset] ^= 0x01
     with pytest.raises(AuthenticationFailed):
-        _open(bytes(blob), KEY)
+        _open(bytes(blob), KEY, binding)
 
 
 def test_aes_truncation_reordering_and_dropping_fail():
@@ -273,11 +290,16 @@ def test_config_json_object_and_recipient_files(tmp_path):
 
 # ----------------------------------------------------------------------------- the pipeline and the docs
 
+def _binding_for(dest: str) -> Binding:
+    return Binding("default", "full-app-20261126T020000Z", os.path.basename(dest))
+
+
 def _pipeline(tmp_path, sealing, name="out.dump.gz.enc"):
     payload = "import sys,os; sys.stdout.buffer.write(b'PGDMP' + os.urandom(8) * 300000)"
     dest = str(tmp_path / name)
     result = stream_tool_to_file([sys.executable, "-c", payload], dict(os.environ), dest, "gzip", None,
-                                 lambda head, tail, size: None, "tool", "dump", sealing=sealing)
+                                 lambda head, tail, size: None, "tool", "dump", sealing=sealing,
+                                 binding=_binding_for(dest))
     return dest, result
 
 
@@ -287,10 +309,13 @@ def test_pipeline_hashes_the_stored_encrypted_bytes(tmp_path):
     dest, result = _pipeline(tmp_path, sealing)
     stored = Path(dest).read_bytes()
     assert result.sha256 == hashlib.sha256(stored).hexdigest() and result.size == len(stored)
-    assert stored.startswith(b"SWPGAES") and not os.path.exists(dest + ".partial")
-    with open_decrypted(dest, sealing.record(), cfg, "f") as plain:
+    assert stored.startswith(b"SWPGAES\x02") and not os.path.exists(dest + ".partial")
+    assert sealing.record()["format"] == "seawall-aes-256-gcm-chunked-v2"
+    with open_decrypted(dest, sealing.record(), cfg, "f", binding=_binding_for(dest)) as plain:
         assert gzip.decompress(plain.read()).startswith(b"PGDMP")
     assert KEY.hex() not in repr(sealing.record())
+    with pytest.raises(ValueError, match="read with its binding"):
+        open_decrypted(dest, sealing.record(), cfg, "f")  # a bound record is never read without one
 
 
 def test_pipeline_failure_leaves_no_file(tmp_path):
@@ -299,7 +324,7 @@ def test_pipeline_failure_leaves_no_file(tmp_path):
     with pytest.raises(BackupError):
         stream_tool_to_file([sys.executable, "-c", "import sys; sys.stdout.write('x'); sys.exit(3)"], dict(os.environ),
                             dest, "gzip", None, lambda head, tail, size: None, "tool", "dump",
-                            sealing=sealing_for(cfg))
+                            sealing=sealing_for(cfg), binding=_binding_for(dest))
     assert os.listdir(tmp_path) == ["k.key"]
 
 
@@ -313,14 +338,27 @@ def _doc_script(tmp_path) -> Path:
     return script
 
 
-def test_documented_script_decrypts_and_refuses_tampering(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_documented_script_decrypts_and_refuses_tampering(tmp_path, version):
     key_path = _key_file(tmp_path / "k.key", KEY)
     sealing = sealing_for(_cfg(tmp_path, BACKUP_ENCRYPTION_KEY_FILE=str(key_path)))
     dest, _result = _pipeline(tmp_path, sealing)
+    if version == 1:  # an old file: what the engine wrote before the binding
+        plain = io.BufferedReader(AesReader(open(dest, "rb"), KEY, binding=_binding_for(dest))).read()
+        Path(dest).write_bytes(_seal(plain, KEY, chunk=1 << 20, pieces=1 << 16))
+    assert Path(dest).read_bytes()[7] == version
     script = _doc_script(tmp_path)
     out = subprocess.run([sys.executable, str(script), str(key_path), dest], capture_output=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert gzip.decompress(out.stdout).startswith(b"PGDMP")
+    assert gzip.decompress(out.stdout).startswith(b"PGDMP") and out.stderr == b""
+    if version == 2:  # the context is authenticated: another binding in the header fails
+        blob = bytearray(Path(dest).read_bytes())
+        blob[HEADER.size + 2 + len(b"seawall-pgbackup binding v1\0")] ^= 0x01
+        moved = tmp_path / "moved.enc"
+        moved.write_bytes(bytes(blob))
+        out = subprocess.run([sys.executable, str(script), str(key_path), str(moved)], capture_output=True,
+                             check=False)
+        assert out.returncode == 1 and b"authentication failed at chunk 0" in out.stderr and out.stdout == b""
     blob = bytearray(Path(dest).read_bytes())
     blob[len(blob) // 2] ^= 0x04
     Path(dest).write_bytes(bytes(blob))
@@ -345,4 +383,12 @@ def test_age_cli_decrypts_an_age_mode_file(tmp_path):
     dest, _result = _pipeline(tmp_path, sealing_for(cfg), "out.dump.gz.age")
     out = subprocess.run([age, "-d", "-i", str(ident_file), dest], capture_output=True, check=False)
     assert out.returncode == 0, out.stderr
-    assert gzip.decompress(out.stdout).startswith(b"PGDMP")
+    assert out.stdout[:AGE_PREFIX_BYTES] == age_prefix(_binding_for(dest))
+    assert gzip.decompress(out.stdout[AGE_PREFIX_BYTES:]).startswith(b"PGDMP")
+    # The documented command line, as written in docs/encryption.md: age -d ... | tail -c +41 | gunzip
+    text = (REPO / "docs" / "encryption.md").read_text()
+    assert "age -d -i /secure/age-identity.txt full-highseas_vtt-20261126T020000Z.dump.gz.age | tail -c +41 | gunzip" \
+        in text
+    shell = subprocess.run(["sh", "-c", 'age -d -i "$1" "$2" | tail -c +41 | gunzip', "sh", str(ident_file), dest],
+                           capture_output=True, check=False)
+    assert shell.returncode == 0 and shell.stdout.startswith(b"PGDMP"), shell.stderr

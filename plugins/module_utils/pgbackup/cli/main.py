@@ -197,7 +197,8 @@ def _cmd_list(cfg, args) -> int:
             _out("%-45s %-8s %-20s %-25s %12s  BAD: %s" % (name, "-", "-", "-", "-", row["reason"]))
             continue
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
-             + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else ""))
+             + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else "")
+             + (" [old encryption format: rekey]" if row.get("legacy_format") else ""))
     return 0
 
 

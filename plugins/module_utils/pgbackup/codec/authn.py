@@ -32,6 +32,8 @@ from ..config.options import ALL_KINDS
 from ..core.errors import ConfigError, KeyMissing
 from ..model.manifest import Auth, Manifest
 from .keyring import Keyring, _read_text, check_secret_file, load_keyring, resolve
+from .sealed import seal_description, unseal_description
+from .stored import Sealing, sealing_for
 
 HMAC_ALGORITHM = "hmac-sha256"
 ED25519_ALGORITHM = "ed25519"
@@ -153,6 +155,7 @@ class Trust:
     accept_unencrypted: bool = False
     places: List[str] = field(default_factory=list)
     ring: Optional[Keyring] = None
+    sealing: Optional[Sealing] = None  # what seals the describing fields of manifests sent to destinations
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Trust":
@@ -173,6 +176,11 @@ class Trust:
         trust.write_mac_id = ring.write_aes_id
         trust.aes_ids = set(ring.aes_keys)
         trust.age_ids = set(ring.recipient_ids) | set(ring.identities)
+        if encrypted:
+            try:
+                trust.sealing = sealing_for(cfg, ring)
+            except ConfigError:
+                trust.sealing = None  # a restore-only host: it reads sealed manifests, never sends any
         for text in trusted:
             public = parse_public(text)
             trust.signers[signer_key_id(public)] = public
@@ -212,6 +220,21 @@ class Trust:
                     "value": hmac.new(self.mac_keys[self.write_mac_id], message, hashlib.sha256).hexdigest()}
         document["auth"] = auth
         return document
+
+    def destination_document(self, manifest: Manifest) -> Dict[str, Any]:
+        """The manifest as a destination keeps it: no local list of copies, the describing fields sealed with
+        the data key (when this host encrypts), signed."""
+        document = manifest.to_dict()
+        document.pop("copies", None)
+        if self.active:
+            document["repository"] = self.repository  # the sealed blob is bound to it, like the files
+        if self.sealing is not None:
+            document = seal_description(document, self.sealing, self.repository)
+        return self.sign_document(document)
+
+    def opened_document(self, manifest: Manifest) -> Dict[str, Any]:
+        """A destination's manifest with its sealed describing fields back in clear (KeyMissing without the key)."""
+        return unseal_description(manifest.to_dict(), self.ring or Keyring())
 
     def render(self, manifest: Manifest) -> bytes:
         """The signed bytes of ``manifest``; its ``repository`` and ``auth`` are updated to match."""

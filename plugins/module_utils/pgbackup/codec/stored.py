@@ -7,6 +7,9 @@
 hashes what is really stored, so the manifest's sha256 and size are of the file on disk.
 ``open_stored`` is the one way every reader (verify, restore, drill, rekey) gets the original
 bytes of a stored file: decrypt (when the manifest says so), then decompress.
+
+Files written now are bound (codec/crypto.Binding) to their repository, backup id and name; a manifest
+whose ``encryption.format`` is a bound one is read only with that binding, an older one only without.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import describe_os_error
 from ..model.manifest import Encryption, FileEntry
 from .compression import decompressing_reader
-from .crypto import (AES_MODE, AGE_MODE, SUFFIX, AesReader, AesWriter, AgeReader, AgeWriter, AuthenticationFailed,
-                     read_aes_header)
+from .crypto import (AES_FORMAT, AES_MODE, AGE_FORMAT, AGE_MODE, KNOWN_FORMATS, SUFFIX, AesReader, AesWriter,
+                     AgeReader, AgeWriter, AuthenticationFailed, Binding, is_bound, read_aes_header)
 from .keyring import Keyring, load_keyring
+
+DEFAULT_REPOSITORY = "default"  # the binding's repository for manifests written before repository ids
 
 
 @dataclass
@@ -42,14 +47,17 @@ class Sealing:
     def record(self) -> Dict[str, Any]:
         """What the manifest keeps: algorithm and key id(s), never key material."""
         if self.mode == AES_MODE:
-            return {"algorithm": AES_MODE, "format": "seawall-aes-256-gcm-chunked-v1", "key_id": self.key_id}
-        return {"algorithm": "age-x25519", "format": "age-encryption.org/v1", "key_id": self.key_id,
+            return {"algorithm": AES_MODE, "format": AES_FORMAT, "key_id": self.key_id}
+        return {"algorithm": "age-x25519", "format": AGE_FORMAT, "key_id": self.key_id,
                 "key_ids": list(self.key_ids or [])}
 
-    def writer(self, sink):
+    def writer(self, sink, binding: Binding):
+        """An encrypting writer into ``sink``; the record says the file is bound, so a binding is required."""
+        if not isinstance(binding, Binding):
+            raise ValueError("an encrypted file is written with its binding (repository, backup id, name)")
         if self.mode == AES_MODE:
-            return AesWriter(sink, self.key or b"")
-        return AgeWriter(sink, self.recipients or [])
+            return AesWriter(sink, self.key or b"", binding=binding)
+        return AgeWriter(sink, self.recipients or [], binding=binding)
 
 
 def sealing_for(cfg, ring: Optional[Keyring] = None, recipients: Optional[List[str]] = None) -> Sealing:
@@ -70,13 +78,14 @@ def sealing_for(cfg, ring: Optional[Keyring] = None, recipients: Optional[List[s
 class StoredWriter:
     """Encrypt (optionally), count and hash the bytes that reach ``out``."""
 
-    def __init__(self, out: BinaryIO, path: str, step: str, sealing: Optional[Sealing] = None) -> None:
+    def __init__(self, out: BinaryIO, path: str, step: str, sealing: Optional[Sealing] = None,
+                 binding: Optional[Binding] = None) -> None:
         self._out = out
         self._path = path
         self._step = step
         self._digest = hashlib.sha256()
         self.size = 0
-        self._seal = sealing.writer(self._store) if sealing else None
+        self._seal = sealing.writer(self._store, binding) if sealing else None  # type: ignore[arg-type]
 
     def _store(self, data: bytes) -> None:
         if not data:
@@ -123,31 +132,55 @@ def _label(backup, entry: FileEntry) -> str:
     return "%s file %s" % (backup.id, entry.name)
 
 
-def open_decrypted(path: str, encryption: Union[Encryption, Mapping[str, Any], None], ring_source, label: str,
-                   backup_id: str = "") -> BinaryIO:
-    """The stored file at ``path`` with its encryption removed (still compressed). ``ring_source``: a
-    Keyring, or a Config to load one from when (and only when) the file is encrypted."""
+def binding_of(backup, entry: Union[FileEntry, str]) -> Binding:
+    """The binding of one file of ``backup``: its manifest's repository id, its id and the file's name."""
+    name = entry if isinstance(entry, str) else entry.name
+    return Binding(backup.manifest.repository or DEFAULT_REPOSITORY, backup.id, name)
+
+
+def decrypting_reader(raw: BinaryIO, encryption: Union[Encryption, Mapping[str, Any], None], ring: Keyring,
+                      label: str, backup_id: str = "", binding: Optional[Binding] = None) -> BinaryIO:
+    """``raw`` (a binary file at its start) with its encryption removed; ``raw`` is closed with the result.
+
+    The binding is used iff the record's format is a bound one; a bound record without a binding is refused."""
     if isinstance(encryption, Mapping):
         encryption = Encryption.from_dict(dict(encryption)) if encryption else None
+    if not encryption:
+        return raw
+    algorithm = encryption.algorithm
+    if algorithm not in KNOWN_FORMATS:
+        raise ConfigError("%s: encryption %r is not known to this version" % (label, algorithm))
+    if encryption.format not in KNOWN_FORMATS[algorithm]:
+        raise ConfigError("%s: encryption format %r is not known to this version" % (label, encryption.format))
+    if is_bound(encryption):
+        if binding is None:
+            raise ValueError("%s: a bound file is read with its binding (repository, backup id, name)" % label)
+    else:
+        binding = None
+    if algorithm == AES_MODE:
+        key_id, _chunk, _header = read_aes_header(raw)
+        if key_id != encryption.key_id:
+            raise AuthenticationFailed("%s: the file's header names key id %s, the manifest %s (replaced or "
+                                       "tampered)" % (label, key_id, encryption.key_id))
+        key = ring.aes_key(key_id, backup_id)
+        raw.seek(0)
+        return io.BufferedReader(AesReader(raw, key, label, binding), 1 << 20)
+    key_ids = list(encryption.key_ids or [encryption.key_id])
+    identities = ring.age_identities_for(key_ids, backup_id)
+    return io.BufferedReader(AgeReader(raw, identities, label, key_ids, binding), 1 << 20)
+
+
+def open_decrypted(path: str, encryption: Union[Encryption, Mapping[str, Any], None], ring_source, label: str,
+                   backup_id: str = "", binding: Optional[Binding] = None) -> BinaryIO:
+    """The stored file at ``path`` with its encryption removed (still compressed). ``ring_source``: a
+    Keyring, or a Config to load one from when (and only when) the file is encrypted. ``binding``: where
+    the file belongs, checked when the record's format is a bound one (see ``decrypting_reader``)."""
     raw = open(path, "rb")  # pylint: disable=consider-using-with
     if not encryption:
         return raw
     try:
         ring = ring_source if isinstance(ring_source, Keyring) else load_keyring(ring_source)
-        algorithm = encryption.algorithm
-        if algorithm == AES_MODE:
-            key_id, _chunk, _header = read_aes_header(raw)
-            if key_id != encryption.key_id:
-                raise AuthenticationFailed("%s: the file's header names key id %s, the manifest %s (replaced or "
-                                           "tampered)" % (label, key_id, encryption.key_id))
-            key = ring.aes_key(key_id, backup_id)
-            raw.seek(0)
-            return io.BufferedReader(AesReader(raw, key, label), 1 << 20)
-        if algorithm == "age-x25519":
-            key_ids = list(encryption.key_ids or [encryption.key_id])
-            identities = ring.age_identities_for(key_ids, backup_id)
-            return io.BufferedReader(AgeReader(raw, identities, label, key_ids), 1 << 20)
-        raise ConfigError("%s: encryption %r is not known to this version" % (label, algorithm))
+        return decrypting_reader(raw, encryption, ring, label, backup_id, binding)
     except BaseException:
         raw.close()
         raise
@@ -157,21 +190,25 @@ def open_stored(backup, entry: FileEntry, cfg, ring: Optional[Keyring] = None) -
     """A readable binary stream of the original bytes of one stored file of ``backup``: decrypted, decompressed.
 
     A missing key raises KeyMissing (a ConfigError: the backup is not at fault) naming the key id needed;
-    bytes that fail authentication raise AuthenticationFailed (a ValueError) while reading.
+    bytes that fail authentication, or belong to another backup, file or repository, raise
+    AuthenticationFailed (a ValueError) on opening or while reading.
     """
     encryption = backup.manifest.encryption_of(entry)
-    stream = open_decrypted(backup.file_path(entry), encryption, ring or cfg, _label(backup, entry), backup.id)
+    stream = open_decrypted(backup.file_path(entry), encryption, ring or cfg, _label(backup, entry), backup.id,
+                            binding_of(backup, entry))
     return decompressing_reader(stream, entry.compression or "none")
 
 
 def require_keys(backup, cfg, ring: Optional[Keyring] = None) -> None:
-    """Fail before anything is touched when a key ``backup`` needs is not here (KeyMissing names its id)."""
+    """Fail before anything is touched when a key ``backup`` needs is not here (KeyMissing names its id), or
+    when a file's header shows it belongs elsewhere."""
     for entry in backup.manifest.files:
         encryption = backup.manifest.encryption_of(entry)
         if encryption:
             ring = ring or load_keyring(cfg)
             try:
-                open_decrypted(backup.file_path(entry), encryption, ring, _label(backup, entry), backup.id).close()
+                open_decrypted(backup.file_path(entry), encryption, ring, _label(backup, entry), backup.id,
+                               binding_of(backup, entry)).close()
             except AuthenticationFailed as exc:
                 raise VerifyError(str(exc)) from None
             except OSError as exc:

@@ -28,6 +28,9 @@ _SLUG = re.compile(r"[^A-Za-z0-9_.]+")
 # <kind>-<slug>-<YYYYMMDDTHHMMSSZ>[-N]: what Repository.new_id makes (a slug holds no "-").
 ID_PATTERN = re.compile(r"^(?P<kind>[a-z]+)-(?P<slug>[A-Za-z0-9_.]+)-(?P<stamp>[0-9]{8}T[0-9]{6}Z)(?:-[1-9][0-9]*)?$")
 KIND_PATTERN = re.compile(r"^[a-z]+$")
+# Encryption formats whose files are bound to their backup: codec/crypto.BOUND_FORMATS (the model sits below
+# codec, so the names are repeated here; tests/unit/test_binding.py checks they agree).
+BOUND_ENCRYPTION_FORMATS = frozenset({"seawall-aes-256-gcm-chunked-v2", "age-encryption.org/v1+seawall-binding-v1"})
 
 
 class ManifestError(RecordError):
@@ -379,7 +382,16 @@ class Backup:
             "manifest": self.manifest_path,
             "verification": manifest.verification.to_dict() if manifest.verification else None,
             "good": self.good,
+            "legacy_format": self.legacy_format,
+            "signed_by": manifest.auth.key_id if manifest.auth else None,
         }
+
+    @property
+    def legacy_format(self) -> bool:
+        """Encrypted in the old format whose files are not bound to their backup (``rekey`` rewrites them)."""
+        manifest = self.manifest
+        sealings = [manifest.encryption_of(f) for f in manifest.files] or [manifest.encryption]
+        return any(e is not None and e.format not in BOUND_ENCRYPTION_FORMATS for e in sealings)
 
     def save(self) -> None:
         write_json_atomic(self.manifest_path, self.manifest.to_dict())

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .. import __version__
 from ..codec.compression import SUFFIX
+from ..codec.crypto import Binding
 from ..codec.stored import sealing_for
 from ..config.connection import DbTarget
 from ..config.settings import LOGICAL_KINDS, Config, parse_kind
@@ -139,6 +140,10 @@ class BackupRun:
                  seconds=backup.manifest.duration_seconds)
         return backup
 
+    def _binding(self, backup_id: str, dest: str) -> Binding:
+        """What an encrypted file is bound to: this repository, this backup, this file name."""
+        return Binding(self.cfg.repository_id, backup_id, os.path.basename(dest))
+
     def _take(self, started: datetime) -> Backup:
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
@@ -165,7 +170,7 @@ class BackupRun:
                 dest = os.path.join(directory, "%s.dump%s%s" % (backup_id, SUFFIX[algorithm], seal_suffix))
                 result = stream_tool_to_file(_dump_command(tools, self.target, self.kind, snapshot), env, dest,
                                              algorithm, level, check_custom_archive, "pg_dump", "dump",
-                                             sealing=self.sealing)
+                                             sealing=self.sealing, binding=self._binding(backup_id, dest))
                 written.append(result.path)
                 files.append(_file_entry(result, "database", "custom", algorithm))
                 warnings.extend(result.warnings)
@@ -176,7 +181,7 @@ class BackupRun:
                 dest = os.path.join(directory, name % (backup_id, SUFFIX[algorithm]) + seal_suffix)
                 result = stream_tool_to_file(_globals_command(tools, self.target, info), env, dest, algorithm,
                                              level, check_cluster_sql, "pg_dumpall", "globals",
-                                             sealing=self.sealing)
+                                             sealing=self.sealing, binding=self._binding(backup_id, dest))
                 written.append(result.path)
                 files.append(_file_entry(result, "globals", "plain", algorithm))
                 warnings.extend(result.warnings)
@@ -184,6 +189,7 @@ class BackupRun:
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "id": backup_id,
+                "repository": self.cfg.repository_id,
                 "type": self.kind,
                 "method": "logical",
                 "status": "ok",

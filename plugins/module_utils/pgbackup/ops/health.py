@@ -23,7 +23,7 @@ from ..config.connection import DbTarget
 from ..config.monitoring import MonitoringSettings, load_monitoring
 from ..config.settings import LOGICAL_KINDS, Config
 from ..core.clock import utc_now
-from ..core.errors import BackupError
+from ..core.errors import BackupError, ConfigError
 from ..pg.binaries import any_psql
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
@@ -100,9 +100,13 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     """Every check; ``connect=False`` leaves the database out, ``checksums=False`` the sha256 (``serve``'s /healthz)."""
     settings = settings or load_monitoring(cfg.monitoring, os.environ if env is None else env)
     limits = settings.health
-    repo = open_repository(cfg)
     database = DbTarget(cfg.database_url).dbname if cfg.database_url else None
     checks: List[Dict[str, Any]] = [check_connectivity(cfg, limits.connect_timeout)] if connect else []
+    try:
+        repo = open_repository(cfg)
+    except ConfigError as exc:  # the keys that check the manifests' signatures are missing or unsafe: none is read
+        checks.append(_check("trust", "critical", str(exc)))
+        return {"status": "critical", "exit_code": STATUS_CODE["critical"], "checks": checks}
     repository, safe = _repository_checks(cfg.backup_dir, repo)
     checks.extend(repository)
     if not safe:  # another user's or a world-writable directory: nothing in it is read

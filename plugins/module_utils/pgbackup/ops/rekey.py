@@ -28,10 +28,10 @@ from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..codec.compression import decompressing_reader
-from ..codec.crypto import SUFFIX
+from ..codec.crypto import SUFFIX, Binding, is_bound
 from ..codec.integrity import verify_checksums
 from ..codec.keyring import Keyring, load_keyring
-from ..codec.stored import Sealing, StoredWriter, open_decrypted, sealing_for
+from ..codec.stored import Sealing, StoredWriter, binding_of, open_decrypted, sealing_for
 from ..core.clock import parse_moment, utc_now
 from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
@@ -95,6 +95,8 @@ def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
     if not record:
         return False
     new = sealing.record()
+    if is_bound(record) != is_bound(new):
+        return False  # an old, unbound format is rewritten even under the same key (list says "rekey")
     return record.algorithm == new["algorithm"] and (
         sorted(record.key_ids or [record.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]))
 
@@ -102,10 +104,13 @@ def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
 def rewrite_reason(repo: Repository, backup: Backup, sealing: Sealing) -> Optional[str]:
     """Why ``backup`` is to be rewritten under ``sealing`` (None: it is current and kept as it is)."""
     old = backup.manifest.encryption
+    new = sealing.record()
+    if old is not None and old.format not in BOUND_FORMATS and new.get("format") in BOUND_FORMATS \
+            and old.algorithm == new["algorithm"] \
+            and sorted(old.key_ids or [old.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]):
+        return "format"  # files not bound to their backup: a replay under another manifest would decrypt
     if not same_key(old, sealing):
         return "key"
-    if old is not None and old.format not in BOUND_FORMATS and sealing.record().get("format") in BOUND_FORMATS:
-        return "format"  # files not bound to their backup: a replay under another manifest would decrypt
     if backup.manifest.auth is None and repo.trust.active:
         return "unsigned"
     return None
@@ -146,7 +151,8 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
     label = "%s file %s" % (backup.id, entry.name)
     old = backup.manifest.encryption_of(entry)
     try:
-        source = _Hashing(open_decrypted(backup.file_path(entry), old, ring, label, backup.id))
+        source = _Hashing(open_decrypted(backup.file_path(entry), old, ring, label, backup.id,
+                                         binding_of(backup, entry)))
     except ValueError as exc:
         raise VerifyError("%s cannot be decrypted: %s" % (label, exc)) from None
     out = None
@@ -157,7 +163,9 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
             out = create_private(partial)
         except OSError as exc:
             raise file_error("cannot create " + describe_os_error(exc, partial), exc, "rekey") from None
-        writer = StoredWriter(out, partial, "rekey", sealing)
+        # The copy is bound to its new name: the name the rewritten manifest will give it.
+        new_binding = binding_of(backup, os.path.basename(dest))
+        writer = StoredWriter(out, partial, "rekey", sealing, new_binding)
         try:
             for chunk in iter(lambda: source.read(CHUNK), b""):
                 writer.write(chunk)
@@ -167,7 +175,7 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
         out.flush()
         os.fsync(out.fileno())
         out.close()
-        _verify_copy(partial, writer, sealing, ring, source.digest.hexdigest(), entry, label)
+        _verify_copy(partial, writer, sealing, ring, source.digest.hexdigest(), entry, label, new_binding)
         pause("rekey-partial")  # crash tests: a verified .partial, not renamed yet
         os.replace(partial, dest)
         fsync_dir(os.path.dirname(dest))
@@ -184,7 +192,7 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
 
 
 def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyring, plain_sha256: str,
-                 entry: FileEntry, label: str) -> None:
+                 entry: FileEntry, label: str, binding: Binding) -> None:
     """The copy on disk: its sha256, authentication under the new key, the same compressed bytes, decompressible."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -192,7 +200,7 @@ def _verify_copy(path: str, writer: StoredWriter, sealing: Sealing, ring: Keyrin
             digest.update(chunk)
     if digest.hexdigest() != writer.sha256:
         raise VerifyError("%s: the re-encrypted copy does not match what was written (disk fault?)" % label)
-    hashing = _Hashing(open_decrypted(path, sealing.record(), ring, label + " (new copy)"))
+    hashing = _Hashing(open_decrypted(path, sealing.record(), ring, label + " (new copy)", binding=binding))
     try:
         buffered = io.BufferedReader(hashing, CHUNK)
         with decompressing_reader(buffered, entry.compression or "none") as plain:

@@ -41,12 +41,13 @@ class StreamResult:
 
 def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algorithm: str,
                         level: Optional[int], check_output: Callable[[bytes, bytes, int], Optional[str]],
-                        tool: str, step: str, sealing=None) -> StreamResult:
+                        tool: str, step: str, sealing=None, binding=None) -> StreamResult:
     """Run ``cmd``, store its compressed stdout at ``dest``; raise BackupError naming ``step`` on any fault.
 
     ``check_output(head, tail, raw_size)`` returns an error text for output that is empty or not
     what the tool should have written (a headerless dump is a failure even with exit 0).
     ``sealing`` (stored.Sealing): encrypt after compression; size and sha256 are of the stored bytes.
+    ``binding`` (crypto.Binding, needed with ``sealing``): the repository, backup and file the bytes belong to.
     """
     partial = dest + ".partial"
     tool_run: Optional[ToolProcess] = None
@@ -66,7 +67,7 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
         finally:
             os.close(write_end)  # only the tool writes; EOF comes when it exits
         packer = compressor(algorithm, level)
-        stored = StoredWriter(out, partial, step, sealing)
+        stored = StoredWriter(out, partial, step, sealing, binding)
         raw_size = 0
         head = b""
         tail = b""

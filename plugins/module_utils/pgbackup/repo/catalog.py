@@ -66,10 +66,9 @@ def is_our_file(key: str) -> bool:
 
 
 def stored_manifest_bytes(backup: Backup, trust: Optional[Trust] = None) -> bytes:
-    """The manifest as a destination keeps it: the local one without the local list of copies, signed."""
-    document = backup.manifest.to_dict()
-    document.pop("copies", None)
-    return render_manifest((trust or Trust()).sign_document(document))
+    """The manifest as a destination keeps it: without the local list of copies, its describing fields sealed,
+    signed (``Trust.destination_document``)."""
+    return render_manifest((trust or Trust()).destination_document(backup.manifest))
 
 
 class Repository:
@@ -534,7 +533,10 @@ class Repository:
                 raise VerifyError("%s: object %s does not match its manifest (%d bytes, sha256 %s); not restored"
                                   % (backup.id, self.store.uri(key), size, digest.hexdigest()))
         path = os.path.join(folder, backup.id + MANIFEST_SUFFIX)
-        document = backup.manifest.to_dict()
+        try:
+            document = self.trust.opened_document(backup.manifest)
+        except ValueError as exc:  # AuthenticationFailed: a sealed description that is not this backup's
+            raise VerifyError("%s: %s" % (backup.id, exc)) from None
         with create_private(path) as handle:
             handle.write(render_manifest(document))
         # the manifest as read (and trusted) at the destination; the scratch file is for tools reading it
