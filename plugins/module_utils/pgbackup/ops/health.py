@@ -27,8 +27,8 @@ from ..core.errors import BackupError, ConfigError
 from ..pg.binaries import any_psql
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
-from .health_checks import (check_catalog, check_checksum, check_clock_skew, check_disk, check_drill, check_last_runs,
-                            check_repository, recent_full_size, worst)
+from .health_checks import (check_catalog, check_checksum, check_clock_skew, check_disk, check_drill, check_keys,
+                            check_last_runs, check_repository, recent_full_size, worst)
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
@@ -119,12 +119,24 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
                 newest = present(repo.backups(kind=kind, database=database), now)
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
     checks.append(check_clock_skew(repo, now))
+    if cfg.encryption_retired_keys or repo.trust.active:  # keys in use: which of them are retired
+        checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(cfg, repo)))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
         os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
     checks.append(check_last_runs(repo.log_dir, limits, now))
     checks.append(check_drill(repo.log_dir, limits, now))
     status = worst(checks)
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
+
+
+def _write_key_ids(cfg: Config, repo: Repository) -> List[str]:
+    """The key ids new backups are encrypted with (and their manifests signed with), as configured."""
+    ring = repo.trust.ring
+    if ring is None or not any(cfg.encryption_for(k) for k in cfg.kinds):
+        return []
+    if cfg.encryption_mode == "age":
+        return list(ring.recipient_ids)
+    return [ring.write_aes_id] if ring.write_aes_id else []
 
 
 def _repository_checks(backup_dir: str, repo: Repository) -> Tuple[List[Dict[str, Any]], bool]:

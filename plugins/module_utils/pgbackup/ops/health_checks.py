@@ -212,6 +212,62 @@ def check_catalog(repo: Repository) -> Dict[str, Any]:
     return check("catalog", "ok", "every manifest parses")
 
 
+def _key_ids(backup: Backup) -> List[str]:
+    """Every key id the local backup needs to be read and trusted: its files' keys and its manifest's MAC key."""
+    found = []
+    manifest = backup.manifest
+    for record in [manifest.encryption] + [manifest.encryption_of(e) for e in manifest.files]:
+        if record is not None:
+            found.extend(record.key_ids or [record.key_id])
+    if manifest.auth is not None and manifest.auth.algorithm == "hmac-sha256":
+        found.append(manifest.auth.key_id)
+    return sorted({k for k in found if k})
+
+
+def check_keys(repo: Repository, retired: List[str], write_ids: List[str]) -> Dict[str, Any]:
+    """Retired keys still needed: by a local backup, by a copy at a destination (as recorded when it was
+    copied), or as the key new backups are written with. Only then may a retired key file go."""
+    if not retired:
+        return check("keys", "ok", "no key is listed as retired")
+    try:
+        backups = repo.backups(include_bad=True)
+    except BackupError as exc:
+        return check("keys", "critical", "cannot read the catalog: %s" % exc)
+    local: Dict[str, int] = {}
+    copies: Dict[str, int] = {}
+    unknown = 0
+    for backup in backups:
+        for key_id in _key_ids(backup):
+            if key_id in retired:
+                local[key_id] = local.get(key_id, 0) + 1
+        encryption = backup.manifest.encryption
+        for copy in backup.manifest.copies:
+            if copy.removed_at is not None:
+                continue
+            if copy.key_id in retired:
+                copies[copy.key_id] = copies.get(copy.key_id, 0) + 1
+            elif encryption is not None and copy.key_id != encryption.key_id:
+                unknown += 1  # rewritten here since it was copied (or copied before copies named their key)
+    problems = []
+    writing = sorted(set(write_ids) & set(retired))
+    if writing:
+        problems.append("retired key id %s is still the key new backups are encrypted with (add a new key "
+                        "first)" % ", ".join(writing))
+    problems.extend("%d local backup%s depend%s on retired key id %s" % (
+        n, "" if n == 1 else "s", "s" if n == 1 else "", k) for k, n in sorted(local.items()))
+    problems.extend("%d cop%s at destinations depend%s on retired key id %s" % (
+        n, "y" if n == 1 else "ies", "s" if n == 1 else "", k) for k, n in sorted(copies.items()))
+    if unknown:
+        problems.append("%d cop%s at destinations %s not under the local backup's key" % (
+            unknown, "y" if unknown == 1 else "ies", "is" if unknown == 1 else "are"))
+    extra = {"retired": sorted(retired), "local": local, "copies": copies, "stale_copies": unknown}
+    if problems:
+        return check("keys", "warning", "; ".join(problems) + ": re-encrypt them (rekey, which reaches the copies "
+                     "too) before the retired key file is removed", **extra)
+    return check("keys", "ok", "no backup or copy depends on retired key id %s" % ", ".join(sorted(retired)),
+                 **extra)
+
+
 def worst(checks: List[Dict[str, Any]]) -> str:
     order = ("ok", "warning", "critical")
     return max((c["status"] for c in checks), key=order.index, default="ok")

@@ -8,8 +8,15 @@ encrypted with the new one into a new ``.partial`` file (the compressed bytes ar
 copy is verified (sha256 of what is on disk, authentication with the new key, the same compressed
 bytes as before, decompressed to the end); only then is it renamed, the manifest rewritten
 atomically, and the old files removed. Interrupted anywhere, the manifest names complete files
-under one key: the old ones until the manifest is rewritten, the new ones after. Copies no manifest
-names are leftovers that the next run removes.
+under one key: the old ones until the manifest is rewritten, the new ones after. Before it touches a
+backup, the run removes the files of that backup id that its manifest does not name (a killed rekey's
+copies and partials: a backup still being written has no manifest yet).
+
+A backup is rewritten when its key is not the newest, and also (migration to authenticated backups) when
+its manifest is not signed while signing is configured, or its files are in a format without the binding
+to their backup. Then every destination holding a copy gets the new files and manifest, and its objects
+of that backup under the old key are deleted (ops/sync.py); a destination that fails loses its copy
+record (the next ``sync`` uploads again) and is named in the error, the local rekey stands.
 """
 
 from __future__ import annotations
@@ -30,11 +37,16 @@ from ..core.errors import BackupError, ConfigError, VerifyError, file_error
 from ..core.fsutil import create_private, describe_os_error, fsync_dir, remove_quietly
 from ..core.runlog import RunLog
 from ..core.testpoints import pause
-from ..model.manifest import Backup, Encryption, FileEntry, Rekeying
+from ..model.manifest import MANIFEST_SUFFIX, Backup, Encryption, FileEntry, Rekeying
 from ..pg.pipeline import CHUNK
-from ..repo.catalog import Repository, open_repository
+from ..repo.catalog import Repository, is_our_file, open_repository
+from ..store import find_settings, open_destination
+from .sync import copy_backup, copy_state, drop_copy, raise_failures, record_copy, remove_unnamed_objects
 
 _CRYPTO_SUFFIXES = tuple(SUFFIX.values())
+# The formats whose files are bound to their backup (repository, backup id, file name): anything else is
+# rewritten by rekey (strings, so this module does not depend on which version of codec/ wrote them).
+BOUND_FORMATS = frozenset({"seawall-aes-256-gcm-chunked-v2", "age-encryption.org/v1+seawall-binding-v1"})
 
 
 class _Hashing(io.RawIOBase):
@@ -89,6 +101,50 @@ def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
         sorted(record.key_ids or [record.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]))
 
 
+def rewrite_reason(repo: Repository, backup: Backup, sealing: Sealing) -> Optional[str]:
+    """Why ``backup`` is to be rewritten under ``sealing`` (None: it is current and kept as it is)."""
+    old = backup.manifest.encryption
+    new = sealing.record()
+    if old is not None and old.format not in BOUND_FORMATS and new.get("format") in BOUND_FORMATS \
+            and old.algorithm == new["algorithm"] \
+            and sorted(old.key_ids or [old.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]):
+        return "format"  # files not bound to their backup: a replay under another manifest would decrypt
+    if not same_key(old, sealing):
+        return "key"
+    if backup.manifest.auth is None and repo.trust.active:
+        return "unsigned"
+    return None
+
+
+def _describe(reason: str, count: int, old_key: Optional[str], sealing: Sealing, done: bool) -> str:
+    verb = "re-encrypted" if done else "would re-encrypt"
+    if reason == "key":
+        return "%s %d file(s) from key id %s to %s" % (verb, count, old_key or "none (unencrypted)", sealing.key_id)
+    why = "its manifest is not signed" if reason == "unsigned" else "its files are not bound to the backup"
+    return "%s %d file(s) under key id %s (%s)" % (verb, count, sealing.key_id, why)
+
+
+def remove_crash_leftovers(repo: Repository, backup: Backup) -> List[str]:
+    """Files of ``backup``'s id in its folder that its manifest does not name: a killed rekey's new copies,
+    partials and manifest temp files (or the old files it had not removed yet). Call under the lock."""
+    folder = repo.kind_dir(backup.kind)
+    named = {e.name for e in backup.manifest.files} | {backup.id + MANIFEST_SUFFIX}
+    removed = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        if name in named or not (name.startswith(backup.id + ".") or name.startswith("." + backup.id + ".")):
+            continue
+        if is_our_file("%s/%s" % (backup.kind, name)) and not os.path.islink(os.path.join(folder, name)):
+            remove_quietly(os.path.join(folder, name))
+            removed.append(os.path.join(folder, name))
+    if removed:
+        fsync_dir(folder)
+    return removed
+
+
 def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, dest: str) -> FileEntry:
     """Write ``dest`` + .partial re-encrypted, verify it, rename it; return the new file entry."""
     partial = dest + ".partial"
@@ -102,6 +158,7 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
     out = None
     writer = None
     try:
+        remove_quietly(partial)  # a killed run's (the crash cleanup removes it too)
         try:
             out = create_private(partial)
         except OSError as exc:
@@ -119,6 +176,7 @@ def _copy(backup: Backup, entry: FileEntry, ring: Keyring, sealing: Sealing, des
         os.fsync(out.fileno())
         out.close()
         _verify_copy(partial, writer, sealing, ring, source.digest.hexdigest(), entry, label, new_binding)
+        pause("rekey-partial")  # crash tests: a verified .partial, not renamed yet
         os.replace(partial, dest)
         fsync_dir(os.path.dirname(dest))
     except BaseException:
@@ -161,7 +219,11 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
     old = backup.manifest.encryption
     row: Dict[str, Any] = {"id": backup.id, "type": backup.kind, "from": old.key_id if old else None,
                            "to": sealing.key_id}
-    if same_key(old, sealing):
+    cleaned = remove_crash_leftovers(repo, backup)
+    if cleaned:
+        row["removed_leftovers"] = cleaned
+    reason = rewrite_reason(repo, backup, sealing)
+    if reason is None:
         return dict(row, changed=False, details="already under key id %s" % sealing.key_id)
     verify_checksums(backup)
     directory = backup.directory
@@ -177,7 +239,10 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
         old_paths = [backup.file_path(e) for e in backup.manifest.files]
         history = backup.manifest.rekeyed + [Rekeying(at=utc_now(), from_key=old.key_id if old else None,
                                                       to_key=sealing.key_id)]
-        manifest = replace(backup.manifest, files=new_entries, rekeyed=history,
+        # The copies at destinations hold the old files until they are uploaded again: no key recorded makes
+        # them stale for rekey and sync alike, even when killed before that upload.
+        copies = [replace(c, key_id=None) if c.removed_at is None else c for c in backup.manifest.copies]
+        manifest = replace(backup.manifest, files=new_entries, rekeyed=history, copies=copies,
                            encryption=Encryption.from_dict(sealing.record()))
         repo.save(Backup(manifest, backup.manifest_path))  # from here on the new copies are the backup
     except BaseException:
@@ -189,8 +254,41 @@ def rekey_backup(repo: Repository, backup: Backup, ring: Keyring, sealing: Seali
     for path in old_paths:
         if path not in {backup.file_path(e) for e in new_entries}:
             remove_quietly(path)
-    return dict(row, changed=True, details="re-encrypted %d file(s) from key id %s to %s"
-                % (len(new_entries), row["from"] or "none (unencrypted)", sealing.key_id))
+    fsync_dir(directory)
+    pause("rekey-removed")  # crash tests: the local backup is done, its copies at destinations are not
+    return dict(row, changed=True, details=_describe(reason, len(new_entries), row["from"], sealing, True))
+
+
+def reach_copies(cfg, repo: Repository, backup: Backup, log: RunLog) -> List[Dict[str, Any]]:
+    """Upload ``backup`` again to every destination whose copy is stale (another key, or rewritten locally),
+    then delete that destination's objects of the backup under the old key. Call under the lock.
+
+    Returns one row per destination tried: ``{"destination", "ok", ...}``; a failure drops the copy record."""
+    rows: List[Dict[str, Any]] = []
+    for name in sorted({c.destination for c in backup.manifest.copies}):
+        if copy_state(backup, name) != "stale":
+            continue
+        try:
+            settings = find_settings(cfg, name)
+            dest = open_destination(settings)
+            try:
+                record = copy_backup(repo, backup, dest, settings)
+                pause("rekey-uploaded")  # crash tests: the new copy is there, the old objects too
+                removed = remove_unnamed_objects(dest, backup)
+            finally:
+                dest.close()
+        except BackupError as exc:
+            drop_copy(repo, backup, name)
+            log.failure("copy-failed", id=backup.id, destination=name, step="rekey", error=str(exc))
+            rows.append({"destination": name, "ok": False, "error": str(exc)})
+            continue
+        current = record_copy(repo, backup, record)
+        if current is not None:
+            backup.manifest = current.manifest
+        log.info("copied", id=backup.id, destination=name, uri=record["uri"], uploaded=record["uploaded"],
+                 removed=len(removed), key_id=record["key_id"])
+        rows.append({"destination": name, "ok": True, "uploaded": record["uploaded"], "removed": len(removed)})
+    return rows
 
 
 def select_for_rekey(repo: Repository, selectors: Sequence[str], kind: Optional[str], before: Optional[str],
@@ -218,11 +316,17 @@ def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, b
     for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
         old = backup.manifest.encryption
         row = {"id": backup.id, "type": backup.kind, "from": old.key_id if old else None, "to": sealing.key_id}
-        if same_key(old, sealing):
-            rows.append(dict(row, changed=False, details="already under key id %s" % sealing.key_id))
+        reason = rewrite_reason(repo, backup, sealing)
+        stale = [c.destination for c in backup.manifest.copies
+                 if c.removed_at is None and (reason or copy_state(backup, c.destination) == "stale")]
+        if stale:
+            row["destinations"] = sorted(set(stale))
+        if reason is None:
+            rows.append(dict(row, changed=False, details="already under key id %s" % sealing.key_id
+                             + ("; would upload again to %s" % ", ".join(row["destinations"]) if stale else "")))
         else:
-            rows.append(dict(row, changed=True, details="would re-encrypt %d file(s) from key id %s to %s"
-                             % (len(backup.manifest.files), row["from"] or "none (unencrypted)", sealing.key_id)))
+            rows.append(dict(row, changed=True, details=_describe(reason, len(backup.manifest.files), row["from"],
+                                                                  sealing, False)))
     return rows
 
 
@@ -240,6 +344,7 @@ def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before
                               "(BACKUP_ENCRYPTION_IDENTITY_FILE)" % " or ".join(missing))
     log = RunLog(repo.log_dir)
     results = []
+    failed: List[Dict[str, Any]] = []
     with repo.lock(wait_seconds=600):
         for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
             try:
@@ -249,5 +354,15 @@ def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before
                 raise
             if row["changed"]:
                 log.info("rekey-ok", id=backup.id, key_id=sealing.key_id)
+            copies = reach_copies(cfg, repo, backup, log)
+            if copies:
+                row["destinations"] = copies
+                row["details"] += "; copy %s" % ", ".join(
+                    "at %s uploaded again" % c["destination"] if c["ok"] else "at %s failed (forgotten: sync "
+                    "uploads it again)" % c["destination"] for c in copies)
+            failed.extend(c for c in copies if not c["ok"])
             results.append(row)
+    if failed:
+        # the local backups are re-encrypted; each failed destination's copy is forgotten, so sync uploads again
+        raise_failures({"failed": failed}, "the backups are re-encrypted here, but ")
     return results

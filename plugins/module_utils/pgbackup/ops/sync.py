@@ -12,7 +12,11 @@ with the same size and sha256, so a re-run resumes where the last one stopped), 
 upload (size as the service reports it, then sha256 of the object streamed back, or the service's own
 check where it makes one), then the manifest, last: a half-copied backup has no manifest at the
 destination and is never listed there. Then the copy is recorded in the local manifest (atomically,
-under the repository lock). A failed copy never touches the local backup.
+under the repository lock), with the key its files are encrypted under. A failed copy never touches the local backup.
+
+A recorded copy under another key than the local backup's (a ``rekey`` ran since, or a record from before
+copies named their key) is stale: it is uploaded again. After every upload the destination's objects of that
+backup that the new manifest does not name (files under an old key, of an interrupted copy) are deleted.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from ..config.destinations import DestinationSettings
 from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
 from ..core.runlog import RunLog
-from ..model.manifest import Backup, Copy, FileEntry
-from ..repo.catalog import Repository, open_repository, stored_manifest_bytes
+from ..core.testpoints import pause
+from ..model.manifest import MANIFEST_SUFFIX, Backup, Copy, FileEntry
+from ..repo.catalog import Repository, is_our_file, open_repository, stored_manifest_bytes
 from ..store import open_destination, remote_settings
 from ..store.base import DestinationError, Store
 
@@ -69,6 +74,7 @@ def copy_backup(source: Repository, backup: Backup, dest: Store, settings: Desti
                 info = dest.write(key, stream, entry.size, entry.sha256)
         _check_upload(dest, settings, key, entry, info.size)
         uploaded.append(key)
+    pause("copy-uploaded")  # crash tests: the data files are there, the destination's manifest is not yet new
     data = stored_manifest_bytes(backup, source.trust)
     key = source.key_of(backup)
     dest.put_bytes(key, data)
@@ -80,13 +86,59 @@ def copy_backup(source: Repository, backup: Backup, dest: Store, settings: Desti
             "key_id": encryption.key_id if encryption else None, "uploaded": len(uploaded)}
 
 
+def remove_unnamed_objects(dest: Store, backup: Backup) -> List[str]:
+    """Delete the destination's objects of ``backup`` that its manifest (already uploaded) does not name: the
+    files of an earlier copy under another key, or of an interrupted one. Only names of ours for this backup id."""
+    named = {"%s/%s" % (backup.kind, entry.name) for entry in backup.manifest.files}
+    named.add("%s/%s%s" % (backup.kind, backup.id, MANIFEST_SUFFIX))
+    prefixes = ("%s/%s." % (backup.kind, backup.id), "%s/.%s." % (backup.kind, backup.id))
+    removed = []
+    # the folder is listed (some object stores list by path segment only), then filtered by the id's prefixes
+    for info in dest.list(backup.kind + "/"):
+        if info.key.startswith(prefixes) and info.key.count("/") == 1 and info.key not in named \
+                and is_our_file(info.key):
+            dest.delete(info.key)
+            removed.append(info.key)
+    return removed
+
+
+def current_key(backup: Backup) -> Optional[str]:
+    """The key id the backup's files are encrypted under now (None: not encrypted)."""
+    encryption = backup.manifest.encryption
+    return encryption.key_id if encryption else None
+
+
+def copy_state(backup: Backup, name: str) -> str:
+    """``none`` (no copy recorded at ``name``), ``removed`` (its retention removed it), ``stale`` (under
+    another key than the local backup, or of unknown key while it is encrypted) or ``current``."""
+    found = [c for c in backup.manifest.copies if c.destination == name]
+    if not found:
+        return "none"
+    copy = found[-1]
+    if copy.removed_at is not None:
+        return "removed"
+    return "current" if copy.key_id == current_key(backup) else "stale"
+
+
+def drop_copy(local: Repository, backup: Backup, name: str) -> Optional[Backup]:
+    """Forget the copy at ``name`` (its files there are not what the local manifest says): the next
+    ``sync`` uploads it again. Call under the lock."""
+    current = local.reload(backup)
+    if current is None:
+        return None
+    current.manifest.copies = [c for c in current.manifest.copies if c.destination != name]
+    local.save(current)
+    return current
+
+
 def record_copy(local: Repository, backup: Backup, record: Dict[str, Any]) -> Optional[Backup]:
     """Add or replace this destination's entry in the local manifest (atomically). Call under the lock."""
     current = local.reload(backup)
     if current is None:
         return None  # deleted by cleanup meanwhile: nothing to record
     copies = [c for c in current.manifest.copies if c.destination != record["destination"]]
-    copies.append(Copy.from_dict({k: v for k, v in record.items() if k != "uploaded"}, current.manifest_path))
+    copies.append(Copy.from_dict({k: v for k, v in record.items() if k not in ("uploaded", "removed")},
+                                 current.manifest_path))
     current.manifest.copies = copies
     local.save(current)
     return current
@@ -130,10 +182,12 @@ def plan_sync(cfg: Any, destination: Optional[str] = None) -> Dict[str, Any]:
     plan: Dict[str, Any] = {"dry_run": True, "destinations": [s.name for s in targets], "to_copy": [], "present": 0}
     for settings in targets:
         for backup in backups:
-            if copy_recorded(backup, settings.name):
+            state = copy_state(backup, settings.name)
+            if state in ("current", "removed"):
                 plan["present"] += 1
             else:
-                plan["to_copy"].append({"id": backup.id, "destination": settings.name, "size": backup.size})
+                plan["to_copy"].append(dict({"id": backup.id, "destination": settings.name, "size": backup.size},
+                                            **({"stale": True} if state == "stale" else {})))
     return plan
 
 
@@ -164,15 +218,19 @@ def sync(cfg: Any, only: Optional[List[Backup]] = None, destination: Optional[st
             for backup in backups:
                 if backup is None or not backup.good:
                     continue
-                if copy_recorded(backup, settings.name):
+                state = copy_state(backup, settings.name)
+                if state in ("current", "removed"):
                     result["present"] += 1
                     continue
                 record = copy_backup(repo, backup, dest, settings)
+                # files of this backup the manifest now there does not name (under an old key, of a copy
+                # interrupted or forgotten) go once that manifest is up
+                record["removed"] = len(remove_unnamed_objects(dest, backup))
                 with repo.lock(wait_seconds=LOCK_WAIT_SECONDS):
                     record_copy(repo, backup, record)
                 result["copied"].append(dict(record, id=backup.id))
                 log.info("copied", id=backup.id, destination=settings.name, uri=record["uri"],
-                         uploaded=record["uploaded"])
+                         uploaded=record["uploaded"], **({"stale": True} if state == "stale" else {}))
         except BackupError as exc:  # a destination's failure (or its bad credentials file) stops only that one
             result["failed"].append({"destination": settings.name, "error": str(exc)})
             log.failure("copy-failed", destination=settings.name, step="copy", error=str(exc))
