@@ -474,3 +474,20 @@ def test_checks_accept_a_signing_age_host_and_an_aes_host(tmp_path):
     aes = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption": True,
            "pgbackup_encryption_key": RENDER_KEY}
     assert run_checks(aes, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("playbook", ["restore.yml", "dr_drill.yml"])
+def test_restore_playbooks_pass_the_trust_settings_to_the_engine(playbook, tmp_path):
+    variables = {"ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                 "pgbackup_database_url": "postgresql://backup@127.0.0.1:1/vtt", "pgbackup_backup_dir": str(tmp_path)}
+    (tmp_path / "vars.json").write_text(json.dumps(dict(variables, pgbackup_accept_unsigned=True,
+                                                        pgbackup_repository_id="highseas-prod",
+                                                        pgbackup_encryption_trusted_signers=[PINNED_SIGNER])))
+    arguments = ("-c", "local", "--check", "-e", "@%s" % (tmp_path / "vars.json"))
+    planned = run_playbook(REPO / "playbooks" / playbook, *arguments)
+    assert "(none yet)" in planned.stdout
+    # The engine, not the playbook, refuses a wrong key: the setting reached it.
+    (tmp_path / "vars.json").write_text(json.dumps(dict(variables, pgbackup_encryption_trusted_signers=["ed25519:x"])))
+    refused = run_playbook(REPO / "playbooks" / playbook, *arguments, check=False)
+    assert refused.returncode != 0
+    assert "encryption_trusted_signers: 'ed25519:x' is not an Ed25519 public key" in refused.stdout
