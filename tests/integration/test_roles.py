@@ -431,7 +431,9 @@ def run_checks(variables: dict, tmp_path: Path) -> subprocess.CompletedProcess:
         "gather_subset": ["!all", "!min", "distribution"],
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
         "tasks": [{"name": "Check the settings", "ansible.builtin.include_role": {
-            "name": "seawall.pgbackup.tooling", "tasks_from": "checks.yml"}}],
+            "name": "seawall.pgbackup.tooling", "tasks_from": "checks.yml", "public": True}},
+                  {"name": "Show backup.encryption of config.json", "ansible.builtin.debug": {
+                      "var": "pgbackup_tooling_config_document.backup.encryption"}}],
     }]))
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     return run_playbook(playbook, "-e", "@%s" % (tmp_path / "vars.json"), check=False)
@@ -474,6 +476,22 @@ def test_checks_accept_a_signing_age_host_and_an_aes_host(tmp_path):
     aes = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption": True,
            "pgbackup_encryption_key": RENDER_KEY}
     assert run_checks(aes, tmp_path).returncode == 0
+
+
+def rendered_encryption(variables: dict, tmp_path: Path) -> dict:
+    result = run_checks(dict(variables, pgbackup_pg_client_source="distro"), tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    tasks = [t for play in json.loads(result.stdout)["plays"] for t in play["tasks"]]
+    return tasks[-1]["hosts"]["localhost"]["pgbackup_tooling_config_document.backup.encryption"]
+
+
+@pytest.mark.parametrize("users, enabled", [(True, True), ({"enabled": "true"}, True), (None, False), (False, False)])
+def test_signers_set_in_the_role_keep_the_users_encryption_switch(users, enabled, tmp_path):
+    variables = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption_trusted_signers": [PINNED_SIGNER]}
+    if users is not None:
+        variables["pgbackup_config"] = {"backup": {"encryption": users}}
+    document = rendered_encryption(variables, tmp_path)
+    assert document["enabled"] is enabled and document["trustedSigners"] == [PINNED_SIGNER]
 
 
 @pytest.mark.parametrize("playbook", ["restore.yml", "dr_drill.yml"])
