@@ -95,7 +95,9 @@ def pgbackup_config(module, **overrides):
         pg_bin_dir=params.get('pg_bin_dir'),
     )
     for name in ('encryption', 'encryption_mode', 'encryption_key_file', 'encryption_keyring',
-                 'encryption_recipients', 'encryption_identity_file'):
+                 'encryption_recipients', 'encryption_identity_file', 'encryption_signing_key_file',
+                 'encryption_trusted_signers', 'encryption_retired_keys', 'repository_id', 'accept_unsigned',
+                 'accept_unencrypted'):
         settings[name] = params.get(name)
     settings.update(overrides)
     try:

@@ -33,6 +33,11 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 UNIT_DIR = "etc/systemd/system"
 SECRET = "s3cr:t"  # the password of the URL in render_linux.yml (percent-encoded there)
 RENDER_KEY = "5f1d0c3b9a8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817065f4e"  # pgbackup_encryption_key there
+# pgbackup_encryption_signing_key there (a test-only key), its public key and the signer pinned there.
+SIGNING_KEY = ("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIFBsv34gfZ02ZnsBb07NJtjRtmdQhHAqWgXG7frp4uBA\n"
+               "-----END PRIVATE KEY-----\n")
+SIGNING_PUBLIC = "ed25519:+iCCvvYeBz1lDdiUdlOByj06p27Pia4v5weh1CkJjms="
+PINNED_SIGNER = "ed25519:/FL8R0arxoONeOC6Tq0yFTOGFf1eYo1nlLnkdihoYbA="
 EXPECTED_CALENDARS = {  # job -> OnCalendar= values, for the schedules in render_linux.yml
     "full": ["*-*-* 02:00:00"],
     "schema": ["Tue *-*-* 04:15:00"],
@@ -182,6 +187,12 @@ def test_secrets_only_in_their_private_files(linux_root):
             assert (RENDER_KEY if path.name == "encryption.key" else RENDER_KEY[::-1]) in text
         elif RENDER_KEY in text or RENDER_KEY[::-1] in text:
             pytest.fail("an encryption key is in %s" % path)
+        if path.name == "signing.pem":
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert text == SIGNING_KEY
+        elif SIGNING_KEY.splitlines()[1] in text:
+            pytest.fail("the signing key is in %s" % path)
+    assert (linux_root / "etc/seawall-pgbackup/signing.pem").is_file()
 
 
 def test_config_json_is_read_by_the_engine(linux_root):
@@ -197,7 +208,10 @@ def test_config_json_is_read_by_the_engine(linux_root):
     assert backup["cleanup"] == {"schedule": "0 3 * * 0"}
     assert backup["encryption"] == {"enabled": True, "mode": "aes-256-gcm",
                                     "keyFile": str(linux_root / "etc/seawall-pgbackup/encryption.key"),
-                                    "keyring": str(linux_root / "etc/seawall-pgbackup/keyring")}
+                                    "keyring": str(linux_root / "etc/seawall-pgbackup/keyring"),
+                                    "signingKeyFile": str(linux_root / "etc/seawall-pgbackup/signing.pem"),
+                                    "trustedSigners": [PINNED_SIGNER], "retiredKeys": ["0123456789abcdef"]}
+    assert backup["repository"] == "highseas-prod"
     # The engine accepts it, and its health check expects exactly the scheduled kinds.
     import sys  # pylint: disable=import-outside-toplevel
     sys.path.insert(0, str(REPO))
@@ -206,6 +220,12 @@ def test_config_json_is_read_by_the_engine(linux_root):
     assert cfg.public()["schedules"] == {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "15 4 * * 2",
                                          "cleanup": "0 3 * * 0"}
     assert [k for k, s in cfg.kinds.items() if s.enabled and s.schedule] == ["full", "schema"]
+    assert cfg.repository_id == "highseas-prod" and cfg.encryption_retired_keys == ["0123456789abcdef"]
+    # The engine loads the rendered signing key and trusts it besides the pinned signer.
+    from plugins.module_utils.pgbackup.codec.authn import Trust, public_text  # pylint: disable=import-outside-toplevel
+    trust = Trust.from_config(cfg)
+    assert public_text(trust.signing_key.public_key()) == SIGNING_PUBLIC
+    assert sorted(public_text(p) for p in trust.signers.values()) == sorted([SIGNING_PUBLIC, PINNED_SIGNER])
 
 
 def test_job_scripts_are_valid_shell(linux_root):
@@ -374,6 +394,8 @@ def test_backup_ps1_maps_every_action_to_a_valid_engine_command_line(windows_tas
     ("tooling", {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_physical": "maybe"}, "pgbackup_physical"),
     ("tooling", {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_pg_client_source": "pgdg"}, "pgbackup_pg_client_source"),
     ("tooling", {}, "pgbackup_database_url"),
+    ("tooling", {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption_trusted_signers": {"a": 1}},
+     "pgbackup_encryption_trusted_signers"),
     ("schedule", {"pgbackup_lock_wait": "soon"}, "pgbackup_lock_wait"),
     ("schedule", {"pgbackup_scheduler": "launchd"}, "pgbackup_scheduler"),
     ("schedule", {"pgbackup_verify_arguments": {"level": "archive"}}, "pgbackup_verify_arguments"),
@@ -392,3 +414,98 @@ def test_argument_specs_reject_wrong_variables(role, variables, message, tmp_pat
     failed = [t for play in output["plays"] for t in play["tasks"] if t["hosts"]["localhost"].get("failed")]
     assert failed and "Validating arguments against arg spec" in failed[0]["task"]["name"], failed
     assert message in failed[0]["hosts"]["localhost"]["msg"] or message in json.dumps(failed[0]["hosts"]["localhost"])
+
+
+# ------------------------------------------------------------------------------------------------ settings checks
+
+AGE_RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+AGE_HOST = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption": True,
+            "pgbackup_encryption_mode": "age", "pgbackup_encryption_recipients": [AGE_RECIPIENT]}
+
+
+def run_checks(variables: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """seawall.pgbackup.tooling's checks alone (tasks/checks.yml), which main.yml runs before changing anything."""
+    playbook = tmp_path / "check.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Check", "hosts": "localhost", "connection": "local", "gather_facts": True,
+        "gather_subset": ["!all", "!min", "distribution"],
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [{"name": "Check the settings", "ansible.builtin.include_role": {
+            "name": "seawall.pgbackup.tooling", "tasks_from": "checks.yml", "public": True}},
+                  {"name": "Show backup.encryption of config.json", "ansible.builtin.debug": {
+                      "var": "pgbackup_tooling_config_document.backup.encryption"}}],
+    }]))
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    return run_playbook(playbook, "-e", "@%s" % (tmp_path / "vars.json"), check=False)
+
+
+def failed_message(result: subprocess.CompletedProcess) -> str:
+    output = json.loads(result.stdout)
+    failed = [t for play in output["plays"] for t in play["tasks"] if t["hosts"]["localhost"].get("failed")]
+    assert len(failed) == 1, result.stdout[-3000:]
+    return "%s: %s" % (failed[0]["task"]["name"], failed[0]["hosts"]["localhost"]["msg"])
+
+
+@pytest.mark.parametrize("variables, message", [
+    # age mode: the host holds no secret to sign manifests with unless it is given one.
+    ({}, "with pgbackup_encryption_mode=age needs pgbackup_encryption_signing_key"),
+    ({"pgbackup_encryption_signing_key": SIGNING_KEY.replace("PRIVATE KEY", "OPENSSH PRIVATE KEY")},
+     "must be an unencrypted PEM private key"),
+    ({"pgbackup_encryption_signing_key": SIGNING_KEY,
+      "pgbackup_encryption_trusted_signers": [PINNED_SIGNER[:-2] + "="]},
+     "pgbackup_encryption_trusted_signers ed25519: and 44 base64"),
+    ({"pgbackup_encryption_signing_key": SIGNING_KEY, "pgbackup_encryption_retired_keys": ["0123456789abcdeg"]},
+     "pgbackup_encryption_retired_keys 16 hex digits"),
+    ({"pgbackup_encryption_signing_key": SIGNING_KEY, "pgbackup_repository_id": "-prod"},
+     "pgbackup_repository_id letters, digits"),
+])
+def test_checks_refuse_wrong_signing_settings(variables, message, tmp_path):
+    result = run_checks(dict(AGE_HOST, **variables), tmp_path)
+    assert result.returncode != 0
+    text = failed_message(result)
+    assert message in text, text
+    assert SIGNING_KEY.splitlines()[1] not in result.stdout + result.stderr  # never shown, even when refused
+
+
+def test_checks_accept_a_signing_age_host_and_an_aes_host(tmp_path):
+    signing = dict(AGE_HOST, pgbackup_encryption_signing_key=SIGNING_KEY,
+                   pgbackup_encryption_trusted_signers=[PINNED_SIGNER],
+                   pgbackup_encryption_retired_keys=["0123456789ABCDEF"], pgbackup_repository_id="highseas-prod")
+    assert run_checks(signing, tmp_path).returncode == 0
+    # aes-256-gcm signs with a key derived from the repository key: no signing key needed.
+    aes = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption": True,
+           "pgbackup_encryption_key": RENDER_KEY}
+    assert run_checks(aes, tmp_path).returncode == 0
+
+
+def rendered_encryption(variables: dict, tmp_path: Path) -> dict:
+    result = run_checks(dict(variables, pgbackup_pg_client_source="distro"), tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    tasks = [t for play in json.loads(result.stdout)["plays"] for t in play["tasks"]]
+    return tasks[-1]["hosts"]["localhost"]["pgbackup_tooling_config_document.backup.encryption"]
+
+
+@pytest.mark.parametrize("users, enabled", [(True, True), ({"enabled": "true"}, True), (None, False), (False, False)])
+def test_signers_set_in_the_role_keep_the_users_encryption_switch(users, enabled, tmp_path):
+    variables = {"pgbackup_database_url": "postgresql://b@h/d", "pgbackup_encryption_trusted_signers": [PINNED_SIGNER]}
+    if users is not None:
+        variables["pgbackup_config"] = {"backup": {"encryption": users}}
+    document = rendered_encryption(variables, tmp_path)
+    assert document["enabled"] is enabled and document["trustedSigners"] == [PINNED_SIGNER]
+
+
+@pytest.mark.parametrize("playbook", ["restore.yml", "dr_drill.yml"])
+def test_restore_playbooks_pass_the_trust_settings_to_the_engine(playbook, tmp_path):
+    variables = {"ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                 "pgbackup_database_url": "postgresql://backup@127.0.0.1:1/vtt", "pgbackup_backup_dir": str(tmp_path)}
+    (tmp_path / "vars.json").write_text(json.dumps(dict(variables, pgbackup_accept_unsigned=True,
+                                                        pgbackup_repository_id="highseas-prod",
+                                                        pgbackup_encryption_trusted_signers=[PINNED_SIGNER])))
+    arguments = ("-c", "local", "--check", "-e", "@%s" % (tmp_path / "vars.json"))
+    planned = run_playbook(REPO / "playbooks" / playbook, *arguments)
+    assert "(none yet)" in planned.stdout
+    # The engine, not the playbook, refuses a wrong key: the setting reached it.
+    (tmp_path / "vars.json").write_text(json.dumps(dict(variables, pgbackup_encryption_trusted_signers=["ed25519:x"])))
+    refused = run_playbook(REPO / "playbooks" / playbook, *arguments, check=False)
+    assert refused.returncode != 0
+    assert "encryption_trusted_signers: 'ed25519:x' is not an Ed25519 public key" in refused.stdout
