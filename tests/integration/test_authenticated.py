@@ -7,7 +7,8 @@ an HMAC under a key derived from the repository key) and ``age`` (recipients on 
 on the restore side, manifests signed with an Ed25519 key from ``keygen --signing`` whose public key the
 restore side pins in BACKUP_ENCRYPTION_TRUSTED_SIGNERS).
 
-1. plant / downgrade   test_planted_unencrypted_backup_is_never_restored, test_unencrypted_backup_is_refused...
+1. plant / downgrade   test_planted_unencrypted_backup_is_never_restored, test_age_backup_signed_by_an_untrusted...,
+                       test_unencrypted_backup_is_refused...
 2. replay              test_replayed_data_object_is_refused, test_replayed_file_fails_authentication...
 3. rotation            test_rekey_reaches_every_copy, test_sync_after_an_offline_rekey..., test_health_warns...
 4. crashed rekey       test_rekey_recovers_from_a_kill
@@ -391,6 +392,8 @@ def test_forged_manifests_are_not_trusted(mode, pg15, ledger, tmp_path, targets)
     assert any(second["id"] in json.dumps(c) for c in health["checks"] if c["status"] != "ok"), health
     plan = json.loads(cli.run(["cleanup", "--dry-run", "--json"], env).stdout)
     assert second["id"] not in plan["kept"] + plan["to_delete"], plan
+    verified = json.loads(cli.run(["verify", "latest", "--level", "checksum", "--json"], env).stdout)
+    assert [v["id"] for v in verified] == [first["id"]], verified
     restored = _restore(pg15, env, targets, "latest")
     assert json.loads(restored.stdout)["backup_id"] == first["id"]
     assert pg15.scalar("SELECT version FROM ledger", db=restored.target) == "1"
@@ -467,6 +470,47 @@ def test_planted_unencrypted_backup_is_never_restored(mode, kind, pg15, source, 
     _refusal(env, planted_id + ".json", "--destination", site.name)
     plan = json.loads(cli.run(["cleanup", "--destination", site.name, "--dry-run", "--json"], env).stdout)
     assert planted_id not in plan["kept"] + plan["to_delete"], plan
+    _refused(cli.run(["verify", planted_id, "--destination", site.name, "--level", "checksum"], env, check=False),
+             planted_id)
+    restored = _restore(pg15, env, targets, "latest", "--destination", site.name)
+    assert json.loads(restored.stdout)["backup_id"] == genuine["id"]
+    assert table_checksums(pg15, restored.target) == table_checksums(pg15, source)
+
+
+def test_age_backup_signed_by_an_untrusted_key_is_never_restored(pg15, source, attacker_db, tmp_path, targets,
+                                                                 site_factory):
+    """In age mode the recipient is public: an attacker can encrypt to it and sign with a key of their own."""
+    from seawall_pgbackup.codec.authn import Trust, render_manifest
+    from seawall_pgbackup.config.settings import load_config
+
+    site = site_factory("s3")
+    backup_dir = tmp_path / "backups"
+    keys = Keys("age", tmp_path / "keys")
+    env = _env(pg15, source, backup_dir, keys, site)
+    genuine = cli.create(env, "full")
+
+    evil_keys = Keys("age", tmp_path / "attacker-keys")
+    evil_keys.recipient = keys.recipient  # encrypts to the victim's recipient, signs with the attacker's key
+    evil_dir = tmp_path / "attacker"
+    evil_env = _env(pg15, attacker_db, evil_dir, evil_keys)
+    evil = cli.create(evil_env, "full")
+    assert evil["encryption"]["key_id"] == keys.key_id
+    planted_id = _later_id(genuine["id"])
+    document = _read_manifest(evil_dir, evil)
+    document.pop("auth", None)
+    document.update(id=planted_id, database=genuine["database"], created_at=_shift(genuine["created_at"]),
+                    finished_at=_shift(genuine["created_at"], 2), copies=[])
+    for entry in document["files"]:
+        data = (evil_dir / "full" / entry["name"]).read_bytes()
+        entry["name"] = entry["name"].replace(evil["id"], planted_id)
+        site.write("full/" + entry["name"], data)
+    signed = Trust.from_config(load_config(env=evil_env)).sign_document(document)  # a valid signature, wrong key
+    site.write("full/%s.json" % planted_id, render_manifest(signed))
+    while datetime.now(timezone.utc) < _parse(genuine["created_at"]) + timedelta(seconds=3):
+        time.sleep(0.2)
+
+    assert _ids(env, "--destination", site.name) == [genuine["id"]]
+    _refusal(env, planted_id + ".json", "--destination", site.name)
     _refused(cli.run(["verify", planted_id, "--destination", site.name, "--level", "checksum"], env, check=False),
              planted_id)
     restored = _restore(pg15, env, targets, "latest", "--destination", site.name)
