@@ -708,7 +708,8 @@ os.replace, os.rename = _hooked("replace"), _hooked("rename")
 from seawall_pgbackup.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
-REKEY_KILLS = ["partial-written", "rekey-copied", "rekey-saved"]
+# "partial-written" needs no pause point (a hook on the rename); the named ones are ops/rekey.py's pause() calls.
+REKEY_KILLS = ["partial-written", "rekey-copied", "rekey-saved", "rekey-removed", "rekey-uploaded"]
 
 
 def _kill_at(args: List[str], env: Dict[str, str], step: str, work: Path) -> None:
@@ -758,8 +759,9 @@ def test_rekey_recovers_from_a_kill(mode, step, pg15, ledger, tmp_path, site_fac
     assert manifest["encryption"]["key_id"] == keys.key_id
     # No file in the folder that no manifest names: no .partial, no stale copy (without a cleanup run).
     assert set(os.listdir(backup_dir / "full")) == {backup["id"] + ".json"} | {f["name"] for f in manifest["files"]}
-    remote = site.manifest(backup)
-    assert set(site.keys("full")) == {backup["id"] + ".json"} | {f["name"] for f in remote["files"]}
+    raw = site.read("full/%s.json" % backup["id"]).decode()
+    assert keys.key_id in raw, raw  # the destination's copy was rekeyed too
+    assert set(site.keys("full")) == {backup["id"] + ".json"} | {f["name"] for f in json.loads(raw)["files"]}
     cli.run(["verify", backup["id"], "--level", "restore"], env)
     cli.run(["verify", "--destination", site.name, "--level", "archive"], env)
 
