@@ -14,7 +14,8 @@ from seawall_pgbackup.codec.stored import Sealing
 from seawall_pgbackup.core.clock import iso
 from seawall_pgbackup.model.manifest import FORMAT_VERSION, Auth, Backup, Encryption
 from seawall_pgbackup.ops.health_checks import check_catalog, check_keys
-from seawall_pgbackup.ops.rekey import BOUND_FORMATS, remove_crash_leftovers, rewrite_reason
+from seawall_pgbackup.codec.crypto import BOUND_FORMATS
+from seawall_pgbackup.ops.rekey import remove_crash_leftovers, rewrite_reason
 from seawall_pgbackup.ops.sync import copy_state, remove_unnamed_objects
 from seawall_pgbackup.repo.catalog import Repository
 from seawall_pgbackup.store import LocalStore

@@ -44,9 +44,6 @@ from ..store import find_settings, open_destination
 from .sync import copy_backup, copy_state, drop_copy, raise_failures, record_copy, remove_unnamed_objects
 
 _CRYPTO_SUFFIXES = tuple(SUFFIX.values())
-# The formats whose files are bound to their backup (repository, backup id, file name): anything else is
-# rewritten by rekey (strings, so this module does not depend on which version of codec/ wrote them).
-BOUND_FORMATS = frozenset({"seawall-aes-256-gcm-chunked-v2", "age-encryption.org/v1+seawall-binding-v1"})
 
 
 class _Hashing(io.RawIOBase):
@@ -91,23 +88,23 @@ def rekeyed_name(name: str, suffix: str, taken) -> str:
     raise BackupError("no free file name for the re-encrypted copy of %s" % name, step="rekey")
 
 
-def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
-    if not record:
-        return False
-    new = sealing.record()
-    if is_bound(record) != is_bound(new):
-        return False  # an old, unbound format is rewritten even under the same key (list says "rekey")
+def _same_keys(record: Encryption, new: Dict[str, Any]) -> bool:
     return record.algorithm == new["algorithm"] and (
         sorted(record.key_ids or [record.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]))
+
+
+def same_key(record: Optional[Encryption], sealing: Sealing) -> bool:
+    """The files are under ``sealing``'s key(s), in its format (an old, unbound format is rewritten even under
+    the same key: list says "rekey")."""
+    new = sealing.record()
+    return bool(record) and is_bound(record) == is_bound(new) and _same_keys(record, new)  # type: ignore[arg-type]
 
 
 def rewrite_reason(repo: Repository, backup: Backup, sealing: Sealing) -> Optional[str]:
     """Why ``backup`` is to be rewritten under ``sealing`` (None: it is current and kept as it is)."""
     old = backup.manifest.encryption
     new = sealing.record()
-    if old is not None and old.format not in BOUND_FORMATS and new.get("format") in BOUND_FORMATS \
-            and old.algorithm == new["algorithm"] \
-            and sorted(old.key_ids or [old.key_id]) == sorted(new.get("key_ids") or [new["key_id"]]):
+    if old is not None and not is_bound(old) and is_bound(new) and _same_keys(old, new):
         return "format"  # files not bound to their backup: a replay under another manifest would decrypt
     if not same_key(old, sealing):
         return "key"
