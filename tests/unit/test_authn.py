@@ -189,3 +189,15 @@ def test_a_destination_manifest_keeps_only_what_listing_needs_in_clear(aes):
     opened = trust.opened_document(Manifest.from_dict(remote, "m.json"))
     assert opened["table_rows"] == {"public.players": 1200} and opened["host"] == "db-eu-1"
     assert "sealed" not in opened
+
+
+def test_health_warns_while_an_accept_setting_is_left_on(aes):
+    from seawall_pgbackup.ops.health import health
+    env, _key_id = aes
+    names = {c["check"]: c for c in health(load_config(env=env), connect=False)["checks"]}
+    assert "trust" not in names
+    relaxed = health(load_config(env=dict(env, BACKUP_ACCEPT_UNSIGNED="true")), connect=False)
+    trust = [c for c in relaxed["checks"] if c["check"] == "trust"]
+    assert trust and trust[0]["status"] == "warning" and "BACKUP_ACCEPT_UNSIGNED is on" in trust[0]["reason"]
+    missing = health(load_config(env=dict(env, BACKUP_ENCRYPTION_KEYRING=env["BACKUP_DIR"] + "-gone")), connect=False)
+    assert missing["status"] == "critical" and [c["check"] for c in missing["checks"]] == ["trust"]

@@ -107,6 +107,12 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     except ConfigError as exc:  # the keys that check the manifests' signatures are missing or unsafe: none is read
         checks.append(_check("trust", "critical", str(exc)))
         return {"status": "critical", "exit_code": STATUS_CODE["critical"], "checks": checks}
+    relaxed = [name for name, on in (("BACKUP_ACCEPT_UNSIGNED", cfg.accept_unsigned),
+                                     ("BACKUP_ACCEPT_UNENCRYPTED", cfg.accept_unencrypted)) if on]
+    if relaxed and repo.trust.active:  # meant for one migration run, not for every day
+        checks.append(_check("trust", "warning", "%s is on: backups whose manifests are not signed, or that are not "
+                             "encrypted as configured, are trusted; re-encrypt them (rekey) and turn it off"
+                             % " and ".join(relaxed)))
     repository, safe = _repository_checks(cfg.backup_dir, repo)
     checks.extend(repository)
     if not safe:  # another user's or a world-writable directory: nothing in it is read
