@@ -201,3 +201,25 @@ def test_health_warns_while_an_accept_setting_is_left_on(aes):
     assert trust and trust[0]["status"] == "warning" and "BACKUP_ACCEPT_UNSIGNED is on" in trust[0]["reason"]
     missing = health(load_config(env=dict(env, BACKUP_ENCRYPTION_KEYRING=env["BACKUP_DIR"] + "-gone")), connect=False)
     assert missing["status"] == "critical" and [c["check"] for c in missing["checks"]] == ["trust"]
+
+
+def test_rekey_re_signs_a_manifest_signed_under_an_older_key(aes, tmp_path):
+    import shutil
+    from seawall_pgbackup.codec.stored import sealing_for
+    from seawall_pgbackup.ops.rekey import rewrite_reason
+    env, old_id = aes
+    newer = tmp_path / "keys-newer"
+    newer.mkdir(mode=0o700)
+    for name in os.listdir(env["BACKUP_ENCRYPTION_KEYRING"]):
+        shutil.copy2(os.path.join(env["BACKUP_ENCRYPTION_KEYRING"], name), newer / name)
+    new_id = write_key_file(str(newer), env["BACKUP_DIR"])["key_id"]
+    # files already under the new key, manifest still signed under the old one
+    doc = _document("full-app-20261120T020000Z", encryption=dict(AES, key_id=new_id))
+    _write(env["BACKUP_DIR"], doc, _signed(env, doc))
+    cfg = load_config(env=dict(env, BACKUP_ENCRYPTION_KEYRING=str(newer)))
+    repo = open_repository(cfg)
+    backup = repo.find(doc["id"])
+    assert backup.manifest.auth.key_id == old_id and repo.trust.signer_id == new_id
+    assert rewrite_reason(repo, backup, sealing_for(cfg)) == "signature"
+    repo.save(backup)
+    assert rewrite_reason(repo, repo.find(doc["id"]), sealing_for(cfg)) is None

@@ -197,6 +197,15 @@ class Trust:
     def can_sign(self) -> bool:
         return not self.active or self.signing_key is not None or self.write_mac_id is not None
 
+    @property
+    def signer_id(self) -> Optional[str]:
+        """The key id new signatures are made with (None: this host signs nothing)."""
+        if not self.active:
+            return None
+        if self.signing_key is not None:
+            return signer_key_id(self.signing_key.public_key())
+        return self.write_mac_id
+
     def require_signer(self) -> None:
         """Fail before a backup is taken when its manifest could not be signed here."""
         if not self.can_sign:

@@ -108,8 +108,11 @@ def rewrite_reason(repo: Repository, backup: Backup, sealing: Sealing) -> Option
         return "format"  # files not bound to their backup: a replay under another manifest would decrypt
     if not same_key(old, sealing):
         return "key"
-    if backup.manifest.auth is None and repo.trust.active:
+    auth = backup.manifest.auth
+    if auth is None and repo.trust.active:
         return "unsigned"
+    if auth is not None and repo.trust.signer_id and auth.key_id != repo.trust.signer_id:
+        return "signature"  # signed under an older key: once that key is retired, nothing else may need it
     return None
 
 
@@ -117,7 +120,8 @@ def _describe(reason: str, count: int, old_key: Optional[str], sealing: Sealing,
     verb = "re-encrypted" if done else "would re-encrypt"
     if reason == "key":
         return "%s %d file(s) from key id %s to %s" % (verb, count, old_key or "none (unencrypted)", sealing.key_id)
-    why = "its manifest is not signed" if reason == "unsigned" else "its files are not bound to the backup"
+    why = {"unsigned": "its manifest is not signed", "signature": "its manifest is signed with another key",
+           "format": "its files are not bound to the backup"}[reason]
     return "%s %d file(s) under key id %s (%s)" % (verb, count, sealing.key_id, why)
 
 
