@@ -45,50 +45,38 @@ def parse_mode(key: str, value: Any, where: str = "") -> str:
     return _MODE_ALIASES[text]
 
 
-def parse_recipients(key: str, value: Any, where: str = "") -> List[str]:
-    """age1... public keys, given inline or as files of them (one a line, # comments); comma or space separated."""
+def _public_keys(key: str, value: Any, where: str, prefix: str, pattern: Any, what: str) -> List[str]:
+    """Public keys starting with ``prefix``, given inline or as files of them (one a line, # comments); comma or
+    space separated. ``what`` describes a valid one in the message."""
     items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
     found: List[str] = []
     for item in (str(i).strip() for i in items):
         if not item:
             continue
-        if item.startswith("age1"):
-            if not _RECIPIENT.match(item):
-                raise ConfigError("%s%s: %r is not a valid age X25519 recipient (age1 and 58 bech32 characters)"
-                                  % (key, _where(where), item))
+        if item.startswith(prefix):
+            if not pattern.match(item):
+                raise ConfigError("%s%s: %r is not a valid %s" % (key, _where(where), item[:80], what))
             found.append(item)
             continue
         try:
             with open(item, encoding="utf-8") as handle:
                 lines = [ln.strip() for ln in handle if ln.strip() and not ln.strip().startswith("#")]
         except OSError as exc:
-            raise ConfigError("%s%s: %r is neither an age1... recipient nor a readable file of them: %s"
-                              % (key, _where(where), item, exc.strerror)) from None
-        found.extend(parse_recipients("%s file %s" % (key, item), lines))
+            raise ConfigError("%s%s: %r is neither a %s... key nor a readable file of them: %s"
+                              % (key, _where(where), item[:80], prefix, exc.strerror)) from None
+        found.extend(_public_keys("%s file %s" % (key, item), lines, "", prefix, pattern, what))
     return found
+
+
+def parse_recipients(key: str, value: Any, where: str = "") -> List[str]:
+    """age1... public keys (the recipients new age-mode backups are encrypted to)."""
+    return _public_keys(key, value, where, "age1", _RECIPIENT, "age X25519 recipient (age1 and 58 bech32 characters)")
 
 
 def parse_signers(key: str, value: Any, where: str = "") -> List[str]:
-    """ed25519:<base64 of 32 bytes> public keys, inline or as files of them (one a line, # comments)."""
-    items = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
-    found: List[str] = []
-    for item in (str(i).strip() for i in items):
-        if not item:
-            continue
-        if item.startswith("ed25519:"):
-            if not _SIGNER.match(item):
-                raise ConfigError("%s%s: %r is not an Ed25519 public key (ed25519: and 43 base64 characters and =)"
-                                  % (key, _where(where), item[:80]))
-            found.append(item)
-            continue
-        try:
-            with open(item, encoding="utf-8") as handle:
-                lines = [ln.strip() for ln in handle if ln.strip() and not ln.strip().startswith("#")]
-        except OSError as exc:
-            raise ConfigError("%s%s: %r is neither an ed25519:... public key nor a readable file of them: %s"
-                              % (key, _where(where), item[:80], exc.strerror)) from None
-        found.extend(parse_signers("%s file %s" % (key, item), lines))
-    return found
+    """ed25519:<base64 of 32 bytes> public keys (the signers whose manifests are trusted)."""
+    return _public_keys(key, value, where, "ed25519:", _SIGNER,
+                        "Ed25519 public key (ed25519: and 43 base64 characters and =)")
 
 
 def parse_key_ids(key: str, value: Any, where: str = "") -> List[str]:
