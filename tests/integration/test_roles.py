@@ -508,4 +508,4 @@ def test_restore_playbooks_pass_the_trust_settings_to_the_engine(playbook, tmp_p
     (tmp_path / "vars.json").write_text(json.dumps(dict(variables, pgbackup_encryption_trusted_signers=["ed25519:x"])))
     refused = run_playbook(REPO / "playbooks" / playbook, *arguments, check=False)
     assert refused.returncode != 0
-    assert "encryption_trusted_signers: 'ed25519:x' is not an Ed25519 public key" in refused.stdout
+    assert "encryption_trusted_signers: 'ed25519:x' is not a valid Ed25519 public key" in refused.stdout
