@@ -430,10 +430,12 @@ def run_checks(variables: dict, tmp_path: Path) -> subprocess.CompletedProcess:
         "name": "Check", "hosts": "localhost", "connection": "local", "gather_facts": True,
         "gather_subset": ["!all", "!min", "distribution"],
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "tasks": [{"name": "Check the settings", "ansible.builtin.include_role": {
-            "name": "seawall.pgbackup.tooling", "tasks_from": "checks.yml", "public": True}},
-                  {"name": "Show backup.encryption of config.json", "ansible.builtin.debug": {
-                      "var": "pgbackup_tooling_config_document.backup.encryption"}}],
+        "tasks": [
+            {"name": "Check the settings", "ansible.builtin.include_role": {
+                "name": "seawall.pgbackup.tooling", "tasks_from": "checks.yml", "public": True}},
+            {"name": "Show backup.encryption of config.json", "ansible.builtin.debug": {
+                "var": "pgbackup_tooling_config_document.backup.encryption"}},
+        ],
     }]))
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     return run_playbook(playbook, "-e", "@%s" % (tmp_path / "vars.json"), check=False)

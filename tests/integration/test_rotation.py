@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.integration import cli
-from tests.integration.test_destinations import destination_env, servers  # noqa: F401  (the stand-ins fixture)
+from tests.integration.test_destinations import destination_env, servers  # noqa: F401 # pylint: disable=unused-import
 from tests.integration.test_kill_anywhere import World
 from tests.support import load_sample
 from tests.support.compare import table_checksums
