@@ -23,13 +23,15 @@ from ..codec.compression import SUFFIX
 from ..codec.crypto import Binding
 from ..codec.stored import sealing_for
 from ..config.connection import DbTarget
-from ..config.settings import LOGICAL_KINDS, Config, parse_kind
+from ..config.settings import BACKUP_KINDS, PHYSICAL_KINDS, Config, parse_kind
 from ..core.clock import is_future, iso, utc_now
 from ..core.duration import format_duration, parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..core.testpoints import pause
 from ..model.manifest import FORMAT_VERSION, Backup
+from ..pg.basebackup import (TarScanner, basebackup_command, check_base_tar, parse_backup_manifest,
+                              replication_refused, tablespace_refused)
 from ..pg.binaries import ClientTools, any_psql, select_tools
 from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
@@ -104,10 +106,10 @@ class BackupRun:
 
     def __init__(self, cfg: Config, kind: str, log: Optional[RunLog] = None) -> None:
         self.cfg = cfg
-        self.kind = parse_kind("type", kind, allowed=LOGICAL_KINDS) if kind != "incremental" else kind
+        self.kind = parse_kind("type", kind, allowed=BACKUP_KINDS) if kind != "incremental" else kind
         if self.kind == "incremental":
             raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
-                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data or globals")
+                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data, globals or base")
         # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
         self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())
@@ -147,6 +149,8 @@ class BackupRun:
     def _take(self, started: datetime) -> Backup:
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
+        if self.kind in PHYSICAL_KINDS:
+            return self._take_base(started, info)
         tools = select_tools(info.major, self.cfg.pg_bin_dir)
         algorithm = self.cfg.compression_for(self.kind)
         level = self.cfg.compression_level
@@ -185,42 +189,15 @@ class BackupRun:
                 written.append(result.path)
                 files.append(_file_entry(result, "globals", "plain", algorithm))
                 warnings.extend(result.warnings)
-            finished = utc_now()
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "id": backup_id,
-                "repository": self.cfg.repository_id,
-                "type": self.kind,
-                "method": "logical",
-                "status": "ok",
-                "database": info.database,
-                "created_at": iso(started),
-                "finished_at": iso(finished),
-                "duration_seconds": round((finished - started).total_seconds(), 3),
-                "host": socket.gethostname(),
-                "tool": {"name": "seawall-pgbackup", "version": __version__},
-                "source": {"url": self.target.url, "user": info.current_user, "superuser": info.is_superuser},
-                "server": {"version": info.version, "version_num": info.version_num, "major": info.major,
-                           "system_identifier": info.system_identifier, "encoding": info.encoding,
-                           "collate": info.collate, "ctype": info.ctype},
-                "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
-                "files": files,
-                "compression": algorithm,
-                "encryption": self.sealing.record() if self.sealing else None,
-                "parent": None,
+            manifest = self._manifest(backup_id, started, info, tools, files, algorithm, warnings)
+            manifest.update({
                 "user_objects": objects,
                 "database_size": counts.get("size"),
                 "table_rows": counts.get("rows"),
                 "database_sql": db_sql,
                 "globals": {"role_passwords": info.is_superuser} if self.kind in ("full", "globals") else None,
-                "warnings": warnings,
-                "verification": None,
-            }
-            backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
-            pause("create-manifest")  # crash tests: every file written, no manifest yet
-            self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
-            pause("create-saved")
-            return backup
+            })
+            return self._save(backup_id, manifest)
         except BaseException:
             if session is not None:
                 session.close()
@@ -230,6 +207,81 @@ class BackupRun:
                 except OSError:
                     pass
             raise
+
+    def _take_base(self, started: datetime, info: ServerInfo) -> Backup:
+        """A physical base backup of the whole cluster: pg_basebackup's one tar (data directory, the WAL it
+        needs, its backup_manifest) streamed through compression, encryption and sha256 into one file."""
+        tools = select_tools(info.major, self.cfg.pg_bin_dir, tools=("pg_basebackup", "psql"))
+        algorithm = self.cfg.compression_for(self.kind)
+        backup_id = self.repo.new_id(self.kind, info.database, started)
+        dest = os.path.join(self.repo.kind_dir(self.kind), "%s.base.tar%s%s" % (
+            backup_id, SUFFIX[algorithm], self.sealing.suffix if self.sealing else ""))
+        scanner = TarScanner()
+        try:
+            result = stream_tool_to_file(basebackup_command(tools, self.target, backup_id), self.target.env(), dest,
+                                         algorithm, self.cfg.compression_level, check_base_tar, "pg_basebackup",
+                                         "base", sealing=self.sealing, binding=self._binding(backup_id, dest),
+                                         on_chunk=scanner.feed)
+        except BackupError as exc:
+            refused = replication_refused(exc, self.target.user or info.current_user) or tablespace_refused(exc)
+            if refused is not None:
+                raise refused from None
+            raise
+        try:
+            wal = parse_backup_manifest(scanner.kept)
+            entry = _file_entry(result, "base", "tar", algorithm)
+            manifest = self._manifest(backup_id, started, info, tools, [entry], algorithm, result.warnings)
+            manifest.update({"method": "physical", "start_lsn": wal.start_lsn, "stop_lsn": wal.stop_lsn,
+                             "timeline": wal.timeline})
+            return self._save(backup_id, manifest)
+        except BaseException:
+            try:
+                os.unlink(result.path)
+            except OSError:
+                pass
+            raise
+
+    def _manifest(self, backup_id: str, started: datetime, info: ServerInfo, tools: ClientTools,
+                  files: List[Dict[str, Any]], algorithm: str, warnings: List[str]) -> Dict[str, Any]:
+        finished = utc_now()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "id": backup_id,
+            "repository": self.cfg.repository_id,
+            "type": self.kind,
+            "method": "logical",
+            "status": "ok",
+            "database": info.database,
+            "created_at": iso(started),
+            "finished_at": iso(finished),
+            "duration_seconds": round((finished - started).total_seconds(), 3),
+            "host": socket.gethostname(),
+            "tool": {"name": "seawall-pgbackup", "version": __version__},
+            "source": {"url": self.target.url, "user": info.current_user, "superuser": info.is_superuser},
+            "server": {"version": info.version, "version_num": info.version_num, "major": info.major,
+                       "system_identifier": info.system_identifier, "encoding": info.encoding,
+                       "collate": info.collate, "ctype": info.ctype},
+            "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
+            "files": files,
+            "compression": algorithm,
+            "encryption": self.sealing.record() if self.sealing else None,
+            "parent": None,
+            "user_objects": None,
+            "database_size": None,
+            "table_rows": None,
+            "database_sql": None,
+            "globals": None,
+            "warnings": warnings,
+            "verification": None,
+        }
+        return manifest
+
+    def _save(self, backup_id: str, manifest: Dict[str, Any]) -> Backup:
+        backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
+        pause("create-manifest")  # crash tests: every file written, no manifest yet
+        self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
+        pause("create-saved")
+        return backup
 
 
 def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
