@@ -11,7 +11,7 @@ restoring (idempotence on the backup id recorded on the target, ``seawall.restor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
@@ -24,6 +24,7 @@ from ..pg.client import database_exists, user_object_count
 from ..pg.restore.archive import describe_failures
 from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
+from .physical import restore_pgdata
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
 # Only these restores are recorded on the target (data-only and globals restores leave no record).
@@ -156,6 +157,27 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
             return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas, keep_going)
     finally:
         repo.close()
+
+
+def restore_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[str] = None,
+                           before: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """Rebuild a data directory from a base backup (``latest``: of kind base), here or at a destination.
+
+    ``pgdata`` absent or empty, never overwritten; refused before anything is written (ops/physical.py)."""
+    repo = open_repository(cfg, destination)
+    log = RunLog(Repository(cfg.backup_dir).log_dir)
+    try:
+        backup = select_backup(cfg, selector, kind or "base", before, repo=repo)
+        try:
+            with repo.local_copy(backup) as local:
+                result = restore_pgdata(cfg, local, pgdata)
+        except BackupError as exc:
+            log.failure("restore-failed", id=backup.id, target=pgdata, step=exc.step, error=str(exc))
+            raise
+    finally:
+        repo.close()
+    log.info("restore-ok", id=backup.id, target=result["pgdata"], seconds=result["seconds"])
+    return result
 
 
 def _restore_selected(cfg: Config, backup: Backup, target: Optional[DbTarget], clean: bool,
