@@ -59,6 +59,7 @@ def test_base_backup_lists_verifies_restores_and_starts(sample_db, tmp_path):
         made["id"], "base", made["start_lsn"], made["stop_lsn"], 1, "physical")
     text = cli.run(["list", "--type", "base"], env).stdout
     assert made["id"] in text and " base " in text
+    assert "WAL %s..%s timeline 1" % (made["start_lsn"], made["stop_lsn"]) in text
     assert cli.run(["list", "--type", "full", "--json"], env).stdout.strip() == "[]"
 
     [checked] = json.loads(cli.run(["verify", made["id"], "--level", "archive", "--json"], env).stdout)

@@ -202,7 +202,9 @@ def _cmd_list(cfg, args) -> int:
             continue
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
              + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else "")
-             + (" [old encryption format: rekey]" if row.get("legacy_format") else ""))
+             + (" [old encryption format: rekey]" if row.get("legacy_format") else "")
+             + ("  WAL %s..%s timeline %s" % (row["start_lsn"], row["stop_lsn"], row["timeline"])
+                if row.get("start_lsn") else ""))
     return 0
 
 
