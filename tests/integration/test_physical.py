@@ -90,7 +90,8 @@ def test_base_backup_lists_verifies_restores_and_starts(sample_db, tmp_path):
 
 def _restore_and_start(pg, sample_db, env, made, target: Path) -> None:
     done = json.loads(cli.run(["restore", "latest", "--type", "base", "--pgdata", str(target), "--json"], env).stdout)
-    assert done["id"] == made["id"] and done["pgdata"] == str(target) and done["files"] > 100
+    assert done["backup_id"] == made["id"] and done["kind"] == "base" and done["pgdata"] == str(target)
+    assert done["files"] > 100
     assert (target / "PG_VERSION").read_text().strip() == str(pg.major)
     assert (target / "backup_label").is_file() and any(n.startswith("0000") for n in os.listdir(target / "pg_wal"))
     assert not (target / "postgresql.auto.conf").read_text().count("restore_command")  # nothing of ours written

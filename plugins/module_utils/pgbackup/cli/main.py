@@ -49,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
 
     create = sub.add_parser("create", help="take a backup")
-    create.add_argument("--type", dest="kind", help="full, schema, data, globals or base (physical: pg_basebackup of the "
-                                                       "whole cluster) (default: $BACKUP_TYPE or full)")
+    create.add_argument("--type", dest="kind", help="full, schema, data, globals or base (physical: pg_basebackup "
+                                                    "of the whole cluster) (default: $BACKUP_TYPE or full)")
     create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
     create.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -253,7 +253,7 @@ def _restore_pgdata(cfg, args) -> int:
         _print_json(result)
         return 0
     _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
-         % (result["id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
+         % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
             result["timeline"], result["seconds"]))
     _out("start it with: pg_ctl -D %s start (as the owner of the directory; not as root)" % result["pgdata"])
     return 0

@@ -251,7 +251,7 @@ class Manifest(Record):
 
     REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"format_version", "id", "type", "created_at", "files"})
     OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed", "repository", "sealed", "auth",
-                                                     "start_lsn", "stop_lsn", "timeline"})
+                                                    "start_lsn", "stop_lsn", "timeline"})
     KEYS: ClassVar[Dict[str, str]] = {"kind": "type"}
     ERROR = ManifestError
     LABEL = "manifest"

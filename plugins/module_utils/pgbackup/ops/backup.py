@@ -31,7 +31,7 @@ from ..core.runlog import RunLog
 from ..core.testpoints import pause
 from ..model.manifest import FORMAT_VERSION, Backup
 from ..pg.basebackup import (TarScanner, basebackup_command, check_base_tar, parse_backup_manifest,
-                              replication_refused, tablespace_refused)
+                             replication_refused, tablespace_refused)
 from ..pg.binaries import ClientTools, any_psql, select_tools
 from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
@@ -109,7 +109,8 @@ class BackupRun:
         self.kind = parse_kind("type", kind, allowed=BACKUP_KINDS) if kind != "incremental" else kind
         if self.kind == "incremental":
             raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
-                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data, globals or base")
+                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data, globals or "
+                              "base")
         # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
         self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())

@@ -43,6 +43,20 @@ def _base_entry(backup: Backup, error=VerifyError) -> FileEntry:
     return entry
 
 
+def restored_label(pgdata: str) -> Optional[str]:
+    """The backup id a data directory was restored from: its backup_label's LABEL (ours is the backup id),
+    kept as backup_label.old once the server started; None when neither names one."""
+    for name in ("backup_label", "backup_label.old"):
+        try:
+            with open(os.path.join(pgdata, name), encoding="utf-8", errors="replace") as handle:
+                for line in handle.read(64 * 1024).splitlines():
+                    if line.startswith("LABEL: "):
+                        return line[len("LABEL: "):].strip()
+        except OSError:
+            continue
+    return None
+
+
 def _empty_target(pgdata: str) -> bool:
     """True when ``pgdata`` exists (empty), False when absent; a one-line RestoreError otherwise."""
     if not os.path.lexists(pgdata):
@@ -104,7 +118,7 @@ def restore_pgdata(cfg: Config, backup: Backup, pgdata: str) -> Dict[str, Any]:
     except BaseException:
         _empty_out(pgdata, existed)
         raise
-    return {"id": backup.id, "pgdata": pgdata, "files": files, "bytes": size,
+    return {"backup_id": backup.id, "kind": backup.kind, "pgdata": pgdata, "files": files, "bytes": size,
             "start_lsn": backup.manifest.start_lsn, "stop_lsn": backup.manifest.stop_lsn,
             "timeline": backup.manifest.timeline, "seconds": round(time.monotonic() - started, 3)}
 
@@ -141,5 +155,5 @@ def check_base_archive(cfg: Config, backup: Backup, scratch: Optional[str] = Non
             raise VerifyError("%s: pg_verifybackup: %s" % (backup.id, first_error(out.stderr)))
     finally:
         shutil.rmtree(where, ignore_errors=True)
-    return "pg_verifybackup: %d files and the WAL %s..%s verified" % (files, backup.manifest.start_lsn,
-                                                                     backup.manifest.stop_lsn)
+    manifest = backup.manifest
+    return "pg_verifybackup: %d files and the WAL %s..%s verified" % (files, manifest.start_lsn, manifest.stop_lsn)

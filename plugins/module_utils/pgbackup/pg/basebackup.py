@@ -219,4 +219,3 @@ def extract_tar(stream: BinaryIO, dest: str, label: str, error=VerifyError) -> T
     except tarfile.TarError as exc:
         raise error("%s is not a readable tar archive: %s" % (label, exc)) from None
     return files, size
-
