@@ -406,7 +406,7 @@ def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
         backup=dict(type='str', default='latest'),
-        type=dict(type='str', choices=['full', 'schema', 'data', 'globals']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base']),
         before=dict(type='str'),
         target_url=dict(type='str', no_log=True),
         replace=dict(type='bool', default=False),

@@ -192,3 +192,38 @@ def test_a_killed_base_backup_leaves_nothing_listed_and_the_next_run_cleans_up(p
     made = cli.create(calm, "base")
     assert sorted(os.listdir(tmp_path / "backups" / "base")) == sorted([made["files"][0]["name"], made["id"] + ".json"])
     assert [b["id"] for b in cli.listing(calm)] == [made["id"]]
+
+
+def test_the_modules_take_and_restore_base_backups_idempotently(pg15, tmp_path):
+    from tests.integration.test_frontend_defaults import ANSIBLE_PLAYBOOK, run_module  # pylint: disable=import-outside-toplevel
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("ansible-playbook is not installed (make setup-dev)")
+    env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups", PGPASSFILE=str(pg15.passfile), BACKUP_JOBS="1")
+    source = {"env": env, "root": tmp_path}
+    first = run_module(source, "pg_backup", {"type": "base", "max_age": "1h"}, "base1")
+    assert first["changed"] is True and not first.get("failed"), first
+    backup = first["backup"]
+    assert backup["type"] == "base" and backup["method"] == "physical" and LSN.match(backup["start_lsn"])
+    assert "--pgdata" in first["restore_command"]
+    again = run_module(source, "pg_backup", {"type": "base", "max_age": "1h"}, "base2")
+    assert again["changed"] is False and "younger than max_age" in again["skipped_reason"]
+    listed = run_module(source, "pg_backup_info", {"type": "base"}, "info")
+    assert [(b["id"], b["stop_lsn"], b["timeline"]) for b in listed["backups"]] == [
+        (backup["id"], backup["stop_lsn"], 1)]
+
+    target = tmp_path / "restored"
+    done = run_module(source, "pg_backup_restore", {"type": "base", "pgdata": str(target)}, "restore1")
+    assert done["changed"] is True and not done.get("failed"), (done.get("msg"), done.get("module_stderr"))
+    assert done["restore"]["backup_id"] == backup["id"] and done["restore"]["pgdata"] == str(target)
+    assert (target / "PG_VERSION").is_file()
+    same = run_module(source, "pg_backup_restore", {"type": "base", "pgdata": str(target)}, "restore2")
+    assert same["changed"] is False and "already holds %s" % backup["id"] in same["skipped_reason"], same
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    refused = run_module(source, "pg_backup_restore", {"type": "base", "pgdata": str(busy)}, "restore3")
+    assert refused.get("failed") and "is not empty" in refused["msg"] and os.listdir(busy) == ["x"]
+    wrong = run_module(source, "pg_backup_restore", {"pgdata": str(tmp_path / "y"), "replace": True}, "restore4")
+    assert wrong.get("failed") and "replace does not apply with pgdata" in wrong["msg"]
+    checked = run_module(source, "pg_backup_verify", {"type": "base", "level": "archive"}, "verify")
+    assert checked["changed"] is True and not checked.get("failed"), checked.get("msg")
