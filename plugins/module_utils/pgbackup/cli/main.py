@@ -27,6 +27,8 @@ from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, Inter
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
+KINDS = BACKUP_KINDS + ("incremental",)  # what --type selects
+
 PROG = "seawall-pgbackup"
 
 
@@ -49,13 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
 
     create = sub.add_parser("create", help="take a backup")
-    create.add_argument("--type", dest="kind", help="full, schema, data, globals or base (physical: pg_basebackup "
-                                                    "of the whole cluster) (default: $BACKUP_TYPE or full)")
+    create.add_argument("--type", dest="kind", help="full, schema, data, globals, base (physical: pg_basebackup "
+                                                    "of the whole cluster) or incremental (PostgreSQL 17+: since the "
+                                                    "newest base or incremental) (default: $BACKUP_TYPE or full)")
     create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
     create.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     listing = sub.add_parser("list", help="list good backups, oldest first")
-    listing.add_argument("--type", dest="kind", choices=BACKUP_KINDS)
+    listing.add_argument("--type", dest="kind", choices=KINDS)
     listing.add_argument("--all", dest="include_bad", action="store_true",
                          help="also backups marked bad or unfinished and manifests that are not valid, with why")
     listing.add_argument("--database")
@@ -73,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--schema", action="append", default=[], help="partial restore: every table of a schema")
     restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
                                               "prefer a passfile to a password in this URL")
-    restore.add_argument("--type", dest="kind", choices=BACKUP_KINDS, help="kind for 'latest' (default full)")
+    restore.add_argument("--type", dest="kind", choices=KINDS, help="kind for 'latest' (default full)")
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
     restore.add_argument("--pgdata", metavar="DIR",
                          help="rebuild a data directory from a base backup (--type base for 'latest'): DIR absent or "
@@ -90,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
     verify.add_argument("--level", choices=("checksum", "archive", "restore"),
                         help="default archive; restore: also restore into a scratch database and compare row counts")
-    verify.add_argument("--type", dest="kind", choices=BACKUP_KINDS)
+    verify.add_argument("--type", dest="kind", choices=KINDS)
     _restore_check_options(verify)
     verify.add_argument("--json", action="store_true")
     _destination_option(verify)
@@ -255,6 +258,8 @@ def _restore_pgdata(cfg, args) -> int:
     _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
          % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
             result["timeline"], result["seconds"]))
+    if result.get("chain"):
+        _out("combined %s" % " + ".join(result["chain"]))
     _out("start it with: pg_ctl -D %s start (as the owner of the directory; not as root)" % result["pgdata"])
     return 0
 

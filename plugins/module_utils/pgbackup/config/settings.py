@@ -25,8 +25,9 @@ from .encryption import apply_encryption_json, apply_encryption_setting
 from .options import ALL_KINDS, BY_NAME, OPTIONS, Option, json_keys
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
-PHYSICAL_KINDS = ("base",)  # pg_basebackup of the whole cluster (ops/backup.py, ops/physical.py)
-BACKUP_KINDS = LOGICAL_KINDS + PHYSICAL_KINDS  # what create takes (incremental: a later slice)
+# pg_basebackup of the whole cluster (ops/backup.py, ops/physical.py); incremental: PostgreSQL 17+ only
+PHYSICAL_KINDS = ("base", "incremental")
+BACKUP_KINDS = LOGICAL_KINDS + ("base",)  # what BACKUP_TYPE takes (incremental is refused on 15/16 by create)
 COMPRESSIONS = ("gzip", "zstd", "none")
 RETENTION_SLOTS = ("hourly", "daily", "weekly", "monthly", "yearly", "keep_last", "min_keep")
 _TRUE = ("1", "true", "yes", "on")

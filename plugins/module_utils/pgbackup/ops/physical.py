@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..codec.integrity import verify_checksums
 from ..codec.stored import open_stored, require_keys
@@ -22,7 +22,7 @@ from ..core.clock import utc_now
 from ..core.errors import ConfigError, RestoreError, VerifyError
 from ..core.fsutil import ensure_private_dir
 from ..model.manifest import Backup, FileEntry
-from ..pg.basebackup import extract_tar
+from ..pg.basebackup import TarScanner, extract_tar
 from ..pg.binaries import select_tools
 from ..pg.runner import first_error, run
 from ..repo.catalog import SCRATCH_DIR
@@ -30,6 +30,35 @@ from ..repo.catalog import SCRATCH_DIR
 
 def is_physical(backup: Backup) -> bool:
     return backup.kind in PHYSICAL_KINDS
+
+
+def backup_manifest_of(cfg: Config, backup: Backup) -> bytes:
+    """The backup_manifest member of a base or incremental backup's tar (the tar is read to its end)."""
+    entry = _base_entry(backup)
+    scanner = TarScanner()
+    try:
+        with open_stored(backup, entry, cfg) as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                scanner.feed(chunk)
+    except (EOFError, OSError, ValueError) as exc:
+        raise VerifyError("%s file %s cannot be read: %s" % (backup.id, entry.name, exc)) from None
+    if not scanner.kept:
+        raise VerifyError("%s file %s holds no backup_manifest" % (backup.id, entry.name))
+    return scanner.kept
+
+
+def check_chain(chain: Sequence[Backup]) -> None:
+    """``chain``, oldest first: a base backup, then incrementals each naming the one before as its parent, all of
+    one cluster; a RestoreError names the first broken link."""
+    if not chain or chain[0].kind != "base" or chain[0].manifest.parent:
+        raise RestoreError("%s: a chain starts with a base backup" % (chain[-1].id if chain else "?"))
+    system = chain[0].manifest.server.system_identifier if chain[0].manifest.server else None
+    for before, link in zip(chain, chain[1:]):
+        if link.kind != "incremental" or link.manifest.parent != before.id:
+            raise RestoreError("%s: the chain is broken at %s (its parent is %s, not %s)"
+                               % (chain[-1].id, link.id, link.manifest.parent, before.id))
+        if (link.manifest.server.system_identifier if link.manifest.server else None) != system:
+            raise RestoreError("%s: %s is of another cluster than %s" % (chain[-1].id, link.id, chain[0].id))
 
 
 def _base_entry(backup: Backup, error=VerifyError) -> FileEntry:
@@ -88,12 +117,17 @@ def _empty_out(pgdata: str, existed: bool) -> None:
                 pass
 
 
-def restore_pgdata(cfg: Config, backup: Backup, pgdata: str) -> Dict[str, Any]:
-    """Rebuild a data directory from a base backup (files here: the catalog's local_copy).
+def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata: str) -> Dict[str, Any]:
+    """Rebuild a data directory from a base backup, or from a chain (base, incrementals, oldest first) with
+    pg_combinebackup (files here: the catalog's local_copy).
 
     Refused before anything is written: another kind, a non-empty or missing-parent ``pgdata``, a missing
-    key, a file whose sha256 differs. A failure half-way removes what was extracted.
+    key, a file whose sha256 differs, a broken chain. A failure half-way removes what was extracted.
     """
+    chain: List[Backup] = [backups] if isinstance(backups, Backup) else list(backups)
+    if len(chain) > 1 or chain[0].kind == "incremental":
+        return _restore_chain(cfg, chain, pgdata)
+    backup = chain[0]
     if not is_physical(backup):
         raise ConfigError("a data directory is rebuilt from a base (physical) backup; %s is a %s backup: "
                           "restore it into a database" % (backup.id, backup.kind))
@@ -121,6 +155,50 @@ def restore_pgdata(cfg: Config, backup: Backup, pgdata: str) -> Dict[str, Any]:
     return {"backup_id": backup.id, "kind": backup.kind, "pgdata": pgdata, "files": files, "bytes": size,
             "start_lsn": backup.manifest.start_lsn, "stop_lsn": backup.manifest.stop_lsn,
             "timeline": backup.manifest.timeline, "seconds": round(time.monotonic() - started, 3)}
+
+
+def _restore_chain(cfg: Config, chain: List[Backup], pgdata: str) -> Dict[str, Any]:
+    """Each link extracted into scratch, then pg_combinebackup writes the data directory (the WAL of the last)."""
+    backup = chain[-1]
+    check_chain(chain)
+    pgdata = os.path.abspath(pgdata)
+    entries = [_base_entry(link, RestoreError) for link in chain]
+    existed = _empty_target(pgdata)
+    for link in chain:
+        require_keys(link, cfg)
+        verify_checksums(link)
+    major = (backup.manifest.server.major if backup.manifest.server else None) or 0
+    tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's server", tools=("pg_combinebackup",))
+    started = time.monotonic()
+    scratch = scratch_dir(cfg, "combine")
+    try:
+        dirs = []
+        for index, (link, entry) in enumerate(zip(chain, entries)):
+            where = os.path.join(scratch, "%d" % index)
+            os.mkdir(where, 0o700)
+            try:
+                with open_stored(link, entry, cfg) as stream:
+                    extract_tar(stream, where, "%s file %s" % (link.id, entry.name), RestoreError)
+            except (EOFError, OSError, ValueError) as exc:
+                raise RestoreError("%s: %s cannot be read: %s" % (link.id, entry.name, exc)) from None
+            dirs.append(where)
+        try:
+            out = run([tools.path("pg_combinebackup"), "--output=" + pgdata] + dirs, "pg_combinebackup",
+                      check=False)
+            if out.returncode != 0:
+                raise RestoreError("%s: pg_combinebackup: %s" % (backup.id, first_error(out.stderr)))
+            os.chmod(pgdata, 0o700)
+        except BaseException:
+            if os.path.isdir(pgdata):
+                _empty_out(pgdata, existed)
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    files = sum(len(names) for _d, _s, names in os.walk(pgdata))
+    return {"backup_id": backup.id, "kind": backup.kind, "pgdata": pgdata, "files": files,
+            "bytes": None, "chain": [link.id for link in chain], "start_lsn": chain[0].manifest.start_lsn,
+            "stop_lsn": backup.manifest.stop_lsn, "timeline": backup.manifest.timeline,
+            "seconds": round(time.monotonic() - started, 3)}
 
 
 def scratch_dir(cfg: Config, what: str) -> str:

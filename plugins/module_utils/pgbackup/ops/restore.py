@@ -10,6 +10,7 @@ restoring (idempotence on the backup id recorded on the target, ``seawall.restor
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -168,8 +169,14 @@ def restore_data_directory(cfg: Config, selector: str, pgdata: str, kind: Option
     log = RunLog(Repository(cfg.backup_dir).log_dir)
     try:
         backup = select_backup(cfg, selector, kind or "base", before, repo=repo)
+        chain = [backup]
+        while chain[0].kind == "incremental" and chain[0].manifest.parent:  # a missing or bad link: NotFound
+            if len(chain) > 10000:
+                raise RestoreError("%s: its chain of parents does not end" % backup.id)
+            chain.insert(0, repo.find(chain[0].manifest.parent))
         try:
-            with repo.local_copy(backup) as local:
+            with contextlib.ExitStack() as stack:
+                local = [stack.enter_context(repo.local_copy(link)) for link in chain]
                 result = restore_pgdata(cfg, local, pgdata)
         except BackupError as exc:
             log.failure("restore-failed", id=backup.id, target=pgdata, step=exc.step, error=str(exc))

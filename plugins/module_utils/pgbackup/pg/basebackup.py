@@ -52,6 +52,13 @@ def replication_refused(error: BackupError, user: str) -> Optional[ConfigError]:
                        "and a pg_hba.conf 'replication' entry: %s" % (user or "?", text))
 
 
+def summaries_refused(error: BackupError) -> Optional[ConfigError]:
+    if "summarization" not in str(error).lower():
+        return None
+    return ConfigError("incremental backups need summarize_wal = on on the server (PostgreSQL 17+; a reload "
+                       "applies it), then a base backup taken after it: %s" % error)
+
+
 def tablespace_refused(error: BackupError) -> Optional[ConfigError]:
     if "single tablespace" not in str(error):
         return None
