@@ -195,7 +195,8 @@ def test_a_killed_base_backup_leaves_nothing_listed_and_the_next_run_cleans_up(p
 
 
 def test_the_modules_take_and_restore_base_backups_idempotently(pg15, tmp_path):
-    from tests.integration.test_frontend_defaults import ANSIBLE_PLAYBOOK, run_module  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from tests.integration.test_frontend_defaults import ANSIBLE_PLAYBOOK, run_module
     if not ANSIBLE_PLAYBOOK.exists():
         pytest.skip("ansible-playbook is not installed (make setup-dev)")
     env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups", PGPASSFILE=str(pg15.passfile), BACKUP_JOBS="1")
@@ -227,3 +228,75 @@ def test_the_modules_take_and_restore_base_backups_idempotently(pg15, tmp_path):
     assert wrong.get("failed") and "replace does not apply with pgdata" in wrong["msg"]
     checked = run_module(source, "pg_backup_verify", {"type": "base", "level": "archive"}, "verify")
     assert checked["changed"] is True and not checked.get("failed"), checked.get("msg")
+
+
+def test_incremental_is_refused_on_15(pg15, tmp_path):
+    env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups")
+    proc = cli.run(["create", "--type", "incremental"], env, check=False)
+    assert "type='incremental' is not available yet" in _error(proc)
+    assert cli.listing(env) == []
+
+
+@pytest.fixture(name="summarizing")
+def _summarizing(pg18):
+    pg18.psql("ALTER SYSTEM SET summarize_wal = on")
+    pg18.reload()
+    try:
+        yield pg18
+    finally:
+        pg18.psql("ALTER SYSTEM RESET summarize_wal")
+        pg18.reload()
+
+
+def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(summarizing, tmp_path):
+    from tests.support import load_sample  # pylint: disable=import-outside-toplevel
+    pg = summarizing
+    name = "phys_incr"
+    load_sample(pg, name)
+    target = Path(tempfile.mkdtemp(prefix="seawall-chain-")) / "data"
+    try:
+        env = cli.cli_env(pg.url(name), tmp_path / "backups")
+        base = cli.create(env, "base")
+        links = []
+        for round_ in range(3):
+            pg.psql("CREATE TABLE IF NOT EXISTS public.chain_rows (n int, note text); "
+                    "INSERT INTO public.chain_rows SELECT g, md5(g::text) FROM generate_series(%d, %d) g"
+                    % (round_ * 1000, round_ * 1000 + 999), db=name)
+            links.append(cli.create(env, "incremental"))
+        assert [link["parent"] for link in links] == [base["id"]] + [link["id"] for link in links[:2]]
+        assert all(link["method"] == "physical" and link["type"] == "incremental" for link in links)
+        base_size = base["files"][0]["size"]
+        assert all(link["files"][0]["size"] < base_size for link in links)  # only the changes (and their WAL)
+        [checked] = json.loads(cli.run(["verify", links[-1]["id"], "--level", "archive", "--json"], env).stdout)
+        assert checked["ok"] is True, checked
+
+        done = json.loads(cli.run(["restore", "latest", "--type", "incremental", "--pgdata", str(target), "--json"],
+                                  env).stdout)
+        assert done["chain"] == [base["id"]] + [link["id"] for link in links]
+        restored = _start_restored(pg, target.parent)
+        try:
+            assert restored.scalar("SELECT count(*) FROM public.chain_rows", db=name) == "3000"
+            assert_same_database(pg, name, restored, name)
+        finally:
+            restored.destroy()
+
+        # A corrupted middle link: verify finds it, restore refuses before writing anything.
+        middle = tmp_path / "backups" / "incremental" / links[1]["files"][0]["name"]
+        data = bytearray(middle.read_bytes())
+        data[len(data) // 3] ^= 0x40
+        middle.write_bytes(bytes(data))
+        empty = tmp_path / "empty"
+        proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
+        line = _error(proc)
+        assert links[1]["id"] in line and "sha256" in line and not empty.exists()
+        proc = cli.run(["verify", links[1]["id"], "--level", "checksum"], env, check=False)
+        assert proc.returncode != 0 and "sha256" in proc.stdout + proc.stderr
+        proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
+        assert links[1]["id"] in _error(proc) and not empty.exists()  # now marked bad: not restorable
+        # A missing link: refused, naming it.
+        (tmp_path / "backups" / "incremental" / (links[0]["id"] + ".json")).unlink()
+        proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
+        assert proc.returncode != 0 and links[0]["id"] in proc.stderr and not empty.exists()
+    finally:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        pg.drop_db(name)
