@@ -137,7 +137,17 @@ def _encrypted(pg18: PgCluster, name: str, tmp_path: Path) -> None:
     cli.run(["restore", "latest", "--type", "base", "--destination", "nas", "--pgdata", str(from_nas)], env)
     assert (from_nas / "PG_VERSION").read_text().strip() == "18" and (from_nas / "global" / "pg_control").is_file()
 
+    # rekey to a new key rewrites the tar (verified before the old copy goes); it still verifies and restores.
+    cli.run(["keygen", "--keyring", str(keyring), "--json"], env)
+    cli.run(["rekey", made["id"]], env)
+    [rekeyed] = cli.listing(env)
+    assert rekeyed["encryption"]["key_id"] != made["encryption"]["key_id"]
+    assert json.loads(cli.run(["verify", made["id"], "--level", "archive", "--json"], env).stdout)[0]["ok"] is True
+
     # One byte changed in the stored tar: verify marks it bad, restore refuses before writing anything.
+    [path] = rekeyed["files"]
+    stored = Path(path)
+    assert stored.parent == tmp_path / "backups" / "base" and stored.name.startswith(made["id"] + ".base.tar.gz")
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0x01
     stored.write_bytes(bytes(data))
