@@ -310,3 +310,16 @@ def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(
     finally:
         shutil.rmtree(target.parent, ignore_errors=True)
         pg.drop_db(name)
+
+
+def test_incremental_needs_a_base_and_summarize_wal_on_18(pg18, tmp_path):
+    assert pg18.scalar("SHOW summarize_wal") == "off"
+    env = cli.cli_env(pg18.url("postgres"), tmp_path / "backups")
+    proc = cli.run(["create", "--type", "incremental"], env, check=False)
+    assert "take a base backup first" in _error(proc)
+    cli.create(env, "base")
+    proc = cli.run(["create", "--type", "incremental"], env, check=False)
+    assert "summarize_wal = on" in _error(proc)
+    assert [b["type"] for b in cli.listing(env)] == ["base"]
+    assert os.listdir(tmp_path / "backups" / "incremental") == []
+    assert not any((tmp_path / "backups" / ".scratch").iterdir())
