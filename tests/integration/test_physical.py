@@ -290,6 +290,15 @@ def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(
         finally:
             restored.destroy()
 
+        # A missing link: refused, naming it, before anything is written.
+        empty = tmp_path / "empty"
+        manifest = tmp_path / "backups" / "incremental" / (links[0]["id"] + ".json")
+        aside = tmp_path / "aside.json"
+        manifest.rename(aside)
+        proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
+        assert links[0]["id"] in _error(proc) and not empty.exists()
+        aside.rename(manifest)
+
         # A corrupted middle link: verify finds it, restore refuses before writing anything.
         middle = tmp_path / "backups" / "incremental" / links[1]["files"][0]["name"]
         data = bytearray(middle.read_bytes())
@@ -303,10 +312,6 @@ def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(
         assert proc.returncode != 0 and "sha256" in proc.stdout + proc.stderr
         proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
         assert links[1]["id"] in _error(proc) and not empty.exists()  # now marked bad: not restorable
-        # A missing link: refused, naming it.
-        (tmp_path / "backups" / "incremental" / (links[0]["id"] + ".json")).unlink()
-        proc = cli.run(["restore", links[2]["id"], "--pgdata", str(empty)], env, check=False)
-        assert proc.returncode != 0 and links[0]["id"] in proc.stderr and not empty.exists()
     finally:
         shutil.rmtree(target.parent, ignore_errors=True)
         pg.drop_db(name)
