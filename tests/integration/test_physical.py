@@ -328,3 +328,19 @@ def test_incremental_needs_a_base_and_summarize_wal_on_18(pg18, tmp_path):
     assert [b["type"] for b in cli.listing(env)] == ["base"]
     assert os.listdir(tmp_path / "backups" / "incremental") == []
     assert not any((tmp_path / "backups" / ".scratch").iterdir())
+
+
+def test_a_cluster_with_another_tablespace_is_refused_in_one_line(pg15, tmp_path):
+    location = Path(tempfile.mkdtemp(prefix="seawall-tblspc-"))
+    os.chmod(location, 0o700)
+    if os.geteuid() == 0:
+        os.chown(location, pg15._pw.pw_uid, pg15._pw.pw_gid)  # pylint: disable=protected-access
+    pg15.psql("CREATE TABLESPACE phys_extra LOCATION '%s'" % location)
+    try:
+        env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups")
+        proc = cli.run(["create", "--type", "base"], env, check=False)
+        assert "tablespaces other than pg_default/pg_global are not supported yet" in _error(proc)
+        assert cli.listing(env) == [] and os.listdir(tmp_path / "backups" / "base") == []
+    finally:
+        pg15.psql("DROP TABLESPACE phys_extra")
+        shutil.rmtree(location, ignore_errors=True)
