@@ -290,6 +290,13 @@ def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(
         finally:
             restored.destroy()
 
+        # Every backup at once (the default level, archive), and retention keeps the whole chain.
+        everything = json.loads(cli.run(["verify", "--json"], env).stdout)
+        assert sorted(r["id"] for r in everything) == sorted([base["id"]] + [link["id"] for link in links])
+        assert all(r["ok"] for r in everything), everything
+        plan = json.loads(cli.run(["cleanup", "--dry-run", "--json"], env).stdout)
+        assert plan["to_delete"] == [] and set(plan["kept"]) >= {base["id"]} | {link["id"] for link in links}
+
         # A missing link: refused, naming it, before anything is written.
         empty = tmp_path / "empty"
         manifest = tmp_path / "backups" / "incremental" / (links[0]["id"] + ".json")
