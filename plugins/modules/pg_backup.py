@@ -48,7 +48,8 @@ options:
         directory, the WAL it needs and its backup_manifest); the role needs REPLICATION (or superuser).
         It is restored into a new data directory (C(seawall-pgbackup restore <id> --pgdata DIR) or
         M(seawall.pgbackup.pg_backup_restore) O(seawall.pgbackup.pg_backup_restore#module:pgdata)).
-      - Incremental (physical) backups are not available yet.
+      - Incremental (physical, PostgreSQL 17+) backups are taken by C(seawall-pgbackup create --type incremental),
+        not through this module yet.
       - If not set, E(BACKUP_TYPE) in the module's environment, then V(full) - the same order as the
         C(seawall-pgbackup) command.
     type: str
