@@ -169,7 +169,7 @@ def test_base_backup_needs_a_replication_role(pg15, tmp_path):
         line = _error(proc)
         assert "needs REPLICATION (or superuser)" in line and "norepl_phys" in line and "s3cret" not in line
         assert cli.listing(env) == []
-        assert [n for n in os.listdir(tmp_path / "backups" / "base")] == []
+        assert os.listdir(tmp_path / "backups" / "base") == []
     finally:
         pg15.psql("DROP ROLE norepl_phys")
 
