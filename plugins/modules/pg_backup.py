@@ -8,11 +8,12 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 ---
 module: pg_backup
-short_description: Take a logical PostgreSQL backup (full, schema, data or globals) unless a recent one exists
+short_description: Take a PostgreSQL backup (logical, or a physical base backup) unless a recent one exists
 version_added: 0.1.0
 description:
   - Takes one backup of one database into a seawall backup repository with C(pg_dump) (custom format)
-    and, for O(type=full) and O(type=globals), C(pg_dumpall --globals-only).
+    and, for O(type=full) and O(type=globals), C(pg_dumpall --globals-only); for O(type=base), the whole
+    cluster with C(pg_basebackup).
   - The backup's data files are compressed and hashed (sha256) while they are written; its manifest
     C(<id>.json) is written last. A data file without a manifest is an incomplete backup, never
     listed or restored, and removed by the next run.
@@ -43,11 +44,16 @@ options:
       - The kind of backup.
       - V(full) is the whole database (schema and data) plus the cluster's roles and tablespaces (globals).
       - V(schema) is the structure only, V(data) the rows only, V(globals) the roles and tablespaces only.
-      - Incremental (physical) backups are not available through this module yet.
+      - V(base) is a physical backup of the whole cluster with C(pg_basebackup) (one tar holding the data
+        directory, the WAL it needs and its backup_manifest); the role needs REPLICATION (or superuser).
+        It is restored into a new data directory (C(seawall-pgbackup restore <id> --pgdata DIR) or
+        M(seawall.pgbackup.pg_backup_restore) O(seawall.pgbackup.pg_backup_restore#module:pgdata)).
+      - Incremental (physical, PostgreSQL 17+) backups are taken by C(seawall-pgbackup create --type incremental),
+        not through this module yet.
       - If not set, E(BACKUP_TYPE) in the module's environment, then V(full) - the same order as the
         C(seawall-pgbackup) command.
     type: str
-    choices: [full, schema, data, globals]
+    choices: [full, schema, data, globals, base]
   max_age:
     description:
       - Take no backup when a good backup of this O(type) of this database is younger than this.
@@ -193,6 +199,22 @@ backup:
       description: The key id whose signature the manifest carries, V(null) when it is not signed.
       type: str
       sample: 5e2abbef7ea476f9
+    method:
+      description: V(logical) (pg_dump, pg_dumpall) or V(physical) (pg_basebackup, type V(base)).
+      type: str
+      sample: logical
+    start_lsn:
+      description: A base backup's first WAL location (from its backup_manifest); V(null) for logical backups.
+      type: str
+      sample: 0/2000028
+    stop_lsn:
+      description: A base backup's last WAL location; the backup holds the WAL in between (V(null) if logical).
+      type: str
+      sample: 0/2000100
+    timeline:
+      description: The timeline of a base backup's WAL (V(null) for logical backups).
+      type: int
+      sample: 1
     files:
       description: Paths of the data files on the managed host.
       type: list
@@ -232,7 +254,8 @@ backup_dir:
   type: str
   sample: /var/backups/postgresql
 restore_command:
-  description: A command that restores RV(backup) into a new database with the C(seawall-pgbackup) tool.
+  description: A command that restores RV(backup) into a new database (a base backup into a new data directory)
+    with the C(seawall-pgbackup) tool.
   returned: when RV(backup) is set
   type: str
   sample: seawall-pgbackup --backup-dir /var/backups/postgresql restore full-vtt-20260126T020000Z --target-url postgresql://USER@HOST:PORT/NEWDB --with-globals
@@ -264,7 +287,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.back
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
-        type=dict(type='str', choices=['full', 'schema', 'data', 'globals']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base']),
         max_age=dict(type='raw', default=0),
         force=dict(type='bool', default=False),
         destinations=dict(type='list', elements='dict'),

@@ -31,7 +31,7 @@ options:
     description:
       - List only backups of this kind.
     type: str
-    choices: [full, incremental, schema, data, globals]
+    choices: [full, incremental, schema, data, globals, base]
   database:
     description:
       - List only backups of this database.
@@ -127,6 +127,22 @@ backups:
       description: The key id whose signature the manifest carries, V(null) when it is not signed.
       type: str
       sample: 5e2abbef7ea476f9
+    method:
+      description: V(logical) (pg_dump, pg_dumpall) or V(physical) (pg_basebackup, type V(base)).
+      type: str
+      sample: logical
+    start_lsn:
+      description: A base backup's first WAL location (from its backup_manifest); V(null) for logical backups.
+      type: str
+      sample: 0/2000028
+    stop_lsn:
+      description: A base backup's last WAL location; the backup holds the WAL in between (V(null) if logical).
+      type: str
+      sample: 0/2000100
+    timeline:
+      description: The timeline of a base backup's WAL (V(null) for logical backups).
+      type: int
+      sample: 1
     files:
       description: Paths of the data files on the managed host.
       type: list
@@ -182,7 +198,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.list
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
-        type=dict(type='str', choices=['full', 'incremental', 'schema', 'data', 'globals']),
+        type=dict(type='str', choices=['full', 'incremental', 'schema', 'data', 'globals', 'base']),
         database=dict(type='str'),
         newest_only=dict(type='bool', default=False),
         include_bad=dict(type='bool', default=False),

@@ -27,6 +27,7 @@ description:
   - A partial restore (O(tables), O(schemas)) restores every definition and the rows of the chosen
     tables only; without O(target_url) it goes into a new temporary database
     C(<database>_partial_<time>) beside the database of O(database_url), never into that database.
+  - With O(pgdata), a base (physical) backup rebuilds a data directory instead (see O(pgdata)).
 author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
@@ -56,9 +57,10 @@ options:
       - The kind of backup V(latest) and O(before) pick.
       - V(full) restores the database (and with O(with_globals) the roles first), V(schema) the
         structure only, V(data) the rows into an existing schema, V(globals) only the roles and tablespaces.
-      - If not set, V(full).
+      - V(base) is a physical backup, restored into a data directory (O(pgdata)).
+      - If not set, V(full) (V(base) with O(pgdata)).
     type: str
-    choices: [full, schema, data, globals]
+    choices: [full, schema, data, globals, base]
   before:
     description:
       - Restore the newest good backup of O(type) that started before this time instead of the newest one.
@@ -76,6 +78,18 @@ options:
         same; otherwise give it with E(PGPASSFILE) or C(~/.pgpass).
       - Treated as a secret (C(no_log)); results show the URL without its password.
     type: str
+  pgdata:
+    description:
+      - Rebuild a PostgreSQL data directory at this path from a base backup (O(type=base)) instead of restoring
+        into a database. The path must be absent (its parent existing) or an empty directory; it is never
+        overwritten, and a failure half-way leaves it as it was (absent or empty).
+      - Its files belong to the user the module runs as (mode 0700); start the server as that user, on a port of
+        your choice. The backup holds the WAL it needs, so no recovery settings are written and the server
+        reaches consistency by itself.
+      - Idempotent - when the directory already holds the selected backup (its C(backup_label), or
+        C(backup_label.old) once started, names the backup id), nothing is done (C(changed=false)).
+      - Not with O(target_url), O(replace), O(tables), O(schemas), O(with_globals), O(jobs) or O(keep_going).
+    type: path
   replace:
     description:
       - Replace a target database that already holds objects (the restore's C(--clean)).
@@ -170,6 +184,13 @@ EXAMPLES = r'''
   environment:
     PGPASSFILE: /var/lib/seawall/.pgpass
 
+- name: Rebuild a data directory from the newest base backup (start it with pg_ctl -D afterwards)
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    type: base
+    pgdata: /srv/pg-restored/data
+
 - name: Get back one table's rows in a temporary database beside the source
   seawall.pgbackup.pg_backup_restore:
     database_url: "{{ vault_database_url }}"
@@ -237,6 +258,30 @@ restore:
       type: list
       elements: str
       sample: []
+    pgdata:
+      description: With O(pgdata), the data directory rebuilt (absolute path).
+      type: str
+      sample: /srv/pg-restored/data
+    files:
+      description: With O(pgdata), the files written into the data directory.
+      type: int
+      sample: 1012
+    bytes:
+      description: With O(pgdata), the bytes written into the data directory.
+      type: int
+      sample: 40475648
+    start_lsn:
+      description: With O(pgdata), the base backup's first WAL location.
+      type: str
+      sample: 0/2000028
+    stop_lsn:
+      description: With O(pgdata), the WAL location the restored server is consistent at.
+      type: str
+      sample: 0/2000100
+    timeline:
+      description: With O(pgdata), the base backup's timeline.
+      type: int
+      sample: 1
 backup:
   description: The backup selected, as M(seawall.pgbackup.pg_backup_info) lists it.
   returned: success
@@ -249,6 +294,7 @@ backup:
 target:
   description:
     - Where the backup is (or would be) restored.
+    - With O(pgdata), only RV(target.pgdata) is set.
     - V(null) for a partial restore without O(target_url) in check mode (its database name is chosen when it runs).
   returned: success
   type: dict
@@ -265,8 +311,14 @@ target:
       description: The user connecting to it (V(null) when the URL names none).
       type: str
       sample: backup
+    pgdata:
+      description: With O(pgdata), the data directory (absolute path).
+      type: str
+      sample: /srv/pg-restored/data
 restored_before:
-  description: The backup id recorded on the target database before the run; V(null) when none (or no such database).
+  description:
+    - The backup id recorded on the target database before the run; V(null) when none (or no such database).
+    - With O(pgdata), the backup id in the data directory's backup_label.
   returned: success
   type: str
   sample: full-vtt-20260125T020000Z
@@ -299,7 +351,13 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import plan_restore, run_restore
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.physical import restored_label
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (
+    plan_restore,
+    restore_data_directory,
+    run_restore,
+    select_backup,
+)
 
 
 def describe(target, database=None):
@@ -307,11 +365,48 @@ def describe(target, database=None):
     return dict(server=target.hostinfo, database=database or target.dbname, user=target.user)
 
 
+def restore_data_directory_task(module, cfg, result):
+    """O(pgdata): a base backup into a data directory (idempotent on the backup id in its backup_label)."""
+    params = module.params
+    for name in ('target_url', 'replace', 'tables', 'schemas', 'with_globals', 'jobs', 'keep_going'):
+        if params[name]:
+            module.fail_json(msg='%s does not apply with pgdata (a base backup restored into a data directory)'
+                             % name, step='config', **result)
+    pgdata = os.path.abspath(params['pgdata'])
+    with engine_errors(module, **result):
+        try:
+            backup = select_backup(cfg, params['backup'], params['type'] or 'base', params['before'])
+        except NotFound as exc:
+            if module.check_mode and params['backup'] == 'latest':
+                module.warn('%s: the run fails unless an earlier task takes one' % exc)
+                result['changed'] = True
+                module.exit_json(**result)
+            raise
+    before = restored_label(pgdata) if os.path.isdir(pgdata) else None
+    result.update(backup=backup.summary(), restored_before=before, target=dict(pgdata=pgdata))
+    if module._diff:
+        result['diff'] = dict(before=dict(restored_backup=before),
+                              after=dict(restored_backup=before if before == backup.id else backup.id))
+    if before == backup.id:
+        result['skipped_reason'] = '%s already holds %s (restored earlier)' % (pgdata, backup.id)
+        module.exit_json(**result)
+    if os.path.isdir(pgdata) and os.listdir(pgdata):
+        module.fail_json(msg='data directory %s is not empty: a base backup is restored only into an absent or empty '
+                         'directory (nothing was written)' % pgdata, step='restore', **result)
+    if module.check_mode:
+        result['changed'] = True
+        module.exit_json(**result)
+    restored = run_operation(module, cfg, 'restore', backup.kind,
+                             lambda: restore_data_directory(cfg, backup.id, pgdata), **result)
+    result.update(changed=True, restore=restored)
+    module.exit_json(**result)
+
+
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
         backup=dict(type='str', default='latest'),
-        type=dict(type='str', choices=['full', 'schema', 'data', 'globals']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base']),
         before=dict(type='str'),
         target_url=dict(type='str', no_log=True),
         replace=dict(type='bool', default=False),
@@ -321,6 +416,7 @@ def main():
         tables=dict(type='list', elements='str', default=[]),
         schemas=dict(type='list', elements='str', default=[]),
         keep_going=dict(type='bool', default=False),
+        pgdata=dict(type='path'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
@@ -330,6 +426,8 @@ def main():
     cfg = pgbackup_config(module)
     result = dict(changed=False, restore=None, backup=None, target=None, restored_before=None, skipped_reason=None,
                   backup_dir=os.path.abspath(cfg.backup_dir))
+    if params['pgdata'] is not None:
+        restore_data_directory_task(module, cfg, result)
     with engine_errors(module, **result):
         try:
             plan = plan_restore(cfg, params['backup'], params['type'], params['before'], params['target_url'],

@@ -56,9 +56,11 @@ options:
     description:
       - The kind of backup V(latest) picks.
       - The V(restore) level needs a V(full) or V(schema) backup.
+      - For a V(base) (physical) backup, V(archive) extracts it into scratch and runs C(pg_verifybackup);
+        its V(restore) level is not available yet (the task fails, nothing is recorded).
       - Must stay V(full) with O(drill=true).
     type: str
-    choices: [full, schema, data, globals]
+    choices: [full, schema, data, globals, base]
     default: full
   level:
     description:
@@ -397,7 +399,7 @@ def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
         backup=dict(type='str', default='latest'),
-        type=dict(type='str', default=DEFAULT_KIND, choices=['full', 'schema', 'data', 'globals']),
+        type=dict(type='str', default=DEFAULT_KIND, choices=['full', 'schema', 'data', 'globals', 'base']),
         level=dict(type='str', default=DEFAULT_LEVEL, choices=list(LEVELS)),
         target_url=dict(type='str', no_log=True),
         probes=dict(type='list', elements='str'),

@@ -26,11 +26,16 @@ from ansible_collections.seawall.pgbackup.plugins.filter.s3_bucket_changes impor
     ({"backup": {"types": {"full": {"retention": {"daily": 3}}, "globals": {"enabled": False}}}}, 31,
      8 * 7 + 31),                               # the schema backups' 8 weekly are now the longest
     ({"backup": {"types": {"full": {"retention": {"yearly": 2}}}}}, 10, 2 * 366 + 10),
-    ({"backup": {"types": {k: {"enabled": False} for k in ("full", "schema", "globals", "data")}}}, 0, 7),  # incremental 7 daily
+    ({"backup": {"types": {k: {"enabled": False} for k in ("full", "schema", "globals", "data", "base")}}}, 0,
+     7),  # incremental 7 daily
+    ({"backup": {"types": {k: {"enabled": False} for k in ("full", "schema", "globals", "data")}}}, 0,
+     28),  # base backups: 4 weekly
     ({"backup": {"types": {"full": {"enabled": False}, "schema": {"enabled": False}, "globals": {"enabled": False},
+                           "base": {"enabled": False},
                            "incremental": {"retention": {"hourly": 30}}}}}, 0, 2),  # 30 hours -> 2 days
     ({"backup": {"types": {"full": {"retention": {"keep_last": 500}}, "globals": {"enabled": False},
-                           "schema": {"enabled": False}}}}, 0, 7),  # counts do not lengthen the horizon
+                           "schema": {"enabled": False}, "base": {"enabled": False}}}}, 0,
+     7),  # counts do not lengthen the horizon
 ])
 def test_retention_horizon_days(config, margin, expected):
     assert retention_horizon_days(config, margin_days=margin) == expected

@@ -51,7 +51,7 @@ def test_compression_values(value, expected):
 
 
 @pytest.mark.parametrize("env,message", [
-    ({"BACKUP_TYPE": "hourly"}, "BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals"),
+    ({"BACKUP_TYPE": "hourly"}, "BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals, base"),
     ({"BACKUP_COMPRESSION": "maybe"}, "BACKUP_COMPRESSION='maybe' is not valid: use true, false, gzip, zstd or none"),
     ({"BACKUP_ENCRYPTION": "sometimes"}, "BACKUP_ENCRYPTION='sometimes' is not valid: use true or false"),
     ({"BACKUP_RETENTION_DAILY": "-1"}, "BACKUP_RETENTION_DAILY='-1' is not valid: use a whole number >= 0"),
@@ -124,7 +124,7 @@ def test_environment_overrides_file_and_arguments_override_environment(tmp_path)
     ({"backup": {"types": {"full": {"retention": {"daily": "x"}}}}},
      "backup.types.full.retention.daily='x' (in {path}) is not valid: use a whole number >= 0"),
     ({"backup": {"types": {"nightly": {}}}},
-     "backup.types key='nightly' (in {path}) is not valid: use one of full, incremental, schema, data, globals"),
+     "backup.types key='nightly' (in {path}) is not valid: use one of full, incremental, schema, data, globals, base"),
     ({"backup": {"types": {"full": {"retention": {"fortnightly": 2}}}}},
      "backup.types.full.retention.fortnightly=2 (in {path}) is not valid: use one of hourly, daily, weekly, monthly, "
      "yearly, keep_last, min_keep"),

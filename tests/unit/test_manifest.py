@@ -382,7 +382,9 @@ def test_mutated_manifests_raise_only_manifest_error_and_round_trip(mutation):
     assert Manifest.from_dict(manifest.to_dict()) == manifest
 
 
-KNOWN = set(real_manifest()) | {"copies", "rekeyed"}
+# every key the model reads (an "unknown" key named like one is parsed as that field, not kept in extra)
+KNOWN = set(real_manifest()) | {"copies", "rekeyed", "repository", "sealed", "auth", "start_lsn", "stop_lsn",
+                                "timeline"}
 TEXT = st.text(max_size=20)
 VALID = st.fixed_dictionaries({}, optional={
     "database": TEXT, "status": st.sampled_from(["ok", "failed"]), "host": st.none() | TEXT,

@@ -225,7 +225,7 @@ MODULE_NOT_SETTINGS = {
     "pg_backup_health": {"fail_on", "connect"},
     "pg_backup_info": {"type", "database", "newest_only", "include_bad"},
     "pg_backup_restore": {"backup", "type", "before", "target_url", "replace", "force", "with_globals", "tables",
-                          "schemas", "keep_going"},
+                          "schemas", "keep_going", "pgdata"},
     "pg_backup_retention": {"policy", "lock_wait"},
     "pg_backup_verify": {"backup", "type", "level", "target_url", "with_globals", "max_age", "drill"},
 }
@@ -258,7 +258,7 @@ CLI_NOT_SETTINGS = {
     "create": {"--json"},
     "list": {"--type", "--database", "--json", "--destination", "--all"},
     "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
-                "--with-globals", "--no-with-globals", "--json", "--destination"},
+                "--with-globals", "--no-with-globals", "--json", "--destination", "--pgdata"},
     "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},

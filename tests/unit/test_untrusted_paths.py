@@ -65,7 +65,7 @@ def test_a_symlinked_root_is_followed_a_symlinked_folder_is_refused(tmp_path):
     repo.prepare()  # the configured root may be a link its owner placed
     with repo.lock():
         pass
-    assert sorted(os.listdir(real)) == sorted([".lock", "full", "incremental", "schema", "data", "globals", "logs"])
+    assert sorted(os.listdir(real)) == sorted([".lock", "full", "incremental", "schema", "data", "globals", "base", "logs"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "full-app-20261101T000000Z.dump.gz").write_bytes(b"theirs")

@@ -22,10 +22,12 @@ from typing import Any, Dict, List, Optional
 
 from .. import __version__
 from ..config.connection import DbTarget
-from ..config.settings import LOGICAL_KINDS, load_config
-from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, InternalError, VerifyError, render
+from ..config.settings import BACKUP_KINDS, load_config
+from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, InternalError, VerifyError, render
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
+
+KINDS = BACKUP_KINDS + ("incremental",)  # what --type selects
 
 PROG = "seawall-pgbackup"
 
@@ -49,12 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = functools.partial(sub.add_parser, parents=[common])  # type: ignore[method-assign]
 
     create = sub.add_parser("create", help="take a backup")
-    create.add_argument("--type", dest="kind", help="full, schema, data or globals (default: $BACKUP_TYPE or full)")
+    create.add_argument("--type", dest="kind", help="full, schema, data, globals, base (physical: pg_basebackup "
+                                                    "of the whole cluster) or incremental (PostgreSQL 17+: since the "
+                                                    "newest base or incremental) (default: $BACKUP_TYPE or full)")
     create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
     create.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     listing = sub.add_parser("list", help="list good backups, oldest first")
-    listing.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    listing.add_argument("--type", dest="kind", choices=KINDS)
     listing.add_argument("--all", dest="include_bad", action="store_true",
                          help="also backups marked bad or unfinished and manifests that are not valid, with why")
     listing.add_argument("--database")
@@ -72,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--schema", action="append", default=[], help="partial restore: every table of a schema")
     restore.add_argument("--target-url", help="database to restore into (default: $DATABASE_URL); "
                                               "prefer a passfile to a password in this URL")
-    restore.add_argument("--type", dest="kind", choices=LOGICAL_KINDS, help="kind for 'latest' (default full)")
+    restore.add_argument("--type", dest="kind", choices=KINDS, help="kind for 'latest' (default full)")
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
+    restore.add_argument("--pgdata", metavar="DIR",
+                         help="rebuild a data directory from a base backup (--type base for 'latest'): DIR absent or "
+                              "empty, never overwritten; no recovery settings are written (the backup holds its WAL)")
     restore.add_argument("--keep-going", action="store_true",
                          help="restore what can be restored when some objects fail (a cross-version restore); "
                               "exits 13 naming the objects that failed")
@@ -86,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("backup", nargs="?", help="backup id, path or 'latest' (default: every good backup)")
     verify.add_argument("--level", choices=("checksum", "archive", "restore"),
                         help="default archive; restore: also restore into a scratch database and compare row counts")
-    verify.add_argument("--type", dest="kind", choices=LOGICAL_KINDS)
+    verify.add_argument("--type", dest="kind", choices=KINDS)
     _restore_check_options(verify)
     verify.add_argument("--json", action="store_true")
     _destination_option(verify)
@@ -198,7 +205,9 @@ def _cmd_list(cfg, args) -> int:
             continue
         _out("%-45s %-8s %-20s %-25s %12d" % (row["id"], row["type"], row["database"], row["created_at"], row["size"])
              + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else "")
-             + (" [old encryption format: rekey]" if row.get("legacy_format") else ""))
+             + (" [old encryption format: rekey]" if row.get("legacy_format") else "")
+             + ("  WAL %s..%s timeline %s" % (row["start_lsn"], row["stop_lsn"], row["timeline"])
+                if row.get("start_lsn") else ""))
     return 0
 
 
@@ -217,6 +226,8 @@ def _cmd_restore(cfg, args) -> int:
     if args.target_url and DbTarget(args.target_url).url != args.target_url:
         _err("%s: warning: a password in --target-url is visible to other users in 'ps'; "
              "use a passfile (PGPASSFILE) instead" % PROG)
+    if args.pgdata is not None:
+        return _restore_pgdata(cfg, args)
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
                             tables=args.table, schemas=args.schema, destination=args.destination,
@@ -228,6 +239,28 @@ def _cmd_restore(cfg, args) -> int:
          % (result.backup_id, result.target, result.seconds,
             " (replaced the existing database)" if result.replaced else "",
             ", globals applied" if result.globals_applied else ""))
+    return 0
+
+
+def _restore_pgdata(cfg, args) -> int:
+    from ..ops.restore import restore_data_directory  # pylint: disable=import-outside-toplevel
+
+    for flag, value in (("--target-url", args.target_url), ("--clean", args.clean), ("--table", args.table),
+                        ("--schema", args.schema), ("--keep-going", args.keep_going), ("--jobs", args.jobs),
+                        ("--with-globals", args.with_globals)):
+        if value:
+            raise ConfigError("%s does not apply to --pgdata (a base backup restored into a data directory)" % flag)
+    result = restore_data_directory(cfg, args.backup, args.pgdata, kind=args.kind, before=args.before,
+                                    destination=args.destination)
+    if args.json:
+        _print_json(result)
+        return 0
+    _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
+         % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
+            result["timeline"], result["seconds"]))
+    if result.get("chain"):
+        _out("combined %s" % " + ".join(result["chain"]))
+    _out("start it with: pg_ctl -D %s start (as the owner of the directory; not as root)" % result["pgdata"])
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-ALL_KINDS = ("full", "incremental", "schema", "data", "globals")
+ALL_KINDS = ("full", "incremental", "schema", "data", "globals", "base")
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("backup_dir", "str", "./backups", "The local backup directory (the repository).",
            env="BACKUP_DIR", json="directory", module="backup_dir", module_type="path", module_fallback=True,
            cli=("--backup-dir",)),
-    Option("backup_type", "backup_type", "full", "The kind `create` takes when none is given: full, schema, data "
-           "or globals.", env="BACKUP_TYPE", modules=("pg_backup.type",), cli=("create --type",)),
+    Option("backup_type", "backup_type", "full", "The kind `create` takes when none is given: full, schema, data, "
+           "globals or base (physical, pg_basebackup).", env="BACKUP_TYPE", modules=("pg_backup.type",),
+           cli=("create --type",)),
     Option("compression", "compression", "gzip", "gzip, zstd or none (true means gzip, false none).",
            env="BACKUP_COMPRESSION", json="compression", modules=("pg_backup.compression",),
            cli=("create --compression",)),
@@ -153,11 +154,14 @@ OPTIONS: Tuple[Option, ...] = (
     _retention("globals", "daily", 7),
     _retention("globals", "weekly", 4),
     _retention("globals", "monthly", 12),
+    _retention("base", "daily", 7),
+    _retention("base", "weekly", 4),
     _schedule("full", "0 2 * * *", env=True),
     _schedule("incremental", "0 * * * *", env=True),
     _schedule("schema", "0 3 * * 1", env=True),
     _schedule("data", None, env=False),
     _schedule("globals", None, env=False),
+    _schedule("base", None, env=False),
     Option("cleanup_schedule", "cron", "0 3 * * 0", "When cleanup (the retention policy) runs.",
            env="BACKUP_SCHEDULE_CLEANUP", json="cleanup.schedule"),
     Option("verify_probes", "probes", [], "SQL queries that must return true on a test restore.",

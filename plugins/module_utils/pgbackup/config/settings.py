@@ -25,6 +25,9 @@ from .encryption import apply_encryption_json, apply_encryption_setting
 from .options import ALL_KINDS, BY_NAME, OPTIONS, Option, json_keys
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
+# pg_basebackup of the whole cluster (ops/backup.py, ops/physical.py); incremental: PostgreSQL 17+ only
+PHYSICAL_KINDS = ("base", "incremental")
+BACKUP_KINDS = LOGICAL_KINDS + ("base",)  # what BACKUP_TYPE takes (incremental is refused on 15/16 by create)
 COMPRESSIONS = ("gzip", "zstd", "none")
 RETENTION_SLOTS = ("hourly", "daily", "weekly", "monthly", "yearly", "keep_last", "min_keep")
 _TRUE = ("1", "true", "yes", "on")
@@ -165,7 +168,7 @@ def parse_count(key: str, value: Any, where: str = "", minimum: int = 0) -> int:
     return number
 
 
-def parse_kind(key: str, value: Any, where: str = "", allowed=LOGICAL_KINDS) -> str:
+def parse_kind(key: str, value: Any, where: str = "", allowed=BACKUP_KINDS) -> str:
     text = str(value).strip().lower()
     if text not in allowed:
         raise _bad(key, value, "use one of %s" % ", ".join(allowed), where)

@@ -28,6 +28,7 @@ _SLUG = re.compile(r"[^A-Za-z0-9_.]+")
 # <kind>-<slug>-<YYYYMMDDTHHMMSSZ>[-N]: what Repository.new_id makes (a slug holds no "-").
 ID_PATTERN = re.compile(r"^(?P<kind>[a-z]+)-(?P<slug>[A-Za-z0-9_.]+)-(?P<stamp>[0-9]{8}T[0-9]{6}Z)(?:-[1-9][0-9]*)?$")
 KIND_PATTERN = re.compile(r"^[a-z]+$")
+LSN_PATTERN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")  # "0/2000028", as PostgreSQL prints an LSN
 # Encryption formats whose files are bound to their backup: codec/crypto.BOUND_FORMATS (the model sits below
 # codec, so the names are repeated here; tests/unit/test_binding.py checks they agree).
 BOUND_ENCRYPTION_FORMATS = frozenset({"seawall-aes-256-gcm-chunked-v2", "age-encryption.org/v1+seawall-binding-v1"})
@@ -230,6 +231,9 @@ class Manifest(Record):
     compression: Optional[str] = None
     encryption: Optional[Encryption] = None
     parent: Optional[str] = None
+    start_lsn: Optional[str] = None   # physical backups: the WAL range they need (backup_manifest WAL-Ranges)
+    stop_lsn: Optional[str] = None
+    timeline: Optional[int] = None
     user_objects: Optional[int] = None
     database_size: Optional[int] = None
     table_rows: Optional[Dict[str, int]] = None
@@ -246,7 +250,8 @@ class Manifest(Record):
     present: Optional[FrozenSet[str]] = field(default=None, repr=False, compare=False)
 
     REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"format_version", "id", "type", "created_at", "files"})
-    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed", "repository", "sealed", "auth"})
+    OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed", "repository", "sealed", "auth",
+                                                    "start_lsn", "stop_lsn", "timeline"})
     KEYS: ClassVar[Dict[str, str]] = {"kind": "type"}
     ERROR = ManifestError
     LABEL = "manifest"
@@ -271,6 +276,11 @@ class Manifest(Record):
             raise fail("id %s" % problem)
         if ID_PATTERN.match(self.id).group("kind") != self.kind:  # type: ignore[union-attr]
             raise fail("id %r does not belong to a %s backup" % (self.id, self.kind))
+        for name, lsn in (("start_lsn", self.start_lsn), ("stop_lsn", self.stop_lsn)):
+            if lsn is not None and not LSN_PATTERN.match(lsn):
+                raise fail("%s %r is not an LSN (like 0/2000028)" % (name, lsn[:40]))
+        if self.timeline is not None and self.timeline < 1:
+            raise fail("timeline is not positive (%d)" % self.timeline)
         if self.parent is not None and id_problem(self.parent):
             raise fail("parent %s" % id_problem(self.parent))
         seen = set()
@@ -384,6 +394,10 @@ class Backup:
             "good": self.good,
             "legacy_format": self.legacy_format,
             "signed_by": manifest.auth.key_id if manifest.auth else None,
+            "method": manifest.method,
+            "start_lsn": manifest.start_lsn,
+            "stop_lsn": manifest.stop_lsn,
+            "timeline": manifest.timeline,
         }
 
     @property

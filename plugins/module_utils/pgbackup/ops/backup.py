@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import shutil
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,22 +24,26 @@ from ..codec.compression import SUFFIX
 from ..codec.crypto import Binding
 from ..codec.stored import sealing_for
 from ..config.connection import DbTarget
-from ..config.settings import LOGICAL_KINDS, Config, parse_kind
+from ..config.settings import BACKUP_KINDS, PHYSICAL_KINDS, Config, parse_kind
 from ..core.clock import is_future, iso, utc_now
 from ..core.duration import format_duration, parse_duration
 from ..core.errors import BackupError, ConfigError
 from ..core.runlog import RunLog
 from ..core.testpoints import pause
 from ..model.manifest import FORMAT_VERSION, Backup
+from ..pg.basebackup import (TarScanner, basebackup_command, check_base_tar, parse_backup_manifest,
+                             replication_refused, summaries_refused, tablespace_refused)
 from ..pg.binaries import ClientTools, any_psql, select_tools
 from ..pg.client import ServerInfo, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
 from ..repo.catalog import leftover_grace, open_repository, present
+from .physical import backup_manifest_of, scratch_dir
 from .sync import copy_new_backup
 
 PROG = "seawall-pgbackup"
+INCREMENTAL_MIN_MAJOR = 17  # pg_basebackup --incremental and pg_combinebackup
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
 CLUSTER_DUMP_END = b"PostgreSQL database cluster dump complete"
@@ -104,10 +109,7 @@ class BackupRun:
 
     def __init__(self, cfg: Config, kind: str, log: Optional[RunLog] = None) -> None:
         self.cfg = cfg
-        self.kind = parse_kind("type", kind, allowed=LOGICAL_KINDS) if kind != "incremental" else kind
-        if self.kind == "incremental":
-            raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
-                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data or globals")
+        self.kind = parse_kind("type", kind, allowed=BACKUP_KINDS) if kind != "incremental" else kind
         # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
         self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())
@@ -147,6 +149,12 @@ class BackupRun:
     def _take(self, started: datetime) -> Backup:
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
+        if self.kind == "incremental" and info.major < INCREMENTAL_MIN_MAJOR:
+            raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
+                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data, globals or "
+                              "base")
+        if self.kind in PHYSICAL_KINDS:
+            return self._take_base(started, info)
         tools = select_tools(info.major, self.cfg.pg_bin_dir)
         algorithm = self.cfg.compression_for(self.kind)
         level = self.cfg.compression_level
@@ -185,42 +193,15 @@ class BackupRun:
                 written.append(result.path)
                 files.append(_file_entry(result, "globals", "plain", algorithm))
                 warnings.extend(result.warnings)
-            finished = utc_now()
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "id": backup_id,
-                "repository": self.cfg.repository_id,
-                "type": self.kind,
-                "method": "logical",
-                "status": "ok",
-                "database": info.database,
-                "created_at": iso(started),
-                "finished_at": iso(finished),
-                "duration_seconds": round((finished - started).total_seconds(), 3),
-                "host": socket.gethostname(),
-                "tool": {"name": "seawall-pgbackup", "version": __version__},
-                "source": {"url": self.target.url, "user": info.current_user, "superuser": info.is_superuser},
-                "server": {"version": info.version, "version_num": info.version_num, "major": info.major,
-                           "system_identifier": info.system_identifier, "encoding": info.encoding,
-                           "collate": info.collate, "ctype": info.ctype},
-                "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
-                "files": files,
-                "compression": algorithm,
-                "encryption": self.sealing.record() if self.sealing else None,
-                "parent": None,
+            manifest = self._manifest(backup_id, started, info, tools, files, algorithm, warnings)
+            manifest.update({
                 "user_objects": objects,
                 "database_size": counts.get("size"),
                 "table_rows": counts.get("rows"),
                 "database_sql": db_sql,
                 "globals": {"role_passwords": info.is_superuser} if self.kind in ("full", "globals") else None,
-                "warnings": warnings,
-                "verification": None,
-            }
-            backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
-            pause("create-manifest")  # crash tests: every file written, no manifest yet
-            self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
-            pause("create-saved")
-            return backup
+            })
+            return self._save(backup_id, manifest)
         except BaseException:
             if session is not None:
                 session.close()
@@ -230,6 +211,104 @@ class BackupRun:
                 except OSError:
                     pass
             raise
+
+    def _take_base(self, started: datetime, info: ServerInfo) -> Backup:
+        """A physical base backup of the whole cluster: pg_basebackup's one tar (data directory, the WAL it
+        needs, its backup_manifest) streamed through compression, encryption and sha256 into one file. An
+        incremental (17+) is the same tar of what changed since its parent, the newest base or incremental."""
+        tools = select_tools(info.major, self.cfg.pg_bin_dir, tools=("pg_basebackup", "psql"))
+        algorithm = self.cfg.compression_for(self.kind)
+        backup_id = self.repo.new_id(self.kind, info.database, started)
+        dest = os.path.join(self.repo.kind_dir(self.kind), "%s.base.tar%s%s" % (
+            backup_id, SUFFIX[algorithm], self.sealing.suffix if self.sealing else ""))
+        scanner = TarScanner()
+        cmd = basebackup_command(tools, self.target, backup_id)
+        parent = self._parent(info) if self.kind == "incremental" else None
+        scratch = scratch_dir(self.cfg, "incremental") if parent is not None else None
+        try:
+            if parent is not None and scratch is not None:
+                # pg_basebackup --incremental reads the parent's backup_manifest from a file: decrypted to scratch
+                path = os.path.join(scratch, "parent_backup_manifest")
+                with open(path, "xb") as handle:
+                    handle.write(backup_manifest_of(self.cfg, parent))
+                cmd.append("--incremental=" + path)
+            result = stream_tool_to_file(cmd, self.target.env(), dest, algorithm, self.cfg.compression_level,
+                                         check_base_tar, "pg_basebackup", "base", sealing=self.sealing,
+                                         binding=self._binding(backup_id, dest), on_chunk=scanner.feed)
+        except BackupError as exc:
+            refused = (replication_refused(exc, self.target.user or info.current_user) or tablespace_refused(exc)
+                       or summaries_refused(exc))
+            if refused is not None:
+                raise refused from None
+            raise
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            wal = parse_backup_manifest(scanner.kept)
+            entry = _file_entry(result, "base", "tar", algorithm)
+            manifest = self._manifest(backup_id, started, info, tools, [entry], algorithm, result.warnings)
+            manifest.update({"method": "physical", "start_lsn": wal.start_lsn, "stop_lsn": wal.stop_lsn,
+                             "timeline": wal.timeline, "parent": parent.id if parent is not None else None})
+            return self._save(backup_id, manifest)
+        except BaseException:
+            try:
+                os.unlink(result.path)
+            except OSError:
+                pass
+            raise
+
+    def _parent(self, info: ServerInfo) -> Backup:
+        """The newest good base or incremental backup of this cluster (same system identifier): the next link."""
+        found = [b for kind in PHYSICAL_KINDS for b in present(self.repo.backups(kind=kind))
+                 if b.manifest.server is not None
+                 and str(b.manifest.server.system_identifier) == str(info.system_identifier)]
+        if not found:
+            raise ConfigError("an incremental backup builds on a base backup of this cluster (system identifier %s): "
+                              "there is none yet; take a base backup first" % info.system_identifier)
+        return max(found, key=lambda b: b.created_at)
+
+    def _manifest(self, backup_id: str, started: datetime, info: ServerInfo, tools: ClientTools,
+                  files: List[Dict[str, Any]], algorithm: str, warnings: List[str]) -> Dict[str, Any]:
+        finished = utc_now()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "id": backup_id,
+            "repository": self.cfg.repository_id,
+            "type": self.kind,
+            "method": "logical",
+            "status": "ok",
+            "database": info.database,
+            "created_at": iso(started),
+            "finished_at": iso(finished),
+            "duration_seconds": round((finished - started).total_seconds(), 3),
+            "host": socket.gethostname(),
+            "tool": {"name": "seawall-pgbackup", "version": __version__},
+            "source": {"url": self.target.url, "user": info.current_user, "superuser": info.is_superuser},
+            "server": {"version": info.version, "version_num": info.version_num, "major": info.major,
+                       "system_identifier": info.system_identifier, "encoding": info.encoding,
+                       "collate": info.collate, "ctype": info.ctype},
+            "client": {"version": tools.version, "major": tools.major, "bin_dir": tools.bin_dir},
+            "files": files,
+            "compression": algorithm,
+            "encryption": self.sealing.record() if self.sealing else None,
+            "parent": None,
+            "user_objects": None,
+            "database_size": None,
+            "table_rows": None,
+            "database_sql": None,
+            "globals": None,
+            "warnings": warnings,
+            "verification": None,
+        }
+        return manifest
+
+    def _save(self, backup_id: str, manifest: Dict[str, Any]) -> Backup:
+        backup = Backup(manifest, self.repo.manifest_path(self.kind, backup_id))
+        pause("create-manifest")  # crash tests: every file written, no manifest yet
+        self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
+        pause("create-saved")
+        return backup
 
 
 def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
@@ -251,7 +330,11 @@ def database_of(url: str, env: Optional[Mapping[str, str]] = None) -> str:
 
 
 def restore_command(backup: Backup, backup_dir: Optional[str] = None) -> str:
-    """The command that restores ``backup`` into a new database (globals first for a full backup)."""
+    """The command that restores ``backup`` into a new database (globals first for a full backup), or into a new
+    data directory (a base backup)."""
+    if backup.kind in PHYSICAL_KINDS:
+        return "%s%s restore %s --pgdata /path/to/new/datadir" % (
+            PROG, " --backup-dir %s" % shlex.quote(backup_dir) if backup_dir else "", backup.id)
     return "%s%s restore %s --target-url postgresql://USER@HOST:PORT/NEWDB%s" % (
         PROG, " --backup-dir %s" % shlex.quote(backup_dir) if backup_dir else "", backup.id,
         " --with-globals" if backup.kind == "full" else "")

@@ -10,8 +10,9 @@ restoring (idempotence on the backup id recorded on the target, ``seawall.restor
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
@@ -24,6 +25,7 @@ from ..pg.client import database_exists, user_object_count
 from ..pg.restore.archive import describe_failures
 from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
+from .physical import restore_pgdata
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
 # Only these restores are recorded on the target (data-only and globals restores leave no record).
@@ -156,6 +158,33 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
             return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas, keep_going)
     finally:
         repo.close()
+
+
+def restore_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[str] = None,
+                           before: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """Rebuild a data directory from a base backup (``latest``: of kind base), here or at a destination.
+
+    ``pgdata`` absent or empty, never overwritten; refused before anything is written (ops/physical.py)."""
+    repo = open_repository(cfg, destination)
+    log = RunLog(Repository(cfg.backup_dir).log_dir)
+    try:
+        backup = select_backup(cfg, selector, kind or "base", before, repo=repo)
+        chain = [backup]
+        while chain[0].kind == "incremental" and chain[0].manifest.parent:  # a missing or bad link: NotFound
+            if len(chain) > 10000:
+                raise RestoreError("%s: its chain of parents does not end" % backup.id)
+            chain.insert(0, repo.find(chain[0].manifest.parent))
+        try:
+            with contextlib.ExitStack() as stack:
+                local = [stack.enter_context(repo.local_copy(link)) for link in chain]
+                result = restore_pgdata(cfg, local, pgdata)
+        except BackupError as exc:
+            log.failure("restore-failed", id=backup.id, target=pgdata, step=exc.step, error=str(exc))
+            raise
+    finally:
+        repo.close()
+    log.info("restore-ok", id=backup.id, target=result["pgdata"], seconds=result["seconds"])
+    return result
 
 
 def _restore_selected(cfg: Config, backup: Backup, target: Optional[DbTarget], clean: bool,

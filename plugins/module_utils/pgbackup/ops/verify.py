@@ -34,6 +34,7 @@ from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
 from ..repo.catalog import Repository, open_repository
 from .backup import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
+from .physical import check_base_archive, is_physical
 
 LEVELS = ("checksum", "archive", "restore")
 # The defaults of verify and drill, for every front end (CLI, modules, timers): decided here only.
@@ -143,6 +144,9 @@ def plan_verify(cfg: Config, selector: Optional[str] = None, level: Optional[str
     backup = (repo or open_repository(cfg)).find(selector, kind=(kind or DEFAULT_KIND) if latest else None,
                                                  database=source_database(cfg) if latest else None,
                                                  allow_bad=True)
+    if level == "restore" and is_physical(backup):
+        raise ConfigError("the restore level is not available yet for base backups: verify %s at level archive "
+                          "(pg_verifybackup), or restore it into a data directory and start it" % backup.id)
     if level == "restore" and backup.kind not in RESTORABLE_KINDS:
         # Refused before anything runs: recorded, the refusal would mark a sound backup bad.
         raise ConfigError("the restore level needs a full or schema backup; %s is a %s backup"
@@ -172,8 +176,10 @@ def run_verify(cfg: Config, plan: VerifyPlan, target_url: Optional[str] = None,
 
 
 def _check_archive(backup: Backup, entry: FileEntry, cfg: Config) -> str:
-    """Decompress fully; pg_restore must read the whole table of contents."""
+    """Decompress fully; pg_restore must read the whole table of contents (pg_verifybackup a base tar)."""
     path = backup.file_path(entry)
+    if entry.role == "base":
+        return check_base_archive(cfg, backup)
     if entry.format == "plain":
         head, tail = b"", b""
         try:
@@ -242,6 +248,9 @@ def drop_stale_scratch(psql: str, admin: DbTarget) -> List[str]:
 def _check_restore(cfg: Config, backup: Backup, server: DbTarget, probes: Sequence[str],
                    with_globals: bool, record: Dict[str, Any]) -> str:
     """Restore into a scratch database, compare row counts with the backup's, run the probes, drop it."""
+    if is_physical(backup):
+        raise ConfigError("%s: the restore level is not available yet for base backups: use level archive"
+                          % backup.id)
     if backup.kind not in ("full", "schema"):
         raise ConfigError("%s: the restore level needs a full or schema backup, not %s" % (backup.id, backup.kind))
     scratch = server.for_database(scratch_name(backup.id))

@@ -41,13 +41,15 @@ class StreamResult:
 
 def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algorithm: str,
                         level: Optional[int], check_output: Callable[[bytes, bytes, int], Optional[str]],
-                        tool: str, step: str, sealing=None, binding=None) -> StreamResult:
+                        tool: str, step: str, sealing=None, binding=None,
+                        on_chunk: Optional[Callable[[bytes], None]] = None) -> StreamResult:
     """Run ``cmd``, store its compressed stdout at ``dest``; raise BackupError naming ``step`` on any fault.
 
     ``check_output(head, tail, raw_size)`` returns an error text for output that is empty or not
     what the tool should have written (a headerless dump is a failure even with exit 0).
     ``sealing`` (stored.Sealing): encrypt after compression; size and sha256 are of the stored bytes.
     ``binding`` (crypto.Binding, needed with ``sealing``): the repository, backup and file the bytes belong to.
+    ``on_chunk``: sees every raw chunk (a base backup's tar is scanned for its backup_manifest as it passes).
     """
     partial = dest + ".partial"
     tool_run: Optional[ToolProcess] = None
@@ -81,6 +83,8 @@ def stream_tool_to_file(cmd: Sequence[str], env: Dict[str, str], dest: str, algo
             if not raw_size:
                 pause(step + "-streaming")  # crash tests: the tool is running, its output half read
             raw_size += len(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
             stored.write(packer.compress(chunk))
         stored.write(packer.flush())
         stored.close()

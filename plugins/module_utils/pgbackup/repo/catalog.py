@@ -34,16 +34,16 @@ from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destinati
 from ..store.base import DestinationError
 from .lock import RepositoryLock
 
-SUBDIRS = ("full", "incremental", "schema", "data", "globals", "logs")
+SUBDIRS = ("full", "incremental", "schema", "data", "globals", "base", "logs")
 SCRATCH_DIR = ".scratch"
 MANIFEST_LIMIT = 16 * 1024 * 1024
 DEFAULT_LEFTOVER_GRACE = timedelta(hours=6)
 
 # The only names a leftover may have: a backup id of the folder's kind and our suffixes (``.dump.gz.age``,
-# ``.globals.sql.zst``, ``.rekey1``, ``.partial``), or a manifest's atomic-write temp name. Anything else in a
-# kind folder was put there by someone else and is never removed (issue #11).
+# ``.globals.sql.zst``, ``.base.tar.gz.enc``, ``.rekey1``, ``.partial``), or a manifest's atomic-write temp name.
+# Anything else in a kind folder was put there by someone else and is never removed (issue #11).
 _ID = r"(?P<kind>[a-z]+)-[A-Za-z0-9_.]+-[0-9]{8}T[0-9]{6}Z(?:-[1-9][0-9]*)?"
-_SUFFIXES = r"(?:\.(?:dump|globals|sql|gz|zst|enc|age|json|partial|rekey[0-9]+))+"
+_SUFFIXES = r"(?:\.(?:dump|globals|sql|base|tar|gz|zst|enc|age|json|partial|rekey[0-9]+))+"
 OUR_NAME = re.compile(r"^%s%s$" % (_ID, _SUFFIXES))
 OUR_TEMP_NAME = re.compile(r"^\.%s%s\.[0-9]+(?:-[0-9a-f]+)?\.tmp$" % (_ID, _SUFFIXES))
 # Scratch directories of restores and destination fetches: ``.restore-<pid>-<random>`` (older versions:
