@@ -351,12 +351,11 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.physical import restored_label
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (
+    plan_data_directory,
     plan_restore,
     restore_data_directory,
     run_restore,
-    select_backup,
 )
 
 
@@ -372,32 +371,26 @@ def restore_data_directory_task(module, cfg, result):
         if params[name]:
             module.fail_json(msg='%s does not apply with pgdata (a base backup restored into a data directory)'
                              % name, step='config', **result)
-    pgdata = os.path.abspath(params['pgdata'])
     with engine_errors(module, **result):
         try:
-            backup = select_backup(cfg, params['backup'], params['type'] or 'base', params['before'])
+            plan = plan_data_directory(cfg, params['backup'], params['pgdata'], params['type'], params['before'])
         except NotFound as exc:
             if module.check_mode and params['backup'] == 'latest':
                 module.warn('%s: the run fails unless an earlier task takes one' % exc)
                 result['changed'] = True
                 module.exit_json(**result)
             raise
-    before = restored_label(pgdata) if os.path.isdir(pgdata) else None
-    result.update(backup=backup.summary(), restored_before=before, target=dict(pgdata=pgdata))
+    backup, before = plan['backup'], plan['restored_before']
+    result.update(backup=backup.summary(), restored_before=before, target=dict(pgdata=plan['pgdata']),
+                  skipped_reason=plan['skip_reason'])
     if module._diff:
         result['diff'] = dict(before=dict(restored_backup=before),
                               after=dict(restored_backup=before if before == backup.id else backup.id))
-    if before == backup.id:
-        result['skipped_reason'] = '%s already holds %s (restored earlier)' % (pgdata, backup.id)
-        module.exit_json(**result)
-    if os.path.isdir(pgdata) and os.listdir(pgdata):
-        module.fail_json(msg='data directory %s is not empty: a base backup is restored only into an absent or empty '
-                         'directory (nothing was written)' % pgdata, step='restore', **result)
-    if module.check_mode:
-        result['changed'] = True
+    if plan['skip_reason'] or module.check_mode:
+        result['changed'] = not plan['skip_reason']
         module.exit_json(**result)
     restored = run_operation(module, cfg, 'restore', backup.kind,
-                             lambda: restore_data_directory(cfg, backup.id, pgdata), **result)
+                             lambda: restore_data_directory(cfg, backup.id, plan['pgdata']), **result)
     result.update(changed=True, restore=restored)
     module.exit_json(**result)
 

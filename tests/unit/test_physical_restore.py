@@ -9,7 +9,7 @@ import pytest
 
 from seawall_pgbackup.core.errors import RestoreError
 from seawall_pgbackup.model.manifest import Backup
-from seawall_pgbackup.ops.physical import _empty_out, _empty_target, check_chain, restored_label
+from seawall_pgbackup.ops.physical import _empty_out, check_empty_target, check_chain, restored_label
 
 SYSTEM = "7412345678901234567"
 
@@ -22,19 +22,19 @@ def _backup(kind: str, stamp: str, parent=None, system=SYSTEM) -> Backup:
 
 
 def test_only_an_absent_or_empty_directory_is_a_target(tmp_path):
-    assert _empty_target(str(tmp_path / "new")) is False
+    assert check_empty_target(str(tmp_path / "new")) is False
     (tmp_path / "empty").mkdir()
-    assert _empty_target(str(tmp_path / "empty")) is True
+    assert check_empty_target(str(tmp_path / "empty")) is True
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / ".hidden").write_text("x")
     for path, why in ((tmp_path / "busy", "is not empty"), (tmp_path / "no" / "parent", "parent directory"),
                       (tmp_path / "busy" / ".hidden", "is not a directory")):
         with pytest.raises(RestoreError) as err:
-            _empty_target(str(path))
+            check_empty_target(str(path))
         assert why in str(err.value)
     os.symlink(tmp_path / "empty", tmp_path / "link")
     with pytest.raises(RestoreError):
-        _empty_target(str(tmp_path / "link"))
+        check_empty_target(str(tmp_path / "link"))
 
 
 def test_a_failed_restore_leaves_the_directory_as_it_was(tmp_path):

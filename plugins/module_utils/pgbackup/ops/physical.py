@@ -86,7 +86,7 @@ def restored_label(pgdata: str) -> Optional[str]:
     return None
 
 
-def _empty_target(pgdata: str) -> bool:
+def check_empty_target(pgdata: str) -> bool:
     """True when ``pgdata`` exists (empty), False when absent; a one-line RestoreError otherwise."""
     if not os.path.lexists(pgdata):
         parent = os.path.dirname(pgdata)
@@ -133,7 +133,7 @@ def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata
                           "restore it into a database" % (backup.id, backup.kind))
     pgdata = os.path.abspath(pgdata)
     entry = _base_entry(backup, RestoreError)
-    existed = _empty_target(pgdata)
+    existed = check_empty_target(pgdata)
     require_keys(backup, cfg)
     verify_checksums(backup)
     started = time.monotonic()
@@ -163,7 +163,7 @@ def _restore_chain(cfg: Config, chain: List[Backup], pgdata: str) -> Dict[str, A
     check_chain(chain)
     pgdata = os.path.abspath(pgdata)
     entries = [_base_entry(link, RestoreError) for link in chain]
-    existed = _empty_target(pgdata)
+    existed = check_empty_target(pgdata)
     for link in chain:
         require_keys(link, cfg)
         verify_checksums(link)

@@ -11,6 +11,7 @@ restoring (idempotence on the backup id recorded on the target, ``seawall.restor
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -25,7 +26,7 @@ from ..pg.client import database_exists, user_object_count
 from ..pg.restore.archive import describe_failures
 from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
-from .physical import restore_pgdata
+from .physical import check_empty_target, restore_pgdata, restored_label
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
 # Only these restores are recorded on the target (data-only and globals restores leave no record).
@@ -158,6 +159,21 @@ def restore_backup(cfg: Config, selector: str = "latest", target_url: Optional[s
             return _restore_selected(cfg, local, target, clean, with_globals, jobs, tables, schemas, keep_going)
     finally:
         repo.close()
+
+
+def plan_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[str] = None,
+                        before: Optional[str] = None) -> Dict[str, Any]:
+    """What ``restore_data_directory`` would do (check mode, diff): the backup, the backup id the directory
+    already holds, and ``skip_reason`` when that is this backup (idempotence). Raises like the run would for a
+    directory that is neither absent nor empty. Reads only."""
+    pgdata = os.path.abspath(pgdata)
+    backup = select_backup(cfg, selector, kind or "base", before)
+    held = restored_label(pgdata) if os.path.isdir(pgdata) else None
+    if held == backup.id:
+        return {"backup": backup, "pgdata": pgdata, "restored_before": held,
+                "skip_reason": "%s already holds %s (restored earlier)" % (pgdata, backup.id)}
+    check_empty_target(pgdata)
+    return {"backup": backup, "pgdata": pgdata, "restored_before": held, "skip_reason": None}
 
 
 def restore_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[str] = None,
