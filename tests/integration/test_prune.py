@@ -187,7 +187,8 @@ def test_four_hundred_backups_over_two_years_keep_exactly_the_policys_set(two_ye
     assert len(documents) == 400
     assert {d["type"] for d in documents} == {"full", "incremental", "schema", "data"}
     policies = {"full": {"daily": 7, "weekly": 4, "monthly": 12}, "incremental": {"hourly": 24, "daily": 7},
-                "schema": SCHEMA_POLICY, "data": {}, "globals": {"daily": 7, "weekly": 4, "monthly": 12}}
+                "schema": SCHEMA_POLICY, "data": {}, "globals": {"daily": 7, "weekly": 4, "monthly": 12},
+                "base": {"daily": 7, "weekly": 4}}
     expected = expected_kept(documents, policies, ZONE)
     assert 40 < len(expected) < 100, len(expected)  # a real selection, not "everything" or "nearly nothing"
     assert expected != expected_kept(documents, policies, "UTC")  # Berlin's days are not UTC's here
