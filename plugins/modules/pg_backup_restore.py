@@ -364,6 +364,20 @@ def describe(target, database=None):
     return dict(server=target.hostinfo, database=database or target.dbname, user=target.user)
 
 
+def planned(module, result, plan):
+    """The engine's plan; in check mode a missing ``latest`` is a warning (an earlier task of the play, such as
+    pg_backup, may take it), not a failure."""
+    with engine_errors(module, **result):
+        try:
+            return plan()
+        except NotFound as exc:
+            if module.check_mode and module.params['backup'] == 'latest':
+                module.warn('%s: the run fails unless an earlier task takes one' % exc)
+                result['changed'] = True
+                module.exit_json(**result)
+            raise
+
+
 def restore_data_directory_task(module, cfg, result):
     """O(pgdata): a base backup into a data directory (idempotent on the backup id in its backup_label)."""
     params = module.params
@@ -371,15 +385,8 @@ def restore_data_directory_task(module, cfg, result):
         if params[name]:
             module.fail_json(msg='%s does not apply with pgdata (a base backup restored into a data directory)'
                              % name, step='config', **result)
-    with engine_errors(module, **result):
-        try:
-            plan = plan_data_directory(cfg, params['backup'], params['pgdata'], params['type'], params['before'])
-        except NotFound as exc:
-            if module.check_mode and params['backup'] == 'latest':
-                module.warn('%s: the run fails unless an earlier task takes one' % exc)
-                result['changed'] = True
-                module.exit_json(**result)
-            raise
+    plan = planned(module, result, lambda: plan_data_directory(cfg, params['backup'], params['pgdata'],
+                                                               params['type'], params['before']))
     backup, before = plan['backup'], plan['restored_before']
     result.update(backup=backup.summary(), restored_before=before, target=dict(pgdata=plan['pgdata']),
                   skipped_reason=plan['skip_reason'])
@@ -421,17 +428,9 @@ def main():
                   backup_dir=os.path.abspath(cfg.backup_dir))
     if params['pgdata'] is not None:
         restore_data_directory_task(module, cfg, result)
-    with engine_errors(module, **result):
-        try:
-            plan = plan_restore(cfg, params['backup'], params['type'], params['before'], params['target_url'],
-                                params['tables'], params['schemas'], clean=params['replace'], force=params['force'])
-        except NotFound as exc:
-            if module.check_mode and params['backup'] == 'latest':
-                # An earlier task of the play (pg_backup) may take it.
-                module.warn('%s: the run fails unless an earlier task takes one' % exc)
-                result['changed'] = True
-                module.exit_json(**result)
-            raise
+    plan = planned(module, result, lambda: plan_restore(
+        cfg, params['backup'], params['type'], params['before'], params['target_url'], params['tables'],
+        params['schemas'], clean=params['replace'], force=params['force']))
     result.update(backup=plan.backup.summary(), restored_before=plan.recorded,
                   target=describe(plan.target) if plan.target is not None else None)
     before, after = dict(restored_backup=plan.recorded), dict(restored_backup=plan.backup.id)

@@ -126,7 +126,7 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
     checks.append(check_clock_skew(repo, now))
     if cfg.encryption_retired_keys or repo.trust.active:  # keys in use: which of them are retired
-        checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(cfg, repo)))
+        checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(repo)))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
         os.path.abspath(cfg.backup_dir)), limits, recent_full_size(repo, database)))
     checks.append(check_last_runs(repo.log_dir, limits, now))
@@ -135,14 +135,10 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
 
 
-def _write_key_ids(cfg: Config, repo: Repository) -> List[str]:
+def _write_key_ids(repo: Repository) -> List[str]:
     """The key ids new backups are encrypted with (and their manifests signed with), as configured."""
-    ring = repo.trust.ring
-    if ring is None or not any(cfg.encryption_for(k) for k in cfg.kinds):
-        return []
-    if cfg.encryption_mode == "age":
-        return list(ring.recipient_ids)
-    return [ring.write_aes_id] if ring.write_aes_id else []
+    sealing = repo.trust.sealing  # what new files are encrypted with (None: nothing is, or no key here)
+    return list(sealing.key_ids or [sealing.key_id]) if sealing is not None else []
 
 
 def _repository_checks(backup_dir: str, repo: Repository) -> Tuple[List[Dict[str, Any]], bool]:

@@ -306,12 +306,17 @@ def select_for_rekey(repo: Repository, selectors: Sequence[str], kind: Optional[
     return chosen
 
 
+def _rekey_repository(cfg) -> Repository:
+    repo = open_repository(cfg)
+    repo.trust.accept_unencrypted = True  # encrypting backups that are not (yet) is what rekey is for
+    return repo
+
+
 def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before: Optional[str] = None,
                everything: bool = False) -> List[Dict[str, Any]]:
     """What ``rekey`` would do with the same selection: a row per backup, ``changed`` when it would be
     re-encrypted (its key is not the newest). Reads only: no lock, no key material beyond the keyring's ids."""
-    repo = open_repository(cfg)
-    repo.trust.accept_unencrypted = True  # encrypting backups that are not (yet) is what rekey is for
+    repo = _rekey_repository(cfg)
     sealing = sealing_for(cfg, load_keyring(cfg))
     rows = []
     for backup in select_for_rekey(repo, selectors, kind, before, everything, cfg.timezone):
@@ -334,8 +339,7 @@ def plan_rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, b
 def rekey(cfg, selectors: Sequence[str] = (), kind: Optional[str] = None, before: Optional[str] = None,
           everything: bool = False) -> List[Dict[str, Any]]:
     """Re-encrypt the chosen backups to the newest key; a failure stops at that backup (the rest untouched)."""
-    repo = open_repository(cfg)
-    repo.trust.accept_unencrypted = True  # encrypting backups that are not (yet) is what rekey is for
+    repo = _rekey_repository(cfg)
     ring = load_keyring(cfg)
     sealing = sealing_for(cfg, ring)
     if sealing.mode == "age":

@@ -81,9 +81,8 @@ def copy_backup(source: Repository, backup: Backup, dest: Store, settings: Desti
     info = dest.stat(key)
     if info is None or info.size != len(data):
         raise dest.error("check", key, "the manifest is not there whole after its upload")
-    encryption = backup.manifest.encryption
     return {"destination": dest.name, "type": dest.kind, "uri": dest.uri(key), "copied_at": iso(utc_now()),
-            "key_id": encryption.key_id if encryption else None, "uploaded": len(uploaded)}
+            "key_id": current_key(backup), "uploaded": len(uploaded)}
 
 
 def remove_unnamed_objects(dest: Store, backup: Backup) -> List[str]:
