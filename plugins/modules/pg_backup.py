@@ -48,12 +48,17 @@ options:
         directory, the WAL it needs and its backup_manifest); the role needs REPLICATION (or superuser).
         It is restored into a new data directory (C(seawall-pgbackup restore <id> --pgdata DIR) or
         M(seawall.pgbackup.pg_backup_restore) O(seawall.pgbackup.pg_backup_restore#module:pgdata)).
-      - Incremental (physical, PostgreSQL 17+) backups are taken by C(seawall-pgbackup create --type incremental),
-        not through this module yet.
+      - V(incremental) is the next link of the cluster's newest good V(base) or V(incremental) backup (its
+        parent). On PostgreSQL 17+ with C(summarize_wal=on) it is C(pg_basebackup --incremental) against the
+        parent's backup_manifest (method C(physical), C(incremental=native)); otherwise (15, 16, or
+        C(summarize_wal=off)) the server must archive its WAL with C(seawall-pgbackup wal-push) and the link
+        records the WAL archived since the parent after a forced segment switch (method C(wal),
+        C(incremental=wal); the role needs EXECUTE on C(pg_switch_wal()) or superuser). The returned
+        RV(backup.incremental) says which one the host gets.
       - If not set, E(BACKUP_TYPE) in the module's environment, then V(full) - the same order as the
         C(seawall-pgbackup) command.
     type: str
-    choices: [full, schema, data, globals, base]
+    choices: [full, schema, data, globals, base, incremental]
   max_age:
     description:
       - Take no backup when a good backup of this O(type) of this database is younger than this.
@@ -287,7 +292,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.back
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
-        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base', 'incremental']),
         max_age=dict(type='raw', default=0),
         force=dict(type='bool', default=False),
         destinations=dict(type='list', elements='dict'),

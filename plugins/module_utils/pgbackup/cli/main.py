@@ -27,7 +27,7 @@ from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, Inter
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
-KINDS = BACKUP_KINDS + ("incremental",)  # what --type selects
+KINDS = BACKUP_KINDS  # what --type selects
 
 PROG = "seawall-pgbackup"
 
