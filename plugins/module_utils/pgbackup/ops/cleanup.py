@@ -94,9 +94,13 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
 
 def _wal_plan(cfg: Config, repo: Repository, backups: List[Backup], keep_ids: List[str]) -> Optional[Tuple[Any, WalPlan]]:
     """The WAL archive of this repository and what of it the kept backups need (None: no archive here)."""
-    archive = wal_archive(cfg, repo.destination)
+    try:
+        archive = wal_archive(cfg, repo.destination)
+    except ConfigError:  # a catalog over a store the configuration does not name: no WAL archive of ours there
+        return None
     segments = archive.segments()
     if not segments:
+        archive.close()
         return None
     size = segment_size(segments)
     needs, hold = wal_needs(backups, keep_ids, size)
@@ -120,9 +124,16 @@ def _run(cfg: Config, repo: Repository, result: Dict[str, Any], policies: Mappin
     wal = _wal_plan(cfg, repo, backups, plan.keep)
     if wal is not None:
         result["wal"] = wal[1].as_dict()
-    if not apply:
-        return result
+    try:
+        return _apply(repo, result, plan, backups, old, young, wal, now, grace, local) if apply else result
+    finally:
+        if wal is not None:
+            wal[0].close()
 
+
+def _apply(repo: Repository, result: Dict[str, Any], plan: Any, backups: List[Backup], old: List[str],
+           young: List[str], wal: Optional[Tuple[Any, WalPlan]], now: datetime, grace: timedelta,
+           local: Repository) -> Dict[str, Any]:
     log = RunLog(local.log_dir)
     where = {"destination": repo.destination} if repo.destination else {}
     for group, note in sorted(plan.notes.items()):
@@ -165,6 +176,10 @@ def _run(cfg: Config, repo: Repository, result: Dict[str, Any], policies: Mappin
             result["wal_removed"] = len(wal_plan.delete)
             log.info("wal-removed", files=len(wal_plan.delete), ranges="; ".join(wal_plan.ranges()),
                      kept_from=wal_plan.kept_from(), **where)
+        if wal is not None:  # data objects of killed pushes (no record), older than the grace period
+            for path in wal[0].remove_orphans(grace, now):
+                removed.append(path)
+                log.warning("removed-incomplete", path=path, by="cleanup", **where)
         if not repo.destination:  # scratch directories of killed restores: ours, stale, their process gone
             for path in local.remove_stale_scratch(grace, now):
                 log.warning("removed-scratch", path=path, by="cleanup")

@@ -16,9 +16,7 @@ The manifest says which: ``method`` "physical" and ``incremental`` "native", or 
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -28,13 +26,13 @@ from ..config.settings import Config
 from ..core.errors import BackupError, ConfigError, VerifyError
 from ..model.manifest import Backup
 from ..pg.client import query
-from .physical import scratch_dir
+from ..repo.walarchive import (DEFAULT_SEGMENT_SIZE, Segment, WalArchive, continuity, lsn_to_segno,
+                               segment_size_of)
 
 NATIVE = "native"
 WAL = "wal"
 NATIVE_MIN_MAJOR = 17  # pg_basebackup --incremental, pg_combinebackup, summarize_wal
 WAL_WAIT_SECONDS = 120.0  # the archiver picks a switched segment up within seconds; a stuck one fails the run
-DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 _WALFILE = re.compile(r"^[0-9A-F]{24}$")
 SETTINGS_SQL = ("SELECT name, setting FROM pg_settings "
@@ -146,29 +144,25 @@ def wait_until_archived(reached: Callable[[], Tuple[int, str]], stop: int, timeo
         delay = min(delay * 2, 2.0)
 
 
-def segment_size(segments: Sequence[Any]) -> int:
+def segment_size(segments: Sequence[Segment]) -> int:
     """The WAL segment size of an archive: the size of its full segment files (16 MiB when there are none)."""
-    sizes = {s.size for s in segments if getattr(s, "kind", None) == "segment"}
+    sizes = {segment_size_of(s) for s in segments if s.kind == "segment"}
     return max(sizes) if sizes else DEFAULT_SEGMENT_SIZE
 
 
-def archive_reach(segments: Sequence[Any], start_lsn: str, timeline: int, stop_lsn: str) -> Tuple[int, str]:
+def archive_reach(segments: List[Segment], start_lsn: str, timeline: int, stop_lsn: str) -> Tuple[int, str]:
     """(the LSN the archive holds contiguously from ``start_lsn`` on ``timeline``, the first missing file)."""
-    from ..repo.walarchive import continuity  # pylint: disable=import-outside-toplevel
     found = continuity(segments, start_lsn, timeline, until_lsn=stop_lsn)
-    reached = lsn_value(found.reached_lsn) if found.reached_lsn is not None else lsn_value(start_lsn)
-    return reached, (found.gaps[0] if found.gaps else "")
+    return lsn_value(found.reached_lsn), (found.gaps[0] if found.gaps else "")
 
 
-def wal_archive(cfg: Config, destination: Optional[str] = None) -> Any:
-    from ..repo.walarchive import WalArchive  # pylint: disable=import-outside-toplevel
+def wal_archive(cfg: Config, destination: Optional[str] = None) -> WalArchive:
     return WalArchive(cfg, destination)
 
 
-def range_files(segments: Sequence[Any], start_lsn: str, stop_lsn: str, timelines: Sequence[int],
-                seg_size: int) -> List[Any]:
+def range_files(segments: Sequence[Segment], start_lsn: str, stop_lsn: str, timelines: Sequence[int],
+                seg_size: int) -> List[Segment]:
     """The archived segments (and history files) of ``timelines`` that hold WAL in [start, stop)."""
-    from ..repo.walarchive import lsn_to_segno  # pylint: disable=import-outside-toplevel
     first = lsn_to_segno(start_lsn, seg_size)
     last = lsn_to_segno(lsn_text(max(lsn_value(stop_lsn) - 1, lsn_value(start_lsn))), seg_size)
     wanted = set(timelines)
@@ -178,39 +172,29 @@ def range_files(segments: Sequence[Any], start_lsn: str, stop_lsn: str, timeline
 
 def check_wal_link(cfg: Config, backup: Backup, deep: bool = True) -> str:
     """Verify a WAL-method incremental: the archive holds its WAL contiguously from start to stop (following
-    timeline switches); ``deep``: every file of the range is fetched and checked (sha256, signature)."""
+    timeline switches); ``deep``: every file of the range is read back and checked against its record."""
     manifest = backup.manifest
     if not (manifest.start_lsn and manifest.stop_lsn and manifest.timeline):
         raise VerifyError("%s: a WAL-method incremental without its WAL range (start_lsn, stop_lsn, timeline)"
                           % backup.id)
     parent_timeline = int(manifest.extra.get("start_timeline") or manifest.timeline)
     archive = wal_archive(cfg)
-    segments = archive.segments()
-    from ..repo.walarchive import continuity  # pylint: disable=import-outside-toplevel
-    found = continuity(segments, manifest.start_lsn, parent_timeline, until_lsn=manifest.stop_lsn)
-    reached = lsn_value(found.reached_lsn) if found.reached_lsn is not None else lsn_value(manifest.start_lsn)
-    if reached < lsn_value(manifest.stop_lsn):
-        raise VerifyError("%s: the WAL archive holds %s..%s only up to %s%s" % (
-            backup.id, manifest.start_lsn, manifest.stop_lsn, lsn_text(reached),
-            " (missing %s)" % ", ".join(found.gaps[:3]) if found.gaps else ""))
-    files = range_files(segments, manifest.start_lsn, manifest.stop_lsn, found.timelines or [parent_timeline],
-                        segment_size(segments))
-    if deep:
-        scratch = scratch_dir(cfg, "walcheck")
-        try:
+    try:
+        segments = archive.segments()
+        found = continuity(segments, manifest.start_lsn, parent_timeline, until_lsn=manifest.stop_lsn)
+        if not found.reaches(manifest.stop_lsn):
+            raise VerifyError("%s: the WAL archive holds %s..%s only up to %s%s" % (
+                backup.id, manifest.start_lsn, manifest.stop_lsn, found.reached_lsn,
+                " (missing %s)" % ", ".join(found.gaps[:3]) if found.gaps else ""))
+        timelines = found.timelines or [parent_timeline]
+        files = range_files(segments, manifest.start_lsn, manifest.stop_lsn, timelines, segment_size(segments))
+        if deep:
             for segment in files:
-                path = os.path.join(scratch, segment.wal)
-                try:
-                    if not archive.fetch(segment.wal, path):
-                        raise VerifyError("%s: WAL file %s is listed but cannot be fetched" % (backup.id, segment.wal))
-                except VerifyError as exc:
-                    message = str(exc)
-                    raise VerifyError(message if message.startswith(backup.id) else "%s: %s" % (backup.id, message)
-                                      ) from None
-                os.unlink(path)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+                problem = archive.check_data(segment)
+                if problem:
+                    raise VerifyError("%s: WAL file %s: %s" % (backup.id, segment.wal, problem))
+    finally:
+        archive.close()
     return "WAL %s..%s (timeline %s) contiguous in the archive: %d files%s" % (
-        manifest.start_lsn, manifest.stop_lsn, ", ".join(str(t) for t in (found.timelines or [parent_timeline])),
-        len(files), " fetched and checked" if deep else "")
-
+        manifest.start_lsn, manifest.stop_lsn, ", ".join(str(t) for t in timelines), len(files),
+        ", each read back and checked" if deep else "")
