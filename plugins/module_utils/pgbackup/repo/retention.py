@@ -459,23 +459,27 @@ class WalNeed(NamedTuple):
 class WalPlan(object):
     """Keep or delete each archived WAL file; ``note`` says why nothing is deleted when that is so."""
 
-    def __init__(self, keep: List[WalFile], delete: List[WalFile], needs: Sequence[WalNeed],
-                 note: Optional[str] = None) -> None:
+    def __init__(self, keep: List[Any], delete: List[Any], needs: Sequence[WalNeed], note: Optional[str] = None,
+                 segment_size: int = 16 * 1024 * 1024) -> None:
         self.keep = keep
         self.delete = delete
         self.needs = list(needs)
         self.note = note
+        self.segment_size = segment_size
 
     def ranges(self) -> List[str]:
         """The deleted files as contiguous runs per timeline (``timeline 1: A..B (7 files)``), not every name."""
-        runs: List[List[WalFile]] = []
-        for item in sorted(self.delete, key=lambda f: (f.timeline, f.segno if f.segno is not None else -1, f.wal)):
+        runs: List[List[Any]] = []
+        last_at: Optional[int] = None
+        for item in sorted(self.delete, key=lambda f: (f.timeline, _position(f, self.segment_size), f.wal)):
+            at = wal_position(item, self.segment_size)
             last = runs[-1][-1] if runs else None
-            if (last is not None and last.timeline == item.timeline and last.segno is not None
-                    and item.segno is not None and item.segno - last.segno <= 1):
+            if (last is not None and last.timeline == item.timeline and last_at is not None and at is not None
+                    and at - last_at <= 1):
                 runs[-1].append(item)
             else:
                 runs.append([item])
+            last_at = at
         return ["timeline %d: %s..%s (%d files)" % (run[0].timeline, run[0].wal, run[-1].wal, len(run))
                 if len(run) > 1 else "timeline %d: %s" % (run[0].timeline, run[0].wal) for run in runs]
 
@@ -507,6 +511,11 @@ def wal_position(item: Any, segment_size: int) -> Optional[int]:
     return None
 
 
+def _position(item: Any, segment_size: int) -> int:
+    at = wal_position(item, segment_size)
+    return -1 if at is None else at
+
+
 def wal_needed(item: Any, needs: Sequence[WalNeed], segment_size: int = 16 * 1024 * 1024) -> bool:
     """Whether a kept backup needs ``item``: history files always (timeline switches are followed through them);
     a file whose position is unknown, always; else one on a need's timeline or a later one, at or after its start."""
@@ -524,15 +533,15 @@ def plan_wal(files: Iterable[Any], needs: Sequence[WalNeed], hold: Optional[str]
     ``hold``: a reason to delete nothing (an unreadable physical manifest: its needs are unknown). Without any
     need (no kept base backup), nothing is deleted either: the archive may be all a host has.
     """
-    items = sorted(files, key=lambda f: (f.timeline, f.segno if f.segno is not None else -1, f.wal))
+    items = sorted(files, key=lambda f: (f.timeline, _position(f, segment_size), f.wal))
     if hold:
-        return WalPlan(items, [], needs, hold)
+        return WalPlan(items, [], needs, hold, segment_size)
     if not needs:
         return WalPlan(items, [], needs, "no kept base or incremental backup records where its WAL starts: "
-                                         "the WAL archive is kept")
+                                         "the WAL archive is kept", segment_size)
     keep = [f for f in items if wal_needed(f, needs, segment_size)]
     delete = [f for f in items if not wal_needed(f, needs, segment_size)]
-    return WalPlan(keep, delete, needs)
+    return WalPlan(keep, delete, needs, None, segment_size)
 
 
 def wal_needs(backups: Iterable[Any], keep_ids: Iterable[str], segment_size: int) -> Tuple[List[WalNeed],
