@@ -273,3 +273,76 @@ def test_push_uploads_to_destinations_and_fetch_falls_back(tmp_path, pgwal):
     archive.push(os.path.join(pgwal, name))
     os.unlink(os.path.join(second, "wal", at_destination.segments()[0].stored))
     assert archive.push(os.path.join(pgwal, name))["destinations"][0]["result"] == "pushed"
+
+
+def test_a_deleted_segment_is_reported_by_verify_health_and_metrics(tmp_path, pgwal):
+    from seawall_pgbackup.observe.metrics import collect
+    from seawall_pgbackup.ops.health import health
+    from seawall_pgbackup.ops.wal import verify_wal
+
+    cfg = load_config(env=_env(tmp_path))
+    archive = WalArchive(cfg)
+    assert verify_wal(cfg)["ok"] and not verify_wal(cfg)["exists"]
+    assert "wal" not in {c["check"] for c in health(cfg, connect=False)["checks"]}  # no archiving: no check
+    for n in (1, 2, 3, 4):
+        archive.push(_write(pgwal, wal_name(1, n, SEG), _segment_bytes(n)))
+    checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
+    assert checks["wal"]["status"] == "ok" and checks["wal"]["newest"] == wal_name(1, 4, SEG)
+    result = verify_wal(cfg)
+    assert result["ok"] and result["gaps"] == [] and result["reached_lsn"] == format_lsn(5 * SEG)
+    samples = collect(cfg)
+    assert [v for _labels, v in samples["wal_segments"]] == [4] and [v for _l, v in samples["wal_gaps"]] == [0]
+    [gone] = [s for s in archive.segments() if s.segno == 2]
+    os.unlink(os.path.join(cfg.backup_dir, "wal", gone.record))
+    os.unlink(os.path.join(cfg.backup_dir, "wal", gone.stored))
+    result = verify_wal(cfg)
+    assert not result["ok"] and result["gaps"] == [wal_name(1, 2, SEG)] and wal_name(1, 2, SEG) in result["details"]
+    checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
+    assert checks["wal"]["status"] == "critical" and wal_name(1, 2, SEG) in checks["wal"]["reason"]
+    assert [v for _l, v in collect(cfg)["wal_gaps"]] == [1]
+    # a data object damaged: verify reads it back and names it; checksum level too
+    [third] = [s for s in archive.segments() if s.segno == 3]
+    path = os.path.join(cfg.backup_dir, "wal", third.stored)
+    raw = bytearray(open(path, "rb").read())
+    raw[-20] ^= 1
+    open(path, "wb").write(bytes(raw))
+    for level in ("checksum", "archive"):
+        found = verify_wal(cfg, level=level)
+        assert [b["wal"] for b in found["bad"]] == [third.wal], level
+
+
+def test_check_wal_thresholds():
+    from seawall_pgbackup.ops.health_checks import check_wal
+
+    base = {"exists": True, "gaps": [], "refused": [], "segments": 3, "where": "/x", "from_lsn": "0/1000000",
+            "newest": {"wal": wal_name(1, 3)}}
+    assert check_wal(None) is None and check_wal(dict(base, exists=False)) is None
+    assert check_wal(dict(base, newest_age_seconds=60))["status"] == "ok"
+    assert check_wal(dict(base, newest_age_seconds=3 * 3600))["status"] == "warning"
+    assert check_wal(dict(base, newest_age_seconds=30 * 3600))["status"] == "critical"
+    refused = check_wal(dict(base, newest_age_seconds=60, refused=[{"record": "wal/x.json", "reason": "is bad"}]))
+    assert refused["status"] == "warning" and "not trusted" in refused["reason"]
+    assert check_wal(dict(base, newest_age_seconds=None, newest=None))["status"] == "warning"
+
+
+def test_the_cli_commands(tmp_path, pgwal, capsys):
+    from seawall_pgbackup.cli.main import main
+
+    env = _env(tmp_path)
+    name = wal_name(1, 9, SEG)
+    path = _write(pgwal, name, _segment_bytes(9))
+    args = ["--backup-dir", env["BACKUP_DIR"]]
+    assert main(args + ["wal-push", path]) == 0 and capsys.readouterr().out == ""
+    assert main(args + ["wal-push", "--json", path]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == "already archived"
+    out = str(tmp_path / "fetched")
+    assert main(args + ["wal-fetch", name, out]) == 0 and open(out, "rb").read() == _segment_bytes(9)
+    assert main(args + ["wal-fetch", wal_name(1, 10, SEG), out + "x"]) == 1
+    assert capsys.readouterr().err == ""  # absent: quiet
+    _write(pgwal, name, _segment_bytes(10))
+    assert main(args + ["wal-push", path]) == 8
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs from the one already archived" in err
+    assert main(args + ["verify", "--wal"]) == 0 and capsys.readouterr().out.startswith("OK  wal: ")
+    assert main(args + ["wal-push", str(tmp_path / "nothing" / name)]) == 3
+    assert main(args + ["wal-push", _write(pgwal, "backup_label", b"x")]) == 4
