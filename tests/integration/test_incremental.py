@@ -189,10 +189,11 @@ def test_incremental_on_18_native_chain_restores_equal_then_wal_method_without_s
 
 def test_without_archiving_or_summaries_incremental_is_refused_in_one_line(pg15, tmp_path):
     env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups", BACKUP_TYPE="incremental")
-    proc = cli.run(["create"], env, check=False)
-    line = cli.error_line(proc)
+    assert "take a base backup first" in cli.error_line(cli.run(["create"], env, check=False))
+    base = cli.create(env, "base")
+    line = cli.error_line(cli.run(["create"], env, check=False))
     assert "need WAL archiving (archive_mode = on" in line and "wal-push" in line
-    assert cli.listing(env) == []
+    assert [b["id"] for b in cli.listing(env)] == [base["id"]]
 
 
 @pytest.fixture(name="summarizing")

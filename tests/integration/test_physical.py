@@ -240,11 +240,12 @@ def test_the_modules_take_and_restore_base_backups_idempotently(pg15, tmp_path):
     assert checked["changed"] is True and not checked.get("failed"), checked.get("msg")
 
 
-def test_incremental_is_refused_on_15(pg15, tmp_path):
+def test_incremental_is_refused_on_15_without_archiving(pg15, tmp_path):
     env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups")
+    cli.create(env, "base")
     proc = cli.run(["create", "--type", "incremental"], env, check=False)
-    assert "type='incremental' is not available yet" in _error(proc)
-    assert cli.listing(env) == []
+    assert "need WAL archiving" in _error(proc)
+    assert [b["type"] for b in cli.listing(env)] == ["base"]
 
 
 @pytest.fixture(name="summarizing")

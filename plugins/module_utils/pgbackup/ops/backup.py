@@ -151,6 +151,7 @@ class BackupRun:
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
         if self.kind == "incremental":
+            self._parent(info)  # none yet: say so first, whatever the server's settings
             method = choose_method(info.major, server_settings(psql, self.target))
             if method.name == WAL:
                 return self._take_wal_link(started, info, psql)
