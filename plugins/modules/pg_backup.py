@@ -205,9 +205,20 @@ backup:
       type: str
       sample: 5e2abbef7ea476f9
     method:
-      description: V(logical) (pg_dump, pg_dumpall) or V(physical) (pg_basebackup, type V(base)).
+      description: V(logical) (pg_dump, pg_dumpall), V(physical) (pg_basebackup - type V(base) and native
+        incrementals) or V(wal) (an incremental that is the WAL archived since its parent).
       type: str
       sample: logical
+    parent:
+      description: The id of the backup an incremental builds on (V(null) for every other type).
+      type: str
+      sample: base-vtt-20260126T020000Z
+    incremental:
+      description: How an incremental was taken - V(native) (C(pg_basebackup --incremental), PostgreSQL 17+ with
+        C(summarize_wal=on)) or V(wal) (the archived WAL from the parent's end to a forced segment switch);
+        V(null) for every other type.
+      type: str
+      sample: native
     start_lsn:
       description: A base backup's first WAL location (from its backup_manifest); V(null) for logical backups.
       type: str

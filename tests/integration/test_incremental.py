@@ -108,7 +108,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         third = _json(arch, env, "create", "--type", "incremental")
         assert third["parent"] == base2["id"]
         arch.write_config(dict(arch.config, types={"base": {"retention": {"keep_last": 1}},
-                                                    "incremental": {"retention": {"keep_last": 1}}}))
+                                                   "incremental": {"retention": {"keep_last": 1}}}))
         before = _segments(arch)
         plan = _json(arch, env, "cleanup", "--dry-run")
         assert set(plan["to_delete"]) == {base["id"], first["id"], second["id"]}
@@ -154,10 +154,10 @@ def test_incremental_on_18_native_chain_restores_equal_then_wal_method_without_s
                     "SELECT g, md5(g::text) FROM generate_series(%d, %d) g" % (round_ * 1000, round_ * 1000 + 999),
                     db="incr18")
             links.append(_json(arch, dict(env, BACKUP_TYPE="incremental"), "create"))
-        assert [(l["method"], l["incremental"]) for l in links] == [("physical", "native")] * 3
-        assert [l["parent"] for l in links] == [base["id"]] + [l["id"] for l in links[:2]]
+        assert [(link["method"], link["incremental"]) for link in links] == [("physical", "native")] * 3
+        assert [link["parent"] for link in links] == [base["id"]] + [link["id"] for link in links[:2]]
         rows = {row["id"]: row for row in _json(arch, env, "list")}
-        assert rows[links[-1]["id"]]["chain"] == [base["id"]] + [l["id"] for l in links]
+        assert rows[links[-1]["id"]]["chain"] == [base["id"]] + [link["id"] for link in links]
         assert "native link 3 of %s" % base["id"] in _run(arch, env, "list").stdout
 
         target = Path(tempfile.mkdtemp(prefix="seawall-incr18-")) / "data"
@@ -166,7 +166,7 @@ def test_incremental_on_18_native_chain_restores_equal_then_wal_method_without_s
             os.chown(target.parent, arch.user.pw_uid, arch.user.pw_gid)
         try:
             done = json.loads(_run(arch, env, "restore", links[-1]["id"], "--pgdata", str(target), "--json").stdout)
-            assert done["chain"] == [base["id"]] + [l["id"] for l in links]
+            assert done["chain"] == [base["id"]] + [link["id"] for link in links]
             from tests.integration.test_physical import _start_restored  # pylint: disable=import-outside-toplevel
             restored = _start_restored(pg, target.parent)
             try:

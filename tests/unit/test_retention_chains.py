@@ -141,8 +141,8 @@ def test_the_wal_plan_keeps_history_files_and_what_the_oldest_kept_base_needs():
         WalFile(wal_name(1, 2) + ".partial", 1, 2, "partial")]
     plan = plan_wal(files, [WalNeed("base-b", 1, 5), WalNeed("incremental-c", 2, 9)], segment_size=SEG)
     deleted = sorted(f.wal for f in plan.delete)
-    assert deleted == sorted([wal_name(1, s) for s in range(1, 5)] + [wal_name(1, 3) + ".00000028.backup",
-                                                                       wal_name(1, 2) + ".partial"])
+    assert deleted == sorted([wal_name(1, s) for s in range(1, 5)]
+                             + [wal_name(1, 3) + ".00000028.backup", wal_name(1, 2) + ".partial"])
     assert "00000002.history" in [f.wal for f in plan.keep] and wal_name(2, 8) in [f.wal for f in plan.keep]
     assert plan.ranges() == ["timeline 1: %s..%s (6 files)" % (wal_name(1, 1), wal_name(1, 4))]
     assert plan.kept_from() == {"1": wal_name(1, 5), "2": wal_name(2, 8)}

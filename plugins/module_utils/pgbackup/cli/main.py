@@ -218,8 +218,9 @@ def _cmd_list(cfg, args) -> int:
              + (" [old encryption format: rekey]" if row.get("legacy_format") else "")
              + ("  WAL %s..%s timeline %s" % (row["start_lsn"], row["stop_lsn"], row["timeline"])
                 if row.get("start_lsn") else "")
-             + ("  %s link %d of %s%s" % (row.get("incremental") or "native", len(row["chain"]) - 1, row["chain"][0],
-                                         "  BROKEN: %s" % row["chain_problem"] if row.get("chain_problem") else "")
+             + ("  %s link %d of %s%s" % (
+                 row.get("incremental") or "native", len(row["chain"]) - 1, row["chain"][0],
+                 "  BROKEN: %s" % row["chain_problem"] if row.get("chain_problem") else "")
                 if row.get("parent") and row.get("chain") else ""))
     return 0
 

@@ -86,8 +86,8 @@ OPTIONS: Tuple[Option, ...] = (
            cli=("--backup-dir",)),
     Option("backup_type", "backup_type", "full", "The kind `create` takes when none is given: full, schema, data, "
            "globals, base (physical, pg_basebackup) or incremental (the next link of the newest base or "
-           "incremental: native on 17+ with summarize_wal, else the WAL archived since it).", env="BACKUP_TYPE", modules=("pg_backup.type",),
-           cli=("create --type",)),
+           "incremental: native on 17+ with summarize_wal, else the WAL archived since it).", env="BACKUP_TYPE",
+           modules=("pg_backup.type",), cli=("create --type",)),
     Option("compression", "compression", "gzip", "gzip, zstd or none (true means gzip, false none).",
            env="BACKUP_COMPRESSION", json="compression", modules=("pg_backup.compression",),
            cli=("create --compression",)),

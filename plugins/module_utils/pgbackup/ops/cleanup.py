@@ -92,7 +92,8 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
         return _run(cfg, repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
 
 
-def _wal_plan(cfg: Config, repo: Repository, backups: List[Backup], keep_ids: List[str]) -> Optional[Tuple[Any, WalPlan]]:
+def _wal_plan(cfg: Config, repo: Repository, backups: List[Backup],
+              keep_ids: List[str]) -> Optional[Tuple[Any, WalPlan]]:
     """The WAL archive of this repository and what of it the kept backups need (None: no archive here)."""
     try:
         archive = wal_archive(cfg, repo.destination)

@@ -544,8 +544,8 @@ def plan_wal(files: Iterable[Any], needs: Sequence[WalNeed], hold: Optional[str]
     return WalPlan(keep, delete, needs, None, segment_size)
 
 
-def wal_needs(backups: Iterable[Any], keep_ids: Iterable[str], segment_size: int) -> Tuple[List[WalNeed],
-                                                                                          Optional[str]]:
+def wal_needs(backups: Iterable[Any], keep_ids: Iterable[str],
+              segment_size: int) -> Tuple[List[WalNeed], Optional[str]]:
     """The needs of the kept base and incremental backups, and a hold reason when one records no WAL start."""
     wanted = set(keep_ids)
     needs: List[WalNeed] = []
