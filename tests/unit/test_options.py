@@ -261,7 +261,8 @@ CLI_NOT_SETTINGS = {
     "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
                 "--with-globals", "--no-with-globals", "--json", "--destination", "--pgdata", "--target-time",
                 "--target-lsn", "--target-xid", "--target-name", "--target-immediate", "--target-latest"},
-    "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
+    "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination",
+               "--wal"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},
     "sync": {"--destination", "--json", "--dry-run"},
@@ -269,6 +270,8 @@ CLI_NOT_SETTINGS = {
     "serve": set(),
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
+    "wal-push": {"--json"},
+    "wal-fetch": {"--destination"},
 }
 
 
