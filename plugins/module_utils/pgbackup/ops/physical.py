@@ -4,7 +4,8 @@
 """Physical base backups read back: restore into a data directory, verify with pg_verifybackup.
 
 A base backup is self-contained (its tar holds the WAL from its start to its end LSN), so a restored data
-directory starts and reaches consistency with no recovery settings; point-in-time recovery comes later.
+directory starts and reaches consistency with no recovery settings; point-in-time recovery (ops/pitr.py) adds
+them through ``restore_pgdata``'s ``finish``.
 The stored tar is untrusted input: pg/basebackup.extract_tar writes plain files and directories only.
 """
 

@@ -34,7 +34,7 @@ from ..core.fsutil import write_file_atomic
 from ..core.runlog import RunLog
 from ..model.manifest import Backup
 from ..pg.binaries import ClientTools, select_tools
-from ..pg.waldump import WalRecord, dump, first_after, format_lsn
+from ..pg.waldump import WalRecord, dump, format_lsn
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse_lsn, segment_size_of
 from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
@@ -395,7 +395,8 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Targ
 
 def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup], target: Target) -> Reach:
     last = chain[-1]
-    start, stop = last.manifest.start_lsn or "0/0", last.manifest.stop_lsn or "0/0"
+    # The restored pg_wal holds the backup's own WAL (start to stop LSN); from there on recovery needs the archive.
+    stop = start = last.manifest.stop_lsn or "0/0"
     timeline = last.manifest.timeline or 1
     walk = continuity(segments, start, timeline)
     reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
