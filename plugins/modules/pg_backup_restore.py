@@ -420,16 +420,16 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.pitr import (
+    plan_point_in_time_directory,
+    restore_point_in_time,
+    target_from,
+)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (
     plan_data_directory,
     plan_restore,
     restore_data_directory,
     run_restore,
-)
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.pitr import (
-    plan_point_in_time_directory,
-    restore_point_in_time,
-    target_from,
 )
 
 

@@ -171,3 +171,34 @@ def test_a_missing_segment_is_a_gap_that_refuses_latest():
         assert "cannot restore to the end of the archive (latest)" in line and gone in line and not target.exists()
         line = _error(arch.cli_as_server("restore", "--pgdata", str(target), "--target-name", "x", env=env))
         assert "cannot restore to restore point 'x'" in line and not target.exists()
+
+
+def test_the_restore_module_takes_recovery_targets_idempotently(pg15, tmp_path):
+    # pylint: disable-next=import-outside-toplevel
+    from tests.integration.test_frontend_defaults import ANSIBLE_PLAYBOOK, run_module
+    from tests.integration import cli  # pylint: disable=import-outside-toplevel
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("ansible-playbook is not installed (make setup-dev)")
+    env = cli.cli_env(pg15.url("postgres"), tmp_path / "backups", PGPASSFILE=str(pg15.passfile), BACKUP_JOBS="1")
+    source = {"env": env, "root": tmp_path}
+    base = cli.create(env, "base")
+    target = tmp_path / "restored"
+
+    refused = run_module(source, "pg_backup_restore", {"pgdata": str(target), "recovery_target_name": "nope"}, "r1")
+    assert refused.get("failed") and "cannot restore to restore point 'nope'" in refused["msg"], refused
+    assert refused["step"] == "restore" and not target.exists()
+    both = run_module(source, "pg_backup_restore", {"pgdata": str(target), "recovery_target": "latest",
+                                                    "recovery_target_lsn": "0/1"}, "r2")
+    assert both.get("failed") and "mutually exclusive" in both["msg"] and not target.exists()
+    alone = run_module(source, "pg_backup_restore", {"recovery_target": "latest"}, "r3")
+    assert alone.get("failed") and "pgdata" in alone["msg"]
+
+    done = run_module(source, "pg_backup_restore", {"pgdata": str(target), "recovery_target": "immediate"}, "r4")
+    assert done["changed"] is True and not done.get("failed"), (done.get("msg"), done.get("module_stderr"))
+    restore = done["restore"]
+    assert restore["backup_id"] == base["id"] and restore["recovery_target"] == "immediate"
+    assert restore["chain"] == [base["id"]] and "wal-fetch %f %p" in restore["restore_command"]
+    auto = (target / "postgresql.auto.conf").read_text()
+    assert "recovery_target = 'immediate'" in auto and (target / "recovery.signal").is_file()
+    again = run_module(source, "pg_backup_restore", {"pgdata": str(target), "recovery_target": "immediate"}, "r5")
+    assert again["changed"] is False and "already holds %s" % base["id"] in again["skipped_reason"], again

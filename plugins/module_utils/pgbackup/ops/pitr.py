@@ -470,7 +470,7 @@ def plan_point_in_time(cfg: Config, target: Target, selector: str = "latest", ki
 
 
 def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target: Target,
-                                  kind: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+                                 kind: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
     """What ``restore_point_in_time`` would do (check mode, diff): the chain the target starts from, and
     ``skip_reason`` when the directory already holds its last backup (idempotence on backup_label). Raises like
     the run would for a target the archive does not reach or a directory neither absent nor empty. Reads only."""
