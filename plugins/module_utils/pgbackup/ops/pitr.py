@@ -321,21 +321,26 @@ class _Scanner:
     def of(self, segment: Segment, following: Optional[Segment]) -> List[WalRecord]:
         if segment.wal in self.records:
             return self.records[segment.wal]
-        folder = os.path.join(self.scratch, "wal-%d" % self.read)
-        os.mkdir(folder, 0o700)
-        try:
-            self._fetch(segment, folder)
-            if following is not None and following.timeline == segment.timeline:
-                self._fetch(following, folder)  # a record that crosses into it is read whole
-            records, _end = dump(self.tools, folder, segment.wal)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        folder = os.path.join(self.scratch, "wal")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        keep = [segment.wal]
+        self._fetch(segment, folder)
+        if following is not None and following.timeline == segment.timeline:
+            self._fetch(following, folder)  # a record that crosses into it is read whole; read next anyway
+            keep.append(following.wal)
+        records, _end = dump(self.tools, folder, segment.wal)
+        for name in os.listdir(folder):
+            if name not in keep[1:]:
+                os.unlink(os.path.join(folder, name))
         self.read += 1
         self.records[segment.wal] = records
         return records
 
     def _fetch(self, segment: Segment, folder: str) -> None:
-        if not self.archive.fetch(segment.wal, os.path.join(folder, segment.wal)):
+        path = os.path.join(folder, segment.wal)
+        if os.path.exists(path):
+            return
+        if not self.archive.fetch(segment.wal, path):
             raise RestoreError("WAL file %s vanished from the archive while it was read" % segment.wal)
 
     def first(self, path: List[Segment], wanted, skip=None) -> Optional[WalRecord]:
