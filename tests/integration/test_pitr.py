@@ -202,3 +202,30 @@ def test_the_restore_module_takes_recovery_targets_idempotently(pg15, tmp_path):
     assert "recovery_target = 'immediate'" in auto and (target / "recovery.signal").is_file()
     again = run_module(source, "pg_backup_restore", {"pgdata": str(target), "recovery_target": "immediate"}, "r5")
     assert again["changed"] is False and "already holds %s" % base["id"] in again["skipped_reason"], again
+
+
+def test_an_incremental_chain_on_18_starts_recovery_to_a_time_after_it():
+    with archiving(18) as arch:
+        pg = arch.cluster
+        pg.create_db("pitr")
+        pg.psql("CREATE TABLE pitr_rows (batch int, n int, note text)", db="pitr")
+        env = {"DATABASE_URL": pg.url("pitr")}
+        base = json.loads(arch.cli_as_server("create", "--type", "base", "--json", env=env, check=True).stdout)
+        _batch(pg, 1)
+        time.sleep(1.1)
+        before_link = pg.scalar(SERVER_TIME) or ""
+        time.sleep(1.1)
+        _batch(pg, 2)
+        link = json.loads(arch.cli_as_server("create", "--type", "incremental", "--json", env=env, check=True).stdout)
+        assert link["parent"] == base["id"]
+        _batch(pg, 3)
+        time.sleep(1.1)
+        after_link = pg.scalar(SERVER_TIME) or ""
+        time.sleep(1.1)
+        _batch(pg, 4)
+        arch.wait_archived(arch.switch_wal())
+
+        later = _recovered(arch, env, "after", "--target-time", after_link)
+        assert later["chain"] == [base["id"], link["id"]] and later["batches"] == [1, 2, 3], later
+        earlier = _recovered(arch, env, "before", "--target-time", before_link)
+        assert earlier["chain"] == [base["id"]] and earlier["batches"] == [1], earlier
