@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
 from tests.integration import cli
+from tests.integration.test_pitr import _chown, _start
 from tests.support.archiving import Archiving, _write_owned, archiving
 from tests.support.compare import assert_same_database
 
@@ -63,6 +65,13 @@ def _segments(arch: Archiving) -> List[str]:
                    if name.endswith(".json") and len(name.split("-")[0]) == 24})
 
 
+def _recovering(restored) -> bool:
+    try:
+        return restored.scalar("SELECT pg_is_in_recovery()") != "f"
+    except Exception as exc:  # pylint: disable=broad-except
+        raise AssertionError("%s\n%s" % (exc, restored.log_file.read_text(errors="replace")[-3000:])) from None
+
+
 def _change(arch: Archiving, round_: int) -> None:
     arch.cluster.psql("CREATE TABLE IF NOT EXISTS public.incr_rows (n int PRIMARY KEY, note text); "
                       "INSERT INTO public.incr_rows SELECT g, md5(g::text) FROM generate_series(%d, %d) g"
@@ -80,8 +89,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         assert first["files"] == [] and first["start_lsn"] == base["stop_lsn"] and first["timeline"] == 1
         assert parse_lsn(first["stop_lsn"]) > parse_lsn(first["start_lsn"])
         # the switched segment was archived before the manifest was written
-        last = wal_name(1, lsn_to_segno("%X/%X" % divmod(parse_lsn(first["stop_lsn"]) - 1, 1 << 32)))
-        assert last in _segments(arch)
+        assert wal_name(1, lsn_to_segno(first["stop_lsn"])) in _segments(arch)
         _change(arch, 1)
         second = _json(arch, env, "create", "--type", "incremental")
         assert second["parent"] == first["id"] and second["start_lsn"] == first["stop_lsn"]
@@ -97,10 +105,23 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         assert checked["ok"] is True and "contiguous in the archive" in checked["details"], checked
         assert "read back and checked" in checked["details"]
 
-        # Restore of a WAL link needs recovery to its stop LSN: refused in one line, nothing written.
-        target = arch.base / "restored"
-        line = _failed(arch, env, "restore", second["id"], "--pgdata", str(target))
-        assert "WAL-method incremental" in line and second["stop_lsn"] in line and not target.exists()
+        # Rows committed after the link are not in its restore: its base, then recovery to its stop LSN.
+        _change(arch, 5)
+        where = arch.base / "restored"
+        where.mkdir(mode=0o700)
+        _chown(arch, where)
+        done = _json(arch, env, "restore", second["id"], "--pgdata", str(where / "data"))
+        assert done["chain"] == [base["id"]] and done["target"] == "LSN %s" % second["stop_lsn"], done
+        restored = _start(arch, where)
+        try:
+            deadline = time.monotonic() + 90
+            while _recovering(restored) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert restored.scalar("SELECT count(*) FROM public.incr_rows") == "2000"
+        finally:
+            restored.destroy()
+        line = _failed(arch, env, "restore", second["id"], "--pgdata", str(where / "data"))
+        assert "is not empty" in line  # never over a data directory
 
         # A new chain; then retention with one of each kind keeps base2's chain and the WAL from its start on.
         base2 = _json(arch, env, "create", "--type", "base")

@@ -283,6 +283,12 @@ def _restore_pgdata(cfg, args) -> int:
     target = _target(cfg, args)
     if target is not None:
         return _restore_point_in_time(cfg, args, target)
+    from ..ops.incremental import wal_link_recovery  # pylint: disable=import-outside-toplevel
+    from ..ops.pitr import target_from  # pylint: disable=import-outside-toplevel
+    recovery = wal_link_recovery(cfg, args.backup, args.kind, args.destination)
+    if recovery is not None:  # a WAL-method incremental: its chain's newest tar, then recovery to its stop LSN
+        return _restore_point_in_time(cfg, args, target_from(lsn=recovery[1], tz_name=cfg.timezone),
+                                      selector=recovery[0])
     result = restore_data_directory(cfg, args.backup, args.pgdata, kind=args.kind, before=args.before,
                                     destination=args.destination)
     if args.json:
@@ -304,13 +310,14 @@ def _target(cfg, args):
                        args.target_latest, cfg.timezone)
 
 
-def _restore_point_in_time(cfg, args, target) -> int:
+def _restore_point_in_time(cfg, args, target, selector: Optional[str] = None) -> int:
     from ..ops.pitr import restore_point_in_time  # pylint: disable=import-outside-toplevel
 
     if args.before:
         raise ConfigError("a recovery target chooses its base backup itself; name a backup id instead of a time "
                           "to restore before")
-    result = restore_point_in_time(cfg, args.backup, args.pgdata, target, kind=args.kind,
+    result = restore_point_in_time(cfg, selector or args.backup, args.pgdata, target,
+                                   kind=None if selector else args.kind,
                                    destination=args.destination,
                                    config_file=getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG"))
     if args.json:

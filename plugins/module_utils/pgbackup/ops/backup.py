@@ -271,9 +271,9 @@ class BackupRun:
             raise ConfigError("%s records no WAL range (stop_lsn, timeline): take a base backup first" % parent.id)
         tools = select_tools(info.major, self.cfg.pg_bin_dir, tools=("psql",))
         switch = switch_wal(psql, self.target, self.target.user or info.current_user)
-        if lsn_value(switch.lsn) < lsn_value(start):
+        if lsn_value(switch.point) < lsn_value(start):
             raise BackupError("the server's WAL position %s is before the end of %s (%s): is it the same cluster, "
-                              "restored to an earlier point? Take a base backup" % (switch.lsn, parent.id, start))
+                              "restored to an earlier point? Take a base backup" % (switch.point, parent.id, start))
         archive = wal_archive(self.cfg)
         backup_id = self.repo.new_id(self.kind, info.database, started)
         pause("incremental-switched")
@@ -281,7 +281,7 @@ class BackupRun:
                             lsn_value(switch.lsn), WAL_WAIT_SECONDS, backup_id)
         algorithm = self.cfg.compression_for(self.kind)
         manifest = self._manifest(backup_id, started, info, tools, [], algorithm, [])
-        manifest.update({"method": WAL, "incremental": WAL, "start_lsn": start, "stop_lsn": switch.lsn,
+        manifest.update({"method": WAL, "incremental": WAL, "start_lsn": start, "stop_lsn": switch.point,
                          "timeline": switch.timeline, "start_timeline": start_timeline, "parent": parent.id})
         return self._save(backup_id, manifest)
 

@@ -23,9 +23,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
-from ..core.errors import BackupError, ConfigError, VerifyError
+from ..core.errors import BackupError, ConfigError, RestoreError, VerifyError
 from ..model.manifest import Backup
 from ..pg.client import query
+from ..repo.catalog import open_repository, present
 from ..repo.walarchive import (DEFAULT_SEGMENT_SIZE, Segment, WalArchive, continuity, lsn_to_segno,
                                segment_size_of)
 
@@ -34,10 +35,14 @@ WAL = "wal"
 NATIVE_MIN_MAJOR = 17  # pg_basebackup --incremental, pg_combinebackup, summarize_wal
 WAL_WAIT_SECONDS = 120.0  # the archiver picks a switched segment up within seconds; a stuck one fails the run
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+CHAIN_LIMIT = 10000  # a longer chain of parents is a loop in crafted manifests
 _WALFILE = re.compile(r"^[0-9A-F]{24}$")
 SETTINGS_SQL = ("SELECT name, setting FROM pg_settings "
                 "WHERE name IN ('summarize_wal', 'archive_mode', 'wal_level', 'wal_segment_size')")
-SWITCH_SQL = "SELECT s.lsn, pg_walfile_name(s.lsn) FROM (SELECT pg_switch_wal() AS lsn) s"
+# Where the link stops (before a commit record, so recovery to it replays a record of the switched segment and
+# the switch is never a no-op), then the switch that closes that segment for the archiver.
+SWITCH_SQL = ("SELECT pg_current_wal_insert_lsn()", "SELECT txid_current()",
+              "SELECT s.lsn, pg_walfile_name(s.lsn) FROM (SELECT pg_switch_wal() AS lsn) s")
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ def has_tar(backup: Backup) -> bool:
 
 @dataclass(frozen=True)
 class Switch:
-    lsn: str        # where the switch ended the segment: the link's stop LSN
+    point: str      # the link's stop LSN: recovery to it replays the records from there (all archived)
+    lsn: str        # where the switch ended the segment: the archive must reach it
     walname: str    # the segment holding the WAL just before it (pg_walfile_name)
     timeline: int
 
@@ -109,7 +115,7 @@ class Switch:
 def switch_wal(psql: str, target: DbTarget, user: str) -> Switch:
     """``pg_switch_wal()``: closes the current segment so the archiver sends it now."""
     try:
-        rows = query(psql, target, SWITCH_SQL)
+        rows = [query(psql, target, sql)[0] for sql in SWITCH_SQL]  # each its own transaction, in this order
     except BackupError as exc:
         if "permission denied" in str(exc):
             raise ConfigError("a WAL-method incremental forces a WAL segment switch: role %s needs EXECUTE on "
@@ -118,10 +124,12 @@ def switch_wal(psql: str, target: DbTarget, user: str) -> Switch:
             raise ConfigError("a WAL-method incremental is taken on the primary (pg_switch_wal() cannot run "
                               "during recovery): %s" % exc) from None
         raise
-    if len(rows) != 1 or len(rows[0]) != 2 or not _WALFILE.match(rows[0][1]):
-        raise BackupError("pg_switch_wal() answered %r, not an LSN and a WAL file name" % (rows[:1],))
-    lsn_value(rows[0][0])
-    return Switch(lsn=rows[0][0].upper(), walname=rows[0][1], timeline=int(rows[0][1][:8], 16))
+    if len(rows) != 3 or len(rows[2]) != 2 or not _WALFILE.match(rows[2][1]) or not _LSN.match(rows[0][0]):
+        raise BackupError("pg_switch_wal() answered %r, not an LSN and a WAL file name" % (rows[-1:],))
+    point, end = rows[0][0].upper(), rows[2][0].upper()
+    if lsn_value(end) < lsn_value(point):
+        raise BackupError("pg_switch_wal() answered %s, before the insert position %s" % (end, point))
+    return Switch(point=point, lsn=end, walname=rows[2][1], timeline=int(rows[2][1][:8], 16))
 
 
 def wait_until_archived(reached: Callable[[], Tuple[int, str]], stop: int, timeout: float, what: str,
@@ -181,8 +189,10 @@ def check_wal_link(cfg: Config, backup: Backup, deep: bool = True) -> str:
     archive = wal_archive(cfg)
     try:
         segments = archive.segments()
-        found = continuity(segments, manifest.start_lsn, parent_timeline, until_lsn=manifest.stop_lsn)
-        if not found.reaches(manifest.stop_lsn):
+        # the segment holding the stop LSN itself: recovery to it replays the first record from there
+        needed = lsn_text(lsn_value(manifest.stop_lsn) + 1)
+        found = continuity(segments, manifest.start_lsn, parent_timeline, until_lsn=needed)
+        if not found.reaches(needed):
             raise VerifyError("%s: the WAL archive holds %s..%s only up to %s%s" % (
                 backup.id, manifest.start_lsn, manifest.stop_lsn, found.reached_lsn,
                 " (missing %s)" % ", ".join(found.gaps[:3]) if found.gaps else ""))
@@ -198,3 +208,33 @@ def check_wal_link(cfg: Config, backup: Backup, deep: bool = True) -> str:
     return "WAL %s..%s (timeline %s) contiguous in the archive: %d files%s" % (
         manifest.start_lsn, manifest.stop_lsn, ", ".join(str(t) for t in timelines), len(files),
         ", each read back and checked" if deep else "")
+
+
+def wal_link_recovery(cfg: Config, selector: str, kind: Optional[str] = None,
+                      destination: Optional[str] = None) -> Optional[Tuple[str, str]]:
+    """When ``selector`` names a WAL-method incremental (an id, or ``latest`` of kind incremental): the id of the
+    newest base or native link of its chain, where recovery starts, and its stop LSN, where recovery stops.
+    None for every other backup (restored as it is)."""
+    if selector == "latest" and kind != "incremental":
+        return None
+    repo = open_repository(cfg, destination)
+    try:
+        if selector == "latest":
+            found = present(repo.backups(kind="incremental"))
+            if not found:
+                return None
+            backup = found[-1]
+        else:
+            backup = repo.find(selector, kind=kind)
+        if method_of(backup) != WAL:
+            return None
+        start = backup
+        for _step in range(CHAIN_LIMIT):
+            if method_of(start) != WAL:
+                return start.id, str(backup.manifest.stop_lsn)
+            if not start.manifest.parent:
+                break
+            start = repo.find(start.manifest.parent)  # a missing or bad link: NotFound, nothing written
+        raise RestoreError("%s: its chain of parents does not reach a base backup" % backup.id)
+    finally:
+        repo.close()
