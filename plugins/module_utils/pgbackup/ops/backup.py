@@ -361,9 +361,6 @@ def database_of(url: str, env: Optional[Mapping[str, str]] = None) -> str:
 def restore_command(backup: Backup, backup_dir: Optional[str] = None) -> str:
     """The command that restores ``backup`` into a new database (globals first for a full backup), or into a new
     data directory (a base backup)."""
-    if backup.kind == "incremental" and backup.manifest.method == WAL:  # its base + the archive's WAL to its stop
-        return "%s%s restore latest --pgdata /path/to/new/datadir --target-lsn %s" % (
-            PROG, " --backup-dir %s" % shlex.quote(backup_dir) if backup_dir else "", backup.manifest.stop_lsn)
     if backup.kind in PHYSICAL_KINDS:
         return "%s%s restore %s --pgdata /path/to/new/datadir" % (
             PROG, " --backup-dir %s" % shlex.quote(backup_dir) if backup_dir else "", backup.id)
