@@ -159,6 +159,17 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         rows = {row["id"]: row for row in _json(arch, env, "list", "--all")}
         assert rows[third["id"]]["good"] is False
 
+        # A role that may not switch segments: one line saying what it needs, nothing written.
+        arch.cluster.psql("CREATE ROLE incr_noswitch LOGIN REPLICATION PASSWORD 'incr-n0switch'")
+        _write_owned(arch.base / "pgpass", "*:*:*:%s:%s\n*:*:*:incr_noswitch:incr-n0switch\n"
+                     % (arch.cluster.superuser, arch.cluster.password), arch.user)
+        listed = sorted(os.listdir(arch.backup_dir / "incremental"))
+        line = _failed(arch, dict(env, DATABASE_URL=arch.cluster.url("postgres", user="incr_noswitch",
+                                                                     with_password=False)),
+                       "create", "--type", "incremental")
+        assert "role incr_noswitch needs EXECUTE on pg_switch_wal()" in line and "n0switch" not in line
+        assert sorted(os.listdir(arch.backup_dir / "incremental")) == listed
+
 
 def test_incremental_on_18_native_chain_restores_equal_then_wal_method_without_summaries():
     with archiving(18) as arch:

@@ -274,11 +274,13 @@ class BackupRun:
         if lsn_value(switch.point) < lsn_value(start):
             raise BackupError("the server's WAL position %s is before the end of %s (%s): is it the same cluster, "
                               "restored to an earlier point? Take a base backup" % (switch.point, parent.id, start))
-        archive = wal_archive(self.cfg)
         backup_id = self.repo.new_id(self.kind, info.database, started)
-        pause("incremental-switched")
-        wait_until_archived(lambda: archive_reach(archive.segments(), start, start_timeline, switch.lsn),
-                            lsn_value(switch.lsn), WAL_WAIT_SECONDS, backup_id)
+        archive = wal_archive(self.cfg)
+        try:  # wal-push takes no lock: the records appear while this run holds the repository's
+            wait_until_archived(lambda: archive_reach(archive.segments(), start, start_timeline, switch.lsn),
+                                lsn_value(switch.lsn), WAL_WAIT_SECONDS, backup_id)
+        finally:
+            archive.close()
         algorithm = self.cfg.compression_for(self.kind)
         manifest = self._manifest(backup_id, started, info, tools, [], algorithm, [])
         manifest.update({"method": WAL, "incremental": WAL, "start_lsn": start, "stop_lsn": switch.point,

@@ -115,7 +115,7 @@ class Switch:
 def switch_wal(psql: str, target: DbTarget, user: str) -> Switch:
     """``pg_switch_wal()``: closes the current segment so the archiver sends it now."""
     try:
-        rows = [query(psql, target, sql)[0] for sql in SWITCH_SQL]  # each its own transaction, in this order
+        rows = [(query(psql, target, sql) or [[""]])[0] for sql in SWITCH_SQL]  # each its own transaction
     except BackupError as exc:
         if "permission denied" in str(exc):
             raise ConfigError("a WAL-method incremental forces a WAL segment switch: role %s needs EXECUTE on "
