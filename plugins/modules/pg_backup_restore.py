@@ -488,7 +488,8 @@ def restore_data_directory_task(module, cfg, result):
                                                                config_file=params['config_file']), **result)
     else:
         restored = run_operation(module, cfg, 'restore', backup.kind,
-                                 lambda: restore_data_directory(cfg, backup.id, plan['pgdata']), **result)
+                                 lambda: restore_data_directory(cfg, backup.id, plan['pgdata'],
+                                                                config_file=params['config_file']), **result)
     result.update(changed=True, restore=restored)
     module.exit_json(**result)
 

@@ -280,7 +280,7 @@ def _restore_pgdata(cfg, args) -> int:
     if target is not None:
         return _restore_point_in_time(cfg, args, target)
     result = restore_data_directory(cfg, args.backup, args.pgdata, kind=args.kind, before=args.before,
-                                    destination=args.destination)
+                                    destination=args.destination, config_file=_config_file(args))
     if args.json:
         _print_json(result)
         return 0
@@ -300,6 +300,11 @@ def _target(cfg, args):
                        args.target_latest, cfg.timezone)
 
 
+def _config_file(args) -> Optional[str]:
+    """The configuration file this run read, for the restore_command written into a data directory."""
+    return getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG") or None
+
+
 def _restore_point_in_time(cfg, args, target) -> int:
     from ..ops.pitr import restore_point_in_time  # pylint: disable=import-outside-toplevel
 
@@ -308,7 +313,7 @@ def _restore_point_in_time(cfg, args, target) -> int:
                           "to restore before")
     result = restore_point_in_time(cfg, args.backup, args.pgdata, target, kind=args.kind,
                                    destination=args.destination,
-                                   config_file=getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG"))
+                                   config_file=_config_file(args))
     if args.json:
         _print_json(result)
         return 0
