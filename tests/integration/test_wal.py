@@ -140,7 +140,8 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
         stored = "%s-%s.gz" % (planted, d16)
         arch.owned_file(arch.wal_folder(), stored, data)
         arch.owned_file(arch.wal_folder(), "%s-%s.json" % (planted, d16), render_manifest({
-            "format": 1, "repository": "default", "wal": planted, "sha256": hashlib.sha256(originals[third]).hexdigest(),
+            "format": 1, "repository": "default", "wal": planted,
+            "sha256": hashlib.sha256(originals[third]).hexdigest(),
             "size": len(originals[third]), "modified_at": "2026-01-01T00:00:00Z", "archived_at": "2026-01-01T00:00:00Z",
             "stored": {"name": stored, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
                        "compression": "gzip", "encryption": None}}))

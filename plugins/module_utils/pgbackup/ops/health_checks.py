@@ -281,10 +281,10 @@ def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
              "gaps": list(status.get("gaps") or []), "segments": status.get("segments")}
     gaps = extra["gaps"]
     if gaps:
-        return check("wal", "critical", "%d WAL file%s missing from the archive after %s: %s; point-in-time recovery "
-                     "stops there (take a new base backup)" % (len(gaps), "" if len(gaps) == 1 else "s",
-                                                                status.get("reached_lsn"), ", ".join(gaps[:3])
-                                                                + (" ..." if len(gaps) > 3 else "")), **extra)
+        named = ", ".join(gaps[:3]) + (" ..." if len(gaps) > 3 else "")
+        reason = "%d WAL file%s missing from the archive after %s: %s; point-in-time recovery stops there (take a " \
+                 "new base backup)" % (len(gaps), "" if len(gaps) == 1 else "s", status.get("reached_lsn"), named)
+        return check("wal", "critical", reason, **extra)
     age = status.get("newest_age_seconds")
     if age is None:
         return check("wal", "warning", "no WAL segment archived in %s yet (only history or backup files)"

@@ -865,5 +865,5 @@ def _ring(cfg: Any):
     return load_keyring(cfg)
 
 
-__all__ = ["Segment", "WalArchive", "archive_status", "Continuity", "continuity", "lsn_to_segno", "wal_name", "segment_size_of",
-           "parse_lsn", "format_lsn", "kind_of", "parse_history", "FOLDER"]
+__all__ = ["Segment", "WalArchive", "archive_status", "Continuity", "continuity", "lsn_to_segno", "wal_name",
+           "segment_size_of", "parse_lsn", "format_lsn", "kind_of", "parse_history", "FOLDER"]
