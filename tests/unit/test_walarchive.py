@@ -346,3 +346,32 @@ def test_the_cli_commands(tmp_path, pgwal, capsys):
     assert main(args + ["verify", "--wal"]) == 0 and capsys.readouterr().out.startswith("OK  wal: ")
     assert main(args + ["wal-push", str(tmp_path / "nothing" / name)]) == 3
     assert main(args + ["wal-push", _write(pgwal, "backup_label", b"x")]) == 4
+
+
+def test_continuity_property():
+    """Against a brute-force walk on one timeline: reached is the end of the run of present segments from the
+    start (stopping after the one holding ``until``), and gaps are exactly the absent numbers from there to the
+    newest present one (no further than ``until``'s)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.given(present=st.sets(st.integers(0, 40), max_size=30), start=st.integers(0, 40),
+                      offset=st.integers(0, SEG - 1), until=st.one_of(st.none(), st.integers(0, 45 * SEG)))
+    @hypothesis.settings(max_examples=300, deadline=None)
+    def check(present, start, offset, until):
+        segments = [_fake(1, n) for n in sorted(present)]
+        result = continuity(segments, format_lsn(start * SEG + offset), 1,
+                            until_lsn=format_lsn(until) if until is not None else None, seg_size=SEG)
+        n = start
+        while n in present and (until is None or n == start or n * SEG <= until):
+            n += 1
+        assert parse_lsn(result.reached_lsn) == (n * SEG if n > start else start * SEG + offset)
+        assert (result.last.segno if result.last else None) == (n - 1 if n > start else None)
+        later = [m for m in present if m >= n]
+        upper = (max(later) if until is None else min(max(later), until // SEG)) if later else n - 1
+        assert result.gaps == [wal_name(1, m, SEG) for m in range(n, upper + 1) if m not in present]
+        if until is not None:
+            taken = n > start and n * SEG > until  # the segment holding the target is in the run
+            assert result.reaches(format_lsn(until)) == (taken or until <= start * SEG + offset)
+
+    check()

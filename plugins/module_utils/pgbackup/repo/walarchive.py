@@ -194,16 +194,19 @@ def _timeline_path(segments: List[Segment], timeline: int, start: int) -> List[T
     return best
 
 
-def continuity(segments: List[Segment], start_lsn: str, timeline: int,
-               until_lsn: Optional[str] = None) -> Continuity:
+def continuity(segments: List[Segment], start_lsn: str, timeline: int, until_lsn: Optional[str] = None,
+               seg_size: Optional[int] = None) -> Continuity:
     """Walk the archive from ``start_lsn`` on ``timeline`` segment by segment, switching timelines where the
     archived .history files say (as recovery with recovery_target_timeline = 'latest' does).
 
-    ``reached_lsn``: the end of the last segment of the unbroken run; ``gaps``: the names missing between
-    there and the newest archived segment on the path (or ``until_lsn``)."""
+    ``reached_lsn``: the end of the last segment of the unbroken run (with ``until_lsn``, the walk stops after the
+    segment holding it); ``gaps``: the names missing between there and the newest archived segment on the path
+    (with ``until_lsn``: and no further than the segment holding it). ``seg_size``: the server's WAL segment size
+    (default: as the archived segments show it, else 16 MiB)."""
     start = parse_lsn(start_lsn)
     files = [s for s in segments if s.kind == "segment" and s.segno is not None]
-    seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
+    if seg_size is None:
+        seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
     path = _timeline_path(segments, timeline, start)
     begins = [(tli, begin // seg_size) for tli, begin in path]
 
@@ -219,8 +222,8 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
     until = parse_lsn(until_lsn) if until_lsn else None
     result = Continuity(start_lsn=format_lsn(start), reached_lsn=format_lsn(start), target_timeline=path[-1][0])
     while True:
-        if until is not None and result.last is not None and (segno * seg_size) > until:
-            break
+        if until is not None and result.last is not None and segno * seg_size > until:
+            break  # the segment holding the target is in
         tli = timeline_for(segno)
         found = have.get((tli, segno))
         if found is None:
@@ -230,15 +233,12 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
         if tli not in result.timelines:
             result.timelines.append(tli)
         segno += 1
-    on_path = [s.segno for s in files if s.segno is not None and s.segno >= segno
-               and s.timeline == timeline_for(s.segno)]
-    newest = max(on_path) if on_path else None
-    if until is not None:
-        limit = until // seg_size
-        newest = limit if newest is None or (newest is not None and newest > limit) else newest
-        if newest is not None and not on_path and until <= parse_lsn(result.reached_lsn):
-            newest = None
-    if newest is not None:
+    later = [s.segno for s in files if s.segno is not None and s.segno >= segno
+             and s.timeline == timeline_for(s.segno)]
+    if later:
+        newest = max(later)
+        if until is not None:
+            newest = min(newest, until // seg_size)
         result.gaps = [wal_name(timeline_for(n), n, seg_size) for n in range(segno, newest + 1)
                        if (timeline_for(n), n) not in have]
     return result
