@@ -323,6 +323,9 @@ def test_check_wal_thresholds():
     refused = check_wal(dict(base, newest_age_seconds=60, refused=[{"record": "wal/x.json", "reason": "is bad"}]))
     assert refused["status"] == "warning" and "not trusted" in refused["reason"]
     assert check_wal(dict(base, newest_age_seconds=None, newest=None))["status"] == "warning"
+    ahead = check_wal(dict(base, newest_age_seconds=0, newest={"wal": wal_name(1, 3), "future": True,
+                                                              "modified_at": "2099-01-01T00:00:00Z"}))
+    assert ahead["status"] == "warning" and "clock" in ahead["reason"]
 
 
 def test_the_cli_commands(tmp_path, pgwal, capsys):
@@ -375,3 +378,19 @@ def test_continuity_property():
             assert result.reaches(format_lsn(until)) == (taken or until <= start * SEG + offset)
 
     check()
+
+
+def test_status_takes_the_newest_in_wal_order_and_flags_a_future_date(tmp_path, pgwal):
+    from seawall_pgbackup.ops.wal import wal_status
+
+    cfg = load_config(env=_env(tmp_path))
+    archive = WalArchive(cfg)
+    ahead = _write(pgwal, wal_name(1, 1, SEG), _segment_bytes(1))
+    os.utime(ahead, (4102444800, 4102444800))  # 2100: pushed while the clock ran ahead
+    archive.push(ahead)
+    archive.push(_write(pgwal, wal_name(1, 2, SEG), _segment_bytes(2)))
+    status = wal_status(cfg)
+    assert status["newest"]["wal"] == wal_name(1, 2, SEG) and not status["newest"]["future"]
+    archive.remove([s for s in archive.segments() if s.segno == 2])
+    status = wal_status(cfg)
+    assert status["newest"]["future"] and status["newest_age_seconds"] == 0

@@ -290,6 +290,9 @@ def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         return check("wal", "warning", "no WAL segment archived in %s yet (only history or backup files)"
                      % status.get("where"), **extra)
     described = "newest WAL %s archived %s ago, %d segments" % (extra["newest"], human_age(age), extra["segments"] or 0)
+    if (status.get("newest") or {}).get("future"):
+        return check("wal", "warning", "%s is dated in the future (%s): check this host's clock"
+                     % (extra["newest"], status["newest"]["modified_at"]), **extra)
     if age > WAL_CRITICAL_AGE_SECONDS:
         return check("wal", "critical", "%s: archiving has stopped (check archive_command in the server log)"
                      % described, **extra)

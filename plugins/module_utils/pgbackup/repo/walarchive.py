@@ -30,7 +30,7 @@ from ..codec.authn import Trust, Untrusted, render_manifest
 from ..codec.compression import compressor, decompressing_reader
 from ..codec.crypto import AES_MODE, AuthenticationFailed, Binding
 from ..codec.stored import Sealing, StoredWriter, decrypting_reader, sealing_for
-from ..core.clock import iso, parse_iso, utc_now
+from ..core.clock import is_future, iso, parse_iso, utc_now
 from ..core.errors import BackupError, ConfigError, DestinationError, VerifyError
 from ..core.fsutil import (check_private_dir, create_private, ensure_private_dir, fsync_dir, open_read_nofollow,
                            remove_quietly, write_file_atomic)
@@ -834,9 +834,11 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                               "from_lsn": None, "from_backup": None, "timelines": []}
     files = [s for s in segments if s.kind in ("segment", "partial")]
     if files:
-        newest = max(files, key=lambda s: (s.modified_at, s.timeline, s.segno or 0))
+        # the newest in WAL order (segments() sorts so), not by its date: a record dated ahead (a clock that ran
+        # ahead when it was pushed) must not hide that archiving stopped
+        newest = files[-1]
         status["newest"] = {"wal": newest.wal, "modified_at": iso(newest.modified_at),
-                            "archived_at": iso(newest.archived_at)}
+                            "archived_at": iso(newest.archived_at), "future": is_future(newest.modified_at, now)}
         status["newest_age_seconds"] = max(0, int((now - newest.modified_at).total_seconds()))
     repo = open_repository(cfg, destination)
     try:
