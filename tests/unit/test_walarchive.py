@@ -323,8 +323,8 @@ def test_check_wal_thresholds():
     refused = check_wal(dict(base, newest_age_seconds=60, refused=[{"record": "wal/x.json", "reason": "is bad"}]))
     assert refused["status"] == "warning" and "not trusted" in refused["reason"]
     assert check_wal(dict(base, newest_age_seconds=None, newest=None))["status"] == "warning"
-    ahead = check_wal(dict(base, newest_age_seconds=0, newest={"wal": wal_name(1, 3), "future": True,
-                                                              "modified_at": "2099-01-01T00:00:00Z"}))
+    future = {"wal": wal_name(1, 3), "future": True, "modified_at": "2099-01-01T00:00:00Z"}
+    ahead = check_wal(dict(base, newest_age_seconds=0, newest=future))
     assert ahead["status"] == "warning" and "clock" in ahead["reason"]
 
 
