@@ -284,6 +284,10 @@ def test_a_deleted_segment_is_reported_by_verify_health_and_metrics(tmp_path, pg
     archive = WalArchive(cfg)
     assert verify_wal(cfg)["ok"] and not verify_wal(cfg)["exists"]
     assert "wal" not in {c["check"] for c in health(cfg, connect=False)["checks"]}  # no archiving: no check
+    os.makedirs(os.path.join(cfg.backup_dir, "wal"), mode=0o700)  # what the tooling role makes: archiving is on
+    checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
+    assert checks["wal"]["status"] == "warning" and "nothing archived" in checks["wal"]["reason"]
+    assert [v for _labels, v in collect(cfg)["wal_segments"]] == [0]
     for n in (1, 2, 3, 4):
         archive.push(_write(pgwal, wal_name(1, n, SEG), _segment_bytes(n)))
     checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
@@ -317,6 +321,8 @@ def test_check_wal_thresholds():
     base = {"exists": True, "gaps": [], "refused": [], "segments": 3, "where": "/x", "from_lsn": "0/1000000",
             "newest": {"wal": wal_name(1, 3)}}
     assert check_wal(None) is None and check_wal(dict(base, exists=False)) is None
+    waiting = check_wal(dict(base, exists=False, configured=True, newest=None))
+    assert waiting["status"] == "warning" and "nothing archived" in waiting["reason"]
     assert check_wal(dict(base, newest_age_seconds=60))["status"] == "ok"
     assert check_wal(dict(base, newest_age_seconds=3 * 3600))["status"] == "warning"
     assert check_wal(dict(base, newest_age_seconds=30 * 3600))["status"] == "critical"

@@ -274,9 +274,13 @@ WAL_CRITICAL_AGE_SECONDS = 26 * 3600   # a day and more: point-in-time recovery 
 
 def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The WAL archive (ops/wal.wal_status): gaps are critical, an old newest segment or an untrusted record a
-    warning. None when nothing was ever archived (no archiving on this host)."""
-    if not status or not status.get("exists"):
+    warning. None when this host does not archive (no ``wal/`` folder, nothing archived)."""
+    if not status or not (status.get("exists") or status.get("configured")):
         return None
+    if not status.get("exists"):
+        return check("wal", "warning", "nothing archived in %s yet: check archive_command (the server log) and that "
+                     "the server writes WAL" % status.get("where"), newest=None, newest_age_seconds=None, gaps=[],
+                     segments=0)
     extra = {"newest": (status.get("newest") or {}).get("wal"), "newest_age_seconds": status.get("newest_age_seconds"),
              "gaps": list(status.get("gaps") or []), "segments": status.get("segments")}
     gaps = extra["gaps"]

@@ -816,7 +816,8 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                    archive: Optional[WalArchive] = None) -> Dict[str, Any]:
     """What the archive holds: segments, the newest one and its age, the gaps, refused records.
 
-    ``exists`` is False when nothing was ever archived (health and metrics then say nothing about WAL)."""
+    ``exists`` is False when nothing was ever archived; ``configured``: the ``wal/`` folder is there (the tooling
+    role makes it on a host that archives), so health says when nothing arrives."""
     now = now or utc_now()
     own = archive is None
     archive = archive or WalArchive(cfg, destination)
@@ -826,7 +827,8 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
     finally:
         if own:
             archive.close()
-    status: Dict[str, Any] = {"exists": bool(segments or refused), "where": archive.where,
+    configured = archive.root is None or os.path.isdir(os.path.join(archive.root, FOLDER))
+    status: Dict[str, Any] = {"exists": bool(segments or refused), "configured": configured, "where": archive.where,
                               "segments": len([s for s in segments if s.kind == "segment"]),
                               "files": len(segments), "bytes": sum(max(s.stored_size, 0) for s in segments),
                               "refused": [{"record": key, "reason": why} for key, why in refused],
