@@ -78,13 +78,22 @@ class Archiving:
         return _as_user(self.user) + ["env", "-i"] + ["%s=%s" % kv for kv in sorted(self.env.items())] \
             + self.command + list(args)
 
-    def cli_as_server(self, *args: str, check: bool = False, env: Optional[Mapping[str, str]] = None,
-                      timeout: float = 300, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
-        """Run ``seawall-pgbackup --config FILE ARGS`` as the server's OS user; text output captured."""
+    def _argv_env(self, args: Sequence[str], env: Optional[Mapping[str, str]]) -> List[str]:
         argv = self.argv(*args)
         if env:
             at = argv.index("env") + 2
             argv[at:at] = ["%s=%s" % kv for kv in sorted(env.items())]
+        return argv
+
+    def popen_as_server(self, *args: str, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+        """``cli_as_server`` in the background (its pid is the engine's: setpriv and env exec it)."""
+        return subprocess.Popen(self._argv_env(args, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, cwd=str(self.base))
+
+    def cli_as_server(self, *args: str, check: bool = False, env: Optional[Mapping[str, str]] = None,
+                      timeout: float = 300, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run ``seawall-pgbackup --config FILE ARGS`` as the server's OS user; text output captured."""
+        argv = self._argv_env(args, env)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               stdin=subprocess.DEVNULL, cwd=cwd or str(self.base))
         if check and done.returncode != 0:
@@ -115,6 +124,24 @@ class Archiving:
         log = self.cluster.log_file.read_text(errors="replace")[-3000:] if self.cluster.log_file.exists() else ""
         raise AssertionError("%s not archived within %.0f s (pg_stat_archiver: %s); server log:\n%s"
                              % (walname, timeout, row, log))
+
+    def owned_dir(self, name: str) -> Path:
+        """A new directory in ``base`` that the server's user owns (0700)."""
+        path = self.base / name
+        path.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return path
+
+    def owned_file(self, folder: Path, name: str, data: bytes) -> Path:
+        """A file the server's user owns (0600) in ``folder``."""
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        if os.geteuid() == 0:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        return path
 
     def wal_folder(self) -> Path:
         return self.backup_dir / "wal"

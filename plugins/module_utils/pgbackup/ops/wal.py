@@ -11,17 +11,11 @@ reads every data object back (``verify --wal``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ..config.settings import Config
-from ..core.clock import iso, utc_now
 from ..core.errors import BackupError
-from ..model.manifest import Backup
-from ..repo.catalog import open_repository
-from ..repo.walarchive import (DEFAULT_SEGMENT_SIZE, Continuity, Segment, WalArchive, continuity, format_lsn,
-                               lsn_to_segno, segment_size_of)
-
-PHYSICAL = ("base", "incremental")
+from ..repo.walarchive import DEFAULT_SEGMENT_SIZE, Segment, WalArchive, archive_status
 
 
 def wal_push(cfg: Config, path: str) -> Dict[str, Any]:
@@ -42,69 +36,10 @@ def wal_fetch(cfg: Config, walname: str, dest: str, destination: Optional[str] =
         archive.close()
 
 
-def _baseline(segments: List[Segment], backups: List[Backup]) -> Tuple[Optional[Backup], Optional[Tuple[str, int]]]:
-    """Where continuity is measured from: the end of the oldest physical backup taken while WAL was already
-    archived (its own WAL is in the backup; recovery needs the archive from its stop LSN on), else the oldest
-    archived segment. (None, None) when nothing is archived."""
-    files = [s for s in segments if s.kind == "segment" and s.segno is not None]
-    if not files:
-        return None, None
-    seg_size = segment_size_of(files[0])
-    first = {}
-    for segment in files:
-        first.setdefault(segment.timeline, segment.segno)
-    for backup in backups:
-        manifest = backup.manifest
-        if not manifest.stop_lsn or not manifest.timeline:
-            continue
-        oldest = first.get(manifest.timeline)
-        if oldest is not None and lsn_to_segno(manifest.stop_lsn, seg_size) >= oldest:
-            return backup, (manifest.stop_lsn, manifest.timeline)
-    start = files[0]
-    return None, (format_lsn((start.segno or 0) * seg_size), start.timeline)
-
-
 def wal_status(cfg: Config, destination: Optional[str] = None, now: Optional[datetime] = None,
                archive: Optional[WalArchive] = None) -> Dict[str, Any]:
-    """What the archive holds: segments, the newest one and its age, the gaps, refused records.
-
-    ``exists`` is False when nothing was ever archived (health and metrics then say nothing about WAL)."""
-    now = now or utc_now()
-    own = archive is None
-    archive = archive or WalArchive(cfg, destination)
-    try:
-        segments = archive.segments()
-        refused = archive.refused()
-    finally:
-        if own:
-            archive.close()
-    status: Dict[str, Any] = {"exists": bool(segments or refused), "where": archive.where,
-                              "segments": len([s for s in segments if s.kind == "segment"]),
-                              "files": len(segments), "bytes": sum(max(s.stored_size, 0) for s in segments),
-                              "refused": [{"record": key, "reason": why} for key, why in refused],
-                              "gaps": [], "newest": None, "newest_age_seconds": None, "reached_lsn": None,
-                              "from_lsn": None, "from_backup": None, "timelines": []}
-    files = [s for s in segments if s.kind in ("segment", "partial")]
-    if files:
-        newest = max(files, key=lambda s: (s.modified_at, s.timeline, s.segno or 0))
-        status["newest"] = {"wal": newest.wal, "modified_at": iso(newest.modified_at),
-                            "archived_at": iso(newest.archived_at)}
-        status["newest_age_seconds"] = max(0, int((now - newest.modified_at).total_seconds()))
-    repo = open_repository(cfg, destination)
-    try:
-        backups = [b for kind in PHYSICAL for b in repo.backups(kind=kind)]
-    except BackupError:
-        backups = []
-    finally:
-        repo.close()
-    backups.sort(key=lambda b: (b.created_at, b.id))
-    backup, start = _baseline(segments, backups)
-    if start is not None:
-        walk: Continuity = continuity(segments, start[0], start[1])
-        status.update(gaps=walk.gaps, reached_lsn=walk.reached_lsn, from_lsn=walk.start_lsn,
-                      from_backup=backup.id if backup else None, timelines=walk.timelines,
-                      last=walk.last.wal if walk.last else None)
-    return status
+    """What the archive holds (repo/walarchive.archive_status): segments, newest and its age, gaps, refusals."""
+    return archive_status(cfg, destination, now, archive)
 
 
 def verify_wal(cfg: Config, destination: Optional[str] = None, level: str = "archive") -> Dict[str, Any]:

@@ -30,12 +30,14 @@ from ..codec.authn import Trust, Untrusted, render_manifest
 from ..codec.compression import compressor, decompressing_reader
 from ..codec.crypto import AES_MODE, AuthenticationFailed, Binding
 from ..codec.stored import Sealing, StoredWriter, decrypting_reader, sealing_for
-from ..core.clock import iso, parse_iso, utc_now
+from ..core.clock import is_future, iso, parse_iso, utc_now
 from ..core.errors import BackupError, ConfigError, DestinationError, VerifyError
 from ..core.fsutil import (check_private_dir, create_private, ensure_private_dir, fsync_dir, open_read_nofollow,
                            remove_quietly, write_file_atomic)
 from ..core.testpoints import pause
+from ..model.manifest import Backup
 from ..store import LocalStore, ObjectInfo, Store, find_settings, open_destination, remote_settings
+from .catalog import open_repository
 
 FOLDER = "wal"
 FORMAT = 1
@@ -192,16 +194,19 @@ def _timeline_path(segments: List[Segment], timeline: int, start: int) -> List[T
     return best
 
 
-def continuity(segments: List[Segment], start_lsn: str, timeline: int,
-               until_lsn: Optional[str] = None) -> Continuity:
+def continuity(segments: List[Segment], start_lsn: str, timeline: int, until_lsn: Optional[str] = None,
+               seg_size: Optional[int] = None) -> Continuity:
     """Walk the archive from ``start_lsn`` on ``timeline`` segment by segment, switching timelines where the
     archived .history files say (as recovery with recovery_target_timeline = 'latest' does).
 
-    ``reached_lsn``: the end of the last segment of the unbroken run; ``gaps``: the names missing between
-    there and the newest archived segment on the path (or ``until_lsn``)."""
+    ``reached_lsn``: the end of the last segment of the unbroken run (with ``until_lsn``, the walk stops after the
+    segment holding it); ``gaps``: the names missing between there and the newest archived segment on the path
+    (with ``until_lsn``: and no further than the segment holding it). ``seg_size``: the server's WAL segment size
+    (default: as the archived segments show it, else 16 MiB)."""
     start = parse_lsn(start_lsn)
     files = [s for s in segments if s.kind == "segment" and s.segno is not None]
-    seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
+    if seg_size is None:
+        seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
     path = _timeline_path(segments, timeline, start)
     begins = [(tli, begin // seg_size) for tli, begin in path]
 
@@ -217,8 +222,8 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
     until = parse_lsn(until_lsn) if until_lsn else None
     result = Continuity(start_lsn=format_lsn(start), reached_lsn=format_lsn(start), target_timeline=path[-1][0])
     while True:
-        if until is not None and result.last is not None and (segno * seg_size) > until:
-            break
+        if until is not None and result.last is not None and segno * seg_size > until:
+            break  # the segment holding the target is in
         tli = timeline_for(segno)
         found = have.get((tli, segno))
         if found is None:
@@ -228,15 +233,12 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
         if tli not in result.timelines:
             result.timelines.append(tli)
         segno += 1
-    on_path = [s.segno for s in files if s.segno is not None and s.segno >= segno
-               and s.timeline == timeline_for(s.segno)]
-    newest = max(on_path) if on_path else None
-    if until is not None:
-        limit = until // seg_size
-        newest = limit if newest is None or (newest is not None and newest > limit) else newest
-        if newest is not None and not on_path and until <= parse_lsn(result.reached_lsn):
-            newest = None
-    if newest is not None:
+    later = [s.segno for s in files if s.segno is not None and s.segno >= segno
+             and s.timeline == timeline_for(s.segno)]
+    if later:
+        newest = max(later)
+        if until is not None:
+            newest = min(newest, until // seg_size)
         result.gaps = [wal_name(timeline_for(n), n, seg_size) for n in range(segno, newest + 1)
                        if (timeline_for(n), n) not in have]
     return result
@@ -783,6 +785,80 @@ class WalArchive:
         self.store.close()
 
 
+# ---------------------------------------------------------------------- status (health, metrics, verify)
+
+PHYSICAL = ("base", "incremental")
+
+
+def _baseline(segments: List[Segment], backups: List[Backup]) -> Tuple[Optional[Backup], Optional[Tuple[str, int]]]:
+    """Where continuity is measured from: the end of the oldest physical backup taken while WAL was already
+    archived (its own WAL is in the backup; recovery needs the archive from its stop LSN on), else the oldest
+    archived segment. (None, None) when nothing is archived."""
+    files = [s for s in segments if s.kind == "segment" and s.segno is not None]
+    if not files:
+        return None, None
+    seg_size = segment_size_of(files[0])
+    first = {}
+    for segment in files:
+        first.setdefault(segment.timeline, segment.segno)
+    for backup in backups:
+        manifest = backup.manifest
+        if not manifest.stop_lsn or not manifest.timeline:
+            continue
+        oldest = first.get(manifest.timeline)
+        if oldest is not None and lsn_to_segno(manifest.stop_lsn, seg_size) >= oldest:
+            return backup, (manifest.stop_lsn, manifest.timeline)
+    start = files[0]
+    return None, (format_lsn((start.segno or 0) * seg_size), start.timeline)
+
+
+def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[datetime] = None,
+                   archive: Optional[WalArchive] = None) -> Dict[str, Any]:
+    """What the archive holds: segments, the newest one and its age, the gaps, refused records.
+
+    ``exists`` is False when nothing was ever archived; ``configured``: the ``wal/`` folder is there (the tooling
+    role makes it on a host that archives), so health says when nothing arrives."""
+    now = now or utc_now()
+    own = archive is None
+    archive = archive or WalArchive(cfg, destination)
+    try:
+        segments = archive.segments()
+        refused = archive.refused()
+    finally:
+        if own:
+            archive.close()
+    configured = archive.root is None or os.path.isdir(os.path.join(archive.root, FOLDER))
+    status: Dict[str, Any] = {"exists": bool(segments or refused), "configured": configured, "where": archive.where,
+                              "segments": len([s for s in segments if s.kind == "segment"]),
+                              "files": len(segments), "bytes": sum(max(s.stored_size, 0) for s in segments),
+                              "refused": [{"record": key, "reason": why} for key, why in refused],
+                              "gaps": [], "newest": None, "newest_age_seconds": None, "reached_lsn": None,
+                              "from_lsn": None, "from_backup": None, "timelines": []}
+    files = [s for s in segments if s.kind in ("segment", "partial")]
+    if files:
+        # the newest in WAL order (segments() sorts so), not by its date: a record dated ahead (a clock that ran
+        # ahead when it was pushed) must not hide that archiving stopped
+        newest = files[-1]
+        status["newest"] = {"wal": newest.wal, "modified_at": iso(newest.modified_at),
+                            "archived_at": iso(newest.archived_at), "future": is_future(newest.modified_at, now)}
+        status["newest_age_seconds"] = max(0, int((now - newest.modified_at).total_seconds()))
+    repo = open_repository(cfg, destination)
+    try:
+        backups = [b for kind in PHYSICAL for b in repo.backups(kind=kind)]
+    except BackupError:
+        backups = []
+    finally:
+        repo.close()
+    backups.sort(key=lambda b: (b.created_at, b.id))
+    backup, start = _baseline(segments, backups)
+    if start is not None:
+        walk: Continuity = continuity(segments, start[0], start[1])
+        status.update(gaps=walk.gaps, reached_lsn=walk.reached_lsn, from_lsn=walk.start_lsn,
+                      from_backup=backup.id if backup else None, timelines=walk.timelines,
+                      last=walk.last.wal if walk.last else None)
+    return status
+
+
 def _with_segno(segment: Segment) -> Segment:
     from dataclasses import replace  # pylint: disable=import-outside-toplevel
     return replace(segment, segno=segno_of(segment.wal, segment_size_of(segment)))
@@ -793,5 +869,5 @@ def _ring(cfg: Any):
     return load_keyring(cfg)
 
 
-__all__ = ["Segment", "WalArchive", "Continuity", "continuity", "lsn_to_segno", "wal_name", "segment_size_of",
-           "parse_lsn", "format_lsn", "kind_of", "parse_history", "FOLDER"]
+__all__ = ["Segment", "WalArchive", "archive_status", "Continuity", "continuity", "lsn_to_segno", "wal_name",
+           "segment_size_of", "parse_lsn", "format_lsn", "kind_of", "parse_history", "FOLDER"]
