@@ -284,6 +284,8 @@ def _restore_pgdata(cfg, args) -> int:
     if args.json:
         _print_json(result)
         return 0
+    if result.get("recovery_target"):  # a WAL-method incremental: its parents' data, recovery to its end
+        return _print_recovery(result)
     _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
          % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
             result["timeline"], result["seconds"]))
@@ -317,8 +319,13 @@ def _restore_point_in_time(cfg, args, target) -> int:
     if args.json:
         _print_json(result)
         return 0
-    _out("restored %s into data directory %s (%d files) for recovery to %s"
-         % (result["backup_id"], result["pgdata"], result["files"], result["target"]))
+    return _print_recovery(result)
+
+
+def _print_recovery(result) -> int:
+    _out("restored %s into data directory %s (%d files) for recovery to %s%s"
+         % (result["backup_id"], result["pgdata"], result["files"], result["target"],
+            " (the end of %s)" % result["wal_link"] if result.get("wal_link") else ""))
     if result.get("chain") and len(result["chain"]) > 1:
         _out("combined %s" % " + ".join(result["chain"]))
     _out("the archive reaches %s%s; recovery settings are in postgresql.auto.conf (recovery.signal)"
