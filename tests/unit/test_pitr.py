@@ -204,3 +204,10 @@ def test_chains_end_at_data_and_wal_links_add_none():
     assert [b.id for b in pitr.chains(repo, wal2.id)[0]] == [base.id, native.id]
     with pytest.raises(Exception, match="is a full backup"):
         pitr.chains(_Repo(_physical("full", 1, "0/1")), "full-db-20260101T010000Z")
+
+
+def test_conf_literals_stay_on_one_line():
+    # postgres -C reads these back as the original text (checked against PostgreSQL 15's parser)
+    assert pitr.conf_quote("a\nb\t'c' \\ d") == "'a\\nb\\t''c'' \\\\ d'"
+    with pytest.raises(ConfigError, match="NUL"):
+        pitr.conf_quote("a\0b")

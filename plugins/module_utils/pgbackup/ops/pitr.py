@@ -131,9 +131,14 @@ def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Opt
 
 # ---------------------------------------------------------------------- recovery settings
 
+_CONF_ESCAPES = {"\\": "\\\\", "'": "''", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
 def conf_quote(value: str) -> str:
-    """A postgresql.conf string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    """A postgresql.conf string literal (one line: the GUC parser reads back these backslash escapes)."""
+    if "\0" in value:
+        raise ConfigError("a NUL character cannot be written into postgresql.conf")
+    return "'" + "".join(_CONF_ESCAPES.get(c, c) for c in value) + "'"
 
 
 def host_command() -> List[str]:
