@@ -115,7 +115,8 @@ def _scenario(arch: Archiving) -> None:
     pg.psql("SELECT pg_create_restore_point('after two')")
     arch.switch_wal()
     _batch(pg, 3)
-    arch.wait_archived(arch.switch_wal())
+    switched = pg.scalar("SELECT pg_switch_wal()") or ""  # where the switch record ends: in the archived segment
+    arch.wait_archived(pg.scalar("SELECT pg_walfile_name('%s')" % switched) or "")
 
     # Unreachable targets: one line naming the target and what the archive reaches, nothing written.
     absent = arch.base / "absent"
@@ -127,7 +128,9 @@ def _scenario(arch: Archiving) -> None:
                           (["--target-name", "never made"], "no restore point of that name"),
                           (["--target-lsn", "FF/0"], "the archive reaches"),
                           (["--target-xid", "4000000000"], "no commit or abort of that xid"),
-                          (["--target-time", "2000-01-01T00:00:00Z"], "no good base backup ended before it")):
+                          (["--target-time", "2000-01-01T00:00:00Z"], "no good base backup ended before it"),
+                          # the next record is in the next segment, not archived yet (archive_timeout is 60 s)
+                          (["--target-lsn", switched], "with no WAL record at or after it yet")):
         for where in (absent, empty):
             proc = arch.cli_as_server("restore", "latest", "--pgdata", str(where), *target, env=env)
             line = _error(proc)
@@ -171,6 +174,8 @@ def test_a_missing_segment_is_a_gap_that_refuses_latest():
         assert "cannot restore to the end of the archive (latest)" in line and gone in line and not target.exists()
         line = _error(arch.cli_as_server("restore", "--pgdata", str(target), "--target-name", "x", env=env))
         assert "cannot restore to restore point 'x'" in line and not target.exists()
+        line = _error(arch.cli_as_server("restore", "--target-latest", env=env))
+        assert "a recovery target goes with a data directory" in line
 
 
 def test_the_restore_module_takes_recovery_targets_idempotently(pg15, tmp_path):

@@ -283,17 +283,13 @@ def _restore_pgdata(cfg, args) -> int:
     target = _target(cfg, args)
     if target is not None:
         return _restore_point_in_time(cfg, args, target)
-    from ..ops.incremental import wal_link_recovery  # pylint: disable=import-outside-toplevel
-    from ..ops.pitr import target_from  # pylint: disable=import-outside-toplevel
-    recovery = wal_link_recovery(cfg, args.backup, args.kind, args.destination)
-    if recovery is not None:  # a WAL-method incremental: its chain's newest tar, then recovery to its stop LSN
-        return _restore_point_in_time(cfg, args, target_from(lsn=recovery[1], tz_name=cfg.timezone),
-                                      selector=recovery[0])
     result = restore_data_directory(cfg, args.backup, args.pgdata, kind=args.kind, before=args.before,
-                                    destination=args.destination)
+                                    destination=args.destination, config_file=_config_file(args))
     if args.json:
         _print_json(result)
         return 0
+    if result.get("recovery_target"):  # a WAL-method incremental: its parents' data, recovery to its end
+        return _print_recovery(result)
     _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
          % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
             result["timeline"], result["seconds"]))
@@ -310,21 +306,30 @@ def _target(cfg, args):
                        args.target_latest, cfg.timezone)
 
 
-def _restore_point_in_time(cfg, args, target, selector: Optional[str] = None) -> int:
+def _config_file(args) -> Optional[str]:
+    """The configuration file this run read, for the restore_command written into a data directory."""
+    return getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG") or None
+
+
+def _restore_point_in_time(cfg, args, target) -> int:
     from ..ops.pitr import restore_point_in_time  # pylint: disable=import-outside-toplevel
 
     if args.before:
         raise ConfigError("a recovery target chooses its base backup itself; name a backup id instead of a time "
                           "to restore before")
-    result = restore_point_in_time(cfg, selector or args.backup, args.pgdata, target,
-                                   kind=None if selector else args.kind,
+    result = restore_point_in_time(cfg, args.backup, args.pgdata, target, kind=args.kind,
                                    destination=args.destination,
-                                   config_file=getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG"))
+                                   config_file=_config_file(args))
     if args.json:
         _print_json(result)
         return 0
-    _out("restored %s into data directory %s (%d files) for recovery to %s"
-         % (result["backup_id"], result["pgdata"], result["files"], result["target"]))
+    return _print_recovery(result)
+
+
+def _print_recovery(result) -> int:
+    _out("restored %s into data directory %s (%d files) for recovery to %s%s"
+         % (result["backup_id"], result["pgdata"], result["files"], result["target"],
+            " (the end of %s)" % result["wal_link"] if result.get("wal_link") else ""))
     if result.get("chain") and len(result["chain"]) > 1:
         _out("combined %s" % " + ".join(result["chain"]))
     _out("the archive reaches %s%s; recovery settings are in postgresql.auto.conf (recovery.signal)"

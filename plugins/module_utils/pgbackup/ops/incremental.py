@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config.connection import DbTarget
 from ..config.settings import Config
-from ..core.errors import BackupError, ConfigError, RestoreError, VerifyError
+from ..core.errors import BackupError, ConfigError, VerifyError
 from ..model.manifest import Backup
 from ..pg.client import query
-from ..repo.catalog import open_repository, present
 from ..repo.walarchive import (DEFAULT_SEGMENT_SIZE, Segment, WalArchive, continuity, lsn_to_segno,
                                segment_size_of)
 
@@ -35,7 +34,6 @@ WAL = "wal"
 NATIVE_MIN_MAJOR = 17  # pg_basebackup --incremental, pg_combinebackup, summarize_wal
 WAL_WAIT_SECONDS = 120.0  # the archiver picks a switched segment up within seconds; a stuck one fails the run
 _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-CHAIN_LIMIT = 10000  # a longer chain of parents is a loop in crafted manifests
 _WALFILE = re.compile(r"^[0-9A-F]{24}$")
 SETTINGS_SQL = ("SELECT name, setting FROM pg_settings "
                 "WHERE name IN ('summarize_wal', 'archive_mode', 'wal_level', 'wal_segment_size')")
@@ -209,32 +207,3 @@ def check_wal_link(cfg: Config, backup: Backup, deep: bool = True) -> str:
         manifest.start_lsn, manifest.stop_lsn, ", ".join(str(t) for t in timelines), len(files),
         ", each read back and checked" if deep else "")
 
-
-def wal_link_recovery(cfg: Config, selector: str, kind: Optional[str] = None,
-                      destination: Optional[str] = None) -> Optional[Tuple[str, str]]:
-    """When ``selector`` names a WAL-method incremental (an id, or ``latest`` of kind incremental): the id of the
-    newest base or native link of its chain, where recovery starts, and its stop LSN, where recovery stops.
-    None for every other backup (restored as it is)."""
-    if selector == "latest" and kind != "incremental":
-        return None
-    repo = open_repository(cfg, destination)
-    try:
-        if selector == "latest":
-            found = present(repo.backups(kind="incremental"))
-            if not found:
-                return None
-            backup = found[-1]
-        else:
-            backup = repo.find(selector, kind=kind)
-        if method_of(backup) != WAL:
-            return None
-        start = backup
-        for _step in range(CHAIN_LIMIT):
-            if method_of(start) != WAL:
-                return start.id, str(backup.manifest.stop_lsn)
-            if not start.manifest.parent:
-                break
-            start = repo.find(start.manifest.parent)  # a missing or bad link: NotFound, nothing written
-        raise RestoreError("%s: its chain of parents does not reach a base backup" % backup.id)
-    finally:
-        repo.close()

@@ -131,9 +131,14 @@ def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Opt
 
 # ---------------------------------------------------------------------- recovery settings
 
+_CONF_ESCAPES = {"\\": "\\\\", "'": "''", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
 def conf_quote(value: str) -> str:
-    """A postgresql.conf string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    """A postgresql.conf string literal (one line: the GUC parser reads back these backslash escapes)."""
+    if "\0" in value:
+        raise ConfigError("a NUL character cannot be written into postgresql.conf")
+    return "'" + "".join(_CONF_ESCAPES.get(c, c) for c in value) + "'"
 
 
 def host_command() -> List[str]:
@@ -215,23 +220,30 @@ def write_recovery(pgdata: str, settings: Sequence[Tuple[str, str]], comment: st
 
 # ---------------------------------------------------------------------- chains
 
+def is_wal_link(backup: Backup) -> bool:
+    """An incremental without a tar: the WAL archived since its parent (PostgreSQL 15/16), replayed by recovery."""
+    return backup.kind == "incremental" and (backup.manifest.method == "wal" or backup.file("base") is None)
+
+
 def chains(repo: Repository, selector: str = "latest", kind: Optional[str] = None) -> List[List[Backup]]:
-    """The restorable chains (base first), oldest first by end: every good base/incremental with all its parents
-    good (``latest``), or the one chain of the backup ``selector`` names."""
+    """The restorable chains (base first, then native incrementals), oldest first by end: every good base or
+    incremental with all its parents good (``latest``), or the one chain of the backup ``selector`` names. A
+    WAL-method link adds no data: its chain is its parents'."""
     if selector != "latest":
         chosen = repo.find(selector, kind=kind)
         return [_chain_of(repo, chosen, None)]
     # ``kind`` picks nothing here: the end of any chain may be the best start for a target
     good = present(repo.backups(kind="base") + repo.backups(kind="incremental"))
     by_id = {b.id: b for b in good}
-    found = []
+    found: Dict[str, List[Backup]] = {}
     for backup in good:
         try:
-            found.append(_chain_of(repo, backup, by_id))
+            chain = _chain_of(repo, backup, by_id)
         except BackupError:
             continue  # a broken chain is never a start
-    found.sort(key=lambda chain: (parse_lsn(chain[-1].manifest.stop_lsn or "0/0"), chain[-1].created_at))
-    return found
+        found[chain[-1].id] = chain
+    return sorted(found.values(), key=lambda chain: (parse_lsn(chain[-1].manifest.stop_lsn or "0/0"),
+                                                     chain[-1].created_at))
 
 
 def _chain_of(repo: Repository, backup: Backup, by_id: Optional[Dict[str, Backup]]) -> List[Backup]:
@@ -249,6 +261,8 @@ def _chain_of(repo: Repository, backup: Backup, by_id: Optional[Dict[str, Backup
     if chain[0].kind != "base":
         raise RestoreError("%s is a %s backup: a data directory is rebuilt from a base backup or a chain"
                            % (backup.id, backup.kind))
+    while len(chain) > 1 and is_wal_link(chain[-1]):
+        chain.pop()  # its WAL is the archive's: recovery replays it
     check_chain(chain)
     return chain
 
@@ -269,6 +283,7 @@ class Reach:
     stop: Optional[WalRecord] = None  # the record recovery stops at (time, xid, name)
     timelines: List[int] = field(default_factory=list)
     scanned: int = 0  # WAL files read with pg_waldump
+    wal_link: Optional[str] = None  # the WAL-method incremental restored (its parents' data, then its WAL)
 
     @property
     def backup(self) -> Backup:
@@ -279,7 +294,8 @@ class Reach:
                 "target": self.target.describe(), "backup_id": self.backup.id,
                 "chain": [b.id for b in self.chain], "archive_reaches_lsn": self.reached_lsn,
                 "stop_lsn_in_archive": self.stop.lsn_text if self.stop else None,
-                "stop_record": _describe_record(self.stop), "timelines": list(self.timelines)}
+                "stop_record": _describe_record(self.stop), "timelines": list(self.timelines),
+                "wal_link": self.wal_link}
 
 
 def _describe_record(record: Optional[WalRecord]) -> Optional[str]:
@@ -287,6 +303,8 @@ def _describe_record(record: Optional[WalRecord]) -> Optional[str]:
         return None
     if record.kind == "restore_point":
         return "restore point %r at %s" % (record.name, record.lsn_text)
+    if record.kind == "other":
+        return "the record at %s" % record.lsn_text
     return "%s of xid %d at %s (%s)" % (record.kind, record.xid, record.lsn_text,
                                         iso(record.moment) if record.moment else "?")
 
@@ -343,6 +361,53 @@ class _Scanner:
         if not self.archive.fetch(segment.wal, path):
             raise RestoreError("WAL file %s vanished from the archive while it was read" % segment.wal)
 
+    def at(self, path: List[Segment], lsn: int, every: bool = True, limit: Optional[int] = 1,
+           start: Optional[int] = None, end: Optional[int] = None) -> List[WalRecord]:
+        """Records of the segment of ``path`` that holds ``lsn`` (and of the next, for a record crossing into it),
+        from ``start`` to ``end``; [] when the path has no such segment."""
+        if not path:
+            return []
+        size = segment_size_of(path[0])
+        index = next((i for i, s in enumerate(path) if s.segno == lsn // size), None)
+        if index is None:
+            return []
+        segment = path[index]
+        following = path[index + 1] if index + 1 < len(path) else None
+        folder = os.path.join(self.scratch, "at")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self._fetch(segment, folder)
+            last = None
+            if following is not None and following.timeline == segment.timeline:
+                self._fetch(following, folder)
+                last = following.wal
+            self.read += 1
+            records, _end = dump(self.tools, folder, segment.wal, last, start_lsn=start, every=every, limit=limit,
+                                 end_lsn=end)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return records
+
+    def record_from(self, path: List[Segment], lsn: int) -> Optional[WalRecord]:
+        """The first record at or after ``lsn`` in the archive: recovery to an LSN stops once it replayed it."""
+        found = self.at(path, lsn, start=lsn)
+        return found[0] if found else None
+
+    def last_before(self, path: List[Segment], lsn: int) -> Optional[WalRecord]:
+        """The last record that starts before ``lsn`` (looked for in a window growing back to its segment's
+        start): recovery to it ends exactly there, without waiting for WAL after ``lsn``."""
+        if not path or lsn <= 0:
+            return None
+        size = segment_size_of(path[0])
+        floor = (lsn - 1) // size * size
+        window = 64 * 1024
+        while True:
+            begin = max(floor, lsn - window)
+            records = [r for r in self.at(path, lsn - 1, limit=None, start=begin, end=lsn) if r.lsn < lsn]
+            if records or begin == floor:
+                return records[-1] if records else None
+            window *= 8
+
     def first(self, path: List[Segment], wanted, skip=None) -> Optional[WalRecord]:
         """The first record of ``path`` for which ``wanted(record)`` holds; ``skip(segment)``: not read."""
         for index, segment in enumerate(path):
@@ -355,14 +420,21 @@ class _Scanner:
         return None
 
 
-def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Target, selector: str = "latest",
-                kind: Optional[str] = None) -> Reach:
+def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Optional[Target],
+                selector: str = "latest", kind: Optional[str] = None) -> Reach:
     """Choose the chain for ``target`` and prove the archive reaches it; a one-line RestoreError when it does not.
-    Reads only (WAL files are fetched into the backup directory's scratch and removed)."""
+    Reads only (WAL files are fetched into the backup directory's scratch and removed). ``target`` None: the
+    WAL-method incremental ``selector`` names, to its end."""
     candidates = chains(repo, selector, kind)
+    segments = archive.segments()
+    link = None
+    if target is None:  # a WAL-method link restored by its id: recovery to its end
+        if selector == "latest" or not candidates:
+            raise ConfigError("a recovery target is needed to restore %s with the WAL archive" % selector)
+        link = repo.find(selector, kind=kind)
+        target = _wal_link_target(cfg, archive, segments, link, candidates[-1])
     if not candidates:
         raise NotFound("no good base backup in %s to restore to %s from" % (repo.where, target.describe()))
-    segments = archive.segments()
     if target.kind == "immediate":
         chain = candidates[-1]
         return Reach(target, chain, chain[-1].manifest.stop_lsn or "0/0")
@@ -393,9 +465,34 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Targ
         else:  # the newest chain that may start it: an older one replays the same archive, only longer
             reach = _reach_from(scanner, segments, candidates[-1], target)
         reach.scanned = scanner.read
+        reach.wal_link = link.id if link is not None else None
         return reach
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wal_link_target(cfg: Config, archive: WalArchive, segments: List[Segment], link: Backup,
+                     chain: List[Backup]) -> Target:
+    """The LSN target that ends recovery with the last record of a WAL-method link (its stop LSN is where its
+    segment switch ended: the next record is in a segment that may not be archived yet)."""
+    if not is_wal_link(link):
+        raise ConfigError("%s is a %s backup: restoring it into a data directory needs no recovery target"
+                          % (link.id, link.kind))
+    stop = parse_lsn(link.manifest.stop_lsn or "0/0")
+    data = chain[-1]
+    major = (data.manifest.server.major if data.manifest.server else None) or 0
+    tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's server", tools=("pg_waldump",))
+    scratch = scratch_dir(cfg, "pitr")
+    try:
+        scanner = _Scanner(archive, segments, tools, scratch)
+        walk = continuity(segments, data.manifest.stop_lsn or "0/0", data.manifest.timeline or 1)
+        record = scanner.last_before(scanner.path(walk, data.manifest.stop_lsn or "0/0"), stop)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if record is None or record.lsn < parse_lsn(data.manifest.stop_lsn or "0/0"):
+        raise RestoreError("cannot restore %s: the archive does not hold its WAL up to its stop LSN %s "
+                           "(restore %s with a recovery target instead)" % (link.id, link.manifest.stop_lsn, data.id))
+    return Target("lsn", record.lsn_text, lsn=record.lsn)
 
 
 def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup], target: Target) -> Reach:
@@ -419,6 +516,11 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     if target.kind == "lsn":
         if reached is None or parse_lsn(walk.reached_lsn) <= (target.lsn or 0):
             raise RestoreError("cannot restore to %s from %s: %s" % (target.describe(), last.id, reaches))
+        found = scanner.record_from(path, target.lsn or 0)
+        if found is None:  # e.g. right after a segment switch, before the next segment was archived
+            raise RestoreError("cannot restore to %s from %s: %s, with no WAL record at or after it yet"
+                               % (target.describe(), last.id, reaches))
+        reach.stop = found
         return reach
     if target.kind == "time":
         moment = target.moment
@@ -462,7 +564,7 @@ def _reach_any(scanner: _Scanner, segments: List[Segment], candidates: List[List
 
 # ---------------------------------------------------------------------- the restore
 
-def plan_point_in_time(cfg: Config, target: Target, selector: str = "latest", kind: Optional[str] = None,
+def plan_point_in_time(cfg: Config, target: Optional[Target], selector: str = "latest", kind: Optional[str] = None,
                        destination: Optional[str] = None) -> Reach:
     """The chain and what the archive reaches for ``target`` (check mode, and the first step of the restore)."""
     repo = open_repository(cfg, destination)
@@ -474,7 +576,7 @@ def plan_point_in_time(cfg: Config, target: Target, selector: str = "latest", ki
         repo.close()
 
 
-def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target: Target,
+def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target: Optional[Target],
                                  kind: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
     """What ``restore_point_in_time`` would do (check mode, diff): the chain the target starts from, and
     ``skip_reason`` when the directory already holds its last backup (idempotence on backup_label). Raises like
@@ -490,10 +592,12 @@ def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target
     return {"backup": reach.backup, "pgdata": pgdata, "restored_before": held, "skip_reason": skip, "reach": reach}
 
 
-def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Target, kind: Optional[str] = None,
-                          destination: Optional[str] = None, config_file: Optional[str] = None) -> Dict[str, Any]:
+def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optional[Target],
+                          kind: Optional[str] = None, destination: Optional[str] = None,
+                          config_file: Optional[str] = None) -> Dict[str, Any]:
     """Rebuild ``pgdata`` (absent or empty) for recovery to ``target``; refused before it is touched when the
-    archive cannot reach the target. The server recovers when started (restore_command: our wal-fetch)."""
+    archive cannot reach the target. The server recovers when started (restore_command: our wal-fetch).
+    ``target`` None: ``selector`` names a WAL-method incremental, restored to its end."""
     pgdata = os.path.abspath(pgdata)
     check_empty_target(pgdata)
     repo = open_repository(cfg, destination)
@@ -502,6 +606,7 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Targe
     started = time.monotonic()
     try:
         reach = check_reach(cfg, repo, archive, target, selector, kind)
+        target = reach.target
         fetch = restore_command(cfg, config_file)
         settings = recovery_settings(target, fetch)
         comment = "%s to %s" % (reach.backup.id, target.describe())
@@ -521,5 +626,5 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Targe
     result["restore_command"] = fetch
     result["seconds"] = round(time.monotonic() - started, 3)
     log.info("restore-ok", id=reach.backup.id, target=pgdata, seconds=result["seconds"],
-             recovery_target=target.describe())
+             recovery_target=reach.target.describe())
     return result

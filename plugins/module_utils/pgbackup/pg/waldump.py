@@ -53,17 +53,19 @@ def _lsn(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-def parse_line(line: str) -> Optional[WalRecord]:
-    """The record of one pg_waldump output line, or None for records recovery does not stop at."""
+def parse_line(line: str, every: bool = False) -> Optional[WalRecord]:
+    """The record of one pg_waldump output line, or None for records recovery does not stop at (``every``:
+    those too, as kind ``other``)."""
     match = _LINE.match(line.rstrip("\r\n"))
     if not match:
         return None
     rmgr, desc = match.group("rmgr"), match.group("desc").rstrip()
     lsn, tx = _lsn(match.group("lsn")), int(match.group("tx"))
+    other = WalRecord(lsn, "other", tx) if every else None
     if rmgr == "Transaction":
         xact = _XACT.match(desc)
         if not xact:
-            return None
+            return other
         moment = datetime.strptime(xact.group("when"), "%Y-%m-%d %H:%M:%S.%f" if "." in xact.group("when")
                                    else "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
         xid = int(xact.group("prepared")) if xact.group("prepared") else tx  # a prepared one ends another xid
@@ -72,27 +74,36 @@ def parse_line(line: str) -> Optional[WalRecord]:
         point = _RESTORE_POINT.match(desc)
         if point:
             return WalRecord(lsn, "restore_point", tx, name=point.group("name"))
-    return None
+    return other
 
 
-def parse_output(text: str) -> List[WalRecord]:
-    return [record for record in (parse_line(line) for line in text.splitlines()) if record is not None]
+def parse_output(text: str, every: bool = False) -> List[WalRecord]:
+    return [record for record in (parse_line(line, every) for line in text.splitlines()) if record is not None]
 
 
 def dump(tools: ClientTools, directory: str, first: str, last: Optional[str] = None,
-         start_lsn: Optional[int] = None) -> Tuple[List[WalRecord], Optional[str]]:
+         start_lsn: Optional[int] = None, every: bool = False, limit: Optional[int] = None,
+         end_lsn: Optional[int] = None) -> Tuple[List[WalRecord], Optional[str]]:
     """The records of the WAL files ``first``..``last`` (names of files in ``directory``, one timeline), from
-    ``start_lsn`` when given. Reading ends at the first record that is not valid (the end of the WAL written, or
-    of the files here): its reason is returned beside what was read before it, None when the range was read whole.
+    ``start_lsn`` (the first record at or after it) and before ``end_lsn`` when given; ``every``: all records,
+    else only those recovery stops at (Transaction and XLOG resource managers); at most ``limit`` records.
+    Reading ends at the first record that is not valid (the end of the WAL written, or of the files here): its
+    reason is returned beside what was read before it, None when the range was read whole.
     """
-    cmd = [tools.path("pg_waldump"), "--rmgr=Transaction", "--rmgr=XLOG", "--path=" + directory]
+    cmd = [tools.path("pg_waldump"), "--path=" + directory]
+    if not every:
+        cmd += ["--rmgr=Transaction", "--rmgr=XLOG"]
     if start_lsn is not None:
         cmd.append("--start=" + format_lsn(start_lsn))
+    if end_lsn is not None:
+        cmd.append("--end=" + format_lsn(end_lsn))
+    if limit is not None:
+        cmd.append("--limit=%d" % limit)
     cmd += [first] + ([last] if last and last != first else [])
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     out = run(cmd, "pg_waldump", env=env, check=False)
     text = out.stdout.decode("utf-8", "replace") if isinstance(out.stdout, bytes) else str(out.stdout or "")
-    records = parse_output(text)
+    records = parse_output(text, every)
     return records, (first_error(out.stderr) if out.returncode != 0 else None)
 
 
