@@ -81,6 +81,9 @@ def _change(arch: Archiving, round_: int) -> None:
 def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_archive():
     with archiving(15) as arch:
         env = _client(arch)
+        # a second directory: wal-push uploads each segment there too, create copies each backup
+        arch.write_config(dict(arch.config, destinations={"nas": {"enabled": True, "type": "local",
+                                                                  "path": str(arch.base / "nas")}}))
         base = _json(arch, env, "create", "--type", "base")
         _change(arch, 0)
         first = _json(arch, dict(env, BACKUP_TYPE="incremental"), "create")  # the timers' way: BACKUP_TYPE
@@ -159,6 +162,9 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         assert proc.returncode != 0 and bad["ok"] is False and inside in bad["details"], bad
         rows = {row["id"]: row for row in _json(arch, env, "list", "--all")}
         assert rows[third["id"]]["good"] is False
+        # the copy at the destination is verified against the destination's archive, which still holds it
+        [remote] = _json(arch, env, "verify", third["id"], "--destination", "nas", "--level", "archive")
+        assert remote["ok"] is True and "contiguous in the archive" in remote["details"], remote
 
         # A role that may not switch segments: one line saying what it needs, nothing written.
         arch.cluster.psql("CREATE ROLE incr_noswitch LOGIN REPLICATION PASSWORD 'incr-n0switch'")

@@ -176,15 +176,16 @@ def range_files(segments: Sequence[Segment], start_lsn: str, stop_lsn: str, time
         s.kind == "history" or (s.kind == "segment" and s.segno is not None and first <= s.segno <= last))]
 
 
-def check_wal_link(cfg: Config, backup: Backup, deep: bool = True) -> str:
-    """Verify a WAL-method incremental: the archive holds its WAL contiguously from start to stop (following
-    timeline switches); ``deep``: every file of the range is read back and checked against its record."""
+def check_wal_link(cfg: Config, backup: Backup, deep: bool = True, destination: Optional[str] = None) -> str:
+    """Verify a WAL-method incremental: the archive (of the backup directory, or of ``destination``) holds its WAL
+    contiguously from start to stop (following timeline switches); ``deep``: every file of the range is read back
+    and checked against its record."""
     manifest = backup.manifest
     if not (manifest.start_lsn and manifest.stop_lsn and manifest.timeline):
         raise VerifyError("%s: a WAL-method incremental without its WAL range (start_lsn, stop_lsn, timeline)"
                           % backup.id)
     parent_timeline = int(manifest.extra.get("start_timeline") or manifest.timeline)
-    archive = wal_archive(cfg)
+    archive = wal_archive(cfg, destination)
     try:
         segments = archive.segments()
         # the segment holding the stop LSN itself: recovery to it replays the first record from there
