@@ -207,4 +207,3 @@ def check_wal_link(cfg: Config, backup: Backup, deep: bool = True, destination: 
     return "WAL %s..%s (timeline %s) contiguous in the archive: %d files%s" % (
         manifest.start_lsn, manifest.stop_lsn, ", ".join(str(t) for t in timelines), len(files),
         ", each read back and checked" if deep else "")
-
