@@ -234,3 +234,26 @@ def test_an_incremental_chain_on_18_starts_recovery_to_a_time_after_it():
         assert later["chain"] == [base["id"], link["id"]] and later["batches"] == [1, 2, 3], later
         earlier = _recovered(arch, env, "before", "--target-time", before_link)
         assert earlier["chain"] == [base["id"]] and earlier["batches"] == [1], earlier
+
+
+def test_an_encrypted_archive_at_a_destination_restores_to_a_time():
+    with archiving(15, encryption="aes") as arch:
+        disk = arch.owned_dir("second-disk")
+        arch.write_config(dict(arch.config, destinations={"disk": {"type": "local", "path": str(disk)}}))
+        pg = arch.cluster
+        pg.create_db("pitr")
+        pg.psql("CREATE TABLE pitr_rows (batch int, n int, note text)", db="pitr")
+        env = {"DATABASE_URL": pg.url("pitr")}
+        arch.cli_as_server("create", "--type", "base", "--json", env=env, check=True)
+        _batch(pg, 1)
+        arch.switch_wal()
+        time.sleep(1.1)
+        between = pg.scalar(SERVER_TIME) or ""
+        time.sleep(1.1)
+        _batch(pg, 2)
+        arch.wait_archived(arch.switch_wal())
+        assert any(name.endswith(".enc") for name in os.listdir(disk / "wal"))
+        for name in os.listdir(arch.wal_folder()):  # the local archive lost: only the destination has the WAL
+            os.unlink(arch.wal_folder() / name)
+        done = _recovered(arch, env, "from-disk", "--destination", "disk", "--target-time", between)
+        assert done["batches"] == [1], done
