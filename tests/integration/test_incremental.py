@@ -129,9 +129,25 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
 
         # A new chain; then retention with one of each kind keeps base2's chain and the WAL from its start on.
         base2 = _json(arch, env, "create", "--type", "base")
+        # a link of an idle server, right after its base: it still holds a record, and restores
+        idle = _json(arch, env, "create", "--type", "incremental")
+        assert idle["parent"] == base2["id"] and parse_lsn(idle["stop_lsn"]) > parse_lsn(base2["stop_lsn"])
+        where = arch.base / "idle"
+        where.mkdir(mode=0o700)
+        _chown(arch, where)
+        done = _json(arch, env, "restore", idle["id"], "--pgdata", str(where / "data"))
+        assert done["chain"] == [base2["id"]] and done["wal_link"] == idle["id"], done
+        restored = _start(arch, where)
+        try:
+            deadline = time.monotonic() + 90
+            while _recovering(restored) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert restored.scalar("SELECT count(*) FROM public.incr_rows") == "3000"
+        finally:
+            restored.destroy()
         _change(arch, 2)
         third = _json(arch, env, "create", "--type", "incremental")
-        assert third["parent"] == base2["id"]
+        assert third["parent"] == idle["id"]
         arch.write_config(dict(arch.config, types={"base": {"retention": {"keep_last": 1}},
                                                    "incremental": {"retention": {"keep_last": 1}}}))
         before = _segments(arch)
@@ -139,7 +155,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         assert set(plan["to_delete"]) == {base["id"], first["id"], second["id"]}
         wal = plan["wal"]
         first_kept = wal_name(1, lsn_to_segno(base2["start_lsn"]))
-        assert wal["kept_from"] == {"1": first_kept} and wal["needed_by"] == sorted([base2["id"], third["id"]])
+        assert wal["kept_from"] == {"1": first_kept} and wal["needed_by"] == sorted([base2["id"], idle["id"], third["id"]])
         below = [name for name in before if name < first_kept]
         assert below and wal["delete"] >= len(below) and wal["ranges"]
         assert _segments(arch) == before  # a dry run changes nothing
