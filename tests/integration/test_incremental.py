@@ -155,7 +155,8 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         assert set(plan["to_delete"]) == {base["id"], first["id"], second["id"]}
         wal = plan["wal"]
         first_kept = wal_name(1, lsn_to_segno(base2["start_lsn"]))
-        assert wal["kept_from"] == {"1": first_kept} and wal["needed_by"] == sorted([base2["id"], idle["id"], third["id"]])
+        assert wal["kept_from"] == {"1": first_kept}
+        assert wal["needed_by"] == sorted([base2["id"], idle["id"], third["id"]])
         below = [name for name in before if name < first_kept]
         assert below and wal["delete"] >= len(below) and wal["ranges"]
         assert _segments(arch) == before  # a dry run changes nothing
