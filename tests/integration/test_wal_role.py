@@ -1,0 +1,259 @@
+"""The role seawall.pgbackup.wal_archive (issue #12) and the schedule of the physical jobs.
+
+* The wrappers seawall-pgbackup-wal-push / -wal-fetch: valid shell (sh -n, shellcheck), and run against a stand-in
+  engine that records what it gets: the configuration and the secrets come from the files of
+  seawall.pgbackup.tooling, never from the command line.
+* On real PostgreSQL 15 and 18 servers (throwaway clusters, changed and restarted here): check mode changes nothing;
+  a run sets wal_level (replica, or keeps logical), archive_mode, archive_command (the wrapper), archive_timeout and,
+  on 18, summarize_wal; it reports RESTART NEEDED without restarting; a second run changes nothing; with
+  pgbackup_wal_restart=true it restarts once and then the server runs the settings; a last run changes nothing and
+  reports nothing.
+* Argument specs reject wrong values; the schedule role adds the base and incremental timers once archiving is on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from tests.integration.test_roles import ANSIBLE_PLAYBOOK, PLAYBOOKS, make_root, parse_unit, run_playbook, stats
+from tests.support.pgcluster import PgBinariesNotFound, PgCluster, debian_pg15, embedded_pg18
+
+ROLE = "seawall.pgbackup.wal_archive"
+SECRET = "hunter2-wal"  # in the rendered secrets.env and pgpass only
+
+
+def write_playbook(tmp_path: Path, tasks: List[dict], variables: dict, name: str = "apply") -> Path:
+    playbook = tmp_path / ("%s.yml" % name)
+    playbook.write_text(json.dumps([{
+        "name": "Apply", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": tasks,
+    }]))
+    (tmp_path / ("%s-vars.json" % name)).write_text(json.dumps(variables))
+    return playbook
+
+
+def apply(tmp_path: Path, variables: dict, *extra: str, tasks_from: str = "",
+          check: bool = True) -> subprocess.CompletedProcess:
+    include = dict({"name": ROLE}, **({"tasks_from": tasks_from} if tasks_from else {}))  # main: the argument spec
+    playbook = write_playbook(tmp_path, [{"name": "Apply the role", "ansible.builtin.include_role": include}],
+                              variables)
+    return run_playbook(playbook, "-e", "@%s" % (tmp_path / "apply-vars.json"), *extra, check=check)
+
+
+def task_results(result: subprocess.CompletedProcess) -> Dict[str, dict]:
+    """Task name (without the role's prefix) -> the localhost result (the last one of that name)."""
+    out = {}
+    for play in json.loads(result.stdout)["plays"]:
+        for task in play["tasks"]:
+            out[task["task"]["name"].split(" : ", 1)[-1]] = task["hosts"].get("localhost", {})
+    return out
+
+
+def restart_notice(result: subprocess.CompletedProcess) -> str:
+    found = [r for n, r in task_results(result).items() if n.startswith("Report that a restart is needed")]
+    return found[0].get("msg", "") if found and not found[0].get("skipped") else ""
+
+
+@pytest.fixture(scope="module")
+def ansible_ready():
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("no .venv: run make setup")
+
+
+# ------------------------------------------------------------------------------------------------ wrappers
+
+def test_wrappers_are_valid_shell_and_pass_no_secret_in_argv(ansible_ready, tmp_path):
+    install, config = tmp_path / "opt", tmp_path / "etc"
+    config.mkdir()
+    (config / "secrets.env").write_text("DATABASE_URL='postgresql://backup@db:5432/vtt'\nBACKUP_SMTP_PASSWORD='%s'\n"
+                                        % SECRET)
+    (config / "pgpass").write_text("db:5432:*:backup:%s\n" % SECRET)
+    apply(tmp_path, {"pgbackup_install_dir": str(install), "pgbackup_config_dir": str(config)},
+          tasks_from="scripts.yml")
+    push, fetch = install / "bin/seawall-pgbackup-wal-push", install / "bin/seawall-pgbackup-wal-fetch"
+    for script in (push, fetch):
+        assert stat.S_IMODE(script.stat().st_mode) == 0o755
+        subprocess.run(["sh", "-n", str(script)], check=True)
+        if shutil.which("shellcheck"):
+            checked = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True,
+                                     check=False)
+            assert checked.returncode == 0, checked.stdout
+        assert SECRET not in script.read_text()
+    # A stand-in engine records its argv and the environment the wrapper gives it.
+    record = tmp_path / "record.json"
+    engine = install / "bin/seawall-pgbackup"
+    engine.write_text("#!/usr/bin/env python3\nimport json, os, sys\njson.dump({'argv': sys.argv[1:], "
+                      "'env': {k: os.environ.get(k) for k in ('DATABASE_URL', 'BACKUP_SMTP_PASSWORD', "
+                      "'BACKUP_CONFIG', 'PGPASSFILE')}, 'umask': os.umask(0)}, open(%r, 'w'))\nsys.exit(3)\n"
+                      % str(record))
+    engine.chmod(0o755)
+    pushed = subprocess.run([str(push), "pg_wal/000000010000000000000003"], capture_output=True, text=True,
+                            check=False)
+    assert pushed.returncode == 3  # the engine's status reaches PostgreSQL (non-zero: it retries)
+    seen = json.loads(record.read_text())
+    assert seen["argv"] == ["--config", str(config / "config.json"), "wal-push", "pg_wal/000000010000000000000003"]
+    assert seen["env"] == {"DATABASE_URL": "postgresql://backup@db:5432/vtt", "BACKUP_SMTP_PASSWORD": SECRET,
+                           "BACKUP_CONFIG": str(config / "config.json"), "PGPASSFILE": str(config / "pgpass")}
+    assert seen["umask"] == 0o077
+    subprocess.run([str(fetch), "000000010000000000000003", "pg_wal/RECOVERYXLOG"], check=False)
+    assert json.loads(record.read_text())["argv"] == ["--config", str(config / "config.json"), "wal-fetch",
+                                                      "000000010000000000000003", "pg_wal/RECOVERYXLOG"]
+    # Misuse is refused before the engine runs.
+    record.unlink()
+    wrong = subprocess.run([str(push)], capture_output=True, text=True, check=False)
+    assert wrong.returncode == 64 and "usage:" in wrong.stderr and not record.exists()
+
+
+# ------------------------------------------------------------------------------------------------ argument specs
+
+@pytest.mark.parametrize("variables, message", [
+    ({"pgbackup_wal_level": "minimal"}, "pgbackup_wal_level"),
+    ({"pgbackup_wal_archive_mode": "off"}, "pgbackup_wal_archive_mode"),
+    ({"pgbackup_wal_archive_timeout": "soon"}, "pgbackup_wal_archive_timeout"),
+    ({"pgbackup_wal_restart": "maybe"}, "pgbackup_wal_restart"),
+])
+def test_argument_spec_rejects_wrong_variables(ansible_ready, variables, message, tmp_path):
+    result = apply(tmp_path, variables, check=False)
+    assert result.returncode != 0
+    output = json.loads(result.stdout)
+    failed = [t for play in output["plays"] for t in play["tasks"] if t["hosts"]["localhost"].get("failed")]
+    assert failed and "Validating arguments against arg spec" in failed[0]["task"]["name"], failed
+    assert message in json.dumps(failed[0]["hosts"]["localhost"])
+
+
+# ------------------------------------------------------------------------------------------------ a real server
+
+def _cluster(major: int) -> PgCluster:
+    # 15 starts at wal_level=minimal (the role raises it to replica); 18 at logical (the role keeps it).
+    settings = {"wal_level": "minimal", "max_wal_senders": "0"} if major == 15 else {"wal_level": "logical"}
+    try:
+        cluster = (debian_pg15 if major == 15 else embedded_pg18)(settings=settings)
+    except PgBinariesNotFound as exc:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL %d binaries missing in CI: %s" % (major, exc), pytrace=False)
+        pytest.skip("PostgreSQL %d binaries not installed: %s" % (major, exc))
+    return cluster.start()
+
+
+def _show(cluster: PgCluster, name: str) -> str:
+    return cluster.scalar("SELECT setting FROM pg_settings WHERE name = '%s'" % name) or ""
+
+
+def _configured(cluster: PgCluster) -> Dict[str, str]:
+    """What postgresql.auto.conf (ALTER SYSTEM) holds."""
+    rows = cluster.psql("SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'")
+    return {name: setting for name, setting in rows}
+
+
+@pytest.mark.parametrize("major", [15, 18])
+def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ansible_ready, major, tmp_path):
+    try:
+        import psycopg2  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("psycopg2 is not installed (requirements-dev.txt): community.postgresql needs it")
+    cluster = _cluster(major)
+    try:
+        install = tmp_path / "opt"
+        wrapper = str(install / "bin/seawall-pgbackup-wal-push")
+        restart = ["runuser", "-u", cluster.os_user, "--", "sh", "-c",
+                   'cd / && exec "$0" -D "$1" -l "$2" -w -t 60 restart >/dev/null',
+                   cluster.bin("pg_ctl"), str(cluster.data_dir), str(cluster.log_file)]
+        variables = {"pgbackup_install_dir": str(install), "pgbackup_config_dir": str(tmp_path / "etc"),
+                     "pgbackup_db_admin_become_user": "", "pgbackup_db_login_host": cluster.host,
+                     "pgbackup_db_login_port": cluster.port, "pgbackup_db_login_password": cluster.password,
+                     "pgbackup_wal_install_psycopg": False, "pgbackup_wal_archive_timeout": 60,
+                     "pgbackup_wal_restart_command": restart}
+        before = {name: _show(cluster, name) for name in ("wal_level", "archive_mode", "archive_command")}
+        assert before["archive_mode"] == "off"
+
+        planned = apply(tmp_path, variables, "--check")
+        assert stats(planned)["changed"] > 0
+        assert _configured(cluster) == {} and not install.exists()
+        assert {name: _show(cluster, name) for name in before} == before
+
+        first = apply(tmp_path, variables)
+        assert stats(first)["changed"] > 0
+        wal_level = "replica" if major == 15 else "logical"
+        expected = {"archive_mode": "on", "archive_command": "%s %%p" % wrapper, "archive_timeout": "60"}
+        if major == 15:
+            expected["wal_level"] = "replica"
+        else:
+            expected["summarize_wal"] = "on"
+        assert _configured(cluster) == expected
+        notice = restart_notice(first)
+        assert "RESTART NEEDED" in notice and "archive_mode off -> on" in notice
+        assert ("wal_level minimal -> replica" in notice) == (major == 15)
+        assert _show(cluster, "archive_mode") == "off"  # not restarted
+        assert _show(cluster, "archive_timeout") == "60"  # reloaded
+        if major >= 17:
+            assert _show(cluster, "summarize_wal") == "on"
+
+        second = apply(tmp_path, variables)
+        assert stats(second)["changed"] == 0
+        assert "RESTART NEEDED" in restart_notice(second)  # still needed, still said
+
+        restarted = apply(tmp_path, dict(variables, pgbackup_wal_restart=True))
+        assert stats(restarted)["changed"] == 1  # the restart, nothing else
+        assert not restart_notice(restarted)
+        assert _show(cluster, "archive_mode") == "on" and _show(cluster, "wal_level") == wal_level
+        assert _show(cluster, "archive_command") == "%s %%p" % wrapper
+
+        last = apply(tmp_path, dict(variables, pgbackup_wal_restart=True))
+        assert stats(last)["changed"] == 0 and not restart_notice(last)
+        assert task_results(last)["Set the archiving settings"].get("skipped") or \
+            not task_results(last)["Set the archiving settings"].get("results")
+    finally:
+        cluster.destroy(mode="immediate")
+
+
+# ------------------------------------------------------------------------------------------------ the schedule
+
+def test_archiving_schedules_the_base_and_the_hourly_incremental(ansible_ready, tmp_path):
+    if not os.access("/usr/bin/systemd-analyze", os.X_OK):
+        pytest.skip("systemd-analyze is not installed")
+    root = tmp_path / "root"
+    make_root(root)
+    run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % root, "-e",
+                 '{"pgbackup_wal_archive": true, "pgbackup_user": "postgres", "pgbackup_group": "postgres"}')
+    unit_dir = root / "etc/systemd/system"
+    engine = "/opt/seawall-pgbackup/bin/seawall-pgbackup"
+    lock = "/usr/bin/flock --exclusive --wait 21600 --conflict-exit-code 75 /var/backups/postgresql/.schedule.lock"
+    for job, calendar in (("base", "*-*-* 01:30:00"), ("incremental", "*-*-* *:00:00")):
+        timer = parse_unit(unit_dir / ("seawall-pgbackup-%s.timer" % job))
+        assert timer["Timer.OnCalendar"] == [calendar]
+        service = parse_unit(unit_dir / ("seawall-pgbackup-%s.service" % job))
+        assert service["Service.ExecStart"] == ["%s %s create --type %s" % (lock, engine, job)]
+        assert service["Service.User"] == ["postgres"] and service["Service.Group"] == ["postgres"]
+        verified = subprocess.run(["/usr/bin/systemd-analyze", "verify", "--root=%s" % root,
+                                   "/etc/systemd/system/seawall-pgbackup-%s.service" % job],
+                                  capture_output=True, text=True, timeout=60, check=False)
+        assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
+    document = json.loads((root / "etc/seawall-pgbackup/config.json").read_text())
+    assert document["backup"]["types"]["base"] == {"enabled": True, "schedule": "30 1 * * *"}
+    assert document["backup"]["types"]["incremental"] == {"enabled": True, "schedule": "0 * * * *"}
+
+
+def test_windows_schedules_the_hourly_incremental_task(ansible_ready, tmp_path):
+    out = tmp_path / "tasks.json"
+    run_playbook(PLAYBOOKS / "render_windows.yml", "-e", "render_out=%s" % out, "-e", '{"pgbackup_incremental_enabled": true}')
+    by_name = {t["name"]: t for t in json.loads(out.read_text())}
+    incremental, base = by_name["seawall-pgbackup-incremental"], by_name["seawall-pgbackup-base"]
+    assert incremental["state"] == "present" and base["state"] == "present"
+    assert incremental["triggers"] == [
+        {"type": "daily", "start_boundary": "2026-01-01T00:00:00", "random_delay": "PT5M",
+         "repetition": {"interval": "PT1H", "duration": "P1D", "stop_at_duration_end": False}}]
+    assert "-Action create -BackupType incremental " in incremental["actions"][0]["arguments"]
+    assert base["triggers"] == [{"type": "daily", "start_boundary": "2026-01-01T01:30:00", "random_delay": "PT5M"}]
+    assert "-Action create -BackupType base " in base["actions"][0]["arguments"]
+    assert incremental["multiple_instances"] == 2  # an hourly run never starts while the last one still runs
