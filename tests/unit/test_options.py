@@ -259,7 +259,8 @@ CLI_NOT_SETTINGS = {
     "list": {"--type", "--database", "--json", "--destination", "--all"},
     "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
                 "--with-globals", "--no-with-globals", "--json", "--destination", "--pgdata"},
-    "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination"},
+    "verify": {"--level", "--type", "--target-url", "--with-globals", "--no-with-globals", "--json", "--destination",
+               "--wal"},
     "drill": {"--target-url", "--with-globals", "--no-with-globals", "--json"},
     "cleanup": {"--dry-run", "--json", "--destination"},
     "sync": {"--destination", "--json", "--dry-run"},
@@ -267,6 +268,8 @@ CLI_NOT_SETTINGS = {
     "serve": set(),
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
+    "wal-push": {"--json"},
+    "wal-fetch": {"--destination"},
 }
 
 

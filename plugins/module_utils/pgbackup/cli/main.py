@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="default archive; restore: also restore into a scratch database and compare row counts")
     verify.add_argument("--type", dest="kind", choices=KINDS)
     _restore_check_options(verify)
+    verify.add_argument("--wal", action="store_true",
+                        help="verify the WAL archive instead: continuity (gaps, timeline switches), records, data")
     verify.add_argument("--json", action="store_true")
     _destination_option(verify)
 
@@ -120,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP /metrics (Prometheus) and /healthz (health JSON, 200 or 503)")
     serve.add_argument("--listen", help="HOST:PORT (default: monitoring.metrics.listen or 127.0.0.1:9187)")
+    push = sub.add_parser("wal-push", help="archive one WAL file (archive_command = '... wal-push %%p')")
+    push.add_argument("path", help="the WAL file (%%p)")
+    push.add_argument("--json", action="store_true")
+    fetch = sub.add_parser("wal-fetch", help="write one archived WAL file (restore_command = '... wal-fetch %%f %%p'); "
+                                             "exit 1 when it is not archived")
+    fetch.add_argument("walname", help="the WAL file's name (%%f)")
+    fetch.add_argument("dest", help="where to write it (%%p)")
+    _destination_option(fetch)
     add_encryption_commands(sub)
     return parser
 
@@ -268,6 +278,8 @@ def _cmd_verify(cfg, args) -> int:
     from ..ops.verify import (DEFAULT_LEVEL, check_settings, plan_verify,  # pylint: disable=import-outside-toplevel
                               run_verify, verify_and_record)
 
+    if args.wal:
+        return _verify_wal(cfg, args)
     probes = args.probe or None  # none given: the configuration's
     repo = open_repository(cfg, args.destination)  # the backup directory, or the copies at a destination
     if args.backup:
@@ -288,6 +300,37 @@ def _cmd_verify(cfg, args) -> int:
     if bad:
         raise VerifyError("%d of %d backups failed verification: %s" % (len(bad), len(results), bad[0]["details"]))
     return 0
+
+
+def _verify_wal(cfg, args) -> int:
+    from ..ops.wal import verify_wal  # pylint: disable=import-outside-toplevel
+
+    if args.backup or args.kind:
+        raise ConfigError("verify --wal checks the whole WAL archive: leave out the backup and --type")
+    result = verify_wal(cfg, args.destination, level=args.level or "archive")
+    if args.json:
+        _print_json([result])
+    else:
+        _out("%s wal: %s" % ("OK " if result["ok"] else "BAD", result["details"]))
+    if not result["ok"]:
+        raise VerifyError("the WAL archive failed verification: %s" % result["details"])
+    return 0
+
+
+def _cmd_wal_push(cfg, args) -> int:
+    from ..ops.wal import wal_push  # pylint: disable=import-outside-toplevel
+
+    result = wal_push(cfg, args.path)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+def _cmd_wal_fetch(cfg, args) -> int:
+    from ..ops.wal import wal_fetch  # pylint: disable=import-outside-toplevel
+
+    # Absent: exit 1 without a word (recovery asks for files that were never archived, e.g. the next one).
+    return 0 if wal_fetch(cfg, args.walname, args.dest, args.destination) else 1
 
 
 def _cmd_drill(cfg, args) -> int:
@@ -372,7 +415,7 @@ def _cmd_serve(cfg, args) -> int:
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
             "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
-            "serve": _cmd_serve}
+            "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch}
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 

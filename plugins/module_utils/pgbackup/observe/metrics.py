@@ -18,12 +18,15 @@ from datetime import datetime
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..config.settings import LOGICAL_KINDS, Config
+from ..core.clock import parse_iso
+from ..core.errors import BackupError
 from ..core.fsutil import write_file_atomic
 from ..model.drillreport import DrillReport, read_latest
 from ..model.record import RecordError
 from ..model.runrecord import read_runs
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
+from ..repo.walarchive import FOLDER, archive_status
 
 TEXTFILE_NAME = "seawall_pgbackup.prom"
 PREFIX = "seawall_backup_"
@@ -49,6 +52,13 @@ METRICS: Dict[str, Tuple[str, str]] = {
     "disk_free_bytes": ("gauge", "Free space of the file system holding the backup directory."),
     "disk_total_bytes": ("gauge", "Size of the file system holding the backup directory."),
     "repository_size_bytes": ("gauge", "Bytes of all good backups in the catalog."),
+    "wal_segments": ("gauge", "WAL segments in the archive (trusted records)."),
+    "wal_archive_size_bytes": ("gauge", "Bytes the WAL archive stores."),
+    "wal_gaps": ("gauge", "WAL files missing from the archive before its newest segment (0: contiguous)."),
+    "wal_last_archived_timestamp_seconds": ("gauge", "Last write of the newest archived WAL segment (Unix seconds): "
+                                                     "the recovery point objective is now minus this."),
+    "wal_newest_segment_age_seconds": ("gauge", "Age of the newest archived WAL segment when the metrics were made."),
+    "wal_refused_records": ("gauge", "WAL records in the archive that are not trusted (planted or edited)."),
     "metrics_generated_timestamp_seconds": ("gauge", "When this metrics text was generated (Unix seconds)."),
 }
 
@@ -124,8 +134,28 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
     except OSError:
         pass
     add("repository_size_bytes", {}, total)
+    _wal_samples(cfg, add)
     add("metrics_generated_timestamp_seconds", {}, round(time.time() if now is None else now, 3))
     return samples
+
+
+def _wal_samples(cfg: Config, add) -> None:
+    """The WAL archive's figures, when this repository archives WAL (best effort: metrics never fail a run)."""
+    if not os.path.isdir(os.path.join(cfg.backup_dir, FOLDER)):
+        return
+    try:
+        status = archive_status(cfg)
+    except BackupError:
+        return
+    if not status["exists"]:
+        return
+    add("wal_segments", {}, status["segments"])
+    add("wal_archive_size_bytes", {}, status["bytes"])
+    add("wal_gaps", {}, len(status["gaps"]))
+    add("wal_refused_records", {}, len(status["refused"]))
+    if status["newest"]:
+        add("wal_last_archived_timestamp_seconds", {}, _seconds(parse_iso(status["newest"]["modified_at"])))
+        add("wal_newest_segment_age_seconds", {}, status["newest_age_seconds"])
 
 
 def _drill_report(log_dir: str) -> Optional[DrillReport]:

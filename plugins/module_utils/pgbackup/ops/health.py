@@ -28,7 +28,8 @@ from ..pg.binaries import any_psql
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.retention import schedule_interval
 from .health_checks import (check_catalog, check_checksum, check_clock_skew, check_disk, check_drill, check_keys,
-                            check_last_runs, check_repository, recent_full_size, worst)
+                            check_last_runs, check_repository, check_wal, recent_full_size, worst)
+from .wal import wal_status
 
 STATUS_CODE = {"ok": 0, "warning": 1, "critical": 2}
 FAIL_ON = {"critical": 2, "warning": 1, "never": 3}  # the status code from which a caller fails (pg_backup_health)
@@ -125,6 +126,9 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
                 newest = present(repo.backups(kind=kind, database=database), now)
                 checks.append(check_checksum(newest[-1] if newest else None, kind))
     checks.append(check_clock_skew(repo, now))
+    wal = _wal_check(cfg, now)
+    if wal is not None:
+        checks.append(wal)
     if cfg.encryption_retired_keys or repo.trust.active:  # keys in use: which of them are retired
         checks.append(check_keys(repo, list(cfg.encryption_retired_keys or []), _write_key_ids(repo)))
     checks.append(check_disk(cfg.backup_dir if os.path.isdir(cfg.backup_dir) else os.path.dirname(
@@ -133,6 +137,14 @@ def health(cfg: Config, now: Optional[datetime] = None, settings: Optional[Monit
     checks.append(check_drill(repo.log_dir, limits, now))
     status = worst(checks)
     return {"status": status, "exit_code": STATUS_CODE[status], "checks": checks}
+
+
+def _wal_check(cfg: Config, now: Optional[datetime]) -> Optional[Dict[str, Any]]:
+    """The ``wal`` check, when this repository archives WAL (docs/wal.md)."""
+    try:
+        return check_wal(wal_status(cfg, now=now))
+    except BackupError as exc:
+        return _check("wal", "critical", "the WAL archive cannot be read: %s" % exc)
 
 
 def _write_key_ids(repo: Repository) -> List[str]:

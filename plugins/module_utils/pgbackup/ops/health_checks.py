@@ -268,6 +268,42 @@ def check_keys(repo: Repository, retired: List[str], write_ids: List[str]) -> Di
                  **extra)
 
 
+WAL_WARNING_AGE_SECONDS = 2 * 3600     # the hourly job switches segments: two hours without one is late
+WAL_CRITICAL_AGE_SECONDS = 26 * 3600   # a day and more: point-in-time recovery has lost a day
+
+
+def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The WAL archive (ops/wal.wal_status): gaps are critical, an old newest segment or an untrusted record a
+    warning. None when nothing was ever archived (no archiving on this host)."""
+    if not status or not status.get("exists"):
+        return None
+    extra = {"newest": (status.get("newest") or {}).get("wal"), "newest_age_seconds": status.get("newest_age_seconds"),
+             "gaps": list(status.get("gaps") or []), "segments": status.get("segments")}
+    gaps = extra["gaps"]
+    if gaps:
+        named = ", ".join(gaps[:3]) + (" ..." if len(gaps) > 3 else "")
+        reason = "%d WAL file%s missing from the archive after %s: %s; point-in-time recovery stops there (take a " \
+                 "new base backup)" % (len(gaps), "" if len(gaps) == 1 else "s", status.get("reached_lsn"), named)
+        return check("wal", "critical", reason, **extra)
+    age = status.get("newest_age_seconds")
+    if age is None:
+        return check("wal", "warning", "no WAL segment archived in %s yet (only history or backup files)"
+                     % status.get("where"), **extra)
+    described = "newest WAL %s archived %s ago, %d segments" % (extra["newest"], human_age(age), extra["segments"] or 0)
+    if age > WAL_CRITICAL_AGE_SECONDS:
+        return check("wal", "critical", "%s: archiving has stopped (check archive_command in the server log)"
+                     % described, **extra)
+    if status.get("refused"):
+        first = status["refused"][0]
+        return check("wal", "warning", "%s; %d record%s not trusted: %s %s" % (
+            described, len(status["refused"]), "" if len(status["refused"]) == 1 else "s", first["record"],
+            first["reason"]), **extra)
+    if age > WAL_WARNING_AGE_SECONDS:
+        return check("wal", "warning", "%s: archiving is late (an idle server, or archive_command failing)"
+                     % described, **extra)
+    return check("wal", "ok", "%s, contiguous from %s" % (described, status.get("from_lsn")), **extra)
+
+
 def worst(checks: List[Dict[str, Any]]) -> str:
     order = ("ok", "warning", "critical")
     return max((c["status"] for c in checks), key=order.index, default="ok")
