@@ -59,7 +59,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One entry per known job, in the order full, base, incremental, schema, data, globals, cleanup, verify, health.
+  description:
+    - One entry per known job, in the order full, base, incremental, schema, data, globals, cleanup, verify, health.
   type: list
   elements: dict
   contains:

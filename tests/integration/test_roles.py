@@ -278,8 +278,8 @@ def windows_tasks(tmp_path_factory) -> List[dict]:
 
 def test_windows_tasks(windows_tasks):
     by_name = {t["name"]: t for t in windows_tasks}
-    assert sorted(by_name) == sorted("seawall-pgbackup-%s" % j for j in ("full", "base", "incremental", "schema", "data",
-                                                                          "globals", "cleanup", "verify", "health"))
+    jobs = ("full", "base", "incremental", "schema", "data", "globals", "cleanup", "verify", "health")
+    assert sorted(by_name) == sorted("seawall-pgbackup-%s" % j for j in jobs)
     for name in ("base", "incremental", "data", "globals"):
         assert by_name["seawall-pgbackup-" + name] == {"name": "seawall-pgbackup-" + name, "path": "\\seawall-pgbackup\\",
                                                        "state": "absent"}

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import stat
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
-from tests.integration.test_roles import ANSIBLE_PLAYBOOK, PLAYBOOKS, make_root, parse_unit, run_playbook, stats
+from tests.integration.test_roles import ANSIBLE_PLAYBOOK, PLAYBOOKS, REPO, make_root, parse_unit, run_playbook, stats
+from tests.support.archiving import ENGINE, SYSTEM_PYTHON
 from tests.support.pgcluster import PgBinariesNotFound, PgCluster, debian_pg15, embedded_pg18
 
 ROLE = "seawall.pgbackup.wal_archive"
@@ -154,26 +158,35 @@ def _configured(cluster: PgCluster) -> Dict[str, str]:
     return {name: setting for name, setting in rows}
 
 
-@pytest.mark.parametrize("major", [15, 18])
-def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ansible_ready, major, tmp_path):
+def _needs_psycopg2() -> None:
     try:
         import psycopg2  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
         if os.environ.get("CI"):
             raise
         pytest.skip("psycopg2 is not installed (requirements-dev.txt): community.postgresql needs it")
+
+
+def _role_variables(cluster: PgCluster, install: Path, config: Path) -> dict:
+    """Connect over TCP with the superuser's password; restart with pg_ctl as the server's OS user."""
+    restart = ["runuser", "-u", cluster.os_user, "--", "sh", "-c",
+               'cd / && exec "$0" -D "$1" -l "$2" -w -t 60 restart >/dev/null',
+               cluster.bin("pg_ctl"), str(cluster.data_dir), str(cluster.log_file)]
+    return {"pgbackup_install_dir": str(install), "pgbackup_config_dir": str(config),
+            "pgbackup_db_admin_become_user": "", "pgbackup_db_login_host": cluster.host,
+            "pgbackup_db_login_port": cluster.port, "pgbackup_db_login_password": cluster.password,
+            "pgbackup_wal_install_psycopg": False, "pgbackup_wal_archive_timeout": 60,
+            "pgbackup_wal_restart_command": restart}
+
+
+@pytest.mark.parametrize("major", [15, 18])
+def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ansible_ready, major, tmp_path):
+    _needs_psycopg2()
     cluster = _cluster(major)
     try:
         install = tmp_path / "opt"
         wrapper = str(install / "bin/seawall-pgbackup-wal-push")
-        restart = ["runuser", "-u", cluster.os_user, "--", "sh", "-c",
-                   'cd / && exec "$0" -D "$1" -l "$2" -w -t 60 restart >/dev/null',
-                   cluster.bin("pg_ctl"), str(cluster.data_dir), str(cluster.log_file)]
-        variables = {"pgbackup_install_dir": str(install), "pgbackup_config_dir": str(tmp_path / "etc"),
-                     "pgbackup_db_admin_become_user": "", "pgbackup_db_login_host": cluster.host,
-                     "pgbackup_db_login_port": cluster.port, "pgbackup_db_login_password": cluster.password,
-                     "pgbackup_wal_install_psycopg": False, "pgbackup_wal_archive_timeout": 60,
-                     "pgbackup_wal_restart_command": restart}
+        variables = _role_variables(cluster, install, tmp_path / "etc")
         before = {name: _show(cluster, name) for name in ("wal_level", "archive_mode", "archive_command")}
         assert before["archive_mode"] == "off"
 
@@ -217,6 +230,76 @@ def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ans
         cluster.destroy(mode="immediate")
 
 
+@pytest.mark.parametrize("major", [15, 18])
+def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major, tmp_path):
+    """End to end: the files seawall.pgbackup.tooling writes, the role, a restart; then PostgreSQL's archiver runs
+    seawall-pgbackup-wal-push as postgres into the repository postgres owns, and wal-fetch gives the segment back."""
+    _needs_psycopg2()
+    cluster = _cluster(major)
+    user = pwd.getpwnam(cluster.os_user)
+    base = Path(tempfile.mkdtemp(prefix="seawall-walrole-"))  # the server's user must reach it (not tmp_path)
+    try:
+        os.chmod(base, 0o755)
+        install, config, backups = base / "opt", base / "etc", base / "backups"
+        (install / "bin").mkdir(parents=True)
+        (base / "shim").mkdir()
+        (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
+        # The installed command (tooling's venv) stands here for this worktree's engine.
+        engine = install / "bin/seawall-pgbackup"
+        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+                          % (base / "shim", SYSTEM_PYTHON))
+        engine.chmod(0o755)
+        # As seawall.pgbackup.tooling writes them with pgbackup_user=postgres (owner.yml).
+        config.mkdir(mode=0o750)
+        os.chown(config, 0, user.pw_gid)
+        (config / "config.json").write_text(json.dumps({"backup": {"directory": str(backups), "timezone": "UTC"}}))
+        os.chown(config / "config.json", 0, user.pw_gid)
+        os.chmod(config / "config.json", 0o640)
+        for name, text in (("secrets.env", "DATABASE_URL='%s'\n" % cluster.url(with_password=False)),
+                           ("pgpass", "")):
+            (config / name).write_text(text)
+            os.chmod(config / name, 0o600)
+            os.chown(config / name, user.pw_uid, user.pw_gid)
+        backups.mkdir(mode=0o700)
+        os.chown(backups, user.pw_uid, user.pw_gid)
+
+        applied = apply(tmp_path, dict(_role_variables(cluster, install, config), pgbackup_wal_restart=True))
+        assert not restart_notice(applied) and _show(cluster, "archive_mode") == "on"
+        cluster.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
+        walname = cluster.scalar("SELECT pg_walfile_name(pg_switch_wal())") or ""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            archived, failed = cluster.psql("SELECT last_archived_wal, failed_count FROM pg_stat_archiver")[0]
+            if (archived or "") >= walname:
+                break
+            time.sleep(0.3)
+        else:
+            log = cluster.log_file.read_text(errors="replace")[-3000:]
+            pytest.fail("%s not archived (failed %s): %s" % (walname, failed, log))
+        records = sorted(n for n in os.listdir(backups / "wal") if n.endswith(".json"))
+        assert any(n.startswith(walname + "-") for n in records), records
+        assert all(os.stat(backups / "wal" / n).st_uid == user.pw_uid for n in records)
+        fetched = base / "fetched"
+        fetched.mkdir(mode=0o700)
+        os.chown(fetched, user.pw_uid, user.pw_gid)
+        fetch = [str(install / "bin/seawall-pgbackup-wal-fetch")]
+        got = subprocess.run(["runuser", "-u", cluster.os_user, "--"] + fetch + [walname, str(fetched / "seg")],
+                             capture_output=True, text=True, cwd="/", check=False)
+        assert got.returncode == 0, got.stderr
+        source = subprocess.run(["runuser", "-u", cluster.os_user, "--", "cat",
+                                 str(cluster.data_dir / "pg_wal" / walname)], capture_output=True, check=False)
+        if source.returncode == 0:  # not yet recycled
+            assert (fetched / "seg").read_bytes() == source.stdout
+        assert (fetched / "seg").stat().st_size == 16 * 1024 * 1024
+        missing = subprocess.run(["runuser", "-u", cluster.os_user, "--"] + fetch + ["0000000100000000000000FF",
+                                                                                     str(fetched / "none")],
+                                 capture_output=True, text=True, cwd="/", check=False)
+        assert missing.returncode == 1 and not missing.stderr.strip()  # restore_command's "not archived"
+    finally:
+        cluster.destroy(mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------------------------ the schedule
 
 def test_archiving_schedules_the_base_and_the_hourly_incremental(ansible_ready, tmp_path):
@@ -246,7 +329,8 @@ def test_archiving_schedules_the_base_and_the_hourly_incremental(ansible_ready, 
 
 def test_windows_schedules_the_hourly_incremental_task(ansible_ready, tmp_path):
     out = tmp_path / "tasks.json"
-    run_playbook(PLAYBOOKS / "render_windows.yml", "-e", "render_out=%s" % out, "-e", '{"pgbackup_incremental_enabled": true}')
+    run_playbook(PLAYBOOKS / "render_windows.yml", "-e", "render_out=%s" % out,
+                 "-e", '{"pgbackup_incremental_enabled": true}')
     by_name = {t["name"]: t for t in json.loads(out.read_text())}
     incremental, base = by_name["seawall-pgbackup-incremental"], by_name["seawall-pgbackup-base"]
     assert incremental["state"] == "present" and base["state"] == "present"
@@ -257,3 +341,37 @@ def test_windows_schedules_the_hourly_incremental_task(ansible_ready, tmp_path):
     assert base["triggers"] == [{"type": "daily", "start_boundary": "2026-01-01T01:30:00", "random_delay": "PT5M"}]
     assert "-Action create -BackupType base " in base["actions"][0]["arguments"]
     assert incremental["multiple_instances"] == 2  # an hourly run never starts while the last one still runs
+
+
+# ------------------------------------------------------------------------------------------------ the playbooks
+
+def _failed(result: subprocess.CompletedProcess) -> List[str]:
+    return [t["hosts"]["localhost"].get("msg", "") for play in json.loads(result.stdout)["plays"]
+            for t in play["tasks"] if t["hosts"].get("localhost", {}).get("failed")]
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"pgbackup_restore_recovery_target_time": "2026-11-24T13:00:00Z"}, "needs pgbackup_restore_pgdata"),
+    ({"pgbackup_restore_pgdata": "/srv/pitr", "pgbackup_restore_recovery_target": "latest",
+      "pgbackup_restore_recovery_target_lsn": "0/3000060"}, "['recovery_target', 'recovery_target_lsn']"),
+])
+def test_restore_playbook_refuses_wrong_recovery_targets(ansible_ready, variables, message, tmp_path):
+    (tmp_path / "vars.json").write_text(json.dumps(dict(
+        variables, ansible_python_interpreter="{{ ansible_playbook_python }}",
+        pgbackup_database_url="postgresql://backup@127.0.0.1:1/vtt", pgbackup_backup_dir=str(tmp_path))))
+    result = run_playbook(REPO / "playbooks/restore.yml", "-c", "local", "--check",
+                          "-e", "@%s" % (tmp_path / "vars.json"), check=False)
+    assert result.returncode != 0
+    [failure] = _failed(result)
+    assert message in failure, failure
+
+
+def test_backup_playbook_archives_only_on_installed_hosts(ansible_ready, tmp_path):
+    (tmp_path / "vars.json").write_text(json.dumps({
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}", "pgbackup_wal_archive": True,
+        "pgbackup_database_url": "postgresql://backup@127.0.0.1:1/vtt", "pgbackup_backup_dir": str(tmp_path)}))
+    result = run_playbook(REPO / "playbooks/backup.yml", "-c", "local", "--check",
+                          "-e", "@%s" % (tmp_path / "vars.json"), check=False)
+    assert result.returncode != 0
+    [failure] = _failed(result)
+    assert "pgbackup_wal_archive=true needs pgbackup_install=true" in failure, failure

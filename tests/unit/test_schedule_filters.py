@@ -21,8 +21,8 @@ from ansible_collections.seawall.pgbackup.plugins.filter.schedule_jobs import sc
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import (apply_json,
     default_config)  # noqa: E402
 
-DEFAULTS = {"full": "0 2 * * *", "base": "30 1 * * *", "incremental": "0 * * * *", "schema": "0 3 * * 1", "data": "", "globals": "",
-            "cleanup": "0 3 * * 0", "verify": "30 3 * * *", "health": "*/15 * * * *"}
+DEFAULTS = {"full": "0 2 * * *", "base": "30 1 * * *", "incremental": "0 * * * *", "schema": "0 3 * * 1", "data": "",
+            "globals": "", "cleanup": "0 3 * * 0", "verify": "30 3 * * *", "health": "*/15 * * * *"}
 PRODUCTION = {"backup": {
     "types": {"full": {"schedule": "0 2 * * *", "compression": True, "encryption": True,
                        "retention": {"daily": 7, "weekly": 4, "monthly": 12}},
@@ -40,8 +40,8 @@ def enabled(jobs):
 
 def test_defaults():
     jobs = schedule_jobs(DEFAULTS)
-    assert [j["name"] for j in jobs] == ["full", "base", "incremental", "schema", "data", "globals", "cleanup", "verify",
-                                       "health"]
+    names = ["full", "base", "incremental", "schema", "data", "globals", "cleanup", "verify", "health"]
+    assert [j["name"] for j in jobs] == names
     assert enabled(jobs) == {"full": "0 2 * * *", "schema": "0 3 * * 1", "cleanup": "0 3 * * 0",
                              "verify": "30 3 * * *", "health": "*/15 * * * *"}
     by_name = {j["name"]: j for j in jobs}
