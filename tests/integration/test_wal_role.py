@@ -375,3 +375,56 @@ def test_backup_playbook_archives_only_on_installed_hosts(ansible_ready, tmp_pat
     assert result.returncode != 0
     [failure] = _failed(result)
     assert "pgbackup_wal_archive=true needs pgbackup_install=true" in failure, failure
+
+
+# ------------------------------------------------------------------------------------------------ physical drill
+
+def _drill_processes() -> List[str]:
+    found = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line for line in found if "seawall-drill" in line and "ps -eo" not in line]
+
+
+def test_dr_drill_restores_starts_probes_and_stops_a_physical_backup(ansible_ready, sample_db, tmp_path):
+    """dr_drill.yml with pgbackup_drill_physical: the newest base backup rebuilt into scratch, started as the server's
+    OS user on a private socket, probed, stopped and removed; a failing probe fails the play and still cleans up."""
+    from tests.integration import cli  # pylint: disable=import-outside-toplevel
+    cluster = sample_db.cluster
+    user = pwd.getpwnam(cluster.os_user)
+    base = Path(tempfile.mkdtemp(prefix="seawall-drill-test-"))
+    try:
+        os.chmod(base, 0o755)
+        backups, scratch = base / "backups", base / "scratch"
+        scratch.mkdir(mode=0o700)
+        os.chown(scratch, user.pw_uid, user.pw_gid)
+        made = cli.create(cli.cli_env(sample_db.url, str(backups)), "base")
+        for root, dirs, files in os.walk(backups):  # the repository belongs to the server's user (a WAL host)
+            for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                os.lchown(name, user.pw_uid, user.pw_gid)
+        variables = {"ansible_python_interpreter": "/usr/bin/python3", "ansible_become_method": "su",
+                     "pgbackup_drill_physical": True, "pgbackup_database_url": sample_db.url,
+                     "pgbackup_backup_dir": str(backups), "pgbackup_pg_bin_dir": str(cluster.bin_dir),
+                     "pgbackup_drill_os_user": cluster.os_user, "pgbackup_drill_scratch_dir": str(scratch),
+                     "pgbackup_drill_probes": ["SELECT count(*) > 0 FROM public.players",
+                                               "SELECT count(*) = %s FROM public.campaigns"
+                                               % cluster.scalar("SELECT count(*) FROM public.campaigns",
+                                                                db=sample_db.name)]}
+        (tmp_path / "vars.json").write_text(json.dumps(variables))
+        planned = run_playbook(REPO / "playbooks/dr_drill.yml", "-c", "local", "--check",
+                               "-e", "@%s" % (tmp_path / "vars.json"))
+        assert "Would drill %s" % made["id"] in planned.stdout
+        drilled = run_playbook(REPO / "playbooks/dr_drill.yml", "-c", "local", "-e", "@%s" % (tmp_path / "vars.json"))
+        assert "Physical DR drill OK on localhost: %s (base," % made["id"] in drilled.stdout
+        assert "2 probe(s) true in %s" % sample_db.name in drilled.stdout
+        assert not os.listdir(scratch) and not _drill_processes()
+
+        variables["pgbackup_drill_probes"] = ["SELECT count(*) = -1 FROM public.players"]
+        (tmp_path / "vars.json").write_text(json.dumps(variables))
+        failed = run_playbook(REPO / "playbooks/dr_drill.yml", "-c", "local", "-e", "@%s" % (tmp_path / "vars.json"),
+                              check=False)
+        assert failed.returncode != 0
+        failed_tasks = [t["task"]["name"] for play in json.loads(failed.stdout)["plays"] for t in play["tasks"]
+                        if t["hosts"].get("localhost", {}).get("failed")]
+        assert failed_tasks == ["Run the probes on the scratch server"], failed_tasks
+        assert not os.listdir(scratch) and not _drill_processes()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
