@@ -428,3 +428,30 @@ def test_dr_drill_restores_starts_probes_and_stops_a_physical_backup(ansible_rea
         assert not os.listdir(scratch) and not _drill_processes()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ the backup role
+
+def test_tooling_gives_the_backup_role_what_physical_backups_need(ansible_ready, pg15, tmp_path):
+    """With pgbackup_wal_archive, the backup role of seawall.pgbackup.tooling gets REPLICATION and may run
+    pg_switch_wal() (the WAL-method incremental); a second run changes nothing."""
+    _needs_psycopg2()
+    role = "walrole_%s" % os.urandom(4).hex()
+    pg15.create_role(role, password="pw-%s" % role)
+    pg15.psql("ALTER ROLE %s NOREPLICATION" % role)
+    try:
+        variables = {"pgbackup_database_url": "postgresql://%s@%s:%d/postgres" % (role, pg15.host, pg15.port),
+                     "pgbackup_wal_archive": True, "pgbackup_db_admin_become_user": "",
+                     "pgbackup_db_login_host": pg15.host, "pgbackup_db_login_port": pg15.port,
+                     "pgbackup_db_login_password": pg15.password}
+        playbook = write_playbook(tmp_path, [{"name": "The backup role", "ansible.builtin.include_role": {
+            "name": "seawall.pgbackup.tooling", "tasks_from": "database.yml"}}], variables)
+        first = run_playbook(playbook, "-e", "@%s" % (tmp_path / "apply-vars.json"))
+        assert stats(first)["changed"] >= 2
+        assert pg15.scalar("SELECT rolreplication FROM pg_roles WHERE rolname = '%s'" % role) == "t"
+        assert pg15.scalar("SELECT has_function_privilege('%s', 'pg_catalog.pg_switch_wal()', 'EXECUTE')"
+                           % role) == "t"
+        again = run_playbook(playbook, "-e", "@%s" % (tmp_path / "apply-vars.json"))
+        assert stats(again)["changed"] == 0
+    finally:
+        pg15.psql("DROP OWNED BY %s; DROP ROLE %s" % (role, role))
