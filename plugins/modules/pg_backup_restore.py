@@ -88,8 +88,43 @@ options:
         reaches consistency by itself.
       - Idempotent - when the directory already holds the selected backup (its C(backup_label), or
         C(backup_label.old) once started, names the backup id), nothing is done (C(changed=false)).
+      - With a recovery target (O(recovery_target), O(recovery_target_time), O(recovery_target_lsn),
+        O(recovery_target_xid), O(recovery_target_name)), recovery settings are written instead - see
+        O(recovery_target).
       - Not with O(target_url), O(replace), O(tables), O(schemas), O(with_globals), O(jobs) or O(keep_going).
     type: path
+  recovery_target:
+    description:
+      - Point-in-time recovery with O(pgdata) - V(immediate) recovers to the end of the base backup and promotes,
+        V(latest) replays the whole WAL archive.
+      - With any recovery target the data directory gets recovery settings (C(restore_command) running
+        C(seawall-pgbackup wal-fetch) on this backup directory, C(recovery_target_*),
+        C(recovery_target_action=promote)) in C(postgresql.auto.conf) and a C(recovery.signal) file; the server
+        recovers when it is started.
+      - With V(latest) for O(backup), the base backup (or incremental chain) is the newest good one that ends
+        before the target.
+      - A target the archive cannot reach (WAL missing, no commit after the time, no such restore point or
+        transaction after the backup) fails the task before the directory is touched, in check mode too.
+      - Only one of O(recovery_target), O(recovery_target_time), O(recovery_target_lsn), O(recovery_target_xid)
+        and O(recovery_target_name).
+    type: str
+    choices: [immediate, latest]
+  recovery_target_time:
+    description:
+      - Point-in-time recovery with O(pgdata) to this time - ISO 8601; without an offset, in the configuration's
+        time zone. Recovery stops before the first transaction that ended after it.
+      - The archive must hold a transaction that ended after this time (PostgreSQL refuses to end recovery
+        before its target).
+    type: str
+  recovery_target_lsn:
+    description: Point-in-time recovery with O(pgdata) to this WAL location (like V(0/3000028)).
+    type: str
+  recovery_target_xid:
+    description: Point-in-time recovery with O(pgdata) to the end of this transaction id.
+    type: str
+  recovery_target_name:
+    description: Point-in-time recovery with O(pgdata) to this named restore point (C(pg_create_restore_point)).
+    type: str
   replace:
     description:
       - Replace a target database that already holds objects (the restore's C(--clean)).
@@ -191,6 +226,14 @@ EXAMPLES = r'''
     type: base
     pgdata: /srv/pg-restored/data
 
+- name: Rebuild a data directory as it was at 13:00, replaying the WAL archive (the server recovers when started)
+  seawall.pgbackup.pg_backup_restore:
+    database_url: "{{ vault_database_url }}"
+    backup_dir: /var/backups/postgresql
+    type: base
+    pgdata: /srv/pg-restored/data
+    recovery_target_time: "2026-11-24T13:00:00Z"
+
 - name: Get back one table's rows in a temporary database beside the source
   seawall.pgbackup.pg_backup_restore:
     database_url: "{{ vault_database_url }}"
@@ -282,6 +325,32 @@ restore:
       description: With O(pgdata), the base backup's timeline.
       type: int
       sample: 1
+    chain:
+      description: With O(pgdata), the backups combined, base first (an incremental chain, or a recovery target).
+      type: list
+      elements: str
+      sample: [base-vtt-20260126T020000Z]
+    recovery_target:
+      description: With a recovery target, its kind (V(time), V(lsn), V(xid), V(name), V(immediate), V(latest)).
+      type: str
+      sample: time
+    target:
+      description: With a recovery target, the target in words.
+      type: str
+      sample: time 2026-11-24T13:00:00.000000Z
+    archive_reaches_lsn:
+      description: With a recovery target, where the unbroken WAL archive from the backup's start ends.
+      type: str
+      sample: 0/9000000
+    stop_record:
+      description:
+        - With a time, xid or name target, the WAL record recovery stops at, as found in the archive.
+      type: str
+      sample: commit of xid 812 at 0/8001F28 (2026-11-24T13:00:04.100000Z)
+    restore_command:
+      description: With a recovery target, the C(restore_command) written into C(postgresql.auto.conf).
+      type: str
+      sample: /usr/local/bin/seawall-pgbackup --backup-dir /var/backups/postgresql wal-fetch %f %p
 backup:
   description: The backup selected, as M(seawall.pgbackup.pg_backup_info) lists it.
   returned: success
@@ -351,6 +420,11 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.pitr import (
+    plan_point_in_time_directory,
+    restore_point_in_time,
+    target_from,
+)
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.restore import (
     plan_data_directory,
     plan_restore,
@@ -385,8 +459,20 @@ def restore_data_directory_task(module, cfg, result):
         if params[name]:
             module.fail_json(msg='%s does not apply with pgdata (a base backup restored into a data directory)'
                              % name, step='config', **result)
-    plan = planned(module, result, lambda: plan_data_directory(cfg, params['backup'], params['pgdata'],
-                                                               params['type'], params['before']))
+    with engine_errors(module, **result):
+        target = target_from(params['recovery_target_time'], params['recovery_target_lsn'],
+                             params['recovery_target_xid'], params['recovery_target_name'],
+                             params['recovery_target'] == 'immediate', params['recovery_target'] == 'latest',
+                             cfg.timezone)
+    if target is not None and params['before']:
+        module.fail_json(msg='before does not apply with a recovery target (it chooses its base backup itself)',
+                         step='config', **result)
+    if target is not None:
+        plan = planned(module, result, lambda: plan_point_in_time_directory(cfg, params['backup'], params['pgdata'],
+                                                                            target, params['type']))
+    else:
+        plan = planned(module, result, lambda: plan_data_directory(cfg, params['backup'], params['pgdata'],
+                                                                   params['type'], params['before']))
     backup, before = plan['backup'], plan['restored_before']
     result.update(backup=backup.summary(), restored_before=before, target=dict(pgdata=plan['pgdata']),
                   skipped_reason=plan['skip_reason'])
@@ -396,8 +482,14 @@ def restore_data_directory_task(module, cfg, result):
     if plan['skip_reason'] or module.check_mode:
         result['changed'] = not plan['skip_reason']
         module.exit_json(**result)
-    restored = run_operation(module, cfg, 'restore', backup.kind,
-                             lambda: restore_data_directory(cfg, backup.id, plan['pgdata']), **result)
+    if target is not None:
+        restored = run_operation(module, cfg, 'restore', backup.kind,
+                                 lambda: restore_point_in_time(cfg, backup.id, plan['pgdata'], target,
+                                                               config_file=params['config_file']), **result)
+    else:
+        restored = run_operation(module, cfg, 'restore', backup.kind,
+                                 lambda: restore_data_directory(cfg, backup.id, plan['pgdata'],
+                                                                config_file=params['config_file']), **result)
     result.update(changed=True, restore=restored)
     module.exit_json(**result)
 
@@ -417,8 +509,16 @@ def main():
         schemas=dict(type='list', elements='str', default=[]),
         keep_going=dict(type='bool', default=False),
         pgdata=dict(type='path'),
+        recovery_target=dict(type='str', choices=['immediate', 'latest']),
+        recovery_target_time=dict(type='str'),
+        recovery_target_lsn=dict(type='str'),
+        recovery_target_xid=dict(type='str'),
+        recovery_target_name=dict(type='str'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    targets = ['recovery_target', 'recovery_target_time', 'recovery_target_lsn', 'recovery_target_xid',
+               'recovery_target_name']
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, mutually_exclusive=[targets],
+                           required_by=dict((name, 'pgdata') for name in targets))
     params = module.params
     if params['jobs'] is not None and params['jobs'] < 1:
         module.fail_json(msg='jobs=%d is not valid: use 1 or more' % params['jobs'], step='config')

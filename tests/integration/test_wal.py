@@ -25,7 +25,7 @@ import pytest
 from seawall_pgbackup.codec.authn import render_manifest
 from tests.support.archiving import Archiving, archiving
 from tests.support.pgcluster import PgBinariesNotFound
-from tests.support.standins import SeaweedFS, StandinMissing
+from tests.support.standins import SeaweedFS, StandinMissing, free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -125,6 +125,16 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
         assert done.returncode == 8 and "signature" in _one_line(done) and not target.exists()
         record.write_bytes(kept)
 
+        # one flipped byte in an encrypted data object: authentication fails, nothing is written
+        data_two = _data_of(arch, second)
+        kept_two = data_two.read_bytes()
+        flipped = bytearray(kept_two)
+        flipped[len(flipped) // 2] ^= 0x01
+        data_two.write_bytes(bytes(flipped))
+        done, target = _fetch(arch, second)
+        assert done.returncode == 8 and not target.exists(), done.stderr
+        data_two.write_bytes(kept_two)
+
         # one segment's data object swapped in for another's: the binding (and the sha256) refuse it
         one, two = _data_of(arch, first), _data_of(arch, second)
         one_bytes = one.read_bytes()
@@ -180,7 +190,7 @@ def test_kill_9_inside_wal_push(step):
         if step == "wal-push-record":
             assert [n for n in left if n.startswith(name + "-")], left  # the data object, without its record
         else:
-            assert all(n.startswith(".") for n in left), left  # only the temp file
+            assert left and all(n.startswith(".") for n in left), left  # only the temp file
         absent, target = _fetch(arch, name, "--backup-dir", str(fresh))
         assert absent.returncode == 1 and not target.exists()
         # the re-push (PostgreSQL retries archive_command) completes it; the fetch is byte-identical
@@ -249,6 +259,20 @@ def test_push_copies_to_every_destination_and_fetch_falls_back(s3):
                    "region": "us-east-1", "credentialsFile": str(secret)},
             "disk": second}))
         names = [_batch(arch, n) for n in (1, 2)]
+        # S3 unreachable: the archiver fails and retries; the local copy is complete all the same, and once the
+        # destination is back the retry uploads it (the local part is a no-op)
+        good = arch.config
+        arch.write_config(dict(good, destinations=dict(good["destinations"], s3=dict(
+            good["destinations"]["s3"], endpoint="http://127.0.0.1:%d" % free_port(), retries=0, retryTimeout=1))))
+        stuck = arch.switch_wal()
+        deadline = time.monotonic() + 90
+        while int(arch.cluster.scalar("SELECT failed_count FROM pg_stat_archiver") or 0) == 0:
+            assert time.monotonic() < deadline, arch.cluster.log_file.read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
+        assert [n for n in arch.records() if n.startswith(stuck + "-")]  # here already
+        arch.write_config(good)
+        arch.wait_archived(stuck)
+        names.append(stuck)
         originals = {n: (arch.cluster.data_dir / "pg_wal" / n).read_bytes() for n in names}
         for destination in ("s3", "disk"):
             listed = arch.cli_as_server("verify", "--wal", "--destination", destination, "--json")

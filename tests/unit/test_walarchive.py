@@ -284,6 +284,10 @@ def test_a_deleted_segment_is_reported_by_verify_health_and_metrics(tmp_path, pg
     archive = WalArchive(cfg)
     assert verify_wal(cfg)["ok"] and not verify_wal(cfg)["exists"]
     assert "wal" not in {c["check"] for c in health(cfg, connect=False)["checks"]}  # no archiving: no check
+    os.makedirs(os.path.join(cfg.backup_dir, "wal"), mode=0o700)  # what the tooling role makes: archiving is on
+    checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
+    assert checks["wal"]["status"] == "warning" and "nothing archived" in checks["wal"]["reason"]
+    assert [v for _labels, v in collect(cfg)["wal_segments"]] == [0]
     for n in (1, 2, 3, 4):
         archive.push(_write(pgwal, wal_name(1, n, SEG), _segment_bytes(n)))
     checks = {c["check"]: c for c in health(cfg, connect=False)["checks"]}
@@ -317,12 +321,17 @@ def test_check_wal_thresholds():
     base = {"exists": True, "gaps": [], "refused": [], "segments": 3, "where": "/x", "from_lsn": "0/1000000",
             "newest": {"wal": wal_name(1, 3)}}
     assert check_wal(None) is None and check_wal(dict(base, exists=False)) is None
+    waiting = check_wal(dict(base, exists=False, configured=True, newest=None))
+    assert waiting["status"] == "warning" and "nothing archived" in waiting["reason"]
     assert check_wal(dict(base, newest_age_seconds=60))["status"] == "ok"
     assert check_wal(dict(base, newest_age_seconds=3 * 3600))["status"] == "warning"
     assert check_wal(dict(base, newest_age_seconds=30 * 3600))["status"] == "critical"
     refused = check_wal(dict(base, newest_age_seconds=60, refused=[{"record": "wal/x.json", "reason": "is bad"}]))
     assert refused["status"] == "warning" and "not trusted" in refused["reason"]
     assert check_wal(dict(base, newest_age_seconds=None, newest=None))["status"] == "warning"
+    future = {"wal": wal_name(1, 3), "future": True, "modified_at": "2099-01-01T00:00:00Z"}
+    ahead = check_wal(dict(base, newest_age_seconds=0, newest=future))
+    assert ahead["status"] == "warning" and "clock" in ahead["reason"]
 
 
 def test_the_cli_commands(tmp_path, pgwal, capsys):
@@ -346,3 +355,48 @@ def test_the_cli_commands(tmp_path, pgwal, capsys):
     assert main(args + ["verify", "--wal"]) == 0 and capsys.readouterr().out.startswith("OK  wal: ")
     assert main(args + ["wal-push", str(tmp_path / "nothing" / name)]) == 3
     assert main(args + ["wal-push", _write(pgwal, "backup_label", b"x")]) == 4
+
+
+def test_continuity_property():
+    """Against a brute-force walk on one timeline: reached is the end of the run of present segments from the
+    start (stopping after the one holding ``until``), and gaps are exactly the absent numbers from there to the
+    newest present one (no further than ``until``'s)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.given(present=st.sets(st.integers(0, 40), max_size=30), start=st.integers(0, 40),
+                      offset=st.integers(0, SEG - 1), until=st.one_of(st.none(), st.integers(0, 45 * SEG)))
+    @hypothesis.settings(max_examples=300, deadline=None)
+    def check(present, start, offset, until):
+        segments = [_fake(1, n) for n in sorted(present)]
+        result = continuity(segments, format_lsn(start * SEG + offset), 1,
+                            until_lsn=format_lsn(until) if until is not None else None, seg_size=SEG)
+        n = start
+        while n in present and (until is None or n == start or n * SEG <= until):
+            n += 1
+        assert parse_lsn(result.reached_lsn) == (n * SEG if n > start else start * SEG + offset)
+        assert (result.last.segno if result.last else None) == (n - 1 if n > start else None)
+        later = [m for m in present if m >= n]
+        upper = (max(later) if until is None else min(max(later), until // SEG)) if later else n - 1
+        assert result.gaps == [wal_name(1, m, SEG) for m in range(n, upper + 1) if m not in present]
+        if until is not None:
+            taken = n > start and n * SEG > until  # the segment holding the target is in the run
+            assert result.reaches(format_lsn(until)) == (taken or until <= start * SEG + offset)
+
+    check()
+
+
+def test_status_takes_the_newest_in_wal_order_and_flags_a_future_date(tmp_path, pgwal):
+    from seawall_pgbackup.ops.wal import wal_status
+
+    cfg = load_config(env=_env(tmp_path))
+    archive = WalArchive(cfg)
+    ahead = _write(pgwal, wal_name(1, 1, SEG), _segment_bytes(1))
+    os.utime(ahead, (4102444800, 4102444800))  # 2100: pushed while the clock ran ahead
+    archive.push(ahead)
+    archive.push(_write(pgwal, wal_name(1, 2, SEG), _segment_bytes(2)))
+    status = wal_status(cfg)
+    assert status["newest"]["wal"] == wal_name(1, 2, SEG) and not status["newest"]["future"]
+    archive.remove([s for s in archive.segments() if s.segno == 2])
+    status = wal_status(cfg)
+    assert status["newest"]["future"] and status["newest_age_seconds"] == 0

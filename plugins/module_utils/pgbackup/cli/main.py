@@ -80,7 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--clean", action="store_true", help="replace a target that already holds objects")
     restore.add_argument("--pgdata", metavar="DIR",
                          help="rebuild a data directory from a base backup (--type base for 'latest'): DIR absent or "
-                              "empty, never overwritten; no recovery settings are written (the backup holds its WAL)")
+                              "empty, never overwritten; without a --target-* no recovery settings are written (the "
+                              "backup holds its WAL)")
+    targets = restore.add_mutually_exclusive_group()
+    targets.add_argument("--target-time", metavar="TIME",
+                         help="with --pgdata: recover to TIME (ISO 8601; without an offset, in BACKUP_TIMEZONE) from "
+                              "the newest base or chain that ended before it, replaying the WAL archive")
+    targets.add_argument("--target-lsn", metavar="LSN", help="with --pgdata: recover to this WAL location")
+    targets.add_argument("--target-xid", metavar="XID", help="with --pgdata: recover to the end of this transaction")
+    targets.add_argument("--target-name", metavar="NAME",
+                         help="with --pgdata: recover to this restore point (pg_create_restore_point)")
+    targets.add_argument("--target-immediate", action="store_true",
+                         help="with --pgdata: recover to the end of the backup, then promote")
+    targets.add_argument("--target-latest", action="store_true",
+                         help="with --pgdata: recover to the end of the WAL archive")
     restore.add_argument("--keep-going", action="store_true",
                          help="restore what can be restored when some objects fail (a cross-version restore); "
                               "exits 13 naming the objects that failed")
@@ -238,6 +251,9 @@ def _cmd_restore(cfg, args) -> int:
              "use a passfile (PGPASSFILE) instead" % PROG)
     if args.pgdata is not None:
         return _restore_pgdata(cfg, args)
+    if _target(cfg, args) is not None:
+        raise ConfigError("a recovery target goes with a data directory (a base backup restored with its WAL "
+                          "archive), not with a restore into a database")
     result = restore_backup(cfg, args.backup, target_url=args.target_url, clean=args.clean,
                             with_globals=args.with_globals, jobs=args.jobs, kind=args.kind, before=args.before,
                             tables=args.table, schemas=args.schema, destination=args.destination,
@@ -260,8 +276,11 @@ def _restore_pgdata(cfg, args) -> int:
                         ("--with-globals", args.with_globals)):
         if value:
             raise ConfigError("%s does not apply to --pgdata (a base backup restored into a data directory)" % flag)
+    target = _target(cfg, args)
+    if target is not None:
+        return _restore_point_in_time(cfg, args, target)
     result = restore_data_directory(cfg, args.backup, args.pgdata, kind=args.kind, before=args.before,
-                                    destination=args.destination)
+                                    destination=args.destination, config_file=_config_file(args))
     if args.json:
         _print_json(result)
         return 0
@@ -271,6 +290,42 @@ def _restore_pgdata(cfg, args) -> int:
     if result.get("chain"):
         _out("combined %s" % " + ".join(result["chain"]))
     _out("start it with: pg_ctl -D %s start (as the owner of the directory; not as root)" % result["pgdata"])
+    return 0
+
+
+def _target(cfg, args):
+    from ..ops.pitr import target_from  # pylint: disable=import-outside-toplevel
+
+    return target_from(args.target_time, args.target_lsn, args.target_xid, args.target_name, args.target_immediate,
+                       args.target_latest, cfg.timezone)
+
+
+def _config_file(args) -> Optional[str]:
+    """The configuration file this run read, for the restore_command written into a data directory."""
+    return getattr(args, "config", None) or os.environ.get("BACKUP_CONFIG") or None
+
+
+def _restore_point_in_time(cfg, args, target) -> int:
+    from ..ops.pitr import restore_point_in_time  # pylint: disable=import-outside-toplevel
+
+    if args.before:
+        raise ConfigError("a recovery target chooses its base backup itself; name a backup id instead of a time "
+                          "to restore before")
+    result = restore_point_in_time(cfg, args.backup, args.pgdata, target, kind=args.kind,
+                                   destination=args.destination,
+                                   config_file=_config_file(args))
+    if args.json:
+        _print_json(result)
+        return 0
+    _out("restored %s into data directory %s (%d files) for recovery to %s"
+         % (result["backup_id"], result["pgdata"], result["files"], result["target"]))
+    if result.get("chain") and len(result["chain"]) > 1:
+        _out("combined %s" % " + ".join(result["chain"]))
+    _out("the archive reaches %s%s; recovery settings are in postgresql.auto.conf (recovery.signal)"
+         % (result["archive_reaches_lsn"], "; recovery stops at the %s" % result["stop_record"]
+            if result.get("stop_record") else ""))
+    _out("start it with: pg_ctl -D %s start (as the owner of the directory, who must be able to run "
+         "wal-fetch on this backup directory)" % result["pgdata"])
     return 0
 
 

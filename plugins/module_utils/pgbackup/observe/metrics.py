@@ -147,7 +147,7 @@ def _wal_samples(cfg: Config, add) -> None:
         status = archive_status(cfg)
     except BackupError:
         return
-    if not status["exists"]:
+    if not (status["exists"] or status["configured"]):
         return
     add("wal_segments", {}, status["segments"])
     add("wal_archive_size_bytes", {}, status["bytes"])

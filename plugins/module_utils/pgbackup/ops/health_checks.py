@@ -274,9 +274,13 @@ WAL_CRITICAL_AGE_SECONDS = 26 * 3600   # a day and more: point-in-time recovery 
 
 def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The WAL archive (ops/wal.wal_status): gaps are critical, an old newest segment or an untrusted record a
-    warning. None when nothing was ever archived (no archiving on this host)."""
-    if not status or not status.get("exists"):
+    warning. None when this host does not archive (no ``wal/`` folder, nothing archived)."""
+    if not status or not (status.get("exists") or status.get("configured")):
         return None
+    if not status.get("exists"):
+        return check("wal", "warning", "nothing archived in %s yet: check archive_command (the server log) and that "
+                     "the server writes WAL" % status.get("where"), newest=None, newest_age_seconds=None, gaps=[],
+                     segments=0)
     extra = {"newest": (status.get("newest") or {}).get("wal"), "newest_age_seconds": status.get("newest_age_seconds"),
              "gaps": list(status.get("gaps") or []), "segments": status.get("segments")}
     gaps = extra["gaps"]
@@ -290,6 +294,9 @@ def check_wal(status: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         return check("wal", "warning", "no WAL segment archived in %s yet (only history or backup files)"
                      % status.get("where"), **extra)
     described = "newest WAL %s archived %s ago, %d segments" % (extra["newest"], human_age(age), extra["segments"] or 0)
+    if (status.get("newest") or {}).get("future"):
+        return check("wal", "warning", "%s is dated in the future (%s): check this host's clock"
+                     % (extra["newest"], status["newest"]["modified_at"]), **extra)
     if age > WAL_CRITICAL_AGE_SECONDS:
         return check("wal", "critical", "%s: archiving has stopped (check archive_command in the server log)"
                      % described, **extra)

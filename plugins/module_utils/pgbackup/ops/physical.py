@@ -4,7 +4,8 @@
 """Physical base backups read back: restore into a data directory, verify with pg_verifybackup.
 
 A base backup is self-contained (its tar holds the WAL from its start to its end LSN), so a restored data
-directory starts and reaches consistency with no recovery settings; point-in-time recovery comes later.
+directory starts and reaches consistency with no recovery settings; point-in-time recovery (ops/pitr.py) adds
+them through ``restore_pgdata``'s ``finish``.
 The stored tar is untrusted input: pg/basebackup.extract_tar writes plain files and directories only.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from ..codec.integrity import verify_checksums
 from ..codec.stored import open_stored, require_keys
@@ -117,16 +118,18 @@ def _empty_out(pgdata: str, existed: bool) -> None:
                 pass
 
 
-def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata: str) -> Dict[str, Any]:
+def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata: str,
+                   finish: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Rebuild a data directory from a base backup, or from a chain (base, incrementals, oldest first) with
     pg_combinebackup (files here: the catalog's local_copy).
 
     Refused before anything is written: another kind, a non-empty or missing-parent ``pgdata``, a missing
     key, a file whose sha256 differs, a broken chain. A failure half-way removes what was extracted.
+    ``finish(pgdata)`` runs last (recovery settings): its failure, too, leaves ``pgdata`` as it was.
     """
     chain: List[Backup] = [backups] if isinstance(backups, Backup) else list(backups)
     if len(chain) > 1 or chain[0].kind == "incremental":
-        return _restore_chain(cfg, chain, pgdata)
+        return _restore_chain(cfg, chain, pgdata, finish)
     backup = chain[0]
     if not is_physical(backup):
         raise ConfigError("a data directory is rebuilt from a base (physical) backup; %s is a %s backup: "
@@ -146,6 +149,8 @@ def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata
             files, size = extract_tar(stream, pgdata, "%s file %s" % (backup.id, entry.name), RestoreError)
         if not os.path.isfile(os.path.join(pgdata, "PG_VERSION")):
             raise RestoreError("%s: the base tar holds no PG_VERSION: not a data directory" % backup.id)
+        if finish is not None:
+            finish(pgdata)
     except (EOFError, OSError, ValueError) as exc:
         _empty_out(pgdata, existed)
         raise RestoreError("%s: %s cannot be read: %s" % (backup.id, entry.name, exc)) from None
@@ -157,7 +162,8 @@ def restore_pgdata(cfg: Config, backups: Union[Backup, Sequence[Backup]], pgdata
             "timeline": backup.manifest.timeline, "seconds": round(time.monotonic() - started, 3)}
 
 
-def _restore_chain(cfg: Config, chain: List[Backup], pgdata: str) -> Dict[str, Any]:
+def _restore_chain(cfg: Config, chain: List[Backup], pgdata: str,
+                   finish: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Each link extracted into scratch, then pg_combinebackup writes the data directory (the WAL of the last)."""
     backup = chain[-1]
     check_chain(chain)
@@ -188,6 +194,8 @@ def _restore_chain(cfg: Config, chain: List[Backup], pgdata: str) -> Dict[str, A
             if out.returncode != 0:
                 raise RestoreError("%s: pg_combinebackup: %s" % (backup.id, first_error(out.stderr)))
             os.chmod(pgdata, 0o700)
+            if finish is not None:
+                finish(pgdata)
         except BaseException:
             if os.path.isdir(pgdata):
                 _empty_out(pgdata, existed)

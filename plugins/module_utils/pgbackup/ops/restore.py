@@ -27,6 +27,7 @@ from ..pg.restore.archive import describe_failures
 from ..pg.restorer import Restorer, RestoreResult, refuse_partial_clean, restored_backup_id
 from ..repo.catalog import Repository, open_repository
 from .physical import check_empty_target, restore_pgdata, restored_label
+from .pitr import is_wal_link, restore_point_in_time
 from .verify import DEFAULT_KIND, globals_default, server_of, source_database
 
 # Only these restores are recorded on the target (data-only and globals restores leave no record).
@@ -177,14 +178,20 @@ def plan_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[
 
 
 def restore_data_directory(cfg: Config, selector: str, pgdata: str, kind: Optional[str] = None,
-                           before: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+                           before: Optional[str] = None, destination: Optional[str] = None,
+                           config_file: Optional[str] = None) -> Dict[str, Any]:
     """Rebuild a data directory from a base backup (``latest``: of kind base), here or at a destination.
 
-    ``pgdata`` absent or empty, never overwritten; refused before anything is written (ops/physical.py)."""
+    ``pgdata`` absent or empty, never overwritten; refused before anything is written (ops/physical.py).
+    A WAL-method incremental (no tar) is its parents' data plus recovery to its end (ops/pitr.py; the
+    restore_command reads ``config_file``)."""
     repo = open_repository(cfg, destination)
     log = RunLog(Repository(cfg.backup_dir).log_dir)
     try:
         backup = select_backup(cfg, selector, kind or "base", before, repo=repo)
+        if is_wal_link(backup):
+            return restore_point_in_time(cfg, backup.id, pgdata, None, destination=destination,
+                                         config_file=config_file)
         chain = [backup]
         while chain[0].kind == "incremental" and chain[0].manifest.parent:  # a missing or bad link: NotFound
             if len(chain) > 10000:

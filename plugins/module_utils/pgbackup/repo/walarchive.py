@@ -30,7 +30,7 @@ from ..codec.authn import Trust, Untrusted, render_manifest
 from ..codec.compression import compressor, decompressing_reader
 from ..codec.crypto import AES_MODE, AuthenticationFailed, Binding
 from ..codec.stored import Sealing, StoredWriter, decrypting_reader, sealing_for
-from ..core.clock import iso, parse_iso, utc_now
+from ..core.clock import is_future, iso, parse_iso, utc_now
 from ..core.errors import BackupError, ConfigError, DestinationError, VerifyError
 from ..core.fsutil import (check_private_dir, create_private, ensure_private_dir, fsync_dir, open_read_nofollow,
                            remove_quietly, write_file_atomic)
@@ -194,16 +194,19 @@ def _timeline_path(segments: List[Segment], timeline: int, start: int) -> List[T
     return best
 
 
-def continuity(segments: List[Segment], start_lsn: str, timeline: int,
-               until_lsn: Optional[str] = None) -> Continuity:
+def continuity(segments: List[Segment], start_lsn: str, timeline: int, until_lsn: Optional[str] = None,
+               seg_size: Optional[int] = None) -> Continuity:
     """Walk the archive from ``start_lsn`` on ``timeline`` segment by segment, switching timelines where the
     archived .history files say (as recovery with recovery_target_timeline = 'latest' does).
 
-    ``reached_lsn``: the end of the last segment of the unbroken run; ``gaps``: the names missing between
-    there and the newest archived segment on the path (or ``until_lsn``)."""
+    ``reached_lsn``: the end of the last segment of the unbroken run (with ``until_lsn``, the walk stops after the
+    segment holding it); ``gaps``: the names missing between there and the newest archived segment on the path
+    (with ``until_lsn``: and no further than the segment holding it). ``seg_size``: the server's WAL segment size
+    (default: as the archived segments show it, else 16 MiB)."""
     start = parse_lsn(start_lsn)
     files = [s for s in segments if s.kind == "segment" and s.segno is not None]
-    seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
+    if seg_size is None:
+        seg_size = segment_size_of(files[0]) if files else DEFAULT_SEGMENT_SIZE
     path = _timeline_path(segments, timeline, start)
     begins = [(tli, begin // seg_size) for tli, begin in path]
 
@@ -219,8 +222,8 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
     until = parse_lsn(until_lsn) if until_lsn else None
     result = Continuity(start_lsn=format_lsn(start), reached_lsn=format_lsn(start), target_timeline=path[-1][0])
     while True:
-        if until is not None and result.last is not None and (segno * seg_size) > until:
-            break
+        if until is not None and result.last is not None and segno * seg_size > until:
+            break  # the segment holding the target is in
         tli = timeline_for(segno)
         found = have.get((tli, segno))
         if found is None:
@@ -230,15 +233,12 @@ def continuity(segments: List[Segment], start_lsn: str, timeline: int,
         if tli not in result.timelines:
             result.timelines.append(tli)
         segno += 1
-    on_path = [s.segno for s in files if s.segno is not None and s.segno >= segno
-               and s.timeline == timeline_for(s.segno)]
-    newest = max(on_path) if on_path else None
-    if until is not None:
-        limit = until // seg_size
-        newest = limit if newest is None or (newest is not None and newest > limit) else newest
-        if newest is not None and not on_path and until <= parse_lsn(result.reached_lsn):
-            newest = None
-    if newest is not None:
+    later = [s.segno for s in files if s.segno is not None and s.segno >= segno
+             and s.timeline == timeline_for(s.segno)]
+    if later:
+        newest = max(later)
+        if until is not None:
+            newest = min(newest, until // seg_size)
         result.gaps = [wal_name(timeline_for(n), n, seg_size) for n in range(segno, newest + 1)
                        if (timeline_for(n), n) not in have]
     return result
@@ -816,7 +816,8 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                    archive: Optional[WalArchive] = None) -> Dict[str, Any]:
     """What the archive holds: segments, the newest one and its age, the gaps, refused records.
 
-    ``exists`` is False when nothing was ever archived (health and metrics then say nothing about WAL)."""
+    ``exists`` is False when nothing was ever archived; ``configured``: the ``wal/`` folder is there (the tooling
+    role makes it on a host that archives), so health says when nothing arrives."""
     now = now or utc_now()
     own = archive is None
     archive = archive or WalArchive(cfg, destination)
@@ -826,7 +827,8 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
     finally:
         if own:
             archive.close()
-    status: Dict[str, Any] = {"exists": bool(segments or refused), "where": archive.where,
+    configured = archive.root is None or os.path.isdir(os.path.join(archive.root, FOLDER))
+    status: Dict[str, Any] = {"exists": bool(segments or refused), "configured": configured, "where": archive.where,
                               "segments": len([s for s in segments if s.kind == "segment"]),
                               "files": len(segments), "bytes": sum(max(s.stored_size, 0) for s in segments),
                               "refused": [{"record": key, "reason": why} for key, why in refused],
@@ -834,9 +836,11 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                               "from_lsn": None, "from_backup": None, "timelines": []}
     files = [s for s in segments if s.kind in ("segment", "partial")]
     if files:
-        newest = max(files, key=lambda s: (s.modified_at, s.timeline, s.segno or 0))
+        # the newest in WAL order (segments() sorts so), not by its date: a record dated ahead (a clock that ran
+        # ahead when it was pushed) must not hide that archiving stopped
+        newest = files[-1]
         status["newest"] = {"wal": newest.wal, "modified_at": iso(newest.modified_at),
-                            "archived_at": iso(newest.archived_at)}
+                            "archived_at": iso(newest.archived_at), "future": is_future(newest.modified_at, now)}
         status["newest_age_seconds"] = max(0, int((now - newest.modified_at).total_seconds()))
     repo = open_repository(cfg, destination)
     try:

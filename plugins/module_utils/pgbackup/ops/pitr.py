@@ -1,0 +1,618 @@
+# -*- coding: utf-8 -*-
+# Copyright: seawall.pgbackup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Point-in-time restore: a recovery target, the base (or chain) to start from, whether the archive reaches it.
+
+``restore --pgdata DIR`` with a target rebuilds the data directory from a base backup or an incremental chain
+(ops/physical.py) and writes recovery settings: restore_command = our ``wal-fetch``, recovery_target_* and
+recovery_target_action = 'promote', in postgresql.auto.conf, plus recovery.signal. Everything that can refuse
+runs first and reads only (docs/pitr.md): PostgreSQL 13+ stops with FATAL when recovery ends before its target,
+and a target inside the base backup's own WAL cannot be reached from it, so such a target is refused in one
+line naming what the archive reaches, before DIR is touched.
+
+What PostgreSQL stops at is read from the archived WAL itself with pg_waldump (pg/waldump.py): the first
+commit/abort after a target time, the commit/abort of a target xid, the restore point of a target name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..config.settings import Config
+from ..core.clock import iso, parse_moment
+from ..core.errors import BackupError, ConfigError, NotFound, RestoreError
+from ..core.fsutil import write_file_atomic
+from ..core.runlog import RunLog
+from ..model.manifest import Backup
+from ..pg.binaries import ClientTools, select_tools
+from ..pg.waldump import WalRecord, dump, format_lsn
+from ..repo.catalog import Repository, open_repository, present
+from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse_lsn, segment_size_of
+from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
+
+TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
+NAME_LIMIT = 63  # MAXFNAMELEN - 1: the longest restore point name PostgreSQL keeps
+HOST_COMMAND = "seawall-pgbackup"
+AUTO_CONF = "postgresql.auto.conf"
+MARK = "# seawall.pgbackup point-in-time recovery"
+# Settings wal-fetch needs to read the archive as this run does (paths and public keys only, never key material),
+# carried in restore_command as environment assignments: the server does not have our environment.
+CARRIED = (("BACKUP_ENCRYPTION", "encryption"), ("BACKUP_ENCRYPTION_MODE", "encryption_mode"),
+           ("BACKUP_ENCRYPTION_KEY_FILE", "encryption_key_file"), ("BACKUP_ENCRYPTION_KEYRING", "encryption_keyring"),
+           ("BACKUP_ENCRYPTION_IDENTITY_FILE", "encryption_identity_file"),
+           ("BACKUP_ENCRYPTION_SIGNING_KEY_FILE", "encryption_signing_key_file"),
+           ("BACKUP_ENCRYPTION_TRUSTED_SIGNERS", "encryption_trusted_signers"),
+           ("BACKUP_ENCRYPTION_RETIRED_KEYS", "encryption_retired_keys"),
+           ("BACKUP_REPOSITORY_ID", "repository_id"), ("BACKUP_ACCEPT_UNSIGNED", "accept_unsigned"),
+           ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"))
+_XID = re.compile(r"^[0-9]{1,20}$")
+
+
+# ---------------------------------------------------------------------- targets
+
+@dataclass(frozen=True)
+class Target:
+    """A recovery target: ``kind`` one of TARGET_KINDS; ``value`` as written into recovery_target_<kind>."""
+
+    kind: str
+    value: Optional[str] = None
+    moment: Optional[datetime] = None  # time
+    lsn: Optional[int] = None  # lsn
+    xid: Optional[int] = None  # xid (its 32-bit part: what WAL records carry)
+
+    def describe(self) -> str:
+        if self.kind == "time":
+            return "time %s" % iso(self.moment) if self.moment else "time"
+        if self.kind == "lsn":
+            return "LSN %s" % self.value
+        if self.kind == "xid":
+            return "xid %s" % self.value
+        if self.kind == "name":
+            return "restore point %r" % self.value
+        if self.kind == "immediate":
+            return "the end of the backup (immediate)"
+        return "the end of the archive (latest)"
+
+
+def parse_target(kind: str, value: Optional[str] = None, tz_name: str = "UTC") -> Target:
+    """A Target from one option's text; a one-line ConfigError when it is not valid."""
+    if kind not in TARGET_KINDS:
+        raise ConfigError("recovery target %r is not one of %s" % (kind, ", ".join(TARGET_KINDS)))
+    if kind in ("immediate", "latest"):
+        return Target(kind)
+    text = (value or "").strip()
+    if not text:
+        raise ConfigError("recovery target %s needs a value" % kind)
+    if kind == "time":
+        try:
+            moment = parse_moment(text, tz_name)
+        except BackupError as exc:
+            raise ConfigError("recovery target %s" % exc) from None
+        moment = moment.astimezone(timezone.utc)
+        return Target("time", moment.strftime("%Y-%m-%d %H:%M:%S.%f+00"), moment=moment)
+    if kind == "lsn":
+        try:
+            lsn = parse_lsn(text)
+        except ConfigError:
+            raise ConfigError("recovery target LSN %r is not an LSN (like 0/3000028)" % text[:40]) from None
+        return Target("lsn", format_lsn(lsn), lsn=lsn)
+    if kind == "xid":
+        if not _XID.match(text) or not 3 <= int(text) < 1 << 64:
+            raise ConfigError("recovery target xid %r is not a transaction id (a number, 3 or more)" % text[:40])
+        return Target("xid", str(int(text)), xid=int(text) & 0xFFFFFFFF)
+    if "\0" in text or len(text.encode("utf-8")) > NAME_LIMIT:
+        raise ConfigError("recovery target name %r is not a restore point name (at most %d bytes)"
+                          % (text[:80], NAME_LIMIT))
+    return Target("name", text)
+
+
+def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Optional[str] = None,
+                name: Optional[str] = None, immediate: bool = False, latest: bool = False,
+                tz_name: str = "UTC") -> Optional[Target]:
+    """The one target given (None when none is); a ConfigError naming them when several are."""
+    given = [(kind, value) for kind, value in (("time", time_), ("lsn", lsn), ("xid", xid), ("name", name))
+             if value is not None]
+    given += [(kind, None) for kind, on in (("immediate", immediate), ("latest", latest)) if on]
+    if len(given) > 1:
+        raise ConfigError("one recovery target at a time, not %s" % " and ".join(kind for kind, _v in given))
+    if not given:
+        return None
+    return parse_target(given[0][0], given[0][1], tz_name)
+
+
+# ---------------------------------------------------------------------- recovery settings
+
+def conf_quote(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def host_command() -> List[str]:
+    """How the server runs this package: the installed command we run as, else ``python -m seawall_pgbackup``."""
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == HOST_COMMAND and os.access(argv0, os.X_OK):
+        return [argv0]
+    if os.path.basename(argv0) != "__main__.py" or "seawall_pgbackup" not in argv0:
+        found = shutil.which(HOST_COMMAND)
+        if found:
+            return [os.path.abspath(found)]
+    return [sys.executable, "-m", "seawall_pgbackup"]
+
+
+def _carried_value(value: Any) -> Optional[str]:
+    if value is None or value == [] or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def restore_command(cfg: Config, config_file: Optional[str] = None, command: Optional[Sequence[str]] = None) -> str:
+    """restore_command for the restored server: our wal-fetch with this run's backup directory, configuration
+    file and encryption settings (paths, never key material). ``%`` in them is doubled for PostgreSQL."""
+    from ..config.settings import default_config  # pylint: disable=import-outside-toplevel
+
+    defaults = default_config()
+    env = []
+    for name, attr in CARRIED:
+        value = getattr(cfg, attr, None)
+        if value != getattr(defaults, attr, None) and _carried_value(value) is not None:
+            env.append("%s=%s" % (name, shlex.quote(_carried_value(value) or "")))
+    words = list(command or host_command())
+    if config_file:
+        words += ["--config", os.path.abspath(config_file)]
+    words += ["--backup-dir", os.path.abspath(cfg.backup_dir)]
+    text = " ".join(env + [shlex.quote(w) for w in words])
+    return text.replace("%", "%%") + " wal-fetch %f %p"
+
+
+def recovery_settings(target: Target, fetch_command: str) -> List[Tuple[str, str]]:
+    """The recovery parameters for ``target``, in order (name, value), values unquoted."""
+    settings = [("restore_command", fetch_command)]
+    if target.kind == "immediate":
+        settings += [("recovery_target", "immediate"), ("recovery_target_timeline", "current")]
+    elif target.kind == "latest":
+        settings += [("recovery_target_timeline", "latest")]
+    else:
+        settings += [("recovery_target_%s" % target.kind, target.value or ""),
+                     ("recovery_target_timeline", "latest")]
+    if target.kind != "latest":
+        settings += [("recovery_target_action", "promote")]
+    return settings
+
+
+def render_settings(settings: Sequence[Tuple[str, str]], comment: str) -> str:
+    lines = ["%s: %s" % (MARK, comment.replace("\n", " "))]
+    lines += ["%s = %s" % (name, conf_quote(value)) for name, value in settings]
+    return "\n".join(lines) + "\n"
+
+
+def write_recovery(pgdata: str, settings: Sequence[Tuple[str, str]], comment: str) -> None:
+    """Append the settings to postgresql.auto.conf (read last, so they win) and create recovery.signal."""
+    path = os.path.join(pgdata, AUTO_CONF)
+    try:
+        with open(path, "rb") as handle:
+            before = handle.read()
+    except FileNotFoundError:
+        before = b""
+    if before and not before.endswith(b"\n"):
+        before += b"\n"
+    write_file_atomic(path, before + render_settings(settings, comment).encode("utf-8"), what=AUTO_CONF,
+                      step="restore")
+    write_file_atomic(os.path.join(pgdata, "recovery.signal"), b"", what="recovery.signal", step="restore")
+
+
+# ---------------------------------------------------------------------- chains
+
+def is_wal_link(backup: Backup) -> bool:
+    """An incremental without a tar: the WAL archived since its parent (PostgreSQL 15/16), replayed by recovery."""
+    return backup.kind == "incremental" and (backup.manifest.method == "wal" or backup.file("base") is None)
+
+
+def chains(repo: Repository, selector: str = "latest", kind: Optional[str] = None) -> List[List[Backup]]:
+    """The restorable chains (base first, then native incrementals), oldest first by end: every good base or
+    incremental with all its parents good (``latest``), or the one chain of the backup ``selector`` names. A
+    WAL-method link adds no data: its chain is its parents'."""
+    if selector != "latest":
+        chosen = repo.find(selector, kind=kind)
+        return [_chain_of(repo, chosen, None)]
+    # ``kind`` picks nothing here: the end of any chain may be the best start for a target
+    good = present(repo.backups(kind="base") + repo.backups(kind="incremental"))
+    by_id = {b.id: b for b in good}
+    found: Dict[str, List[Backup]] = {}
+    for backup in good:
+        try:
+            chain = _chain_of(repo, backup, by_id)
+        except BackupError:
+            continue  # a broken chain is never a start
+        found[chain[-1].id] = chain
+    return sorted(found.values(), key=lambda chain: (parse_lsn(chain[-1].manifest.stop_lsn or "0/0"),
+                                                     chain[-1].created_at))
+
+
+def _chain_of(repo: Repository, backup: Backup, by_id: Optional[Dict[str, Backup]]) -> List[Backup]:
+    chain = [backup]
+    while chain[0].kind == "incremental" and chain[0].manifest.parent:
+        if len(chain) > 10000:
+            raise RestoreError("%s: its chain of parents does not end" % backup.id)
+        parent = chain[0].manifest.parent
+        if by_id is not None:
+            if parent not in by_id:
+                raise NotFound("%s: parent %s is not a good backup" % (backup.id, parent))
+            chain.insert(0, by_id[parent])
+        else:
+            chain.insert(0, repo.find(parent))
+    if chain[0].kind != "base":
+        raise RestoreError("%s is a %s backup: a data directory is rebuilt from a base backup or a chain"
+                           % (backup.id, backup.kind))
+    while len(chain) > 1 and is_wal_link(chain[-1]):
+        chain.pop()  # its WAL is the archive's: recovery replays it
+    check_chain(chain)
+    return chain
+
+
+def _end_time(backup: Backup) -> datetime:
+    return backup.manifest.finished_at or backup.created_at
+
+
+# ---------------------------------------------------------------------- reachability
+
+@dataclass
+class Reach:
+    """What a target needs, decided from the catalog and the archive (reads only)."""
+
+    target: Target
+    chain: List[Backup]
+    reached_lsn: str  # where the contiguous archive from the chain's start ends
+    stop: Optional[WalRecord] = None  # the record recovery stops at (time, xid, name)
+    timelines: List[int] = field(default_factory=list)
+    scanned: int = 0  # WAL files read with pg_waldump
+
+    @property
+    def backup(self) -> Backup:
+        return self.chain[-1]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"recovery_target": self.target.kind, "recovery_target_value": self.target.value,
+                "target": self.target.describe(), "backup_id": self.backup.id,
+                "chain": [b.id for b in self.chain], "archive_reaches_lsn": self.reached_lsn,
+                "stop_lsn_in_archive": self.stop.lsn_text if self.stop else None,
+                "stop_record": _describe_record(self.stop), "timelines": list(self.timelines)}
+
+
+def _describe_record(record: Optional[WalRecord]) -> Optional[str]:
+    if record is None:
+        return None
+    if record.kind == "restore_point":
+        return "restore point %r at %s" % (record.name, record.lsn_text)
+    return "%s of xid %d at %s (%s)" % (record.kind, record.xid, record.lsn_text,
+                                        iso(record.moment) if record.moment else "?")
+
+
+class _Scanner:
+    """Archived WAL files on the recovery path, fetched into scratch one by one and read with pg_waldump; the
+    records of each file are kept, so a second question about the same file reads nothing again."""
+
+    def __init__(self, archive: WalArchive, segments: List[Segment], tools: ClientTools, scratch: str) -> None:
+        self.archive = archive
+        self.segments = [s for s in segments if s.kind == "segment" and s.segno is not None]
+        self.tools = tools
+        self.scratch = scratch
+        self.records: Dict[str, List[WalRecord]] = {}
+        self.read = 0
+
+    def path(self, reach: Continuity, start_lsn: str) -> List[Segment]:
+        """The segments recovery replays from ``start_lsn`` to where the archive is contiguous (highest timeline
+        of the path for each segment number, as recovery_target_timeline = 'latest' follows it)."""
+        if not self.segments:
+            return []
+        size = segment_size_of(self.segments[0])
+        first, end = parse_lsn(start_lsn) // size, parse_lsn(reach.reached_lsn) // size
+        best: Dict[int, Segment] = {}
+        for segment in self.segments:
+            segno = segment.segno or 0
+            if first <= segno < end and segment.timeline in reach.timelines:
+                if segno not in best or segment.timeline > best[segno].timeline:
+                    best[segno] = segment
+        return [best[n] for n in sorted(best)]
+
+    def of(self, segment: Segment, following: Optional[Segment]) -> List[WalRecord]:
+        if segment.wal in self.records:
+            return self.records[segment.wal]
+        folder = os.path.join(self.scratch, "wal")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        keep = [segment.wal]
+        self._fetch(segment, folder)
+        if following is not None and following.timeline == segment.timeline:
+            self._fetch(following, folder)  # a record that crosses into it is read whole; read next anyway
+            keep.append(following.wal)
+        records, _end = dump(self.tools, folder, segment.wal)
+        for name in os.listdir(folder):
+            if name not in keep[1:]:
+                os.unlink(os.path.join(folder, name))
+        self.read += 1
+        self.records[segment.wal] = records
+        return records
+
+    def _fetch(self, segment: Segment, folder: str) -> None:
+        path = os.path.join(folder, segment.wal)
+        if os.path.exists(path):
+            return
+        if not self.archive.fetch(segment.wal, path):
+            raise RestoreError("WAL file %s vanished from the archive while it was read" % segment.wal)
+
+    def at(self, path: List[Segment], lsn: int, every: bool = True, limit: Optional[int] = 1,
+           start: Optional[int] = None, end: Optional[int] = None) -> List[WalRecord]:
+        """Records of the segment of ``path`` that holds ``lsn`` (and of the next, for a record crossing into it),
+        from ``start`` to ``end``; [] when the path has no such segment."""
+        if not path:
+            return []
+        size = segment_size_of(path[0])
+        index = next((i for i, s in enumerate(path) if s.segno == lsn // size), None)
+        if index is None:
+            return []
+        segment = path[index]
+        following = path[index + 1] if index + 1 < len(path) else None
+        folder = os.path.join(self.scratch, "at")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self._fetch(segment, folder)
+            last = None
+            if following is not None and following.timeline == segment.timeline:
+                self._fetch(following, folder)
+                last = following.wal
+            self.read += 1
+            records, _end = dump(self.tools, folder, segment.wal, last, start_lsn=start, every=every, limit=limit,
+                                 end_lsn=end)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return records
+
+    def record_from(self, path: List[Segment], lsn: int) -> Optional[WalRecord]:
+        """The first record at or after ``lsn`` in the archive: recovery to an LSN stops once it replayed it."""
+        found = self.at(path, lsn, start=lsn)
+        return found[0] if found else None
+
+    def last_before(self, path: List[Segment], lsn: int) -> Optional[WalRecord]:
+        """The last record that starts before ``lsn`` (looked for in a window growing back to its segment's
+        start): recovery to it ends exactly there, without waiting for WAL after ``lsn``."""
+        if not path or lsn <= 0:
+            return None
+        size = segment_size_of(path[0])
+        floor = (lsn - 1) // size * size
+        window = 64 * 1024
+        while True:
+            begin = max(floor, lsn - window)
+            records = [r for r in self.at(path, lsn - 1, limit=None, start=begin, end=lsn) if r.lsn < lsn]
+            if records or begin == floor:
+                return records[-1] if records else None
+            window *= 8
+
+    def first(self, path: List[Segment], wanted, skip=None) -> Optional[WalRecord]:
+        """The first record of ``path`` for which ``wanted(record)`` holds; ``skip(segment)``: not read."""
+        for index, segment in enumerate(path):
+            if skip is not None and skip(segment):
+                continue
+            following = path[index + 1] if index + 1 < len(path) else None
+            for record in self.of(segment, following):
+                if wanted(record):
+                    return record
+        return None
+
+
+def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Optional[Target],
+                selector: str = "latest", kind: Optional[str] = None) -> Reach:
+    """Choose the chain for ``target`` and prove the archive reaches it; a one-line RestoreError when it does not.
+    Reads only (WAL files are fetched into the backup directory's scratch and removed). ``target`` None: the
+    WAL-method incremental ``selector`` names, to its end."""
+    candidates = chains(repo, selector, kind)
+    segments = archive.segments()
+    if target is None:  # a WAL-method link restored by its id: recovery to its end
+        if selector == "latest" or not candidates:
+            raise ConfigError("a recovery target is needed to restore %s with the WAL archive" % selector)
+        target = _wal_link_target(cfg, archive, segments, repo.find(selector, kind=kind), candidates[-1])
+    if not candidates:
+        raise NotFound("no good base backup in %s to restore to %s from" % (repo.where, target.describe()))
+    if target.kind == "immediate":
+        chain = candidates[-1]
+        return Reach(target, chain, chain[-1].manifest.stop_lsn or "0/0")
+    if target.kind == "time" and selector == "latest":
+        before = [c for c in candidates if _end_time(c[-1]) < (target.moment or _end_time(c[-1]))]
+        if not before:
+            raise RestoreError("cannot restore to %s: no good base backup ended before it (the oldest ended at %s)"
+                               % (target.describe(), iso(_end_time(candidates[0][-1]))))
+        candidates = before
+    elif target.kind == "time" and _end_time(candidates[-1][-1]) >= (target.moment or _end_time(candidates[-1][-1])):
+        raise RestoreError("cannot restore to %s from %s: the backup ended at %s, after it"
+                           % (target.describe(), candidates[-1][-1].id, iso(_end_time(candidates[-1][-1]))))
+    if target.kind == "lsn":
+        before = [c for c in candidates if parse_lsn(c[-1].manifest.stop_lsn or "0/0") <= (target.lsn or 0)]
+        if not before:
+            raise RestoreError("cannot restore to %s: %s the backup's consistent point %s"
+                               % (target.describe(), "it is before" if selector != "latest" else
+                                  "no good base backup ends before it; the oldest ends at",
+                                  candidates[0][-1].manifest.stop_lsn))
+        candidates = before
+    major = max((c[-1].manifest.server.major if c[-1].manifest.server else 0) or 0 for c in candidates)
+    tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's server", tools=("pg_waldump",))
+    scratch = scratch_dir(cfg, "pitr")
+    try:
+        scanner = _Scanner(archive, segments, tools, scratch)
+        if target.kind in ("xid", "name"):
+            reach = _reach_any(scanner, segments, candidates, target)
+        else:  # the newest chain that may start it: an older one replays the same archive, only longer
+            reach = _reach_from(scanner, segments, candidates[-1], target)
+        reach.scanned = scanner.read
+        return reach
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wal_link_target(cfg: Config, archive: WalArchive, segments: List[Segment], link: Backup,
+                     chain: List[Backup]) -> Target:
+    """The LSN target that ends recovery with the last record of a WAL-method link (its stop LSN is where its
+    segment switch ended: the next record is in a segment that may not be archived yet)."""
+    if not is_wal_link(link):
+        raise ConfigError("%s is a %s backup: restoring it into a data directory needs no recovery target"
+                          % (link.id, link.kind))
+    stop = parse_lsn(link.manifest.stop_lsn or "0/0")
+    data = chain[-1]
+    major = (data.manifest.server.major if data.manifest.server else None) or 0
+    tools = select_tools(major, cfg.pg_bin_dir, purpose="the backup's server", tools=("pg_waldump",))
+    scratch = scratch_dir(cfg, "pitr")
+    try:
+        scanner = _Scanner(archive, segments, tools, scratch)
+        walk = continuity(segments, data.manifest.stop_lsn or "0/0", data.manifest.timeline or 1)
+        record = scanner.last_before(scanner.path(walk, data.manifest.stop_lsn or "0/0"), stop)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if record is None or record.lsn < parse_lsn(data.manifest.stop_lsn or "0/0"):
+        raise RestoreError("cannot restore %s: the archive does not hold its WAL up to its stop LSN %s "
+                           "(restore %s with a recovery target instead)" % (link.id, link.manifest.stop_lsn, data.id))
+    return Target("lsn", record.lsn_text, lsn=record.lsn)
+
+
+def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup], target: Target) -> Reach:
+    last = chain[-1]
+    # The restored pg_wal holds the backup's own WAL (start to stop LSN); from there on recovery needs the archive.
+    stop = start = last.manifest.stop_lsn or "0/0"
+    timeline = last.manifest.timeline or 1
+    walk = continuity(segments, start, timeline)
+    reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
+    reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines))
+    reaches = "the archive holds no WAL from %s (timeline %d) on" % (start, timeline) if reached is None else \
+        "the archive reaches %s from %s (timeline %s)%s" % (
+            walk.reached_lsn, start, ",".join(str(t) for t in walk.timelines) or timeline,
+            ", then %s is missing" % walk.gaps[0] if walk.gaps else "")
+    path = scanner.path(walk, start)
+    if target.kind == "latest":
+        if walk.gaps:
+            raise RestoreError("cannot restore to %s from %s: %s (restore to an LSN before the gap instead)"
+                               % (target.describe(), last.id, reaches))
+        return reach
+    if target.kind == "lsn":
+        if reached is None or parse_lsn(walk.reached_lsn) <= (target.lsn or 0):
+            raise RestoreError("cannot restore to %s from %s: %s" % (target.describe(), last.id, reaches))
+        found = scanner.record_from(path, target.lsn or 0)
+        if found is None:  # e.g. right after a segment switch, before the next segment was archived
+            raise RestoreError("cannot restore to %s from %s: %s, with no WAL record at or after it yet"
+                               % (target.describe(), last.id, reaches))
+        reach.stop = found
+        return reach
+    if target.kind == "time":
+        moment = target.moment
+        assert moment is not None
+        # modified_at bounds the times of a file's records: files completed before the target hold no later commit
+        found = scanner.first(path, lambda r: r.kind in ("commit", "abort") and r.moment is not None
+                              and r.moment > moment, skip=lambda s: s.modified_at <= moment)
+        if found is None:
+            raise RestoreError("cannot restore to %s from %s: %s, with no commit after that time (recovery would end "
+                               "before the target)" % (target.describe(), last.id, reaches))
+        reach.stop = found
+        return reach
+    if target.kind == "xid":
+        found = scanner.first(path, lambda r: r.kind in ("commit", "abort") and r.xid == target.xid)
+        what = "no commit or abort of that xid"
+    else:
+        found = scanner.first(path, lambda r: r.kind == "restore_point" and r.name == target.value)
+        what = "no restore point of that name"
+    if found is None:
+        raise RestoreError("cannot restore to %s from %s: %s, with %s" % (target.describe(), last.id, reaches, what))
+    if found.lsn < parse_lsn(stop):
+        raise RestoreError("cannot restore to %s from %s: it is at %s, before the backup's consistent point %s"
+                           % (target.describe(), last.id, found.lsn_text, stop))
+    reach.stop = found
+    return reach
+
+
+def _reach_any(scanner: _Scanner, segments: List[Segment], candidates: List[List[Backup]],
+               target: Target) -> Reach:
+    """For xid and name targets: the newest chain that ends before the record; older chains are tried when the
+    record lies inside a newer one or before it."""
+    error: Optional[RestoreError] = None
+    for chain in reversed(candidates):
+        try:
+            return _reach_from(scanner, segments, chain, target)
+        except RestoreError as exc:
+            error = error or exc
+    assert error is not None
+    raise error
+
+
+# ---------------------------------------------------------------------- the restore
+
+def plan_point_in_time(cfg: Config, target: Optional[Target], selector: str = "latest", kind: Optional[str] = None,
+                       destination: Optional[str] = None) -> Reach:
+    """The chain and what the archive reaches for ``target`` (check mode, and the first step of the restore)."""
+    repo = open_repository(cfg, destination)
+    archive = WalArchive(cfg, destination)
+    try:
+        return check_reach(cfg, repo, archive, target, selector, kind)
+    finally:
+        archive.close()
+        repo.close()
+
+
+def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target: Optional[Target],
+                                 kind: Optional[str] = None, destination: Optional[str] = None) -> Dict[str, Any]:
+    """What ``restore_point_in_time`` would do (check mode, diff): the chain the target starts from, and
+    ``skip_reason`` when the directory already holds its last backup (idempotence on backup_label). Raises like
+    the run would for a target the archive does not reach or a directory neither absent nor empty. Reads only."""
+    pgdata = os.path.abspath(pgdata)
+    reach = plan_point_in_time(cfg, target, selector, kind, destination)
+    held = restored_label(pgdata) if os.path.isdir(pgdata) else None
+    skip = None
+    if held == reach.backup.id:
+        skip = "%s already holds %s (restored earlier)" % (pgdata, reach.backup.id)
+    else:
+        check_empty_target(pgdata)
+    return {"backup": reach.backup, "pgdata": pgdata, "restored_before": held, "skip_reason": skip, "reach": reach}
+
+
+def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optional[Target],
+                          kind: Optional[str] = None, destination: Optional[str] = None,
+                          config_file: Optional[str] = None) -> Dict[str, Any]:
+    """Rebuild ``pgdata`` (absent or empty) for recovery to ``target``; refused before it is touched when the
+    archive cannot reach the target. The server recovers when started (restore_command: our wal-fetch).
+    ``target`` None: ``selector`` names a WAL-method incremental, restored to its end."""
+    pgdata = os.path.abspath(pgdata)
+    check_empty_target(pgdata)
+    repo = open_repository(cfg, destination)
+    archive = WalArchive(cfg, destination)
+    log = RunLog(Repository(cfg.backup_dir).log_dir)
+    started = time.monotonic()
+    try:
+        reach = check_reach(cfg, repo, archive, target, selector, kind)
+        target = reach.target
+        fetch = restore_command(cfg, config_file)
+        settings = recovery_settings(target, fetch)
+        comment = "%s to %s" % (reach.backup.id, target.describe())
+        try:
+            with contextlib.ExitStack() as stack:
+                local = [stack.enter_context(repo.local_copy(link)) for link in reach.chain]
+                result = restore_pgdata(cfg, local, pgdata,
+                                        finish=lambda where: write_recovery(where, settings, comment))
+        except BackupError as exc:
+            log.failure("restore-failed", id=reach.backup.id, target=pgdata, step=exc.step, error=str(exc),
+                        recovery_target=target.describe())
+            raise
+    finally:
+        archive.close()
+        repo.close()
+    result.update(reach.as_dict())
+    result["restore_command"] = fetch
+    result["seconds"] = round(time.monotonic() - started, 3)
+    log.info("restore-ok", id=reach.backup.id, target=pgdata, seconds=result["seconds"],
+             recovery_target=reach.target.describe())
+    return result

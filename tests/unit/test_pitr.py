@@ -1,0 +1,162 @@
+"""Point-in-time restore, the pure parts: recovery targets, recovery settings, restore_command, pg_waldump lines."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from seawall_pgbackup.config.settings import load_config
+from seawall_pgbackup.core.errors import ConfigError
+from seawall_pgbackup.ops import pitr
+from seawall_pgbackup.pg import waldump
+
+COMMIT = ("rmgr: Transaction len (rec/tot):     34/    34, tx:        726, lsn: 0/01759970, prev 0/01759930, "
+          "desc: COMMIT 2026-12-06 07:46:53.769916 UTC")
+COMMIT_INVAL = ("rmgr: Transaction len (rec/tot):    258/   258, tx:        697, lsn: 0/014918E8, prev 0/01491828, "
+                "desc: COMMIT 2026-12-06 07:46:53.580939 UTC; relcache init file inval dbid 1 tsid 1663; inval msgs: "
+                "catcache 63 catcache 63")
+ABORT = ("rmgr: Transaction len (rec/tot):     34/    34, tx:        727, lsn: 0/017599D8, prev 0/01759998, "
+         "desc: ABORT 2026-12-06 07:46:56 UTC")
+PREPARED = ("rmgr: Transaction len (rec/tot):     50/    50, tx:          0, lsn: 1/0000A000, prev 1/00009F00, "
+            "desc: COMMIT_PREPARED 812: 2026-12-06 07:47:00.000001 UTC")
+POINT = ("rmgr: XLOG        len (rec/tot):     98/    98, tx:          0, lsn: 0/01759A00, prev 0/017599D8, "
+         "desc: RESTORE_POINT before batch two")
+SWITCH = ("rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/01759A90, prev 0/01759A68, "
+          "desc: SWITCH ")
+HEAP = ("rmgr: Heap        len (rec/tot):     59/    59, tx:        726, lsn: 0/01759930, prev 0/017598F8, "
+        "desc: INSERT off: 2, flags: 0x08, blkref #0: rel 1663/5/16384 blk 0")
+
+
+def test_waldump_lines_become_the_records_recovery_stops_at():
+    commit = waldump.parse_line(COMMIT)
+    assert (commit.kind, commit.xid, commit.lsn_text) == ("commit", 726, "0/1759970")
+    assert commit.moment == datetime(2026, 12, 6, 7, 46, 53, 769916, tzinfo=timezone.utc)
+    assert waldump.parse_line(COMMIT_INVAL).moment.microsecond == 580939
+    abort = waldump.parse_line(ABORT)
+    assert (abort.kind, abort.xid, abort.moment.second, abort.moment.microsecond) == ("abort", 727, 56, 0)
+    prepared = waldump.parse_line(PREPARED)
+    assert (prepared.kind, prepared.xid, prepared.lsn) == ("commit", 812, (1 << 32) | 0xA000)
+    point = waldump.parse_line(POINT)
+    assert (point.kind, point.name, point.lsn_text) == ("restore_point", "before batch two", "0/1759A00")
+    for other in (SWITCH, HEAP, "", "pg_waldump: error: error in WAL record at 0/1759A90: invalid record length",
+                  "rmgr: Transaction garbage"):
+        assert waldump.parse_line(other) is None
+    records = waldump.parse_output("\n".join([HEAP, COMMIT_INVAL, COMMIT, ABORT, POINT, SWITCH]))
+    assert [r.kind for r in records] == ["commit", "commit", "abort", "restore_point"]
+
+
+def test_first_after_is_the_first_commit_or_abort_strictly_later():
+    records = waldump.parse_output("\n".join([COMMIT_INVAL, COMMIT, POINT, ABORT]))
+    moment = datetime(2026, 12, 6, 7, 46, 53, 580939, tzinfo=timezone.utc)
+    assert waldump.first_after(records, moment).xid == 726  # equal is not after
+    assert waldump.first_after(records, datetime(2026, 12, 6, 7, 46, 55, tzinfo=timezone.utc)).xid == 727
+    assert waldump.first_after(records, datetime(2026, 12, 6, 8, 0, tzinfo=timezone.utc)) is None
+
+
+@pytest.mark.parametrize("kind, value, written", [
+    ("time", "2026-12-06T07:46:55Z", "2026-12-06 07:46:55.000000+00"),
+    ("time", "2026-12-06 08:46:55.5+01:00", "2026-12-06 07:46:55.500000+00"),
+    ("lsn", "0/1759a00", "0/1759A00"),
+    ("lsn", " 1A/00000028 ", "1A/28"),
+    ("xid", "726", "726"),
+    ("xid", "4294968022", "4294968022"),  # epoch 1, xid 726
+    ("name", "before batch two", "before batch two"),
+    ("immediate", None, None),
+    ("latest", None, None),
+])
+def test_valid_targets(kind, value, written):
+    target = pitr.parse_target(kind, value)
+    assert target.kind == kind and target.value == written
+    if kind == "xid":
+        assert target.xid == 726
+    assert target.describe()
+
+
+def test_a_time_without_offset_is_in_the_configured_zone():
+    target = pitr.parse_target("time", "2026-07-01 12:00", "Europe/Berlin")
+    assert target.value == "2026-07-01 10:00:00.000000+00"
+    assert target.moment == datetime(2026, 7, 1, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("kind, value, words", [
+    ("time", "yesterday", "is not valid"),
+    ("time", "", "needs a value"),
+    ("lsn", "0/XYZ", "is not an LSN"),
+    ("lsn", "3000028", "is not an LSN"),
+    ("xid", "abc", "not a transaction id"),
+    ("xid", "2", "not a transaction id"),
+    ("xid", "-5", "not a transaction id"),
+    ("name", "x" * 64, "at most 63 bytes"),
+    ("name", "   ", "needs a value"),
+    ("when", "x", "is not one of"),
+])
+def test_invalid_targets_are_one_line_config_errors(kind, value, words):
+    with pytest.raises(ConfigError) as caught:
+        pitr.parse_target(kind, value)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_exactly_one_target():
+    assert pitr.target_from() is None
+    assert pitr.target_from(lsn="0/3000000").kind == "lsn"
+    assert pitr.target_from(latest=True).kind == "latest"
+    with pytest.raises(ConfigError, match="one recovery target at a time, not time and name"):
+        pitr.target_from(time_="2026-12-06T07:00:00Z", name="x")
+    with pytest.raises(ConfigError, match="not lsn and immediate"):
+        pitr.target_from(lsn="0/1", immediate=True)
+
+
+@pytest.mark.parametrize("kind, value, expected", [
+    ("time", "2026-12-06T07:46:55Z", [("recovery_target_time", "2026-12-06 07:46:55.000000+00"),
+                                      ("recovery_target_timeline", "latest"), ("recovery_target_action", "promote")]),
+    ("lsn", "0/3000000", [("recovery_target_lsn", "0/3000000"), ("recovery_target_timeline", "latest"),
+                          ("recovery_target_action", "promote")]),
+    ("xid", "900", [("recovery_target_xid", "900"), ("recovery_target_timeline", "latest"),
+                    ("recovery_target_action", "promote")]),
+    ("name", "it's", [("recovery_target_name", "it's"), ("recovery_target_timeline", "latest"),
+                      ("recovery_target_action", "promote")]),
+    ("immediate", None, [("recovery_target", "immediate"), ("recovery_target_timeline", "current"),
+                         ("recovery_target_action", "promote")]),
+    ("latest", None, [("recovery_target_timeline", "latest")]),
+])
+def test_recovery_settings(kind, value, expected):
+    settings = pitr.recovery_settings(pitr.parse_target(kind, value), "fetch %f %p")
+    assert settings[0] == ("restore_command", "fetch %f %p") and settings[1:] == expected
+
+
+def test_write_recovery_appends_to_auto_conf_and_signals(tmp_path):
+    (tmp_path / "postgresql.auto.conf").write_text("# Do not edit this file manually!\nwork_mem = '8MB'")
+    settings = pitr.recovery_settings(pitr.parse_target("name", "it's \\ here"), "run 'x' %f %p")
+    pitr.write_recovery(str(tmp_path), settings, "base-x to restore point\n'it's'")
+    text = (tmp_path / "postgresql.auto.conf").read_text()
+    lines = text.splitlines()
+    assert lines[:2] == ["# Do not edit this file manually!", "work_mem = '8MB'"]
+    assert lines[2].startswith(pitr.MARK) and "\n" not in lines[2][len(pitr.MARK):]
+    assert "restore_command = 'run ''x'' %f %p'" in lines
+    assert "recovery_target_name = 'it''s \\\\ here'" in lines
+    assert (tmp_path / "recovery.signal").read_bytes() == b""
+    assert os.stat(tmp_path / "postgresql.auto.conf").st_mode & 0o077 == 0
+
+
+def test_restore_command_carries_the_repository_and_no_secret(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("BACKUP_", "DATABASE_URL")):
+            monkeypatch.delenv(name)
+    keyring = tmp_path / "keys 100%"
+    cfg = load_config(env={"DATABASE_URL": "postgresql://u:s3cret@h/db", "BACKUP_DIR": str(tmp_path / "b"),
+                           "BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_KEYRING": str(keyring)})
+    command = pitr.restore_command(cfg, config_file=str(tmp_path / "c.json"), command=["/usr/bin/seawall-pgbackup"])
+    assert command.endswith(" wal-fetch %f %p") and "s3cret" not in command and "DATABASE_URL" not in command
+    assert "--backup-dir %s" % (tmp_path / "b") in command and "--config %s" % (tmp_path / "c.json") in command
+    assert "BACKUP_ENCRYPTION=true" in command
+    assert "BACKUP_ENCRYPTION_KEYRING='%s'" % str(keyring).replace("%", "%%") in command  # % doubled
+    assert "BACKUP_COMPRESSION" not in command and "BACKUP_ACCEPT_UNSIGNED" not in command  # defaults: not carried
+    plain = pitr.restore_command(load_config(env={"BACKUP_DIR": "rel"}), command=["seawall-pgbackup"])
+    assert plain == "seawall-pgbackup --backup-dir %s wal-fetch %%f %%p" % os.path.abspath("rel")
+
+
+def test_host_command_is_this_package():
+    words = pitr.host_command()
+    assert words[-2:] == ["-m", "seawall_pgbackup"] or os.path.basename(words[0]) == pitr.HOST_COMMAND
