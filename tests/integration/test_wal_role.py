@@ -155,7 +155,7 @@ def _show(cluster: PgCluster, name: str) -> str:
 def _configured(cluster: PgCluster) -> Dict[str, str]:
     """What postgresql.auto.conf (ALTER SYSTEM) holds."""
     rows = cluster.psql("SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'")
-    return {name: setting for name, setting in rows}
+    return dict(rows)
 
 
 def _needs_psycopg2() -> None:
@@ -455,3 +455,67 @@ def test_tooling_gives_the_backup_role_what_physical_backups_need(ansible_ready,
         assert stats(again)["changed"] == 0
     finally:
         pg15.psql("DROP OWNED BY %s; DROP ROLE %s" % (role, role))
+
+
+# ------------------------------------------------------------------------------------------------ PITR playbook
+
+def test_restore_playbook_recovers_to_a_time_from_the_archive(ansible_ready):
+    """restore.yml's PITR mode on a real archiving PostgreSQL 15 (as the server's OS user, who owns the repository):
+    a time between two committed batches restores exactly the first; a target the archive cannot reach is refused
+    before anything is written."""
+    from tests.support.archiving import archiving  # pylint: disable=import-outside-toplevel
+    with archiving(15) as arch:
+        pg = arch.cluster
+        pg.create_db("pitr")
+        pg.psql("CREATE TABLE pitr_rows (batch int, n int)", db="pitr")
+        env = {"DATABASE_URL": pg.url("pitr")}
+        arch.cli_as_server("create", "--type", "base", "--json", env=env, check=True)
+        pg.psql("INSERT INTO pitr_rows SELECT 1, g FROM generate_series(1, 100) g", db="pitr")
+        arch.switch_wal()
+        time.sleep(1.1)
+        between = pg.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                            "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')") or ""
+        time.sleep(1.1)
+        pg.psql("INSERT INTO pitr_rows SELECT 2, g FROM generate_series(1, 100) g", db="pitr")
+        arch.wait_archived(arch.switch_wal())
+        # The installed command, as restore_command will run it (found on PATH by the engine).
+        bin_dir = arch.owned_dir("bin")
+        command = bin_dir / "seawall-pgbackup"
+        command.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+                           % (arch.env["PYTHONPATH"], SYSTEM_PYTHON))
+        command.chmod(0o755)
+        where = arch.owned_dir("restored")
+        variables = {"ansible_python_interpreter": SYSTEM_PYTHON, "ansible_become": True,
+                     "ansible_become_method": "su", "ansible_become_user": arch.user.pw_name,
+                     "pgbackup_database_url": pg.url("pitr"), "pgbackup_backup_dir": str(arch.backup_dir),
+                     "pgbackup_config_file": str(arch.config_file), "pgbackup_restore_pgdata": str(where / "data"),
+                     "pgbackup_environment": {"PATH": "%s:/usr/bin:/bin" % bin_dir, "HOME": str(arch.base),
+                                              "TZ": "UTC"}}
+        vars_file = arch.base / "vars.json"
+        vars_file.write_text(json.dumps(dict(variables, pgbackup_restore_recovery_target_time="2999-01-01T00:00:00Z")))
+        refused = run_playbook(REPO / "playbooks/restore.yml", "-c", "local", "-e", "@%s" % vars_file, check=False)
+        assert refused.returncode != 0 and "no commit after that time" in refused.stdout, refused.stdout[-3000:]
+        assert not (where / "data").exists()
+
+        vars_file.write_text(json.dumps(dict(variables, pgbackup_restore_recovery_target_time=between)))
+        done = run_playbook(REPO / "playbooks/restore.yml", "-c", "local", "-e", "@%s" % vars_file)
+        assert "into the data directory %s" % (where / "data") in done.stdout
+        assert "Recovery to recovery_target_time = %s" % between in done.stdout
+        assert str(command) in (where / "data/postgresql.auto.conf").read_text()  # restore_command: wal-fetch
+        again = run_playbook(REPO / "playbooks/restore.yml", "-c", "local", "-e", "@%s" % vars_file)
+        assert stats(again)["changed"] == 0  # idempotent on the backup id in the data directory
+
+        restored = PgCluster(pg.bin_dir, name="pitr-play", base_dir=where, password=pg.password)
+        for folder in (restored.socket_dir, restored.log_file.parent):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, arch.user.pw_uid, arch.user.pw_gid)
+        restored._initialized = True  # pylint: disable=protected-access
+        restored.start()
+        try:
+            deadline = time.monotonic() + 90
+            while restored.scalar("SELECT pg_is_in_recovery()") != "f" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert restored.psql("SELECT batch, count(*) FROM pitr_rows GROUP BY batch ORDER BY batch",
+                                 db="pitr") == [("1", "100")]
+        finally:
+            restored.destroy()
