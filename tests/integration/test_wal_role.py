@@ -216,6 +216,13 @@ def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ans
         assert stats(second)["changed"] == 0
         assert "RESTART NEEDED" in restart_notice(second)  # still needed, still said
 
+        # A restart command that does not restart this server is found out.
+        fake = apply(tmp_path, dict(variables, pgbackup_wal_restart=True, pgbackup_wal_restart_command=["true"]),
+                     check=False)
+        assert fake.returncode != 0
+        assert "the restart did not restart this server" in json.dumps(
+            task_results(fake)["Check that wal_level and archive_mode took effect"])
+
         restarted = apply(tmp_path, dict(variables, pgbackup_wal_restart=True))
         assert stats(restarted)["changed"] == 1  # the restart, nothing else
         assert not restart_notice(restarted)
