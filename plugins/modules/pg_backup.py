@@ -48,12 +48,17 @@ options:
         directory, the WAL it needs and its backup_manifest); the role needs REPLICATION (or superuser).
         It is restored into a new data directory (C(seawall-pgbackup restore <id> --pgdata DIR) or
         M(seawall.pgbackup.pg_backup_restore) O(seawall.pgbackup.pg_backup_restore#module:pgdata)).
-      - Incremental (physical, PostgreSQL 17+) backups are taken by C(seawall-pgbackup create --type incremental),
-        not through this module yet.
+      - V(incremental) is the next link of the cluster's newest good V(base) or V(incremental) backup (its
+        parent). On PostgreSQL 17+ with C(summarize_wal=on) it is C(pg_basebackup --incremental) against the
+        parent's backup_manifest (method C(physical), C(incremental=native)); otherwise (15, 16, or
+        C(summarize_wal=off)) the server must archive its WAL with C(seawall-pgbackup wal-push) and the link
+        records the WAL archived since the parent after a forced segment switch (method C(wal),
+        C(incremental=wal); the role needs EXECUTE on C(pg_switch_wal()) or superuser). The returned
+        RV(backup.incremental) says which one the host gets.
       - If not set, E(BACKUP_TYPE) in the module's environment, then V(full) - the same order as the
         C(seawall-pgbackup) command.
     type: str
-    choices: [full, schema, data, globals, base]
+    choices: [full, schema, data, globals, base, incremental]
   max_age:
     description:
       - Take no backup when a good backup of this O(type) of this database is younger than this.
@@ -200,9 +205,20 @@ backup:
       type: str
       sample: 5e2abbef7ea476f9
     method:
-      description: V(logical) (pg_dump, pg_dumpall) or V(physical) (pg_basebackup, type V(base)).
+      description: V(logical) (pg_dump, pg_dumpall), V(physical) (pg_basebackup - type V(base) and native
+        incrementals) or V(wal) (an incremental that is the WAL archived since its parent).
       type: str
       sample: logical
+    parent:
+      description: The id of the backup an incremental builds on (V(null) for every other type).
+      type: str
+      sample: base-vtt-20260126T020000Z
+    incremental:
+      description: How an incremental was taken - V(native) (C(pg_basebackup --incremental), PostgreSQL 17+ with
+        C(summarize_wal=on)) or V(wal) (the archived WAL from the parent's end to a forced segment switch);
+        V(null) for every other type.
+      type: str
+      sample: native
     start_lsn:
       description: A base backup's first WAL location (from its backup_manifest); V(null) for logical backups.
       type: str
@@ -287,7 +303,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.back
 def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
-        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base']),
+        type=dict(type='str', choices=['full', 'schema', 'data', 'globals', 'base', 'incremental']),
         max_age=dict(type='raw', default=0),
         force=dict(type='bool', default=False),
         destinations=dict(type='list', elements='dict'),

@@ -342,6 +342,12 @@ restore:
       description: With a recovery target, where the unbroken WAL archive from the backup's start ends.
       type: str
       sample: 0/9000000
+    wal_link:
+      description:
+        - When O(backup) names a WAL-method incremental (PostgreSQL 15/16), its id - its parents' data was restored
+          with recovery settings that replay its WAL to its last record.
+      type: str
+      sample: incremental-vtt-20260126T140000Z
     stop_record:
       description:
         - With a time, xid or name target, the WAL record recovery stops at, as found in the archive.

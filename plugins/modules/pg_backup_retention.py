@@ -197,6 +197,24 @@ leftovers_kept:
   returned: success
   type: list
   elements: str
+wal:
+  description:
+    - The WAL archive's plan (C(wal/) of the repository), V(null) when nothing is archived there. It keeps exactly
+      what the kept base and incremental backups need - from each one's first segment on, on its timeline and
+      later ones, and every history file.
+    - C(files), C(keep), C(delete) are counts; C(ranges) the removed files as runs per timeline (not every name);
+      C(kept_from) the first kept segment per timeline; C(needed_by) the kept backups that need WAL; C(note) why
+      nothing is removed (no kept base backup, or an unreadable base/incremental manifest), else V(null).
+  returned: success
+  type: dict
+  sample: {"files": 40, "keep": 25, "delete": 15, "note": null, "needed_by": [base-vtt-20261126T020000Z],
+           "ranges": ["timeline 1: 000000010000000000000001..00000001000000000000000F (15 files)"],
+           "kept_from": {"1": "000000010000000000000010"}}
+wal_removed:
+  description: How many archived WAL files this run removed; V(0) in check mode.
+  returned: success
+  type: int
+  sample: 15
 policies:
   description: The effective policy of every type (counts of V(0) left out).
   returned: success

@@ -58,9 +58,12 @@ options:
       - The V(restore) level needs a V(full) or V(schema) backup.
       - For a V(base) (physical) backup, V(archive) extracts it into scratch and runs C(pg_verifybackup);
         its V(restore) level is not available yet (the task fails, nothing is recorded).
+      - An V(incremental) is verified like a V(base) backup when it is native (C(pg_basebackup --incremental));
+        one that is the WAL archived since its parent is verified against the WAL archive (its range contiguous;
+        from V(archive) on, every archived file of the range read back and checked).
       - Must stay V(full) with O(drill=true).
     type: str
-    choices: [full, schema, data, globals, base]
+    choices: [full, schema, data, globals, base, incremental]
     default: full
   level:
     description:
@@ -399,7 +402,7 @@ def main():
     argument_spec = pgbackup_common_argument_spec()
     argument_spec.update(
         backup=dict(type='str', default='latest'),
-        type=dict(type='str', default=DEFAULT_KIND, choices=['full', 'schema', 'data', 'globals', 'base']),
+        type=dict(type='str', default=DEFAULT_KIND, choices=['full', 'schema', 'data', 'globals', 'base', 'incremental']),
         level=dict(type='str', default=DEFAULT_LEVEL, choices=list(LEVELS)),
         target_url=dict(type='str', no_log=True),
         probes=dict(type='list', elements='str'),

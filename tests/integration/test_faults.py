@@ -93,10 +93,11 @@ def test_unreachable_server(repo):
 
 def test_unknown_type(repo):
     line = failed(["create", "--type", "weekly"], repo["env"], ConfigError)
-    assert line == "seawall-pgbackup: error: type='weekly' is not valid: use one of full, schema, data, globals, base"
+    kinds = "full, schema, data, globals, base, incremental"
+    assert line == "seawall-pgbackup: error: type='weekly' is not valid: use one of %s" % kinds
     env = dict(repo["env"], BACKUP_TYPE="hourly")
     line = failed(["create"], env, ConfigError)
-    assert line == "seawall-pgbackup: error: BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals, base"
+    assert line == "seawall-pgbackup: error: BACKUP_TYPE='hourly' is not valid: use one of %s" % kinds
     assert_untouched(repo)
 
 

@@ -174,6 +174,8 @@ def test_a_missing_segment_is_a_gap_that_refuses_latest():
         assert "cannot restore to the end of the archive (latest)" in line and gone in line and not target.exists()
         line = _error(arch.cli_as_server("restore", "--pgdata", str(target), "--target-name", "x", env=env))
         assert "cannot restore to restore point 'x'" in line and not target.exists()
+        line = _error(arch.cli_as_server("restore", "--target-latest", env=env))
+        assert "a recovery target goes with a data directory" in line
 
 
 def test_the_restore_module_takes_recovery_targets_idempotently(pg15, tmp_path):

@@ -51,7 +51,8 @@ def test_compression_values(value, expected):
 
 
 @pytest.mark.parametrize("env,message", [
-    ({"BACKUP_TYPE": "hourly"}, "BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals, base"),
+    ({"BACKUP_TYPE": "hourly"},
+     "BACKUP_TYPE='hourly' is not valid: use one of full, schema, data, globals, base, incremental"),
     ({"BACKUP_COMPRESSION": "maybe"}, "BACKUP_COMPRESSION='maybe' is not valid: use true, false, gzip, zstd or none"),
     ({"BACKUP_ENCRYPTION": "sometimes"}, "BACKUP_ENCRYPTION='sometimes' is not valid: use true or false"),
     ({"BACKUP_RETENTION_DAILY": "-1"}, "BACKUP_RETENTION_DAILY='-1' is not valid: use a whole number >= 0"),

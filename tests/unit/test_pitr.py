@@ -160,3 +160,54 @@ def test_restore_command_carries_the_repository_and_no_secret(tmp_path, monkeypa
 def test_host_command_is_this_package():
     words = pitr.host_command()
     assert words[-2:] == ["-m", "seawall_pgbackup"] or os.path.basename(words[0]) == pitr.HOST_COMMAND
+
+
+SYSTEM = "7412345678901234567"
+
+
+def _physical(kind: str, stamp: int, stop: str, parent=None, tar=True, method="physical"):
+    from seawall_pgbackup.model.manifest import Backup  # pylint: disable=import-outside-toplevel
+    backup_id = "%s-db-20260101T%02d0000Z" % (kind, stamp)
+    files = [{"name": backup_id + ".base.tar.gz", "size": 1, "sha256": "0" * 64, "role": "base"}] if tar else []
+    return Backup({"format_version": 1, "id": backup_id, "type": kind, "method": method, "parent": parent,
+                   "created_at": "2026-01-01T%02d:00:00.000000Z" % stamp,
+                   "finished_at": "2026-01-01T%02d:30:00.000000Z" % stamp, "files": files,
+                   "start_lsn": stop, "stop_lsn": stop, "timeline": 1,
+                   "server": {"system_identifier": SYSTEM, "major": 15}}, "/nowhere/%s.json" % backup_id)
+
+
+class _Repo:
+    """What chains() reads of a catalog: good backups by kind, and one by id."""
+
+    where = "/nowhere"
+
+    def __init__(self, *backups):
+        self.all = list(backups)
+
+    def backups(self, kind=None, database=None):  # pylint: disable=unused-argument
+        return [b for b in self.all if kind is None or b.kind == kind]
+
+    def find(self, selector, kind=None):  # pylint: disable=unused-argument
+        return next(b for b in self.all if b.id == selector)
+
+
+def test_chains_end_at_data_and_wal_links_add_none():
+    base = _physical("base", 1, "0/2000100")
+    native = _physical("incremental", 2, "0/4000100", parent=base.id)
+    wal = _physical("incremental", 3, "0/5000060", parent=native.id, tar=False, method="wal")
+    wal2 = _physical("incremental", 4, "0/6000060", parent=wal.id, tar=False, method="wal")
+    orphan = _physical("incremental", 5, "0/7000100", parent="base-db-20251231T000000Z")
+    repo = _Repo(base, native, wal, wal2, orphan)
+    assert pitr.is_wal_link(wal) and not pitr.is_wal_link(native) and not pitr.is_wal_link(base)
+    found = pitr.chains(repo)
+    assert [[b.id for b in chain] for chain in found] == [[base.id], [base.id, native.id]]  # oldest first
+    assert [b.id for b in pitr.chains(repo, wal2.id)[0]] == [base.id, native.id]
+    with pytest.raises(Exception, match="is a full backup"):
+        pitr.chains(_Repo(_physical("full", 1, "0/1")), "full-db-20260101T010000Z")
+
+
+def test_conf_literals_stay_on_one_line():
+    # postgres -C reads these back as the original text (checked against PostgreSQL 15's parser)
+    assert pitr.conf_quote("a\nb\t'c' \\ d") == "'a\\nb\\t''c'' \\\\ d'"
+    with pytest.raises(ConfigError, match="NUL"):
+        pitr.conf_quote("a\0b")

@@ -27,7 +27,7 @@ from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, Inter
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
-KINDS = BACKUP_KINDS + ("incremental",)  # what --type selects
+KINDS = BACKUP_KINDS  # what --type selects
 
 PROG = "seawall-pgbackup"
 
@@ -230,7 +230,11 @@ def _cmd_list(cfg, args) -> int:
              + (("  ok" if row["good"] else "  BAD: %s" % row.get("reason")) if args.include_bad else "")
              + (" [old encryption format: rekey]" if row.get("legacy_format") else "")
              + ("  WAL %s..%s timeline %s" % (row["start_lsn"], row["stop_lsn"], row["timeline"])
-                if row.get("start_lsn") else ""))
+                if row.get("start_lsn") else "")
+             + ("  %s link %d of %s%s" % (
+                 row.get("incremental") or "native", len(row["chain"]) - 1, row["chain"][0],
+                 "  BROKEN: %s" % row["chain_problem"] if row.get("chain_problem") else "")
+                if row.get("parent") and row.get("chain") else ""))
     return 0
 
 
@@ -284,6 +288,8 @@ def _restore_pgdata(cfg, args) -> int:
     if args.json:
         _print_json(result)
         return 0
+    if result.get("recovery_target"):  # a WAL-method incremental: its parents' data, recovery to its end
+        return _print_recovery(result)
     _out("restored %s into data directory %s (%d files, WAL %s..%s, timeline %s) in %.1f s"
          % (result["backup_id"], result["pgdata"], result["files"], result["start_lsn"], result["stop_lsn"],
             result["timeline"], result["seconds"]))
@@ -317,8 +323,13 @@ def _restore_point_in_time(cfg, args, target) -> int:
     if args.json:
         _print_json(result)
         return 0
-    _out("restored %s into data directory %s (%d files) for recovery to %s"
-         % (result["backup_id"], result["pgdata"], result["files"], result["target"]))
+    return _print_recovery(result)
+
+
+def _print_recovery(result) -> int:
+    _out("restored %s into data directory %s (%d files) for recovery to %s%s"
+         % (result["backup_id"], result["pgdata"], result["files"], result["target"],
+            " (the end of %s)" % result["wal_link"] if result.get("wal_link") else ""))
     if result.get("chain") and len(result["chain"]) > 1:
         _out("combined %s" % " + ".join(result["chain"]))
     _out("the archive reaches %s%s; recovery settings are in postgresql.auto.conf (recovery.signal)"

@@ -85,8 +85,9 @@ OPTIONS: Tuple[Option, ...] = (
            env="BACKUP_DIR", json="directory", module="backup_dir", module_type="path", module_fallback=True,
            cli=("--backup-dir",)),
     Option("backup_type", "backup_type", "full", "The kind `create` takes when none is given: full, schema, data, "
-           "globals or base (physical, pg_basebackup).", env="BACKUP_TYPE", modules=("pg_backup.type",),
-           cli=("create --type",)),
+           "globals, base (physical, pg_basebackup) or incremental (the next link of the newest base or "
+           "incremental: native on 17+ with summarize_wal, else the WAL archived since it).", env="BACKUP_TYPE",
+           modules=("pg_backup.type",), cli=("create --type",)),
     Option("compression", "compression", "gzip", "gzip, zstd or none (true means gzip, false none).",
            env="BACKUP_COMPRESSION", json="compression", modules=("pg_backup.compression",),
            cli=("create --compression",)),

@@ -25,9 +25,10 @@ from .encryption import apply_encryption_json, apply_encryption_setting
 from .options import ALL_KINDS, BY_NAME, OPTIONS, Option, json_keys
 
 LOGICAL_KINDS = ("full", "schema", "data", "globals")
-# pg_basebackup of the whole cluster (ops/backup.py, ops/physical.py); incremental: PostgreSQL 17+ only
+# pg_basebackup of the whole cluster (ops/backup.py, ops/physical.py); incremental: a native link (pg_basebackup
+# --incremental, 17+ with summarize_wal) or the WAL archived since its parent (ops/incremental.py)
 PHYSICAL_KINDS = ("base", "incremental")
-BACKUP_KINDS = LOGICAL_KINDS + ("base",)  # what BACKUP_TYPE takes (incremental is refused on 15/16 by create)
+BACKUP_KINDS = LOGICAL_KINDS + PHYSICAL_KINDS  # what BACKUP_TYPE and --type take
 COMPRESSIONS = ("gzip", "zstd", "none")
 RETENTION_SLOTS = ("hourly", "daily", "weekly", "monthly", "yearly", "keep_last", "min_keep")
 _TRUE = ("1", "true", "yes", "on")

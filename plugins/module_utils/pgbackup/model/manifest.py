@@ -234,6 +234,7 @@ class Manifest(Record):
     start_lsn: Optional[str] = None   # physical backups: the WAL range they need (backup_manifest WAL-Ranges)
     stop_lsn: Optional[str] = None
     timeline: Optional[int] = None
+    incremental: Optional[str] = None  # an incremental's method: "native" (pg_basebackup) or "wal" (ops/incremental)
     user_objects: Optional[int] = None
     database_size: Optional[int] = None
     table_rows: Optional[Dict[str, int]] = None
@@ -251,7 +252,7 @@ class Manifest(Record):
 
     REQUIRED: ClassVar[FrozenSet[str]] = frozenset({"format_version", "id", "type", "created_at", "files"})
     OPTIONAL: ClassVar[FrozenSet[str]] = frozenset({"copies", "rekeyed", "repository", "sealed", "auth",
-                                                    "start_lsn", "stop_lsn", "timeline"})
+                                                    "start_lsn", "stop_lsn", "timeline", "incremental"})
     KEYS: ClassVar[Dict[str, str]] = {"kind": "type"}
     ERROR = ManifestError
     LABEL = "manifest"
@@ -279,6 +280,8 @@ class Manifest(Record):
         for name, lsn in (("start_lsn", self.start_lsn), ("stop_lsn", self.stop_lsn)):
             if lsn is not None and not LSN_PATTERN.match(lsn):
                 raise fail("%s %r is not an LSN (like 0/2000028)" % (name, lsn[:40]))
+        if self.incremental not in (None, "native", "wal"):
+            raise fail("incremental %r is not an incremental method (native or wal)" % self.incremental[:40])
         if self.timeline is not None and self.timeline < 1:
             raise fail("timeline is not positive (%d)" % self.timeline)
         if self.parent is not None and id_problem(self.parent):
@@ -398,6 +401,8 @@ class Backup:
             "start_lsn": manifest.start_lsn,
             "stop_lsn": manifest.stop_lsn,
             "timeline": manifest.timeline,
+            "parent": manifest.parent,
+            "incremental": manifest.incremental,
         }
 
     @property

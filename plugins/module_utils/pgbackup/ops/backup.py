@@ -39,11 +39,12 @@ from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
 from ..repo.catalog import leftover_grace, open_repository, present
+from .incremental import (NATIVE, WAL, WAL_WAIT_SECONDS, archive_reach, choose_method, has_tar, lsn_value,
+                          server_settings, switch_wal, wal_archive, wait_until_archived)
 from .physical import backup_manifest_of, scratch_dir
 from .sync import copy_new_backup
 
 PROG = "seawall-pgbackup"
-INCREMENTAL_MIN_MAJOR = 17  # pg_basebackup --incremental and pg_combinebackup
 DUMP_FLAGS = {"full": [], "schema": ["--schema-only"], "data": ["--data-only"]}
 CLUSTER_DUMP_HEAD = b"PostgreSQL database cluster dump"
 CLUSTER_DUMP_END = b"PostgreSQL database cluster dump complete"
@@ -109,7 +110,7 @@ class BackupRun:
 
     def __init__(self, cfg: Config, kind: str, log: Optional[RunLog] = None) -> None:
         self.cfg = cfg
-        self.kind = parse_kind("type", kind, allowed=BACKUP_KINDS) if kind != "incremental" else kind
+        self.kind = parse_kind("type", kind, allowed=BACKUP_KINDS)
         # Encryption: the keys are checked now, before anything is dumped (docs/encryption.md).
         self.sealing = sealing_for(cfg) if cfg.encryption_for(self.kind) else None
         self.target = DbTarget(cfg.require_database_url())
@@ -149,10 +150,11 @@ class BackupRun:
     def _take(self, started: datetime) -> Backup:
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
-        if self.kind == "incremental" and info.major < INCREMENTAL_MIN_MAJOR:
-            raise ConfigError("type='incremental' is not available yet: incremental backups are physical "
-                              "(pg_basebackup + WAL) and arrive with WAL archiving; use full, schema, data, globals or "
-                              "base")
+        if self.kind == "incremental":
+            self._parent(info)  # none yet: say so first, whatever the server's settings
+            method = choose_method(info.major, server_settings(psql, self.target))
+            if method.name == WAL:
+                return self._take_wal_link(started, info, psql)
         if self.kind in PHYSICAL_KINDS:
             return self._take_base(started, info)
         tools = select_tools(info.major, self.cfg.pg_bin_dir)
@@ -223,7 +225,7 @@ class BackupRun:
             backup_id, SUFFIX[algorithm], self.sealing.suffix if self.sealing else ""))
         scanner = TarScanner()
         cmd = basebackup_command(tools, self.target, backup_id)
-        parent = self._parent(info) if self.kind == "incremental" else None
+        parent = self._parent(info, tar=True) if self.kind == "incremental" else None
         scratch = scratch_dir(self.cfg, "incremental") if parent is not None else None
         try:
             if parent is not None and scratch is not None:
@@ -250,6 +252,8 @@ class BackupRun:
             manifest = self._manifest(backup_id, started, info, tools, [entry], algorithm, result.warnings)
             manifest.update({"method": "physical", "start_lsn": wal.start_lsn, "stop_lsn": wal.stop_lsn,
                              "timeline": wal.timeline, "parent": parent.id if parent is not None else None})
+            if parent is not None:
+                manifest["incremental"] = NATIVE
             return self._save(backup_id, manifest)
         except BaseException:
             try:
@@ -258,11 +262,38 @@ class BackupRun:
                 pass
             raise
 
-    def _parent(self, info: ServerInfo) -> Backup:
-        """The newest good base or incremental backup of this cluster (same system identifier): the next link."""
+    def _take_wal_link(self, started: datetime, info: ServerInfo, psql: str) -> Backup:
+        """A WAL-method incremental (ops/incremental.py): switch the segment, wait until the archive holds the WAL
+        from the parent's end to the switch, record that range. No data file: the WAL is the archive's."""
+        parent = self._parent(info)
+        start, start_timeline = parent.manifest.stop_lsn, parent.manifest.timeline
+        if not start or not start_timeline:
+            raise ConfigError("%s records no WAL range (stop_lsn, timeline): take a base backup first" % parent.id)
+        tools = select_tools(info.major, self.cfg.pg_bin_dir, tools=("psql",))
+        switch = switch_wal(psql, self.target, self.target.user or info.current_user)
+        if lsn_value(switch.point) < lsn_value(start):
+            raise BackupError("the server's WAL position %s is before the end of %s (%s): is it the same cluster, "
+                              "restored to an earlier point? Take a base backup" % (switch.point, parent.id, start))
+        backup_id = self.repo.new_id(self.kind, info.database, started)
+        archive = wal_archive(self.cfg)
+        try:  # wal-push takes no lock: the records appear while this run holds the repository's
+            wait_until_archived(lambda: archive_reach(archive.segments(), start, start_timeline, switch.lsn),
+                                lsn_value(switch.lsn), WAL_WAIT_SECONDS, backup_id)
+        finally:
+            archive.close()
+        algorithm = self.cfg.compression_for(self.kind)
+        manifest = self._manifest(backup_id, started, info, tools, [], algorithm, [])
+        manifest.update({"method": WAL, "incremental": WAL, "start_lsn": start, "stop_lsn": switch.point,
+                         "timeline": switch.timeline, "start_timeline": start_timeline, "parent": parent.id})
+        return self._save(backup_id, manifest)
+
+    def _parent(self, info: ServerInfo, tar: bool = False) -> Backup:
+        """The newest good base or incremental backup of this cluster (same system identifier): the next link.
+        ``tar``: of a native link, the newest with a backup_manifest (a base or a native incremental)."""
         found = [b for kind in PHYSICAL_KINDS for b in present(self.repo.backups(kind=kind))
                  if b.manifest.server is not None
-                 and str(b.manifest.server.system_identifier) == str(info.system_identifier)]
+                 and str(b.manifest.server.system_identifier) == str(info.system_identifier)
+                 and (not tar or has_tar(b))]
         if not found:
             raise ConfigError("an incremental backup builds on a base backup of this cluster (system identifier %s): "
                               "there is none yet; take a base backup first" % info.system_identifier)

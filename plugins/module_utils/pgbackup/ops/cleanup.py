@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..config.settings import ALL_KINDS, Config
+from ..config.settings import ALL_KINDS, PHYSICAL_KINDS, Config
 from ..core.clock import iso, utc_now
 from ..core.duration import parse_duration
 from ..core.errors import BackupError, ConfigError
@@ -28,7 +28,8 @@ from ..core.runlog import RunLog
 from ..core.testpoints import pause
 from ..model.manifest import Backup
 from ..repo.catalog import DEFAULT_LEFTOVER_GRACE, Repository, open_repository
-from ..repo.retention import format_plan, normalize_policy, plan_retention, time_zone
+from ..repo.retention import WalPlan, format_plan, normalize_policy, plan_retention, plan_wal, time_zone, wal_needs
+from .incremental import segment_size, wal_archive
 
 LOCK_WAIT_SECONDS = 30
 
@@ -75,6 +76,7 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
         "policies": effective, "leftover_grace_seconds": int(grace.total_seconds()),
         "plan": [], "notes": {}, "kept": [], "to_delete": [], "deleted": [],
         "leftovers_to_remove": [], "leftovers_removed": [], "leftovers_kept": [],
+        "wal": None, "wal_removed": 0,
     }
     if repo.destination:
         result["destination"] = repo.destination
@@ -83,14 +85,35 @@ def cleanup(cfg: Config, dry_run: bool = False, now: Optional[datetime] = None,
             raise ConfigError("%s is not a directory" % repo.root)
         return result  # no backup directory yet: nothing to clean up
     if dry_run:
-        return _run(repo, result, effective, schedules, now, zone, grace, apply=False, local=local)
+        return _run(cfg, repo, result, effective, schedules, now, zone, grace, apply=False, local=local)
     if not os.path.isdir(local.root or ""):  # a destination cleaned up from a host without its backup directory
-        return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
+        return _run(cfg, repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
     with local.lock(wait_seconds=wait_seconds):
-        return _run(repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
+        return _run(cfg, repo, result, effective, schedules, now, zone, grace, apply=True, local=local)
 
 
-def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mapping[str, int]],
+def _wal_plan(cfg: Config, repo: Repository, backups: List[Backup],
+              keep_ids: List[str]) -> Optional[Tuple[Any, WalPlan]]:
+    """The WAL archive of this repository and what of it the kept backups need (None: no archive here)."""
+    try:
+        archive = wal_archive(cfg, repo.destination)
+    except ConfigError:  # a catalog over a store the configuration does not name: no WAL archive of ours there
+        return None
+    segments = archive.segments()
+    if not segments:
+        archive.close()
+        return None
+    size = segment_size(segments)
+    needs, hold = wal_needs(backups, keep_ids, size)
+    unreadable = [where for where, _why in repo.invalid_manifests()
+                  if any("/%s/" % kind in "/" + where.replace("\\", "/") for kind in PHYSICAL_KINDS)]
+    if unreadable:
+        hold = "a base or incremental manifest cannot be read (%s): the WAL it needs is unknown, none is deleted" \
+            % unreadable[0]
+    return archive, plan_wal(segments, needs, hold, size)
+
+
+def _run(cfg: Config, repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mapping[str, int]],
          schedules: Mapping[str, Optional[str]], now: datetime, zone: str, grace: timedelta, apply: bool,
          local: Repository) -> Dict[str, Any]:
     backups = repo.backups(include_bad=True)
@@ -99,9 +122,19 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
     result.update(plan=plan.as_dicts(), notes=dict(plan.notes), kept=plan.keep, to_delete=plan.delete,
                   leftovers_to_remove=[repo.location(k) for k in old],
                   leftovers_kept=[repo.location(k) for k in young])
-    if not apply:
-        return result
+    wal = _wal_plan(cfg, repo, backups, plan.keep)
+    if wal is not None:
+        result["wal"] = wal[1].as_dict()
+    try:
+        return _apply(repo, result, plan, backups, old, young, wal, now, grace, local) if apply else result
+    finally:
+        if wal is not None:
+            wal[0].close()
 
+
+def _apply(repo: Repository, result: Dict[str, Any], plan: Any, backups: List[Backup], old: List[str],
+           young: List[str], wal: Optional[Tuple[Any, WalPlan]], now: datetime, grace: timedelta,
+           local: Repository) -> Dict[str, Any]:
     log = RunLog(local.log_dir)
     where = {"destination": repo.destination} if repo.destination else {}
     for group, note in sorted(plan.notes.items()):
@@ -138,6 +171,16 @@ def _run(repo: Repository, result: Dict[str, Any], policies: Mapping[str, Mappin
             repo.remove_object(key)
             removed.append(repo.location(key))
             log.warning("removed-incomplete", path=repo.location(key), by="cleanup", **where)
+        if wal is not None and wal[1].delete:  # after the manifests: a crash leaves WAL for the next run to prune
+            archive, wal_plan = wal
+            archive.remove(wal_plan.delete)
+            result["wal_removed"] = len(wal_plan.delete)
+            log.info("wal-removed", files=len(wal_plan.delete), ranges="; ".join(wal_plan.ranges()),
+                     kept_from=wal_plan.kept_from(), **where)
+        if wal is not None:  # data objects of killed pushes (no record), older than the grace period
+            for path in wal[0].remove_orphans(grace, now):
+                removed.append(path)
+                log.warning("removed-incomplete", path=path, by="cleanup", **where)
         if not repo.destination:  # scratch directories of killed restores: ours, stale, their process gone
             for path in local.remove_stale_scratch(grace, now):
                 log.warning("removed-scratch", path=path, by="cleanup")
@@ -172,8 +215,9 @@ def run_cleanup(cfg: Config, policies: Optional[Mapping[str, Optional[Mapping[st
 def changed(result: Mapping[str, Any]) -> bool:
     """Whether the run deleted something (a dry run: whether it would)."""
     if result["dry_run"]:
-        return bool(result["to_delete"] or result["leftovers_to_remove"])
-    return bool(result["deleted"] or result["leftovers_removed"])
+        return bool(result["to_delete"] or result["leftovers_to_remove"]
+                    or (result.get("wal") or {}).get("delete"))
+    return bool(result["deleted"] or result["leftovers_removed"] or result.get("wal_removed"))
 
 
 def diff(result: Mapping[str, Any]) -> Dict[str, Any]:
@@ -194,6 +238,17 @@ def format_cleanup(result: Mapping[str, Any]) -> List[str]:
     else:
         lines.append("deleted %d backups, removed %d leftovers" % (len(result["deleted"]), len(result["leftovers_removed"])))
         lines.extend("removed leftover %s" % path for path in result["leftovers_removed"])
+    wal = result.get("wal")
+    if wal:
+        if wal.get("note"):
+            lines.append("WAL archive: %d files kept: %s" % (wal["files"], wal["note"]))
+        else:
+            verb = "would remove" if result["dry_run"] else "removed"
+            lines.append("WAL archive: %s %d of %d files, kept from %s (needed by %d kept backups)" % (
+                verb, wal["delete"], wal["files"],
+                ", ".join("timeline %s: %s" % item for item in sorted(wal["kept_from"].items())) or "-",
+                len(wal["needed_by"])))
+            lines.extend("  %s %s" % (verb, run) for run in wal["ranges"])
     lines.extend("left leftover %s (younger than %ds, or beside an unreadable manifest)"
                  % (path, result["leftover_grace_seconds"]) for path in result["leftovers_kept"])
     return lines

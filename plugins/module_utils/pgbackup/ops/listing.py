@@ -5,10 +5,45 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from ..config.settings import Config
+from ..config.settings import PHYSICAL_KINDS, Config
+from ..model.manifest import Backup
 from ..repo.catalog import open_repository
+
+CHAIN_LIMIT = 10000  # a longer chain of parents is a loop in crafted manifests
+
+
+def chain_of(backup: Backup, by_id: Dict[str, Backup]) -> Tuple[List[str], Optional[str]]:
+    """The ids of ``backup``'s chain, its base first, and why it cannot be restored (None when every link is
+    present and good and it starts with a base backup)."""
+    chain = [backup.id]
+    current = backup
+    problem = None if backup.good else "%s is not good" % backup.id
+    while current.manifest.parent:
+        parent = by_id.get(current.manifest.parent)
+        if parent is None or parent.id in chain or len(chain) > CHAIN_LIMIT:
+            chain.insert(0, current.manifest.parent)
+            return chain, problem or "%s is missing" % current.manifest.parent
+        chain.insert(0, parent.id)
+        if problem is None and not parent.good:
+            problem = "%s is not good" % parent.id
+        current = parent
+    if problem is None and current.kind != "base":
+        problem = "%s is not a base backup" % current.id
+    return chain, problem
+
+
+def add_chains(rows: List[Dict[str, Any]], backups: List[Backup]) -> None:
+    """``chain`` (ids, base first) and ``chain_problem`` on the rows of physical backups."""
+    by_id: Dict[str, Backup] = {}
+    for backup in backups:
+        by_id.setdefault(backup.id, backup)
+    for row in rows:
+        backup = by_id.get(row.get("id") or "")
+        if backup is None or backup.kind not in PHYSICAL_KINDS:
+            continue
+        row["chain"], row["chain_problem"] = chain_of(backup, by_id)
 
 
 def newest_per_type(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -27,6 +62,8 @@ def list_backups(cfg: Config, kind: Optional[str] = None, database: Optional[str
     ``include_bad``: also the backups that are not good, each with its ``reason`` (a failed verification,
     a missing object, an unfinished status), and then every manifest that cannot be read or is not valid
     (``id`` None, ``manifest`` where it is, ``reason`` why): never acted on, but shown.
+    A base or incremental backup's row has its ``chain`` (ids, base first) and ``chain_problem`` (None when
+    every link is present and good).
     """
     repo = open_repository(cfg, destination)
     rows = []
@@ -35,6 +72,8 @@ def list_backups(cfg: Config, kind: Optional[str] = None, database: Optional[str
         if not backup.good:
             row["reason"] = backup.bad_reason
         rows.append(row)
+    if any(row["type"] in PHYSICAL_KINDS for row in rows):  # the chains, through links of any kind and database
+        add_chains(rows, repo.backups(include_bad=True))
     if newest_only:
         return newest_per_type(rows)
     if include_bad and database is None:

@@ -51,6 +51,11 @@ def backup_manifest_of(cfg: Config, backup: Backup) -> bytes:
 def check_chain(chain: Sequence[Backup]) -> None:
     """``chain``, oldest first: a base backup, then incrementals each naming the one before as its parent, all of
     one cluster; a RestoreError names the first broken link."""
+    for link in reversed(chain):  # no tar: its WAL is the archive's, replayed by point-in-time recovery
+        if link.manifest.method == "wal":
+            raise RestoreError("%s is a WAL-method incremental (the WAL archived from %s to %s): it is restored by "
+                               "point-in-time recovery from its base to its stop LSN %s"
+                               % (link.id, link.manifest.start_lsn, link.manifest.stop_lsn, link.manifest.stop_lsn))
     if not chain or chain[0].kind != "base" or chain[0].manifest.parent:
         raise RestoreError("%s: a chain starts with a base backup" % (chain[-1].id if chain else "?"))
     system = chain[0].manifest.server.system_identifier if chain[0].manifest.server else None

@@ -131,9 +131,14 @@ def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Opt
 
 # ---------------------------------------------------------------------- recovery settings
 
+_CONF_ESCAPES = {"\\": "\\\\", "'": "''", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
 def conf_quote(value: str) -> str:
-    """A postgresql.conf string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    """A postgresql.conf string literal (one line: the GUC parser reads back these backslash escapes)."""
+    if "\0" in value:
+        raise ConfigError("a NUL character cannot be written into postgresql.conf")
+    return "'" + "".join(_CONF_ESCAPES.get(c, c) for c in value) + "'"
 
 
 def host_command() -> List[str]:
@@ -278,6 +283,7 @@ class Reach:
     stop: Optional[WalRecord] = None  # the record recovery stops at (time, xid, name)
     timelines: List[int] = field(default_factory=list)
     scanned: int = 0  # WAL files read with pg_waldump
+    wal_link: Optional[str] = None  # the WAL-method incremental restored (its parents' data, then its WAL)
 
     @property
     def backup(self) -> Backup:
@@ -288,7 +294,8 @@ class Reach:
                 "target": self.target.describe(), "backup_id": self.backup.id,
                 "chain": [b.id for b in self.chain], "archive_reaches_lsn": self.reached_lsn,
                 "stop_lsn_in_archive": self.stop.lsn_text if self.stop else None,
-                "stop_record": _describe_record(self.stop), "timelines": list(self.timelines)}
+                "stop_record": _describe_record(self.stop), "timelines": list(self.timelines),
+                "wal_link": self.wal_link}
 
 
 def _describe_record(record: Optional[WalRecord]) -> Optional[str]:
@@ -296,6 +303,8 @@ def _describe_record(record: Optional[WalRecord]) -> Optional[str]:
         return None
     if record.kind == "restore_point":
         return "restore point %r at %s" % (record.name, record.lsn_text)
+    if record.kind == "other":
+        return "the record at %s" % record.lsn_text
     return "%s of xid %d at %s (%s)" % (record.kind, record.xid, record.lsn_text,
                                         iso(record.moment) if record.moment else "?")
 
@@ -418,10 +427,12 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     WAL-method incremental ``selector`` names, to its end."""
     candidates = chains(repo, selector, kind)
     segments = archive.segments()
+    link = None
     if target is None:  # a WAL-method link restored by its id: recovery to its end
         if selector == "latest" or not candidates:
             raise ConfigError("a recovery target is needed to restore %s with the WAL archive" % selector)
-        target = _wal_link_target(cfg, archive, segments, repo.find(selector, kind=kind), candidates[-1])
+        link = repo.find(selector, kind=kind)
+        target = _wal_link_target(cfg, archive, segments, link, candidates[-1])
     if not candidates:
         raise NotFound("no good base backup in %s to restore to %s from" % (repo.where, target.describe()))
     if target.kind == "immediate":
@@ -454,6 +465,7 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
         else:  # the newest chain that may start it: an older one replays the same archive, only longer
             reach = _reach_from(scanner, segments, candidates[-1], target)
         reach.scanned = scanner.read
+        reach.wal_link = link.id if link is not None else None
         return reach
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

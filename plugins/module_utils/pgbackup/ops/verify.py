@@ -34,6 +34,7 @@ from ..pg.restorer import Restorer
 from ..pg.snapshot import count_rows
 from ..repo.catalog import Repository, open_repository
 from .backup import CLUSTER_DUMP_END, CLUSTER_DUMP_HEAD
+from .incremental import check_wal_link
 from .physical import check_base_archive, is_physical
 
 LEVELS = ("checksum", "archive", "restore")
@@ -315,6 +316,8 @@ def verify(cfg: Config, backup: Backup, level: str = DEFAULT_LEVEL, server: Opti
     try:
         verify_checksums(backup)
         details.append("checksums match")
+        if backup.manifest.method == "wal":  # a WAL-method incremental: its range in the WAL archive
+            details.append(check_wal_link(cfg, backup, deep=level != "checksum"))
         if level in ("archive", "restore"):
             for entry in backup.manifest.files:
                 details.append(_check_archive(backup, entry, cfg))
@@ -333,11 +336,12 @@ def verify(cfg: Config, backup: Backup, level: str = DEFAULT_LEVEL, server: Opti
 def verify_copy(cfg: Config, repo: Repository, backup: Backup, level: str = DEFAULT_LEVEL,
                 **options: Any) -> Dict[str, Any]:
     """Verify a backup in another store: checksums streamed from it; deeper levels on a scratch copy."""
-    if level == "checksum":
+    if level == "checksum" or backup.manifest.method == "wal":  # a WAL link: the destination's WAL archive
         started = time.monotonic()
         record: Dict[str, Any] = {"level": level, "at": iso(utc_now()), "ok": True}
         try:
-            record["details"] = repo.check_objects(backup)
+            record["details"] = (check_wal_link(cfg, backup, level != "checksum", repo.destination)
+                                 if backup.manifest.method == "wal" else repo.check_objects(backup))
         except VerifyError as exc:
             record.update(ok=False, details=str(exc))
         record["duration_seconds"] = round(time.monotonic() - started, 3)

@@ -13,7 +13,10 @@ good backups, newest first) apply.
 Rules that protect data, whatever the policy says:
 
 * the newest good backup of each (type, database) is kept;
-* a kept backup's parent chain is kept (an incremental never loses its base);
+* a kept backup's parent chain is kept (an incremental never loses its base), and the newest base or
+  incremental whose whole chain is present and good is kept (the last chain that restores);
+* the WAL archive keeps exactly what the kept physical backups need (``plan_wal``): from the oldest kept
+  one's first segment on, on its timeline and later ones, plus every history file;
 * when the newest backup of a (type, database) is not good, or the newest good one is older than its
   schedule allows (the runs stopped), nothing of that (type, database) is deleted, and every decision
   says why;
@@ -33,6 +36,7 @@ import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from ..config.settings import PHYSICAL_KINDS
 from ..core.clock import iso, is_future
 from ..core.cron import Cron
 from ..core.errors import ConfigError
@@ -378,6 +382,7 @@ def plan_retention(backups: Iterable[Any], policies: Mapping[str, Optional[Mappi
         if count > 1:  # which manifest is the real one is unknown: deleting by either could lose the other's files
             decisions[backup_id].reasons = [r for r in decisions[backup_id].reasons if r != "expired"]
             decisions[backup_id].keep_for("id named by %d manifests: kept" % count)
+    _keep_newest_restorable(ordered, decisions, parents, now)
     _keep_parents(ordered, decisions, parents)
     return RetentionPlan(ordered, str(tz or "UTC"), now, notes)
 
@@ -398,6 +403,167 @@ def _keep_parents(ordered: Sequence[Decision], decisions: Mapping[str, Decision]
             parent.keep_for("parent of %s" % child.id)
             if not was_kept and parents.get(parent.id):
                 pending.append(parent)
+
+
+# ----------------------------------------------------------------------------- physical chains
+
+def _keep_newest_restorable(ordered: Sequence[Decision], decisions: Mapping[str, Decision],
+                            parents: Mapping[str, List[str]], now: datetime) -> None:
+    """Per database, keep the newest base/incremental whose whole chain is present and good, back to a base:
+    when the newest links are bad or broken, the last chain that restores is never deleted."""
+    def restorable(decision: Decision) -> bool:
+        seen = set()
+        current: Optional[Decision] = decision
+        while current is not None:
+            record = current.record
+            if not record.good or record.damaged or record.id in seen or is_future(record.created_at, now):
+                return False
+            seen.add(record.id)
+            named = parents.get(record.id, [])
+            if not named:
+                return record.type == "base"
+            if len(named) > 1:
+                return False
+            current = decisions.get(named[0])
+        return False
+
+    newest: Dict[str, Decision] = {}
+    for decision in ordered:  # oldest first: the last one seen per database is the newest
+        if decision.record.type in PHYSICAL_KINDS and restorable(decision):
+            newest[decision.record.database] = decision
+    for decision in newest.values():
+        decision.reasons = [r for r in decision.reasons if r != "expired"]
+        decision.keep_for("newest restorable chain")
+
+
+# ----------------------------------------------------------------------------- the WAL archive
+
+class WalFile(NamedTuple):
+    """An archived WAL file as the planner sees it (``repo/walarchive.Segment`` has these fields)."""
+
+    wal: str
+    timeline: int
+    segno: Optional[int]
+    kind: str = "segment"  # segment | partial | history | backup
+
+
+class WalNeed(NamedTuple):
+    """A kept physical backup's first WAL segment: it (and point-in-time recovery from it) needs the WAL of its
+    timeline and of every later one from there on."""
+
+    backup_id: str
+    timeline: int
+    segno: int
+
+
+class WalPlan(object):
+    """Keep or delete each archived WAL file; ``note`` says why nothing is deleted when that is so."""
+
+    def __init__(self, keep: List[Any], delete: List[Any], needs: Sequence[WalNeed], note: Optional[str] = None,
+                 segment_size: int = 16 * 1024 * 1024) -> None:
+        self.keep = keep
+        self.delete = delete
+        self.needs = list(needs)
+        self.note = note
+        self.segment_size = segment_size
+
+    def ranges(self) -> List[str]:
+        """The deleted files as contiguous runs per timeline (``timeline 1: A..B (7 files)``), not every name."""
+        runs: List[List[Any]] = []
+        last_at: Optional[int] = None
+        for item in sorted(self.delete, key=lambda f: (f.timeline, _position(f, self.segment_size), f.wal)):
+            at = wal_position(item, self.segment_size)
+            last = runs[-1][-1] if runs else None
+            if (last is not None and last.timeline == item.timeline and last_at is not None and at is not None
+                    and at - last_at <= 1):
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+            last_at = at
+        return ["timeline %d: %s..%s (%d files)" % (run[0].timeline, run[0].wal, run[-1].wal, len(run))
+                if len(run) > 1 else "timeline %d: %s" % (run[0].timeline, run[0].wal) for run in runs]
+
+    def kept_from(self) -> Dict[str, str]:
+        """Per timeline, the first segment kept because a kept backup needs it."""
+        first: Dict[int, WalFile] = {}
+        for item in self.keep:
+            if item.kind == "segment" and item.segno is not None:
+                if item.timeline not in first or item.segno < (first[item.timeline].segno or 0):
+                    first[item.timeline] = item
+        return {str(t): f.wal for t, f in sorted(first.items())}
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"files": len(self.keep) + len(self.delete), "keep": len(self.keep), "delete": len(self.delete),
+                "ranges": self.ranges(), "kept_from": self.kept_from(), "note": self.note,
+                "needed_by": sorted({n.backup_id for n in self.needs})}
+
+
+def wal_position(item: Any, segment_size: int) -> Optional[int]:
+    """The segment number of an archived file: its own, or for a backup history file
+    (``<segment>.<offset>.backup``) the segment its name starts with; None for a history file."""
+    if item.segno is not None:
+        return item.segno
+    if item.kind == "backup" and len(item.wal) > 24:
+        try:
+            return int(item.wal[8:16], 16) * (0x100000000 // segment_size) + int(item.wal[16:24], 16)
+        except ValueError:
+            return None
+    return None
+
+
+def _position(item: Any, segment_size: int) -> int:
+    at = wal_position(item, segment_size)
+    return -1 if at is None else at
+
+
+def wal_needed(item: Any, needs: Sequence[WalNeed], segment_size: int = 16 * 1024 * 1024) -> bool:
+    """Whether a kept backup needs ``item``: history files always (timeline switches are followed through them);
+    a file whose position is unknown, always; else one on a need's timeline or a later one, at or after its start."""
+    segno = wal_position(item, segment_size)
+    if item.kind == "history" or segno is None:
+        return True
+    return any(need.timeline <= item.timeline and segno >= need.segno for need in needs)
+
+
+def plan_wal(files: Iterable[Any], needs: Sequence[WalNeed], hold: Optional[str] = None,
+             segment_size: int = 16 * 1024 * 1024) -> WalPlan:
+    """Keep exactly the WAL the kept physical backups (``needs``) and point-in-time recovery from them need.
+
+    ``files``: ``WalFile``s or ``repo/walarchive.Segment``s (the plan holds the same objects).
+    ``hold``: a reason to delete nothing (an unreadable physical manifest: its needs are unknown). Without any
+    need (no kept base backup), nothing is deleted either: the archive may be all a host has.
+    """
+    items = sorted(files, key=lambda f: (f.timeline, _position(f, segment_size), f.wal))
+    if hold:
+        return WalPlan(items, [], needs, hold, segment_size)
+    if not needs:
+        return WalPlan(items, [], needs, "no kept base or incremental backup records where its WAL starts: "
+                                         "the WAL archive is kept", segment_size)
+    keep = [f for f in items if wal_needed(f, needs, segment_size)]
+    delete = [f for f in items if not wal_needed(f, needs, segment_size)]
+    return WalPlan(keep, delete, needs, None, segment_size)
+
+
+def wal_needs(backups: Iterable[Any], keep_ids: Iterable[str],
+              segment_size: int) -> Tuple[List[WalNeed], Optional[str]]:
+    """The needs of the kept base and incremental backups, and a hold reason when one records no WAL start."""
+    wanted = set(keep_ids)
+    needs: List[WalNeed] = []
+    for backup in backups:
+        manifest = backup.manifest
+        if manifest.id not in wanted or manifest.kind not in PHYSICAL_KINDS:
+            continue
+        timeline = manifest.extra.get("start_timeline") or manifest.timeline
+        if not manifest.start_lsn or not timeline:
+            return needs, "kept %s records no WAL start (start_lsn, timeline): the WAL archive is kept" % manifest.id
+        needs.append(WalNeed(manifest.id, int(timeline), lsn_segno(manifest.start_lsn, segment_size)))
+    return needs, None
+
+
+def lsn_segno(lsn: str, segment_size: int) -> int:
+    """The segment number holding ``lsn`` (``"1/2000028"``) with segments of ``segment_size`` bytes."""
+    high, _slash, low = lsn.partition("/")
+    return ((int(high, 16) << 32) | int(low, 16)) // segment_size
 
 
 # ----------------------------------------------------------------------------- text output
