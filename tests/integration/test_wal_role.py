@@ -526,3 +526,66 @@ def test_restore_playbook_recovers_to_a_time_from_the_archive(ansible_ready):
                                  db="pitr") == [("1", "100")]
         finally:
             restored.destroy()
+
+
+# ------------------------------------------------------------------------------------------------ the jobs
+
+@pytest.mark.parametrize("major", [15, 18])
+def test_the_scheduled_base_and_hourly_incremental_jobs_run_as_the_server_user(ansible_ready, major, tmp_path):
+    """The base and incremental jobs exactly as the schedule role defines them (schedule_jobs with archiving on),
+    run through the role's run-job as the server's OS user (as cron does, and as the systemd units run the same
+    command), on a server archiving into the repository it owns: a base, then an incremental whose parent it is
+    (native on 18, the archived WAL on 15)."""
+    import sys  # pylint: disable=import-outside-toplevel
+    collections = str(REPO / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.seawall.pgbackup.plugins.filter.schedule_jobs import \
+        schedule_jobs  # pylint: disable=import-outside-toplevel
+    from tests.support.archiving import archiving  # pylint: disable=import-outside-toplevel
+
+    jobs = {j["name"]: j for j in schedule_jobs({"base": "30 1 * * *", "incremental": "0 * * * *"}, base=True,
+                                                incremental=True)}
+    assert jobs["base"]["enabled"] and jobs["incremental"]["enabled"]
+    with archiving(major) as arch:
+        pg = arch.cluster
+        pg.create_db("jobs")
+        pg.psql("CREATE TABLE t AS SELECT g AS n FROM generate_series(1, 1000) g", db="jobs")
+        base = arch.base
+        libexec, config = arch.owned_dir("libexec"), arch.owned_dir("etc")
+        engine = libexec / "seawall-pgbackup"
+        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+                          % (arch.env["PYTHONPATH"], SYSTEM_PYTHON))
+        engine.chmod(0o755)
+        arch.owned_file(config, "config.json", arch.config_file.read_bytes())
+        arch.owned_file(config, "secrets.env", ("DATABASE_URL='%s'\n" % pg.url("jobs", with_password=False)).encode())
+        arch.owned_file(config, "pgpass", ("%s:%d:*:postgres:%s\n" % (pg.host, pg.port, pg.password)).encode())
+        for folder in (arch.backup_dir, arch.backup_dir / "logs"):  # as seawall.pgbackup.tooling makes them
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chown(folder, arch.user.pw_uid, arch.user.pw_gid)
+        playbook = write_playbook(tmp_path, [{
+            "name": "Render the job scripts", "ansible.builtin.template": {
+                "src": str(REPO / "roles/schedule/templates/{{ item }}.sh.j2"), "dest": "%s/{{ item }}" % libexec,
+                "mode": "0755"},
+            "loop": ["record-failure", "run-job"]}], {
+            "pgbackup_schedule_libexec": str(libexec), "pgbackup_schedule_engine": str(engine),
+            "pgbackup_lock_wait": 60, "pgbackup_config_dir": str(config), "pgbackup_user": arch.user.pw_name,
+            "pgbackup_backup_dir": str(arch.backup_dir)})
+        run_playbook(playbook, "-e", "@%s" % (tmp_path / "apply-vars.json"))
+
+        def run_job(name: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["runuser", "-u", arch.user.pw_name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+                                   "HOME=%s" % base, "LC_ALL=C.UTF-8", str(libexec / "run-job"), name]
+                                  + jobs[name]["arguments"], capture_output=True, text=True, cwd="/", timeout=600,
+                                  check=False)
+
+        made = run_job("base")
+        assert made.returncode == 0, made.stderr
+        pg.psql("UPDATE t SET n = n + 1 WHERE n % 100 = 0", db="jobs")
+        hourly = run_job("incremental")
+        assert hourly.returncode == 0, hourly.stderr
+        listed = json.loads(arch.cli_as_server("list", "--json", check=True).stdout)
+        by_type = {b["type"]: b for b in listed}
+        assert set(by_type) == {"base", "incremental"}
+        assert by_type["incremental"]["parent"] == by_type["base"]["id"]
+        assert not (arch.backup_dir / "logs/backup-failures.log").exists()
