@@ -8,7 +8,12 @@
   on 18, summarize_wal; it reports RESTART NEEDED without restarting; a second run changes nothing; with
   pgbackup_wal_restart=true it restarts once and then the server runs the settings; a last run changes nothing and
   reports nothing.
-* Argument specs reject wrong values; the schedule role adds the base and incremental timers once archiving is on.
+* End to end on 15/18: the server archives through the installed wrapper into the repository its OS user owns and
+  wal-fetch gives the segment back; the scheduled base and hourly incremental jobs run through run-job as that user.
+* Argument specs reject wrong values; the schedule role adds the base and incremental timers (systemd, Windows) once
+  archiving is on; tooling gives the backup role REPLICATION and pg_switch_wal().
+* Playbooks: restore.yml's PITR mode recovers to a time between two batches (and refuses an unreachable target before
+  writing anything); dr_drill.yml drills a physical backup (scratch server on a private socket, probes, cleanup).
 """
 
 from __future__ import annotations
