@@ -42,7 +42,7 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench clean distclean
+.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench bench-deps clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
@@ -104,9 +104,13 @@ demo: setup
 	$(call banner,demo)
 	bash demo/run-demo.sh
 
-bench: setup
+bench: setup bench-deps
 	$(call banner,bench)
 	bash bench/run.sh
+
+# pgBackRest runs side by side with the physical backups in bench/physical_bench.py.
+bench-deps:
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES="$(SYSTEM_PACKAGES) pgbackrest"
 
 # ---------------------------------------------------------------- tests
 

@@ -173,8 +173,14 @@ def cached_state() -> dict | None:
     return state
 
 
-def build_cluster() -> dict:
-    """initdb, load pgbench at SCALE with fsync off, VACUUM ANALYZE; return the state (password, sizes)."""
+def load_pgbench() -> None:
+    log("pgbench -i -s %d (fsync off) ..." % SCALE)
+    client("pgbench", "-i", "-q", "-s", str(SCALE), DB, capture=True)
+    client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT")
+
+
+def build_cluster(load=load_pgbench) -> dict:
+    """initdb, ``load`` (default: pgbench at SCALE) with fsync off; return the state (password, sizes)."""
     stop_if_ours()
     shutil.rmtree(CLUSTER, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -201,10 +207,8 @@ def build_cluster() -> dict:
     write_passfile(password)
     start(LOAD_OPTS)
     client("createdb", DB, db="postgres")
-    log("pgbench -i -s %d (fsync off) ..." % SCALE)
     t0 = time.perf_counter()
-    client("pgbench", "-i", "-q", "-s", str(SCALE), DB, capture=True)
-    client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", "VACUUM ANALYZE", "-c", "CHECKPOINT")
+    load()
     load_s = time.perf_counter() - t0
     stop()
     state = {"scale": SCALE, "password": password, "load_seconds": round(load_s, 1)}

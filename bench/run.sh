@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark seawall-pgbackup create --type full against pg_dump -Fc (see bench/README.md).
+# Benchmarks (see bench/README.md): create --type full against pg_dump -Fc (bench.py), then physical base,
+# incremental and restore + start against pgBackRest (physical_bench.py; BENCH_SUITES=logical or physical for one).
 #   bash bench/run.sh                      # full run: pgbench scale 27 (~400 MB), 3 rounds
 #   BENCH_SCALE=2 BENCH_ROUNDS=1 bash bench/run.sh   # quick smoke run
 # BENCH_PYTHON overrides the Python that runs seawall (default: the repo's .venv from `make setup`).
@@ -12,4 +13,6 @@ if [[ ! -x "$py" ]]; then
     exit 1
 fi
 export BENCH_PYTHON="$py"
-exec "$py" "$here/bench.py" "$@"
+suites="${BENCH_SUITES:-logical,physical}"
+if [[ ",$suites," == *,logical,* ]]; then "$py" "$here/bench.py" "$@"; fi
+if [[ ",$suites," == *,physical,* ]]; then "$py" "$here/physical_bench.py" "$@"; fi

@@ -234,3 +234,68 @@ def test_an_incremental_chain_on_18_starts_recovery_to_a_time_after_it():
         assert later["chain"] == [base["id"], link["id"]] and later["batches"] == [1, 2, 3], later
         earlier = _recovered(arch, env, "before", "--target-time", before_link)
         assert earlier["chain"] == [base["id"]] and earlier["batches"] == [1], earlier
+
+
+def test_an_encrypted_archive_at_a_destination_restores_to_a_time():
+    with archiving(15, encryption="aes") as arch:
+        disk = arch.owned_dir("second-disk")
+        arch.write_config(dict(arch.config, destinations={"disk": {"type": "local", "path": str(disk)}}))
+        pg = arch.cluster
+        pg.create_db("pitr")
+        pg.psql("CREATE TABLE pitr_rows (batch int, n int, note text)", db="pitr")
+        env = {"DATABASE_URL": pg.url("pitr")}
+        arch.cli_as_server("create", "--type", "base", "--json", env=env, check=True)
+        _batch(pg, 1)
+        arch.switch_wal()
+        time.sleep(1.1)
+        between = pg.scalar(SERVER_TIME) or ""
+        time.sleep(1.1)
+        _batch(pg, 2)
+        arch.wait_archived(arch.switch_wal())
+        assert any(name.endswith(".enc") for name in os.listdir(disk / "wal"))
+        for name in os.listdir(arch.wal_folder()):  # the local archive lost: only the destination has the WAL
+            os.unlink(arch.wal_folder() / name)
+        done = _recovered(arch, env, "from-disk", "--destination", "disk", "--target-time", between)
+        assert done["batches"] == [1], done
+
+
+def test_pg_waldump_on_a_real_servers_wal(pg15, tmp_path):
+    """pg/waldump and the scanner against segments from a running server's pg_wal (no archive involved)."""
+    # pylint: disable=import-outside-toplevel
+    import shutil
+    from datetime import datetime, timezone
+
+    from seawall_pgbackup.ops import pitr
+    from seawall_pgbackup.pg.binaries import select_tools
+    from seawall_pgbackup.repo.walarchive import Segment, segno_of
+
+    pg15.psql("CREATE TABLE IF NOT EXISTS waldump_rows (x int)")
+    first = pg15.scalar("SELECT pg_walfile_name(pg_current_wal_insert_lsn())") or ""
+    xid = pg15.scalar("BEGIN; INSERT INTO waldump_rows VALUES (1); SELECT txid_current(); COMMIT") or ""
+    pg15.psql("SELECT pg_create_restore_point('waldump point')")
+    switched = pg15.scalar("SELECT pg_switch_wal()") or ""
+    pg15.psql("INSERT INTO waldump_rows VALUES (2)")
+    pg15.psql("SELECT pg_switch_wal()")
+    wal = pg15.data_dir / "pg_wal"
+    names = sorted(n for n in os.listdir(wal) if len(n) == 24 and n[:8] == first[:8] and n >= first)[:2]
+    now = datetime.now(timezone.utc)
+    segments = [Segment(n, 1, segno_of(n), "", 16 << 20, "", "", now, now, "segment") for n in names]
+
+    class Copies:  # the archive's fetch, from pg_wal
+        @staticmethod
+        def fetch(name, dest):
+            shutil.copy(wal / name, dest)
+            return True
+
+    tools = select_tools(15, None, tools=("pg_waldump",))
+    scanner = pitr._Scanner(Copies(), segments, tools, str(tmp_path))  # pylint: disable=protected-access
+    commit = scanner.first(segments, lambda r: r.kind == "commit" and str(r.xid) == xid)
+    assert commit is not None and commit.moment is not None and abs((now - commit.moment).total_seconds()) < 60
+    point = scanner.first(segments, lambda r: r.kind == "restore_point")
+    assert point is not None and point.name == "waldump point" and point.lsn > commit.lsn
+    end = pitr.parse_lsn(switched)
+    last = scanner.last_before(segments, end)  # the switch record itself: recovery to it needs no later segment
+    assert last is not None and point.lsn < last.lsn < end
+    after = scanner.record_from(segments, end)  # the first record of the next segment
+    assert after is not None and after.lsn >= end and after.lsn // (16 << 20) == end // (16 << 20) + 1
+    assert scanner.record_from(segments[:1], end) is None  # that segment not there: no record at or after it

@@ -378,7 +378,8 @@ class _Scanner:
         try:
             self._fetch(segment, folder)
             last = None
-            if following is not None and following.timeline == segment.timeline:
+            # pg_waldump wants an end location inside the last file it is given
+            if end is None and following is not None and following.timeline == segment.timeline:
                 self._fetch(following, folder)
                 last = following.wal
             self.read += 1
