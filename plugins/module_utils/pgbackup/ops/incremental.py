@@ -37,9 +37,10 @@ _LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
 _WALFILE = re.compile(r"^[0-9A-F]{24}$")
 SETTINGS_SQL = ("SELECT name, setting FROM pg_settings "
                 "WHERE name IN ('summarize_wal', 'archive_mode', 'wal_level', 'wal_segment_size')")
-# Where the link stops (before a commit record, so recovery to it replays a record of the switched segment and
-# the switch is never a no-op), then the switch that closes that segment for the archiver.
-SWITCH_SQL = ("SELECT pg_current_wal_insert_lsn()", "SELECT txid_current()",
+# A commit record (so the link holds a record after its parent's end and the switch is never a no-op), where the
+# link stops (right after it: the switch record follows, in the switched segment), then the switch that closes
+# that segment for the archiver. Recovery to the stop LSN replays only archived records.
+SWITCH_SQL = ("SELECT txid_current()", "SELECT pg_current_wal_insert_lsn()",
               "SELECT s.lsn, pg_walfile_name(s.lsn) FROM (SELECT pg_switch_wal() AS lsn) s")
 
 
@@ -122,9 +123,9 @@ def switch_wal(psql: str, target: DbTarget, user: str) -> Switch:
             raise ConfigError("a WAL-method incremental is taken on the primary (pg_switch_wal() cannot run "
                               "during recovery): %s" % exc) from None
         raise
-    if len(rows) != 3 or len(rows[2]) != 2 or not _WALFILE.match(rows[2][1]) or not _LSN.match(rows[0][0]):
+    if len(rows) != 3 or len(rows[2]) != 2 or not _WALFILE.match(rows[2][1]) or not _LSN.match(rows[1][0]):
         raise BackupError("pg_switch_wal() answered %r, not an LSN and a WAL file name" % (rows[-1:],))
-    point, end = rows[0][0].upper(), rows[2][0].upper()
+    point, end = rows[1][0].upper(), rows[2][0].upper()
     if lsn_value(end) < lsn_value(point):
         raise BackupError("pg_switch_wal() answered %s, before the insert position %s" % (end, point))
     return Switch(point=point, lsn=end, walname=rows[2][1], timeline=int(rows[2][1][:8], 16))
