@@ -15,18 +15,21 @@ description:
     scheduled task per enabled job), so both always agree.
   - Input is a dictionary of job name to cron expression, normally built from the role variables
     C(pgbackup_schedule_<job>). An empty or missing expression means the job is not scheduled.
-  - For the backup kinds C(full), C(incremental), C(schema), C(data) and C(globals), the users' configuration
+  - For the backup kinds C(full), C(base), C(incremental), C(schema), C(data) and C(globals), the users' configuration
     (O(config), its C(backup.types.<kind>.schedule) and C(backup.types.<kind>.enabled)) wins over the
     input; C(backup.cleanup.schedule) likewise for C(cleanup). C(monitoring.healthChecks.enabled=false) turns the
     C(health) job off.
-  - C(incremental) is scheduled only when O(incremental=true) (the engine refuses that kind until physical
-    backups exist).
+  - C(incremental) is scheduled only when O(incremental=true) and C(base) (the physical base backup the
+    incremental chain starts from) only when O(base=true); a host that archives WAL (seawall.pgbackup.wal_archive)
+    passes both.
   - Every job is returned, enabled or not, in a fixed order, so the roles can remove what is no longer scheduled.
   - Expressions are checked with the engine's own cron parser (5 fields, no macros, because the engine reads
     the same expressions from C(config.json)); an invalid one fails naming the job.
 options:
   _input:
-    description: Job name to cron expression (keys C(full), C(incremental), C(schema), C(data), C(globals), C(cleanup), C(verify), C(health)).
+    description:
+      - Job name to cron expression (keys C(full), C(base), C(incremental), C(schema), C(data), C(globals), C(cleanup),
+        C(verify), C(health)).
     type: dict
     required: true
   config:
@@ -35,6 +38,10 @@ options:
     default: {}
   incremental:
     description: Whether the C(incremental) job may be scheduled.
+    type: boolean
+    default: false
+  base:
+    description: Whether the C(base) job (a physical base backup) may be scheduled.
     type: boolean
     default: false
   verify_arguments:
@@ -52,7 +59,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One entry per known job, in the order full, incremental, schema, data, globals, cleanup, verify, health.
+  description:
+    - One entry per known job, in the order full, base, incremental, schema, data, globals, cleanup, verify, health.
   type: list
   elements: dict
   contains:
@@ -86,10 +94,11 @@ from ansible.module_utils.common.collections import is_sequence
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import Cron
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
 
-KINDS = ('full', 'incremental', 'schema', 'data', 'globals')
+KINDS = ('full', 'base', 'incremental', 'schema', 'data', 'globals')
 JOBS = KINDS + ('cleanup', 'verify', 'health')
 DESCRIPTIONS = {
     'full': 'full backup (pg_dump custom format + globals)',
+    'base': 'physical base backup (pg_basebackup)',
     'incremental': 'incremental backup',
     'schema': 'schema-only backup',
     'data': 'data-only backup',
@@ -135,7 +144,7 @@ def _enabled(value, where):
     raise AnsibleFilterError('schedule_jobs: %s=%r is not valid: use true or false' % (where, value))
 
 
-def schedule_jobs(schedules, config=None, incremental=False, verify_arguments=None):
+def schedule_jobs(schedules, config=None, incremental=False, verify_arguments=None, base=False):
     """Every known job with its effective schedule, arguments and whether it is scheduled."""
     schedules = _mapping(schedules, 'the input')
     unknown = sorted(set(schedules) - set(JOBS))
@@ -162,6 +171,8 @@ def schedule_jobs(schedules, config=None, incremental=False, verify_arguments=No
             if 'enabled' in own:
                 enabled = _enabled(own['enabled'], 'config backup.types.%s.enabled' % job)
             if job == 'incremental' and not _enabled(incremental, 'incremental'):
+                enabled = False
+            if job == 'base' and not _enabled(base, 'base'):
                 enabled = False
             arguments = ['create', '--type', job]
         elif job == 'cleanup':

@@ -204,6 +204,7 @@ def test_config_json_is_read_by_the_engine(linux_root):
     assert backup["types"]["full"] == {"enabled": True, "schedule": "0 2 * * *", "retention": {"daily": 3}}
     assert backup["types"]["schema"] == {"enabled": True, "schedule": "15 4 * * 2"}
     assert backup["types"]["incremental"]["enabled"] is False
+    assert backup["types"]["base"] == {"enabled": False, "schedule": "30 1 * * *"}  # only with archiving
     assert backup["types"]["data"] == {"enabled": False}
     assert backup["cleanup"] == {"schedule": "0 3 * * 0"}
     assert backup["encryption"] == {"enabled": True, "mode": "aes-256-gcm",
@@ -217,8 +218,8 @@ def test_config_json_is_read_by_the_engine(linux_root):
     sys.path.insert(0, str(REPO))
     from plugins.module_utils.pgbackup.config.settings import load_config  # pylint: disable=import-outside-toplevel
     cfg = load_config(env={}, config_file=str(path))
-    assert cfg.public()["schedules"] == {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "15 4 * * 2",
-                                         "cleanup": "0 3 * * 0"}
+    assert cfg.public()["schedules"] == {"full": "0 2 * * *", "base": "30 1 * * *", "incremental": "0 * * * *",
+                                         "schema": "15 4 * * 2", "cleanup": "0 3 * * 0"}
     assert [k for k, s in cfg.kinds.items() if s.enabled and s.schedule] == ["full", "schema"]
     assert cfg.repository_id == "highseas-prod" and cfg.encryption_retired_keys == ["0123456789abcdef"]
     # The engine loads the rendered signing key and trusts it besides the pinned signer.
@@ -277,9 +278,9 @@ def windows_tasks(tmp_path_factory) -> List[dict]:
 
 def test_windows_tasks(windows_tasks):
     by_name = {t["name"]: t for t in windows_tasks}
-    assert sorted(by_name) == sorted("seawall-pgbackup-%s" % j for j in
-                                     ("full", "incremental", "schema", "data", "globals", "cleanup", "verify", "health"))
-    for name in ("incremental", "data", "globals"):
+    jobs = ("full", "base", "incremental", "schema", "data", "globals", "cleanup", "verify", "health")
+    assert sorted(by_name) == sorted("seawall-pgbackup-%s" % j for j in jobs)
+    for name in ("base", "incremental", "data", "globals"):
         assert by_name["seawall-pgbackup-" + name] == {"name": "seawall-pgbackup-" + name, "path": "\\seawall-pgbackup\\",
                                                        "state": "absent"}
     full = by_name["seawall-pgbackup-full"]
@@ -348,7 +349,7 @@ def test_backup_ps1_parses_and_has_the_users_parameters():
         validate = [a for a in _nodes(parameter, "attribute") if "ValidateSet" in a.text.decode()]
         parameters[name] = _values(validate[0]) if validate else None
     assert set(parameters["$Action"]) >= {"create", "restore", "schedule", "cleanup", "health"}
-    assert parameters["$BackupType"] == ["full", "schema", "data", "globals"]
+    assert parameters["$BackupType"] == ["full", "schema", "data", "globals", "base", "incremental"]
     assert "$BackupPath" in parameters
 
 
@@ -370,7 +371,7 @@ def test_backup_ps1_maps_every_action_to_a_valid_engine_command_line(windows_tas
     assert set(mapping) == actions - {"schedule"}  # schedule lists the tasks, it runs no engine command
     parser = _parser()
     for action, arguments in mapping.items():
-        for kind in ("full", "schema", "data", "globals"):
+        for kind in ("full", "schema", "data", "globals", "base", "incremental"):
             argv = ["--config", "C:\\ProgramData\\seawall-pgbackup\\config.json"] + [
                 {"$BackupType": kind, "$BackupPath": "C:\\backups\\full\\x.json"}.get(a, a) for a in arguments]
             parsed = parser.parse_args(argv)  # SystemExit on anything the engine does not accept
@@ -385,7 +386,7 @@ def test_backup_ps1_maps_every_action_to_a_valid_engine_command_line(windows_tas
         action = words[words.index("-Action") + 1]
         assert action in mapping, task["name"]
         if "-BackupType" in words:
-            assert words[words.index("-BackupType") + 1] in ("full", "schema", "data", "globals")
+            assert words[words.index("-BackupType") + 1] in ("full", "schema", "data", "globals", "base", "incremental")
 
 
 # ------------------------------------------------------------------------------------------------ argument specs

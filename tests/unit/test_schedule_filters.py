@@ -21,8 +21,8 @@ from ansible_collections.seawall.pgbackup.plugins.filter.schedule_jobs import sc
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import (apply_json,
     default_config)  # noqa: E402
 
-DEFAULTS = {"full": "0 2 * * *", "incremental": "0 * * * *", "schema": "0 3 * * 1", "data": "", "globals": "",
-            "cleanup": "0 3 * * 0", "verify": "30 3 * * *", "health": "*/15 * * * *"}
+DEFAULTS = {"full": "0 2 * * *", "base": "30 1 * * *", "incremental": "0 * * * *", "schema": "0 3 * * 1", "data": "",
+            "globals": "", "cleanup": "0 3 * * 0", "verify": "30 3 * * *", "health": "*/15 * * * *"}
 PRODUCTION = {"backup": {
     "types": {"full": {"schedule": "0 2 * * *", "compression": True, "encryption": True,
                        "retention": {"daily": 7, "weekly": 4, "monthly": 12}},
@@ -40,7 +40,8 @@ def enabled(jobs):
 
 def test_defaults():
     jobs = schedule_jobs(DEFAULTS)
-    assert [j["name"] for j in jobs] == ["full", "incremental", "schema", "data", "globals", "cleanup", "verify", "health"]
+    names = ["full", "base", "incremental", "schema", "data", "globals", "cleanup", "verify", "health"]
+    assert [j["name"] for j in jobs] == names
     assert enabled(jobs) == {"full": "0 2 * * *", "schema": "0 3 * * 1", "cleanup": "0 3 * * 0",
                              "verify": "30 3 * * *", "health": "*/15 * * * *"}
     by_name = {j["name"]: j for j in jobs}
@@ -53,6 +54,17 @@ def test_defaults():
 def test_incremental_only_when_allowed():
     assert "incremental" not in enabled(schedule_jobs(DEFAULTS, config=PRODUCTION))
     assert enabled(schedule_jobs(DEFAULTS, config=PRODUCTION, incremental=True))["incremental"] == "0 * * * *"
+
+
+def test_base_only_when_allowed_and_taken_by_create():
+    assert "base" not in enabled(schedule_jobs(DEFAULTS, config=PRODUCTION, incremental=True))
+    jobs = {j["name"]: j for j in schedule_jobs(DEFAULTS, base=True, incremental=True)}
+    assert jobs["base"]["enabled"] and jobs["base"]["schedule"] == "30 1 * * *" and jobs["base"]["locks"]
+    assert jobs["base"]["arguments"] == ["create", "--type", "base"] and jobs["base"]["kind"] == "base"
+    assert jobs["incremental"]["arguments"] == ["create", "--type", "incremental"]
+    # The users' configuration can still turn it off.
+    config = {"backup": {"types": {"base": {"enabled": False}}}}
+    assert "base" not in enabled(schedule_jobs(DEFAULTS, config=config, base=True))
 
 
 def test_users_configuration_wins():

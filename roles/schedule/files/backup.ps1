@@ -12,6 +12,9 @@
     .\backup.ps1 -Action create -BackupType full
 
 .EXAMPLE
+    .\backup.ps1 -Action create -BackupType incremental
+
+.EXAMPLE
     .\backup.ps1 -Action restore -BackupPath "C:\ProgramData\seawall-pgbackup\backups\full\full-vtt-20261126T020000Z.json"
 
 .EXAMPLE
@@ -23,7 +26,8 @@ param(
     [ValidateSet('create', 'restore', 'schedule', 'cleanup', 'health', 'verify', 'list')]
     [string]$Action,
 
-    [ValidateSet('full', 'schema', 'data', 'globals')]
+    # base: a physical base backup (pg_basebackup); incremental: since the newest base or incremental
+    [ValidateSet('full', 'schema', 'data', 'globals', 'base', 'incremental')]
     [string]$BackupType = 'full',
 
     # restore: a backup id, a manifest or data file path, or 'latest'
