@@ -334,7 +334,7 @@ restore:
       description: With a recovery target, its kind (V(time), V(lsn), V(xid), V(name), V(immediate), V(latest)).
       type: str
       sample: time
-    target:
+    recovery_target_text:
       description: With a recovery target, the target in words.
       type: str
       sample: time 2026-11-24T13:00:00.000000Z

@@ -115,7 +115,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         _chown(arch, where)
         done = _json(arch, env, "restore", second["id"], "--pgdata", str(where / "data"))
         assert done["chain"] == [base["id"]] and done["wal_link"] == second["id"], done
-        assert parse_lsn(done["target"].split()[-1]) <= parse_lsn(second["stop_lsn"])  # its last record
+        assert parse_lsn(done["recovery_target_text"].split()[-1]) <= parse_lsn(second["stop_lsn"])  # its last record
         restored = _start(arch, where)
         try:
             deadline = time.monotonic() + 90

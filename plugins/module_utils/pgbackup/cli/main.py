@@ -328,7 +328,7 @@ def _restore_point_in_time(cfg, args, target) -> int:
 
 def _print_recovery(result) -> int:
     _out("restored %s into data directory %s (%d files) for recovery to %s%s"
-         % (result["backup_id"], result["pgdata"], result["files"], result["target"],
+         % (result["backup_id"], result["pgdata"], result["files"], result["recovery_target_text"],
             " (the end of %s)" % result["wal_link"] if result.get("wal_link") else ""))
     if result.get("chain") and len(result["chain"]) > 1:
         _out("combined %s" % " + ".join(result["chain"]))

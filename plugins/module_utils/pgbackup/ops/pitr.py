@@ -291,7 +291,7 @@ class Reach:
 
     def as_dict(self) -> Dict[str, Any]:
         return {"recovery_target": self.target.kind, "recovery_target_value": self.target.value,
-                "target": self.target.describe(), "backup_id": self.backup.id,
+                "recovery_target_text": self.target.describe(), "backup_id": self.backup.id,
                 "chain": [b.id for b in self.chain], "archive_reaches_lsn": self.reached_lsn,
                 "stop_lsn_in_archive": self.stop.lsn_text if self.stop else None,
                 "stop_record": _describe_record(self.stop), "timelines": list(self.timelines),
@@ -525,7 +525,8 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         return reach
     if target.kind == "time":
         moment = target.moment
-        assert moment is not None
+        if moment is None:  # Target.parse gives every time target its moment
+            raise RestoreError("%s: no time to restore to" % target.describe())
         # modified_at bounds the times of a file's records: files completed before the target hold no later commit
         found = scanner.first(path, lambda r: r.kind in ("commit", "abort") and r.moment is not None
                               and r.moment > moment, skip=lambda s: s.modified_at <= moment)
@@ -559,8 +560,7 @@ def _reach_any(scanner: _Scanner, segments: List[Segment], candidates: List[List
             return _reach_from(scanner, segments, chain, target)
         except RestoreError as exc:
             error = error or exc
-    assert error is not None
-    raise error
+    raise error or RestoreError("cannot restore to %s: no backup to start from" % target.describe())
 
 
 # ---------------------------------------------------------------------- the restore
