@@ -35,7 +35,8 @@ from pathlib import Path
 os.environ.setdefault("BENCH_DIR", "/tmp/seawall-bench-physical")
 os.environ.setdefault("BENCH_RESULTS", str(Path(__file__).resolve().parent / "results" / "physical.json"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as common  # noqa: E402  pylint: disable=wrong-import-position  (cluster helpers, measure)
+# bench.py's cluster helpers and measure(), configured by the environment set above
+import bench as common  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE_MB = common.env_int("BENCH_PHYS_MB", 1536)
 CHANGE = float(os.environ.get("BENCH_PHYS_CHANGE") or 0.01)
@@ -121,10 +122,10 @@ def write_configs() -> None:
     link = SHIM / "seawall_pgbackup"
     if not link.exists():
         link.symlink_to(common.REPO / "plugins" / "module_utils" / "pgbackup")
+    settings = (PGBR_REPO, PGBR_LOCK, PGBR_LOCK, STANZA, common.DATA, common.PORT, common.SOCK)
     PGBR_CONF.write_text("[global]\nrepo1-path=%s\nstart-fast=y\nprocess-max=1\ncompress-type=gz\ncompress-level=1\n"
                          "log-level-console=warn\nlog-path=%s\nlock-path=%s\n\n[%s]\npg1-path=%s\npg1-port=%d\n"
-                         "pg1-socket-path=%s\n" % (PGBR_REPO, PGBR_LOCK, PGBR_LOCK, STANZA,
-                                                    common.DATA, common.PORT, common.SOCK))
+                         "pg1-socket-path=%s\n" % settings)
     for path in (PGBR_REPO, SEAWALL_REPO, PGBR_LOCK):
         path.mkdir(mode=0o700, exist_ok=True)
         common.chown_server(path)
@@ -255,8 +256,8 @@ def run_all(state: dict) -> int:
     update_share(state)
     common.log("incremental backups")
     results["seawall_incr"] = seawall(state, "create", "--type", "incremental")
-    results["seawall_incr"]["bytes"] = seawall_bytes("incremental") + (stored_bytes(SEAWALL_REPO / "wal") - wal_before
-                                                                        if results["meta"]["major"] < 17 else 0)
+    wal_since = stored_bytes(SEAWALL_REPO / "wal") - wal_before if results["meta"]["major"] < 17 else 0
+    results["seawall_incr"]["bytes"] = seawall_bytes("incremental") + wal_since
     results["pgbackrest_incr"] = pgbackrest("backup", "--type=incr")
     info = pgbackrest_info()
     results["pgbackrest_full"]["bytes"] = info[0]["info"]["repository"]["delta"]
