@@ -400,3 +400,31 @@ def test_status_takes_the_newest_in_wal_order_and_flags_a_future_date(tmp_path, 
     archive.remove([s for s in archive.segments() if s.segno == 2])
     status = wal_status(cfg)
     assert status["newest"]["future"] and status["newest_age_seconds"] == 0
+
+
+@pytest.mark.parametrize("step", ["wal-push-data", "wal-push-record"])
+def test_two_pushes_of_the_same_file_at_once_leave_a_record_that_matches_its_data(tmp_path, pgwal, monkeypatch,
+                                                                                  step):
+    """archive_command retried while the first run still works (or pg_receivewal's copy): encrypted stored bytes
+    differ from run to run, so the record left must name the data object left, whatever the interleaving."""
+    from seawall_pgbackup.repo import walarchive
+
+    cfg = load_config(env=_env(tmp_path, encryption=True))
+    name = wal_name(1, 5, SEG)
+    path = _write(pgwal, name, _segment_bytes(5))
+    other_run = []
+    started = []
+
+    def interleave(at):
+        if at == step and not started:
+            started.append(at)
+            other_run.append(WalArchive(cfg).push(path))  # the second run, start to end, inside the first
+
+    monkeypatch.setattr(walarchive, "pause", interleave)
+    WalArchive(cfg).push(path)
+    assert other_run and other_run[0]["result"] == "pushed"
+    archive = WalArchive(cfg)
+    [segment] = archive.segments()
+    assert archive.check_data(segment) is None
+    out = str(tmp_path / "out")
+    assert archive.fetch(name, out) is True and open(out, "rb").read() == _segment_bytes(5)

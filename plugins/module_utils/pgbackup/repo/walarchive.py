@@ -22,7 +22,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
@@ -542,7 +542,10 @@ class WalArchive:
             if raw.hexdigest() != sha or raw_size != size:
                 raise BackupError("WAL file %s changed while it was archived: not archived" % path, step="wal-push")
             pause("wal-push-data")  # crash tests: the data is written under its temp name
-            os.replace(temp, target)
+            stored_sha, stored_size = self._install(temp, target, (writer.sha256, writer.size), Segment(
+                wal=walname, timeline=int(walname[:8], 16), segno=None, digest=sha, size=size, stored=stored_name,
+                record="", modified_at=utc_now(), archived_at=utc_now(), kind=kind, compression=algorithm,
+                encryption=sealing.record() if sealing else None))
             fsync_dir(folder)
         except OSError as exc:
             if writer is not None:
@@ -558,7 +561,7 @@ class WalArchive:
         pause("wal-push-record")  # crash tests: the data object is in place, its record is not
         document: Dict[str, Any] = {
             "format": FORMAT, "repository": self.repository, "wal": walname, "sha256": sha, "size": size,
-            "stored": {"name": stored_name, "sha256": writer.sha256, "size": writer.size, "compression": algorithm,
+            "stored": {"name": stored_name, "sha256": stored_sha, "size": stored_size, "compression": algorithm,
                        "encryption": sealing.record() if sealing else None},
             "modified_at": _iso_utc(datetime.fromtimestamp(st.st_mtime, timezone.utc)),
             "archived_at": _iso_utc(utc_now())}
@@ -569,6 +572,41 @@ class WalArchive:
         write_file_atomic(os.path.join(folder, record_key.rsplit("/", 1)[-1]), data, what="WAL record",
                           step="wal-push")
         return self._parse(data, walname, d16, record_key)
+
+    def _install(self, temp: str, target: str, mine: Tuple[str, int], segment: Segment) -> Tuple[str, int]:
+        """Move the data object written at ``temp`` to ``target`` without replacing one already there, and return
+        the (sha256, size) of the stored bytes now at ``target``. Encrypted bytes differ from push to push: when
+        two pushes of one file run at once, replacing the other's object after it wrote its record would leave a
+        record naming other bytes. An object already there that decodes to this file is kept (the other push's,
+        or a killed push's); one that does not (damaged) is replaced."""
+        for _attempt in range(3):
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here (some Windows file systems): the plain rename
+                os.replace(temp, target)
+                return mine
+            else:
+                remove_quietly(temp)
+                return mine
+            try:
+                digest = hashlib.sha256()
+                with open_read_nofollow(target) as handle:
+                    for chunk in iter(lambda: handle.read(CHUNK), b""):
+                        digest.update(chunk)
+                    there = (digest.hexdigest(), handle.tell())
+            except FileNotFoundError:
+                continue  # removed meanwhile (a damaged one, by another push): link again
+            except OSError:
+                there = ("", -1)  # a symbolic link or unreadable: never ours, replaced
+            if there[1] >= 0 and self.check_data(replace(segment, stored_sha256=there[0],
+                                                         stored_size=there[1])) is None:
+                remove_quietly(temp)
+                return there
+            remove_quietly(target)
+        os.replace(temp, target)
+        return mine
 
     def _upload(self, settings, segment: Segment) -> Dict[str, Any]:
         """The data object, then the record, at one destination; a no-op when it has them already."""
@@ -860,7 +898,6 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
 
 
 def _with_segno(segment: Segment) -> Segment:
-    from dataclasses import replace  # pylint: disable=import-outside-toplevel
     return replace(segment, segno=segno_of(segment.wal, segment_size_of(segment)))
 
 
