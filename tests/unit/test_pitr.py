@@ -211,3 +211,43 @@ def test_conf_literals_stay_on_one_line():
     assert pitr.conf_quote("a\nb\t'c' \\ d") == "'a\\nb\\t''c'' \\\\ d'"
     with pytest.raises(ConfigError, match="NUL"):
         pitr.conf_quote("a\0b")
+
+
+class _Records(pitr._Scanner):  # pylint: disable=protected-access
+    """A scanner whose WAL files hold given records (no pg_waldump)."""
+
+    def __init__(self, segments, records):
+        super().__init__(None, segments, None, "/nowhere")
+        self.by_file = records
+
+    def of(self, segment, following):
+        self.read += 1
+        return self.by_file.get(segment.wal, [])
+
+
+def test_a_time_target_is_not_refused_because_a_files_mtime_is_before_its_commits():
+    """modified_at is the source file's mtime: a coarse file-system clock, or pg_receivewal writing on a host whose
+    clock lags, dates a file before the commits it holds. Skipping by it must never refuse a reachable target."""
+    from dataclasses import replace as _replace
+
+    from seawall_pgbackup.repo.walarchive import Segment, wal_name
+
+    size = 16 * 1024 * 1024
+    base = _physical("base", 1, "0/2000100")
+    late = datetime(2026, 1, 1, 3, 0, 0, 3000, tzinfo=timezone.utc)  # 3 ms after the target
+    early = datetime(2026, 1, 1, 2, 59, 59, 999000, tzinfo=timezone.utc)  # the file's mtime: 1 ms before it
+    first = Segment(wal=wal_name(1, 2), timeline=1, segno=2, digest="0" * 64, size=size, stored="x", record="y",
+                    modified_at=early, archived_at=early, kind="segment")
+    segments = [first]
+    records = {first.wal: [waldump.WalRecord(0x2000200, "commit", 800, late)]}
+    target = pitr.parse_target("time", "2026-01-01T03:00:00Z")
+    scanner = _Records(segments, records)
+    reach = pitr._reach_from(scanner, segments, [base], target)  # pylint: disable=protected-access
+    assert reach.stop is not None and reach.stop.xid == 800
+    # a file dated well before the target is still skipped (the scan stays cheap) when a later one decides
+    second = _replace(first, wal=wal_name(1, 3), segno=3, modified_at=late)
+    records[second.wal] = [waldump.WalRecord(0x3000200, "commit", 801, late)]
+    old = _replace(first, modified_at=datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc))
+    scanner = _Records([old, second], {second.wal: records[second.wal]})
+    reach = pitr._reach_from(scanner, [old, second], [base], target)  # pylint: disable=protected-access
+    assert reach.stop.xid == 801 and scanner.read == 1

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config.settings import Config
@@ -40,6 +40,7 @@ from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse
 from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
+MTIME_SLACK = timedelta(seconds=5)  # file-system timestamps may lag the clock commit times are read from
 NAME_LIMIT = 63  # MAXFNAMELEN - 1: the longest restore point name PostgreSQL keeps
 HOST_COMMAND = "seawall-pgbackup"
 AUTO_CONF = "postgresql.auto.conf"
@@ -527,9 +528,15 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         moment = target.moment
         if moment is None:  # Target.parse gives every time target its moment
             raise RestoreError("%s: no time to restore to" % target.describe())
-        # modified_at bounds the times of a file's records: files completed before the target hold no later commit
-        found = scanner.first(path, lambda r: r.kind in ("commit", "abort") and r.moment is not None
-                              and r.moment > moment, skip=lambda s: s.modified_at <= moment)
+        # modified_at (the file's mtime) bounds the times of its records, as far as clocks agree: files completed
+        # well before the target hold no later commit and are not read. A commit found is in the archive, so the
+        # target is reached whatever the dates say; a refusal is decided only by reading every file.
+        def after(record: WalRecord) -> bool:
+            return record.kind in ("commit", "abort") and record.moment is not None and record.moment > moment
+
+        found = scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
+        if found is None:
+            found = scanner.first(path, after)
         if found is None:
             raise RestoreError("cannot restore to %s from %s: %s, with no commit after that time (recovery would end "
                                "before the target)" % (target.describe(), last.id, reaches))
