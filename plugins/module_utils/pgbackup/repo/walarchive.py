@@ -701,30 +701,32 @@ class WalArchive:
             raise
         return decompressing_reader(stream, segment.compression), hashing
 
+    def _read_checked(self, store: Store, segment: Segment, out: Optional[BinaryIO] = None) -> None:
+        """Read a data object through (its raw bytes to ``out``); VerifyError unless the stored and the raw bytes
+        are the ones its record names (decoding errors of damaged bytes propagate)."""
+        reader, hashing = self.open_raw(store, segment)
+        digest = hashlib.sha256()
+        size = 0
+        with reader:
+            for chunk in iter(lambda: reader.read(CHUNK), b""):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+            hashing.drain()  # the stored bytes to their end (a decoder may stop reading early)
+        if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
+            raise VerifyError("data object %s does not match its record (stored sha256 or size)" % segment.stored)
+        if (digest.hexdigest(), size) != (segment.digest, segment.size):
+            raise VerifyError("data object %s decodes to other bytes than its record names" % segment.stored)
+
     def _restore_object(self, store: Store, segment: Segment, dest_path: str) -> None:
         dest_path = os.path.abspath(dest_path)
         folder = os.path.dirname(dest_path)
         temp = os.path.join(folder, ".%s.%d-%s.tmp" % (os.path.basename(dest_path), os.getpid(),
                                                        secrets.token_hex(4)))
-        digest = hashlib.sha256()
-        size = 0
         try:
-            reader, hashing = self.open_raw(store, segment)
-            with reader, create_private(temp) as out:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                hashing.drain()  # the stored bytes to their end (a decoder may stop reading early)
-                if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
-                    raise VerifyError("data object %s does not match its record (stored sha256 or size)"
-                                      % segment.stored)
-                if (digest.hexdigest(), size) != (segment.digest, segment.size):
-                    raise VerifyError("data object %s decodes to other bytes than its record names"
-                                      % segment.stored)
+            with create_private(temp) as out:
+                self._read_checked(store, segment, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, dest_path)
@@ -743,21 +745,7 @@ class WalArchive:
     def check_data(self, segment: Segment) -> Optional[str]:
         """Why the data object of ``segment`` does not verify (stored and raw sha256), or None."""
         try:
-            reader, hashing = self.open_raw(self.store, segment)
-            digest = hashlib.sha256()
-            size = 0
-            with reader:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                hashing.drain()
-            if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
-                return "data object %s does not match its record (stored sha256 or size)" % segment.stored
-            if (digest.hexdigest(), size) != (segment.digest, segment.size):
-                return "data object %s decodes to other bytes than its record names" % segment.stored
+            self._read_checked(self.store, segment)
         except VerifyError as exc:
             return str(exc)
         except ConfigError:
