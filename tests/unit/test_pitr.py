@@ -251,3 +251,17 @@ def test_a_time_target_is_not_refused_because_a_files_mtime_is_before_its_commit
     scanner = _Records([old, second], {second.wal: records[second.wal]})
     reach = pitr._reach_from(scanner, [old, second], [base], target)  # pylint: disable=protected-access
     assert reach.stop.xid == 801 and scanner.read == 1
+
+
+def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_target(tmp_path):
+    """A server restored to a point keeps its recovery settings in postgresql.auto.conf after promotion, and its
+    base backups copy that file: an old recovery_target_time beside the new target is FATAL ("multiple recovery
+    targets specified"), and with 'latest' (no recovery_target_* written) it would silently stop recovery there."""
+    (tmp_path / "postgresql.auto.conf").write_text(
+        "work_mem = '8MB'\n%s: base-old to time\nrestore_command = 'old %%f %%p'\n"
+        "recovery_target_time = '2026-01-01 00:00:00+00'\n  recovery_target_timeline='latest'\n"
+        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n" % pitr.MARK)
+    pitr.write_recovery(str(tmp_path), pitr.recovery_settings(pitr.parse_target("latest"), "new %f %p"), "latest")
+    active = [line.split("=")[0].strip() for line in (tmp_path / "postgresql.auto.conf").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    assert active == ["work_mem", "restore_command", "recovery_target_timeline"]

@@ -56,6 +56,9 @@ CARRIED = (("BACKUP_ENCRYPTION", "encryption"), ("BACKUP_ENCRYPTION_MODE", "encr
            ("BACKUP_REPOSITORY_ID", "repository_id"), ("BACKUP_ACCEPT_UNSIGNED", "accept_unsigned"),
            ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"))
 _XID = re.compile(r"^[0-9]{1,20}$")
+# Recovery settings an earlier point-in-time recovery left (a restored server keeps them after promotion, and its
+# base backups copy the file): beside ours they would add a second target, or stop a 'latest' recovery early.
+_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_target\w*)[ \t]*(?:=|[ \t])[^\r\n]*")
 
 
 # ---------------------------------------------------------------------- targets
@@ -212,6 +215,7 @@ def write_recovery(pgdata: str, settings: Sequence[Tuple[str, str]], comment: st
             before = handle.read()
     except FileNotFoundError:
         before = b""
+    before = _STALE.sub(rb"# \g<0>  # replaced below by seawall.pgbackup", before)
     if before and not before.endswith(b"\n"):
         before += b"\n"
     write_file_atomic(path, before + render_settings(settings, comment).encode("utf-8"), what=AUTO_CONF,
