@@ -428,3 +428,26 @@ def test_two_pushes_of_the_same_file_at_once_leave_a_record_that_matches_its_dat
     assert archive.check_data(segment) is None
     out = str(tmp_path / "out")
     assert archive.fetch(name, out) is True and open(out, "rb").read() == _segment_bytes(5)
+
+
+def test_wal_fetch_failures_other_than_absent_make_postgresql_abort_recovery(tmp_path, pgwal, capsys):
+    """PostgreSQL takes any restore_command exit status up to 125 for "not archived": recovery ends there and,
+    with recovery_target_timeline = latest, promotes, silently losing everything after a damaged or planted
+    segment (or a destination that did not answer). Above 125 it stops recovery with FATAL instead."""
+    from seawall_pgbackup.cli.main import main
+
+    env = _env(tmp_path)
+    name = wal_name(1, 9, SEG)
+    pushed = WalArchive(load_config(env=env)).push(_write(pgwal, name, _segment_bytes(9)))
+    folder = os.path.join(env["BACKUP_DIR"], "wal")
+    data = [n for n in os.listdir(folder) if n.endswith(".gz")][0]
+    with open(os.path.join(folder, data), "r+b") as handle:
+        handle.seek(40)
+        handle.write(b"\xff" * 8)
+    args = ["--backup-dir", env["BACKUP_DIR"]]
+    out = str(tmp_path / "fetched")
+    assert main(args + ["wal-fetch", name, out]) == 208 and not os.path.exists(out)  # VerifyError's 8, + 200
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and pushed["result"] == "pushed"
+    assert main(args + ["wal-fetch", "backup_label", out]) == 204  # not a WAL name: ConfigError's 4
+    assert main(args + ["wal-fetch", wal_name(1, 10, SEG), out]) == 1  # absent: still 1, quietly

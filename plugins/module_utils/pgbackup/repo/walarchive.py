@@ -708,7 +708,7 @@ class WalArchive:
         digest = hashlib.sha256()
         size = 0
         with reader:
-            for chunk in iter(lambda: reader.read(CHUNK), b""):
+            for chunk in iter(lambda: _decoded(reader), b""):
                 digest.update(chunk)
                 size += len(chunk)
                 if out is not None:
@@ -883,6 +883,17 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                       from_backup=backup.id if backup else None, timelines=walk.timelines,
                       last=walk.last.wal if walk.last else None)
     return status
+
+
+def _decoded(reader: BinaryIO) -> bytes:
+    """The next chunk of decoded bytes; zlib's, ISA-L's and zstd's errors of damaged bytes (no common base class
+    with OSError or ValueError) as a ValueError, so damage is a refusal and never an internal error."""
+    try:
+        return reader.read(CHUNK)
+    except (BackupError, AuthenticationFailed, EOFError, OSError, ValueError):
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        raise ValueError(str(exc) or type(exc).__name__) from None
 
 
 def _with_segno(segment: Segment) -> Segment:
