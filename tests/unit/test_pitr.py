@@ -265,3 +265,18 @@ def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_targe
     active = [line.split("=")[0].strip() for line in (tmp_path / "postgresql.auto.conf").read_text().splitlines()
               if line.strip() and not line.lstrip().startswith("#")]
     assert active == ["work_mem", "restore_command", "recovery_target_timeline"]
+
+
+def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
+    """From the Ansible module (sys.argv[0] is its AnsiballZ payload, the engine imported from the collection) on
+    a host without seawall-pgbackup on PATH, 'python -m seawall_pgbackup wal-fetch' fails at recovery with exit 1,
+    which PostgreSQL takes for the end of the archive: a 'latest' recovery would silently stop at the backup."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(pitr.sys, "argv", ["/tmp/ansible_x/AnsiballZ_pg_backup_restore.py"])
+    monkeypatch.setattr(pitr.shutil, "which", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "seawall_pgbackup" else real(name, *a))
+    with pytest.raises(ConfigError, match="seawall-pgbackup"):
+        pitr.host_command()

@@ -17,6 +17,7 @@ commit/abort after a target time, the commit/abort of a target xid, the restore 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shlex
@@ -154,6 +155,11 @@ def host_command() -> List[str]:
         found = shutil.which(HOST_COMMAND)
         if found:
             return [os.path.abspath(found)]
+    if importlib.util.find_spec("seawall_pgbackup") is None:
+        # e.g. run from the Ansible module: "python -m seawall_pgbackup" would fail at recovery with exit 1, which
+        # PostgreSQL takes for the end of the archive (a 'latest' recovery would stop at the backup, silently)
+        raise ConfigError("restore_command needs the %s command on this host (install the package, e.g. the "
+                          "tooling role, so that it is on PATH)" % HOST_COMMAND)
     return [sys.executable, "-m", "seawall_pgbackup"]
 
 
