@@ -538,6 +538,7 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         moment = target.moment
         if moment is None:  # Target.parse gives every time target its moment
             raise RestoreError("%s: no time to restore to" % target.describe())
+
         # modified_at (the file's mtime) bounds the times of its records, as far as clocks agree: files completed
         # well before the target hold no later commit and are not read. A commit found is in the archive, so the
         # target is reached whatever the dates say; a refusal is decided only by reading every file.
