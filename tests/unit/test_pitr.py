@@ -280,3 +280,34 @@ def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
                         lambda name, *a: None if name == "seawall_pgbackup" else real(name, *a))
     with pytest.raises(ConfigError, match="seawall-pgbackup"):
         pitr.host_command()
+
+
+def test_the_timeline_recovered_is_the_one_the_archive_was_checked_on():
+    """recovery_target_timeline = 'latest' makes PostgreSQL take the highest timeline whose history file is
+    archived, whether or not the backup lies on its history: a server restored earlier to a point before this
+    backup and promoted (timeline 2, archiving into the same repository) would make this restore FATAL ("not a
+    child of this server's history") after the check said yes. The timeline checked is written instead."""
+    from seawall_pgbackup.repo.walarchive import Segment, format_lsn, wal_name
+
+    size = 16 * 1024 * 1024
+    now = datetime(2026, 1, 1, 5, tzinfo=timezone.utc)
+
+    def segment(tli, segno, kind="segment", history=()):
+        name = "%08X.history" % tli if kind == "history" else wal_name(tli, segno)
+        return Segment(wal=name, timeline=tli, segno=None if kind == "history" else segno, digest="0" * 64,
+                       size=size, stored="x", record="y", modified_at=now, archived_at=now, kind=kind,
+                       history=tuple(history))
+
+    base = _physical("base", 1, "0/2000100")
+    older_branch = [segment(1, 2), segment(1, 3), segment(2, 1), segment(2, 0, "history", [(1, format_lsn(size))])]
+    reach = pitr._reach_from(_Records(older_branch, {}), older_branch, [base],  # pylint: disable=protected-access
+                             pitr.parse_target("latest"))
+    assert reach.target_timeline == 1
+    settings = dict(pitr.recovery_settings(pitr.parse_target("latest"), "fetch %f %p", reach.target_timeline))
+    assert settings["recovery_target_timeline"] == "1"
+    later_branch = [segment(1, 2), segment(1, 3), segment(2, 3), segment(2, 0, "history", [(1, format_lsn(3 * size))])]
+    reach = pitr._reach_from(_Records(later_branch, {}), later_branch, [base],  # pylint: disable=protected-access
+                             pitr.parse_target("latest"))
+    assert reach.target_timeline == 2 and reach.timelines == [1, 2]
+    immediate = dict(pitr.recovery_settings(pitr.parse_target("immediate"), "fetch %f %p", 2))
+    assert immediate["recovery_target_timeline"] == "current"

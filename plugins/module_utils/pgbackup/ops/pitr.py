@@ -192,16 +192,18 @@ def restore_command(cfg: Config, config_file: Optional[str] = None, command: Opt
     return text.replace("%", "%%") + " wal-fetch %f %p"
 
 
-def recovery_settings(target: Target, fetch_command: str) -> List[Tuple[str, str]]:
-    """The recovery parameters for ``target``, in order (name, value), values unquoted."""
+def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None) -> List[Tuple[str, str]]:
+    """The recovery parameters for ``target``, in order (name, value), values unquoted. ``timeline``: the one the
+    archive was checked on (else 'latest', which takes the highest timeline archived, a descendant or not)."""
     settings = [("restore_command", fetch_command)]
+    following = str(timeline) if timeline else "latest"
     if target.kind == "immediate":
         settings += [("recovery_target", "immediate"), ("recovery_target_timeline", "current")]
     elif target.kind == "latest":
-        settings += [("recovery_target_timeline", "latest")]
+        settings += [("recovery_target_timeline", following)]
     else:
         settings += [("recovery_target_%s" % target.kind, target.value or ""),
-                     ("recovery_target_timeline", "latest")]
+                     ("recovery_target_timeline", following)]
     if target.kind != "latest":
         settings += [("recovery_target_action", "promote")]
     return settings
@@ -295,6 +297,7 @@ class Reach:
     timelines: List[int] = field(default_factory=list)
     scanned: int = 0  # WAL files read with pg_waldump
     wal_link: Optional[str] = None  # the WAL-method incremental restored (its parents' data, then its WAL)
+    target_timeline: Optional[int] = None  # the timeline the archive was followed to (written, not 'latest')
 
     @property
     def backup(self) -> Backup:
@@ -514,7 +517,7 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     timeline = last.manifest.timeline or 1
     walk = continuity(segments, start, timeline)
     reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
-    reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines))
+    reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines), target_timeline=walk.target_timeline)
     reaches = "the archive holds no WAL from %s (timeline %d) on" % (start, timeline) if reached is None else \
         "the archive reaches %s from %s (timeline %s)%s" % (
             walk.reached_lsn, start, ",".join(str(t) for t in walk.timelines) or timeline,
@@ -627,7 +630,7 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optio
         reach = check_reach(cfg, repo, archive, target, selector, kind)
         target = reach.target
         fetch = restore_command(cfg, config_file)
-        settings = recovery_settings(target, fetch)
+        settings = recovery_settings(target, fetch, reach.target_timeline)
         comment = "%s to %s" % (reach.backup.id, target.describe())
         try:
             with contextlib.ExitStack() as stack:
