@@ -605,6 +605,7 @@ def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target
     the run would for a target the archive does not reach or a directory neither absent nor empty. Reads only."""
     pgdata = os.path.abspath(pgdata)
     reach = plan_point_in_time(cfg, target, selector, kind, destination)
+    host_command()  # the restore_command the run would write must be runnable here (check mode says so too)
     held = restored_label(pgdata) if os.path.isdir(pgdata) else None
     skip = None
     if held == reach.backup.id:
