@@ -451,3 +451,37 @@ def test_wal_fetch_failures_other_than_absent_make_postgresql_abort_recovery(tmp
     assert len(err.splitlines()) == 1 and name in err and pushed["result"] == "pushed"
     assert main(args + ["wal-fetch", "backup_label", out]) == 204  # not a WAL name: ConfigError's 4
     assert main(args + ["wal-fetch", wal_name(1, 10, SEG), out]) == 1  # absent: still 1, quietly
+
+
+def test_cleanup_never_removes_a_data_object_a_push_just_recorded(tmp_path, pgwal, monkeypatch):
+    """A killed push left a data object without its record, long ago; PostgreSQL's retry adopts it (it decodes to
+    the file) and writes the record while cleanup, which listed it as an orphan a moment before, removes orphans:
+    the record would name a missing object. Cleanup looks again right before it deletes."""
+    from datetime import datetime, timezone
+
+    from seawall_pgbackup.repo import walarchive
+
+    cfg = load_config(env=_env(tmp_path, encryption=True))
+    name = wal_name(1, 6, SEG)
+    path = _write(pgwal, name, _segment_bytes(6))
+
+    def killed(at):
+        if at == "wal-push-record":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(walarchive, "pause", killed)
+    with pytest.raises(KeyboardInterrupt):
+        WalArchive(cfg).push(path)
+    monkeypatch.setattr(walarchive, "pause", lambda at: None)
+    folder = os.path.join(cfg.backup_dir, "wal")
+    [left] = os.listdir(folder)
+    os.utime(os.path.join(folder, left), (0, 0))  # long ago
+    cleaning = WalArchive(cfg)
+    listed = cleaning.orphans(timedelta(hours=1), now=datetime.now(timezone.utc))
+    assert [o.key for o in listed] == ["wal/" + left]
+    assert WalArchive(cfg).push(path)["result"] == "pushed"  # the retry, between cleanup's listing and deleting
+    monkeypatch.setattr(cleaning, "orphans", lambda grace, now=None: listed)
+    assert cleaning.remove_orphans(timedelta(hours=1)) == []
+    archive = WalArchive(cfg)
+    [segment] = archive.segments()
+    assert segment.stored == left and archive.check_data(segment) is None

@@ -602,6 +602,10 @@ class WalArchive:
                 there = ("", -1)  # a symbolic link or unreadable: never ours, replaced
             if there[1] >= 0 and self.check_data(replace(segment, stored_sha256=there[0],
                                                          stored_size=there[1])) is None:
+                try:
+                    os.utime(target)  # young again: cleanup, which looks again before removing orphans, keeps it
+                except FileNotFoundError:
+                    continue  # removed meanwhile (cleanup of an old orphan): link ours
                 remove_quietly(temp)
                 return there
             remove_quietly(target)
@@ -792,7 +796,15 @@ class WalArchive:
 
     def remove_orphans(self, grace: timedelta, now: Optional[datetime] = None) -> List[str]:
         removed = []
+        limit = (now or utc_now()).timestamp() - grace.total_seconds()
         for info in self.orphans(grace, now):
+            match = DATA_KEY.match(info.key)
+            if match:  # looked at again right before: a push may have adopted and recorded it since the listing
+                record = "%s/%s-%s.json" % (FOLDER, match.group("wal"), match.group("d16"))
+                again = self.store.stat(info.key)
+                if self.store.stat(record) is not None or again is None or (
+                        again.modified is not None and again.modified.timestamp() > limit):
+                    continue
             try:
                 self.store.delete(info.key)
             except DestinationError:
