@@ -122,7 +122,7 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
         document["modified_at"] = "2031-01-01T00:00:00Z"
         record.write_bytes(render_manifest(document))
         done, target = _fetch(arch, first)
-        assert done.returncode == 8 and "signature" in _one_line(done) and not target.exists()
+        assert done.returncode == 208 and "signature" in _one_line(done) and not target.exists()
         record.write_bytes(kept)
 
         # one flipped byte in an encrypted data object: authentication fails, nothing is written
@@ -132,7 +132,7 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
         flipped[len(flipped) // 2] ^= 0x01
         data_two.write_bytes(bytes(flipped))
         done, target = _fetch(arch, second)
-        assert done.returncode == 8 and not target.exists(), done.stderr
+        assert done.returncode == 208 and not target.exists(), done.stderr
         data_two.write_bytes(kept_two)
 
         # one segment's data object swapped in for another's: the binding (and the sha256) refuse it
@@ -140,7 +140,7 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
         one_bytes = one.read_bytes()
         one.write_bytes(two.read_bytes())
         done, target = _fetch(arch, first)
-        assert done.returncode == 8 and not target.exists(), done.stderr
+        assert done.returncode == 208 and not target.exists(), done.stderr
         one.write_bytes(one_bytes)
 
         # a planted file: unsigned record and unencrypted data (a downgrade) for a name never archived
@@ -156,7 +156,7 @@ def test_archive_round_trip_duplicates_conflicts_and_tampering(major, encryption
             "stored": {"name": stored, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
                        "compression": "gzip", "encryption": None}}))
         done, target = _fetch(arch, planted)
-        assert done.returncode == 8 and "not signed" in _one_line(done) and not target.exists()
+        assert done.returncode == 208 and "not signed" in _one_line(done) and not target.exists()
         verified = arch.cli_as_server("verify", "--wal", "--json")
         result = json.loads(verified.stdout)[0]
         assert verified.returncode == 8 and not result["ok"] and result["refused"], verified.stderr

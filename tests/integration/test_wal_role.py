@@ -120,6 +120,15 @@ def test_wrappers_are_valid_shell_and_pass_no_secret_in_argv(ansible_ready, tmp_
     record.unlink()
     wrong = subprocess.run([str(push)], capture_output=True, text=True, check=False)
     assert wrong.returncode == 64 and "usage:" in wrong.stderr and not record.exists()
+    # restore_command: a failing wrapper must stop recovery (above 125), never pass for "not archived" (1)
+    wrong = subprocess.run([str(fetch)], capture_output=True, text=True, check=False)
+    assert wrong.returncode == 255 and "usage:" in wrong.stderr and not record.exists()
+    (config / "secrets.env").rename(config / "secrets.env.away")
+    lost = subprocess.run([str(fetch), "000000010000000000000003", "pg_wal/RECOVERYXLOG"], capture_output=True,
+                          text=True, check=False)
+    assert lost.returncode == 255 and not record.exists(), lost.stderr
+    (config / "secrets.env.away").rename(config / "secrets.env")
+    assert subprocess.run([str(fetch), "000000010000000000000003", "x"], check=False).returncode == 3  # the engine's
 
 
 # ------------------------------------------------------------------------------------------------ argument specs

@@ -211,3 +211,103 @@ def test_conf_literals_stay_on_one_line():
     assert pitr.conf_quote("a\nb\t'c' \\ d") == "'a\\nb\\t''c'' \\\\ d'"
     with pytest.raises(ConfigError, match="NUL"):
         pitr.conf_quote("a\0b")
+
+
+class _Records(pitr._Scanner):  # pylint: disable=protected-access
+    """A scanner whose WAL files hold given records (no pg_waldump)."""
+
+    def __init__(self, segments, records):
+        super().__init__(None, segments, None, "/nowhere")
+        self.by_file = records
+
+    def of(self, segment, following):
+        self.read += 1
+        return self.by_file.get(segment.wal, [])
+
+
+def test_a_time_target_is_not_refused_because_a_files_mtime_is_before_its_commits():
+    """modified_at is the source file's mtime: a coarse file-system clock, or pg_receivewal writing on a host whose
+    clock lags, dates a file before the commits it holds. Skipping by it must never refuse a reachable target."""
+    from dataclasses import replace as _replace
+
+    from seawall_pgbackup.repo.walarchive import Segment, wal_name
+
+    size = 16 * 1024 * 1024
+    base = _physical("base", 1, "0/2000100")
+    late = datetime(2026, 1, 1, 3, 0, 0, 3000, tzinfo=timezone.utc)  # 3 ms after the target
+    early = datetime(2026, 1, 1, 2, 59, 59, 999000, tzinfo=timezone.utc)  # the file's mtime: 1 ms before it
+    first = Segment(wal=wal_name(1, 2), timeline=1, segno=2, digest="0" * 64, size=size, stored="x", record="y",
+                    modified_at=early, archived_at=early, kind="segment")
+    segments = [first]
+    records = {first.wal: [waldump.WalRecord(0x2000200, "commit", 800, late)]}
+    target = pitr.parse_target("time", "2026-01-01T03:00:00Z")
+    scanner = _Records(segments, records)
+    reach = pitr._reach_from(scanner, segments, [base], target)  # pylint: disable=protected-access
+    assert reach.stop is not None and reach.stop.xid == 800
+    # a file dated well before the target is still skipped (the scan stays cheap) when a later one decides
+    second = _replace(first, wal=wal_name(1, 3), segno=3, modified_at=late)
+    records[second.wal] = [waldump.WalRecord(0x3000200, "commit", 801, late)]
+    old = _replace(first, modified_at=datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc))
+    scanner = _Records([old, second], {second.wal: records[second.wal]})
+    reach = pitr._reach_from(scanner, [old, second], [base], target)  # pylint: disable=protected-access
+    assert reach.stop.xid == 801 and scanner.read == 1
+
+
+def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_target(tmp_path):
+    """A server restored to a point keeps its recovery settings in postgresql.auto.conf after promotion, and its
+    base backups copy that file: an old recovery_target_time beside the new target is FATAL ("multiple recovery
+    targets specified"), and with 'latest' (no recovery_target_* written) it would silently stop recovery there."""
+    (tmp_path / "postgresql.auto.conf").write_text(
+        "work_mem = '8MB'\n%s: base-old to time\nrestore_command = 'old %%f %%p'\n"
+        "recovery_target_time = '2026-01-01 00:00:00+00'\n  recovery_target_timeline='latest'\n"
+        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n" % pitr.MARK)
+    pitr.write_recovery(str(tmp_path), pitr.recovery_settings(pitr.parse_target("latest"), "new %f %p"), "latest")
+    active = [line.split("=")[0].strip() for line in (tmp_path / "postgresql.auto.conf").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    assert active == ["work_mem", "restore_command", "recovery_target_timeline"]
+
+
+def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
+    """From the Ansible module (sys.argv[0] is its AnsiballZ payload, the engine imported from the collection) on
+    a host without seawall-pgbackup on PATH, 'python -m seawall_pgbackup wal-fetch' fails at recovery with exit 1,
+    which PostgreSQL takes for the end of the archive: a 'latest' recovery would silently stop at the backup."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(pitr.sys, "argv", ["/tmp/ansible_x/AnsiballZ_pg_backup_restore.py"])
+    monkeypatch.setattr(pitr.shutil, "which", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "seawall_pgbackup" else real(name, *a))
+    with pytest.raises(ConfigError, match="seawall-pgbackup"):
+        pitr.host_command()
+
+
+def test_the_timeline_recovered_is_the_one_the_archive_was_checked_on():
+    """recovery_target_timeline = 'latest' makes PostgreSQL take the highest timeline whose history file is
+    archived, whether or not the backup lies on its history: a server restored earlier to a point before this
+    backup and promoted (timeline 2, archiving into the same repository) would make this restore FATAL ("not a
+    child of this server's history") after the check said yes. The timeline checked is written instead."""
+    from seawall_pgbackup.repo.walarchive import Segment, format_lsn, wal_name
+
+    size = 16 * 1024 * 1024
+    now = datetime(2026, 1, 1, 5, tzinfo=timezone.utc)
+
+    def segment(tli, segno, kind="segment", history=()):
+        name = "%08X.history" % tli if kind == "history" else wal_name(tli, segno)
+        return Segment(wal=name, timeline=tli, segno=None if kind == "history" else segno, digest="0" * 64,
+                       size=size, stored="x", record="y", modified_at=now, archived_at=now, kind=kind,
+                       history=tuple(history))
+
+    base = _physical("base", 1, "0/2000100")
+    older_branch = [segment(1, 2), segment(1, 3), segment(2, 1), segment(2, 0, "history", [(1, format_lsn(size))])]
+    reach = pitr._reach_from(_Records(older_branch, {}), older_branch, [base],  # pylint: disable=protected-access
+                             pitr.parse_target("latest"))
+    assert reach.target_timeline == 1
+    settings = dict(pitr.recovery_settings(pitr.parse_target("latest"), "fetch %f %p", reach.target_timeline))
+    assert settings["recovery_target_timeline"] == "1"
+    later_branch = [segment(1, 2), segment(1, 3), segment(2, 3), segment(2, 0, "history", [(1, format_lsn(3 * size))])]
+    reach = pitr._reach_from(_Records(later_branch, {}), later_branch, [base],  # pylint: disable=protected-access
+                             pitr.parse_target("latest"))
+    assert reach.target_timeline == 2 and reach.timelines == [1, 2]
+    immediate = dict(pitr.recovery_settings(pitr.parse_target("immediate"), "fetch %f %p", 2))
+    assert immediate["recovery_target_timeline"] == "current"

@@ -400,3 +400,88 @@ def test_status_takes_the_newest_in_wal_order_and_flags_a_future_date(tmp_path, 
     archive.remove([s for s in archive.segments() if s.segno == 2])
     status = wal_status(cfg)
     assert status["newest"]["future"] and status["newest_age_seconds"] == 0
+
+
+@pytest.mark.parametrize("step", ["wal-push-data", "wal-push-record"])
+def test_two_pushes_of_the_same_file_at_once_leave_a_record_that_matches_its_data(tmp_path, pgwal, monkeypatch,
+                                                                                  step):
+    """archive_command retried while the first run still works (or pg_receivewal's copy): encrypted stored bytes
+    differ from run to run, so the record left must name the data object left, whatever the interleaving."""
+    from seawall_pgbackup.repo import walarchive
+
+    cfg = load_config(env=_env(tmp_path, encryption=True))
+    name = wal_name(1, 5, SEG)
+    path = _write(pgwal, name, _segment_bytes(5))
+    other_run = []
+    started = []
+
+    def interleave(at):
+        if at == step and not started:
+            started.append(at)
+            other_run.append(WalArchive(cfg).push(path))  # the second run, start to end, inside the first
+
+    monkeypatch.setattr(walarchive, "pause", interleave)
+    WalArchive(cfg).push(path)
+    assert other_run and other_run[0]["result"] == "pushed"
+    archive = WalArchive(cfg)
+    [segment] = archive.segments()
+    assert archive.check_data(segment) is None
+    out = str(tmp_path / "out")
+    assert archive.fetch(name, out) is True and open(out, "rb").read() == _segment_bytes(5)
+
+
+def test_wal_fetch_failures_other_than_absent_make_postgresql_abort_recovery(tmp_path, pgwal, capsys):
+    """PostgreSQL takes any restore_command exit status up to 125 for "not archived": recovery ends there and,
+    with recovery_target_timeline = latest, promotes, silently losing everything after a damaged or planted
+    segment (or a destination that did not answer). Above 125 it stops recovery with FATAL instead."""
+    from seawall_pgbackup.cli.main import main
+
+    env = _env(tmp_path)
+    name = wal_name(1, 9, SEG)
+    pushed = WalArchive(load_config(env=env)).push(_write(pgwal, name, _segment_bytes(9)))
+    folder = os.path.join(env["BACKUP_DIR"], "wal")
+    data = [n for n in os.listdir(folder) if n.endswith(".gz")][0]
+    with open(os.path.join(folder, data), "r+b") as handle:
+        handle.seek(40)
+        handle.write(b"\xff" * 8)
+    args = ["--backup-dir", env["BACKUP_DIR"]]
+    out = str(tmp_path / "fetched")
+    assert main(args + ["wal-fetch", name, out]) == 208 and not os.path.exists(out)  # VerifyError's 8, + 200
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and pushed["result"] == "pushed"
+    assert main(args + ["wal-fetch", "backup_label", out]) == 204  # not a WAL name: ConfigError's 4
+    assert main(args + ["wal-fetch", wal_name(1, 10, SEG), out]) == 1  # absent: still 1, quietly
+
+
+def test_cleanup_never_removes_a_data_object_a_push_just_recorded(tmp_path, pgwal, monkeypatch):
+    """A killed push left a data object without its record, long ago; PostgreSQL's retry adopts it (it decodes to
+    the file) and writes the record while cleanup, which listed it as an orphan a moment before, removes orphans:
+    the record would name a missing object. Cleanup looks again right before it deletes."""
+    from datetime import datetime, timezone
+
+    from seawall_pgbackup.repo import walarchive
+
+    cfg = load_config(env=_env(tmp_path, encryption=True))
+    name = wal_name(1, 6, SEG)
+    path = _write(pgwal, name, _segment_bytes(6))
+
+    def killed(at):
+        if at == "wal-push-record":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(walarchive, "pause", killed)
+    with pytest.raises(KeyboardInterrupt):
+        WalArchive(cfg).push(path)
+    monkeypatch.setattr(walarchive, "pause", lambda at: None)
+    folder = os.path.join(cfg.backup_dir, "wal")
+    [left] = os.listdir(folder)
+    os.utime(os.path.join(folder, left), (0, 0))  # long ago
+    cleaning = WalArchive(cfg)
+    listed = cleaning.orphans(timedelta(hours=1), now=datetime.now(timezone.utc))
+    assert [o.key for o in listed] == ["wal/" + left]
+    assert WalArchive(cfg).push(path)["result"] == "pushed"  # the retry, between cleanup's listing and deleting
+    monkeypatch.setattr(cleaning, "orphans", lambda grace, now=None: listed)
+    assert cleaning.remove_orphans(timedelta(hours=1)) == []
+    archive = WalArchive(cfg)
+    [segment] = archive.segments()
+    assert segment.stored == left and archive.check_data(segment) is None

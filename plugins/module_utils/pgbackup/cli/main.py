@@ -509,6 +509,16 @@ def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    code = _main(args)
+    if args.command == "wal-fetch" and 1 < code <= 125:
+        # PostgreSQL takes any restore_command status up to 125 for "not archived" and ends recovery there
+        # (promoting, with recovery_target_timeline = latest): a file that is archived but cannot be fetched must
+        # stop recovery instead, and a status above 125 does (FATAL). 200 + the usual code keeps it readable.
+        return 200 + code if code <= 55 else 255
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     # A timer stopping us sends SIGTERM: unwind like Ctrl-C so partial files are removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     overrides: Dict[str, Any] = {"backup_dir": getattr(args, "backup_dir", None),

@@ -40,7 +40,7 @@ from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
 from ..repo.catalog import leftover_grace, open_repository, present
 from .incremental import (NATIVE, WAL, WAL_WAIT_SECONDS, archive_reach, choose_method, has_tar, lsn_value,
-                          server_settings, switch_wal, wal_archive, wait_until_archived)
+                          server_settings, switch_wal, timeline_problem, wal_archive, wait_until_archived)
 from .physical import backup_manifest_of, scratch_dir
 from .sync import copy_new_backup
 
@@ -279,6 +279,10 @@ class BackupRun:
         try:  # wal-push takes no lock: the records appear while this run holds the repository's
             wait_until_archived(lambda: archive_reach(archive.segments(), start, start_timeline, switch.lsn),
                                 lsn_value(switch.lsn), WAL_WAIT_SECONDS, backup_id)
+            # the history files of the server's timeline are archived before its segments: known by now
+            problem = timeline_problem(archive.segments(), int(start_timeline), start, switch.timeline)
+            if problem:
+                raise ConfigError("%s cannot be an incremental of %s: %s" % (backup_id, parent.id, problem))
         finally:
             archive.close()
         algorithm = self.cfg.compression_for(self.kind)

@@ -131,6 +131,26 @@ def switch_wal(psql: str, target: DbTarget, user: str) -> Switch:
     return Switch(point=point, lsn=end, walname=rows[2][1], timeline=int(rows[2][1][:8], 16))
 
 
+def timeline_problem(segments: Sequence[Segment], parent_timeline: int, parent_stop: str,
+                     server_timeline: int) -> Optional[str]:
+    """Why the server's current timeline does not continue from the parent's end (None when it does): same
+    timeline, or its archived .history file says it branched from the parent's timeline at or after the parent's
+    stop LSN. A cluster restored to an earlier point keeps its system identifier: the WAL after the parent on the
+    parent's timeline is then another history than the server's, and a link over it would restore that one."""
+    if server_timeline == parent_timeline:
+        return None
+    history = next((s.history for s in segments if s.kind == "history" and s.timeline == server_timeline), None)
+    if server_timeline > parent_timeline and history is not None:
+        for timeline, switch in history:
+            if timeline == parent_timeline:
+                if lsn_value(switch) >= lsn_value(parent_stop):
+                    return None
+                return ("the server's timeline %d branched from timeline %d at %s, before the end of the parent "
+                        "(%s): take a base backup" % (server_timeline, parent_timeline, switch, parent_stop))
+    return ("the server is on timeline %d, and the WAL archive does not show it descending from timeline %d after "
+            "the parent's end (%s): take a base backup" % (server_timeline, parent_timeline, parent_stop))
+
+
 def wait_until_archived(reached: Callable[[], Tuple[int, str]], stop: int, timeout: float, what: str,
                         clock: Callable[[], float] = time.monotonic,
                         sleep: Callable[[float], None] = time.sleep) -> int:

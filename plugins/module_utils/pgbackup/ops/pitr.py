@@ -17,6 +17,7 @@ commit/abort after a target time, the commit/abort of a target xid, the restore 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shlex
@@ -24,7 +25,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config.settings import Config
@@ -40,6 +41,7 @@ from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse
 from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
+MTIME_SLACK = timedelta(seconds=5)  # file-system timestamps may lag the clock commit times are read from
 NAME_LIMIT = 63  # MAXFNAMELEN - 1: the longest restore point name PostgreSQL keeps
 HOST_COMMAND = "seawall-pgbackup"
 AUTO_CONF = "postgresql.auto.conf"
@@ -55,6 +57,9 @@ CARRIED = (("BACKUP_ENCRYPTION", "encryption"), ("BACKUP_ENCRYPTION_MODE", "encr
            ("BACKUP_REPOSITORY_ID", "repository_id"), ("BACKUP_ACCEPT_UNSIGNED", "accept_unsigned"),
            ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"))
 _XID = re.compile(r"^[0-9]{1,20}$")
+# Recovery settings an earlier point-in-time recovery left (a restored server keeps them after promotion, and its
+# base backups copy the file): beside ours they would add a second target, or stop a 'latest' recovery early.
+_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_target\w*)[ \t]*(?:=|[ \t])[^\r\n]*")
 
 
 # ---------------------------------------------------------------------- targets
@@ -150,6 +155,11 @@ def host_command() -> List[str]:
         found = shutil.which(HOST_COMMAND)
         if found:
             return [os.path.abspath(found)]
+    if importlib.util.find_spec("seawall_pgbackup") is None:
+        # e.g. run from the Ansible module: "python -m seawall_pgbackup" would fail at recovery with exit 1, which
+        # PostgreSQL takes for the end of the archive (a 'latest' recovery would stop at the backup, silently)
+        raise ConfigError("restore_command needs the %s command on this host (install the package, e.g. the "
+                          "tooling role, so that it is on PATH)" % HOST_COMMAND)
     return [sys.executable, "-m", "seawall_pgbackup"]
 
 
@@ -182,16 +192,18 @@ def restore_command(cfg: Config, config_file: Optional[str] = None, command: Opt
     return text.replace("%", "%%") + " wal-fetch %f %p"
 
 
-def recovery_settings(target: Target, fetch_command: str) -> List[Tuple[str, str]]:
-    """The recovery parameters for ``target``, in order (name, value), values unquoted."""
+def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None) -> List[Tuple[str, str]]:
+    """The recovery parameters for ``target``, in order (name, value), values unquoted. ``timeline``: the one the
+    archive was checked on (else 'latest', which takes the highest timeline archived, a descendant or not)."""
     settings = [("restore_command", fetch_command)]
+    following = str(timeline) if timeline else "latest"
     if target.kind == "immediate":
         settings += [("recovery_target", "immediate"), ("recovery_target_timeline", "current")]
     elif target.kind == "latest":
-        settings += [("recovery_target_timeline", "latest")]
+        settings += [("recovery_target_timeline", following)]
     else:
         settings += [("recovery_target_%s" % target.kind, target.value or ""),
-                     ("recovery_target_timeline", "latest")]
+                     ("recovery_target_timeline", following)]
     if target.kind != "latest":
         settings += [("recovery_target_action", "promote")]
     return settings
@@ -211,6 +223,7 @@ def write_recovery(pgdata: str, settings: Sequence[Tuple[str, str]], comment: st
             before = handle.read()
     except FileNotFoundError:
         before = b""
+    before = _STALE.sub(rb"# \g<0>  # replaced below by seawall.pgbackup", before)
     if before and not before.endswith(b"\n"):
         before += b"\n"
     write_file_atomic(path, before + render_settings(settings, comment).encode("utf-8"), what=AUTO_CONF,
@@ -284,6 +297,7 @@ class Reach:
     timelines: List[int] = field(default_factory=list)
     scanned: int = 0  # WAL files read with pg_waldump
     wal_link: Optional[str] = None  # the WAL-method incremental restored (its parents' data, then its WAL)
+    target_timeline: Optional[int] = None  # the timeline the archive was followed to (written, not 'latest')
 
     @property
     def backup(self) -> Backup:
@@ -503,7 +517,7 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     timeline = last.manifest.timeline or 1
     walk = continuity(segments, start, timeline)
     reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
-    reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines))
+    reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines), target_timeline=walk.target_timeline)
     reaches = "the archive holds no WAL from %s (timeline %d) on" % (start, timeline) if reached is None else \
         "the archive reaches %s from %s (timeline %s)%s" % (
             walk.reached_lsn, start, ",".join(str(t) for t in walk.timelines) or timeline,
@@ -527,9 +541,16 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         moment = target.moment
         if moment is None:  # Target.parse gives every time target its moment
             raise RestoreError("%s: no time to restore to" % target.describe())
-        # modified_at bounds the times of a file's records: files completed before the target hold no later commit
-        found = scanner.first(path, lambda r: r.kind in ("commit", "abort") and r.moment is not None
-                              and r.moment > moment, skip=lambda s: s.modified_at <= moment)
+
+        # modified_at (the file's mtime) bounds the times of its records, as far as clocks agree: files completed
+        # well before the target hold no later commit and are not read. A commit found is in the archive, so the
+        # target is reached whatever the dates say; a refusal is decided only by reading every file.
+        def after(record: WalRecord) -> bool:
+            return record.kind in ("commit", "abort") and record.moment is not None and record.moment > moment
+
+        found = scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
+        if found is None:
+            found = scanner.first(path, after)
         if found is None:
             raise RestoreError("cannot restore to %s from %s: %s, with no commit after that time (recovery would end "
                                "before the target)" % (target.describe(), last.id, reaches))
@@ -584,6 +605,7 @@ def plan_point_in_time_directory(cfg: Config, selector: str, pgdata: str, target
     the run would for a target the archive does not reach or a directory neither absent nor empty. Reads only."""
     pgdata = os.path.abspath(pgdata)
     reach = plan_point_in_time(cfg, target, selector, kind, destination)
+    host_command()  # the restore_command the run would write must be runnable here (check mode says so too)
     held = restored_label(pgdata) if os.path.isdir(pgdata) else None
     skip = None
     if held == reach.backup.id:
@@ -609,7 +631,7 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optio
         reach = check_reach(cfg, repo, archive, target, selector, kind)
         target = reach.target
         fetch = restore_command(cfg, config_file)
-        settings = recovery_settings(target, fetch)
+        settings = recovery_settings(target, fetch, reach.target_timeline)
         comment = "%s to %s" % (reach.backup.id, target.describe())
         try:
             with contextlib.ExitStack() as stack:

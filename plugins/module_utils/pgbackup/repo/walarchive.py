@@ -22,7 +22,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
@@ -542,7 +542,10 @@ class WalArchive:
             if raw.hexdigest() != sha or raw_size != size:
                 raise BackupError("WAL file %s changed while it was archived: not archived" % path, step="wal-push")
             pause("wal-push-data")  # crash tests: the data is written under its temp name
-            os.replace(temp, target)
+            stored_sha, stored_size = self._install(temp, target, (writer.sha256, writer.size), Segment(
+                wal=walname, timeline=int(walname[:8], 16), segno=None, digest=sha, size=size, stored=stored_name,
+                record="", modified_at=utc_now(), archived_at=utc_now(), kind=kind, compression=algorithm,
+                encryption=sealing.record() if sealing else None))
             fsync_dir(folder)
         except OSError as exc:
             if writer is not None:
@@ -558,7 +561,7 @@ class WalArchive:
         pause("wal-push-record")  # crash tests: the data object is in place, its record is not
         document: Dict[str, Any] = {
             "format": FORMAT, "repository": self.repository, "wal": walname, "sha256": sha, "size": size,
-            "stored": {"name": stored_name, "sha256": writer.sha256, "size": writer.size, "compression": algorithm,
+            "stored": {"name": stored_name, "sha256": stored_sha, "size": stored_size, "compression": algorithm,
                        "encryption": sealing.record() if sealing else None},
             "modified_at": _iso_utc(datetime.fromtimestamp(st.st_mtime, timezone.utc)),
             "archived_at": _iso_utc(utc_now())}
@@ -569,6 +572,45 @@ class WalArchive:
         write_file_atomic(os.path.join(folder, record_key.rsplit("/", 1)[-1]), data, what="WAL record",
                           step="wal-push")
         return self._parse(data, walname, d16, record_key)
+
+    def _install(self, temp: str, target: str, mine: Tuple[str, int], segment: Segment) -> Tuple[str, int]:
+        """Move the data object written at ``temp`` to ``target`` without replacing one already there, and return
+        the (sha256, size) of the stored bytes now at ``target``. Encrypted bytes differ from push to push: when
+        two pushes of one file run at once, replacing the other's object after it wrote its record would leave a
+        record naming other bytes. An object already there that decodes to this file is kept (the other push's,
+        or a killed push's); one that does not (damaged) is replaced."""
+        for _attempt in range(3):
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links here (some Windows file systems): the plain rename
+                os.replace(temp, target)
+                return mine
+            else:
+                remove_quietly(temp)
+                return mine
+            try:
+                digest = hashlib.sha256()
+                with open_read_nofollow(target) as handle:
+                    for chunk in iter(lambda: handle.read(CHUNK), b""):
+                        digest.update(chunk)
+                    there = (digest.hexdigest(), handle.tell())
+            except FileNotFoundError:
+                continue  # removed meanwhile (a damaged one, by another push): link again
+            except OSError:
+                there = ("", -1)  # a symbolic link or unreadable: never ours, replaced
+            if there[1] >= 0 and self.check_data(replace(segment, stored_sha256=there[0],
+                                                         stored_size=there[1])) is None:
+                try:
+                    os.utime(target)  # young again: cleanup, which looks again before removing orphans, keeps it
+                except FileNotFoundError:
+                    continue  # removed meanwhile (cleanup of an old orphan): link ours
+                remove_quietly(temp)
+                return there
+            remove_quietly(target)
+        os.replace(temp, target)
+        return mine
 
     def _upload(self, settings, segment: Segment) -> Dict[str, Any]:
         """The data object, then the record, at one destination; a no-op when it has them already."""
@@ -663,30 +705,32 @@ class WalArchive:
             raise
         return decompressing_reader(stream, segment.compression), hashing
 
+    def _read_checked(self, store: Store, segment: Segment, out: Optional[BinaryIO] = None) -> None:
+        """Read a data object through (its raw bytes to ``out``); VerifyError unless the stored and the raw bytes
+        are the ones its record names (decoding errors of damaged bytes propagate)."""
+        reader, hashing = self.open_raw(store, segment)
+        digest = hashlib.sha256()
+        size = 0
+        with reader:
+            for chunk in iter(lambda: _decoded(reader), b""):
+                digest.update(chunk)
+                size += len(chunk)
+                if out is not None:
+                    out.write(chunk)
+            hashing.drain()  # the stored bytes to their end (a decoder may stop reading early)
+        if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
+            raise VerifyError("data object %s does not match its record (stored sha256 or size)" % segment.stored)
+        if (digest.hexdigest(), size) != (segment.digest, segment.size):
+            raise VerifyError("data object %s decodes to other bytes than its record names" % segment.stored)
+
     def _restore_object(self, store: Store, segment: Segment, dest_path: str) -> None:
         dest_path = os.path.abspath(dest_path)
         folder = os.path.dirname(dest_path)
         temp = os.path.join(folder, ".%s.%d-%s.tmp" % (os.path.basename(dest_path), os.getpid(),
                                                        secrets.token_hex(4)))
-        digest = hashlib.sha256()
-        size = 0
         try:
-            reader, hashing = self.open_raw(store, segment)
-            with reader, create_private(temp) as out:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                hashing.drain()  # the stored bytes to their end (a decoder may stop reading early)
-                if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
-                    raise VerifyError("data object %s does not match its record (stored sha256 or size)"
-                                      % segment.stored)
-                if (digest.hexdigest(), size) != (segment.digest, segment.size):
-                    raise VerifyError("data object %s decodes to other bytes than its record names"
-                                      % segment.stored)
+            with create_private(temp) as out:
+                self._read_checked(store, segment, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, dest_path)
@@ -705,21 +749,7 @@ class WalArchive:
     def check_data(self, segment: Segment) -> Optional[str]:
         """Why the data object of ``segment`` does not verify (stored and raw sha256), or None."""
         try:
-            reader, hashing = self.open_raw(self.store, segment)
-            digest = hashlib.sha256()
-            size = 0
-            with reader:
-                while True:
-                    chunk = reader.read(CHUNK)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                hashing.drain()
-            if (hashing.digest.hexdigest(), hashing.size) != (segment.stored_sha256, segment.stored_size):
-                return "data object %s does not match its record (stored sha256 or size)" % segment.stored
-            if (digest.hexdigest(), size) != (segment.digest, segment.size):
-                return "data object %s decodes to other bytes than its record names" % segment.stored
+            self._read_checked(self.store, segment)
         except VerifyError as exc:
             return str(exc)
         except ConfigError:
@@ -766,7 +796,15 @@ class WalArchive:
 
     def remove_orphans(self, grace: timedelta, now: Optional[datetime] = None) -> List[str]:
         removed = []
+        limit = (now or utc_now()).timestamp() - grace.total_seconds()
         for info in self.orphans(grace, now):
+            match = DATA_KEY.match(info.key)
+            if match:  # looked at again right before: a push may have adopted and recorded it since the listing
+                record = "%s/%s-%s.json" % (FOLDER, match.group("wal"), match.group("d16"))
+                again = self.store.stat(info.key)
+                if self.store.stat(record) is not None or again is None or (
+                        again.modified is not None and again.modified.timestamp() > limit):
+                    continue
             try:
                 self.store.delete(info.key)
             except DestinationError:
@@ -859,8 +897,18 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
     return status
 
 
+def _decoded(reader: BinaryIO) -> bytes:
+    """The next chunk of decoded bytes; zlib's, ISA-L's and zstd's errors of damaged bytes (no common base class
+    with OSError or ValueError) as a ValueError, so damage is a refusal and never an internal error."""
+    try:
+        return reader.read(CHUNK)
+    except (BackupError, AuthenticationFailed, EOFError, OSError, ValueError):
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        raise ValueError(str(exc) or type(exc).__name__) from None
+
+
 def _with_segno(segment: Segment) -> Segment:
-    from dataclasses import replace  # pylint: disable=import-outside-toplevel
     return replace(segment, segno=segno_of(segment.wal, segment_size_of(segment)))
 
 
