@@ -282,6 +282,19 @@ def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
         pitr.host_command()
 
 
+def test_python_m_carries_the_pythonpath_this_run_found_the_package_on(monkeypatch):
+    """Run as ``python -m seawall_pgbackup`` with PYTHONPATH (a checkout, a venv the server's user cannot use): the
+    server has none of our environment, so without it wal-fetch would exit 1 ("not archived") at every file."""
+    monkeypatch.setattr(pitr.sys, "argv", [os.path.join(os.path.dirname(pitr.__file__), "..", "__main__.py")])
+    monkeypatch.setattr(pitr.shutil, "which", lambda name: None)
+    monkeypatch.setenv("PYTHONPATH", "/srv/my checkout:/opt/libs")
+    assert pitr.host_command()[:2] == ["env", "PYTHONPATH=/srv/my checkout:/opt/libs"]
+    command = pitr.restore_command(load_config(env={"BACKUP_DIR": "/b"}))
+    assert command.startswith("env 'PYTHONPATH=/srv/my checkout:/opt/libs' ")
+    monkeypatch.delenv("PYTHONPATH")
+    assert pitr.host_command()[1:] == ["-m", "seawall_pgbackup"]
+
+
 def test_the_timeline_recovered_is_the_one_the_archive_was_checked_on():
     """recovery_target_timeline = 'latest' makes PostgreSQL take the highest timeline whose history file is
     archived, whether or not the backup lies on its history: a server restored earlier to a point before this

@@ -160,7 +160,10 @@ def host_command() -> List[str]:
         # PostgreSQL takes for the end of the archive (a 'latest' recovery would stop at the backup, silently)
         raise ConfigError("restore_command needs the %s command on this host (install the package, e.g. the "
                           "tooling role, so that it is on PATH)" % HOST_COMMAND)
-    return [sys.executable, "-m", "seawall_pgbackup"]
+    command = [sys.executable, "-m", "seawall_pgbackup"]
+    if os.environ.get("PYTHONPATH"):  # where this run found the package (and its libraries): the server has not it
+        command = ["env", "PYTHONPATH=" + os.environ["PYTHONPATH"]] + command
+    return command
 
 
 def _carried_value(value: Any) -> Optional[str]:
