@@ -10,7 +10,9 @@ cluster that archives its WAL to both tools, then measures in one run:
             incremental`` (native on 17+, the archived WAL on 15/16) and ``pgbackrest backup --type=incr``:
             stored bytes as a share of each tool's full;
   restore   seawall ``restore --pgdata`` (point-in-time, to the end of the archive) and ``pgbackrest restore``,
-            each followed by starting the server until it accepts connections out of recovery.
+            each followed by starting the server until it accepts connections out of recovery;
+  rpo       commits for BENCH_RPO_SECONDS (default 150), kill -9 of the server, its data directory lost, seawall's
+            restore to the end of the archive: the seconds of commits lost (archive_timeout = 60).
 
 Prints the ratios against the issue's targets (incremental <= 25% of a full; base wall <= pgBackRest's full;
 restore + start <= 1.2x pgBackRest's). pgBackRest 2.45 supports PostgreSQL up to 15: BENCH_PG_BIN defaults to
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +43,7 @@ import bench as common  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE_MB = common.env_int("BENCH_PHYS_MB", 1536)
 CHANGE = float(os.environ.get("BENCH_PHYS_CHANGE") or 0.01)
+RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)
 STANZA = "bench"
 PGBR_CONF = common.WORK / "pgbackrest.conf"
 PGBR_REPO = common.WORK / "pgbackrest-repo"
@@ -218,6 +222,53 @@ def restore_and_start(kind: str, state: dict) -> dict:
     return {"restore_s": step["wall_s"], "restore_and_start_s": wall}
 
 
+def rpo_after_crash(state: dict) -> dict:
+    """Commit a numbered row every 0.2 s for RPO_SECONDS, kill -9 the server and set its data directory aside (lost),
+    restore to the end of the archive: every row committed more than archive_timeout (60 s) before the crash
+    must be back."""
+    common.scalar("CREATE TABLE rpo (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    # Steady state: right after a start PostgreSQL's first archive_timeout switch can take two periods.
+    switch_and_wait()
+    committed = []
+    deadline = time.monotonic() + RPO_SECONDS
+    while time.monotonic() < deadline:
+        common.scalar("INSERT INTO rpo (n) VALUES (%d)" % (len(committed) + 1))
+        committed.append(time.time())
+        time.sleep(0.2)
+    pid = int((common.DATA / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    crashed = time.time()
+    while common.server_cmd(["pgrep", "-f", "-P", str(pid)], check=False).returncode == 0:
+        time.sleep(0.1)  # the backends notice their postmaster is gone
+    for name in (".s.PGSQL.%d" % common.PORT, ".s.PGSQL.%d.lock" % common.PORT):  # the dead server's socket
+        (common.SOCK / name).unlink(missing_ok=True)
+    lost = common.DATA.with_name("data.lost")
+    common.DATA.rename(lost)
+    try:
+        shutil.rmtree(RESTORED, ignore_errors=True)
+        RESTORED.mkdir(mode=0o700)
+        common.chown_server(RESTORED)
+        data = RESTORED / "data"
+        seawall(state, "restore", "latest", "--type", "base", "--pgdata", str(data), "--target-latest")
+        common.server_cmd([str(common.PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(RESTORED / "server.log"), "-w",
+                           "-t", "3600", "-o", "-p %d -c archive_mode=off" % common.PORT, "start"])
+        while common.scalar("SELECT pg_is_in_recovery()") != "f":
+            time.sleep(0.2)
+        newest = int(common.scalar("SELECT coalesce(max(n), 0) FROM rpo"))
+        older = [n for n, at in enumerate(committed, 1) if at < crashed - 60]
+        missing = int(common.scalar("SELECT %d - count(*) FROM rpo WHERE n <= %d" % (len(older), len(older))))
+        common.server_cmd([str(common.PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+    finally:
+        if (RESTORED / "server.log").exists():
+            shutil.copy(RESTORED / "server.log", common.WORK / "rpo-restored.log")
+        shutil.rmtree(RESTORED, ignore_errors=True)
+        lost.rename(common.DATA)
+    common.start()  # crash recovery of the original
+    common.scalar("DROP TABLE rpo")
+    return {"rows": len(committed), "recovered_newest": newest, "missing_older_than_60s": missing,
+            "lost_seconds": crashed - committed[newest - 1] if newest else float(RPO_SECONDS)}
+
+
 def main() -> int:
     if shutil.which("pgbackrest") is None:
         sys.exit("bench: pgbackrest not found: apt-get install pgbackrest (make bench-deps)")
@@ -266,6 +317,9 @@ def run_all(state: dict) -> int:
     common.log("restore + start")
     results["seawall_restore"] = restore_and_start("seawall", state)
     results["pgbackrest_restore"] = restore_and_start("pgbackrest", state)
+    common.log("RPO: %d s of commits, kill -9, the data directory lost, restore to the end of the archive"
+               % RPO_SECONDS)
+    results["rpo"] = rpo_after_crash(state)
     common.stop()
     report(results)
     common.RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -289,6 +343,8 @@ def report(results: dict) -> None:
         ("restore+start / pgBackRest's", restore_ratio, 1.2, "%.1f s vs %.1f s" % (
             results["seawall_restore"]["restore_and_start_s"],
             results["pgbackrest_restore"]["restore_and_start_s"])),
+        ("RPO: seconds of commits lost", results["rpo"]["lost_seconds"], 60.0, "%d rows, %d older than 60 s missing" % (
+            results["rpo"]["rows"], results["rpo"]["missing_older_than_60s"])),
     ]
     print("\nPostgreSQL %s, database %.0f MB, %.1f%% of sessions updated; %s" % (
         results["meta"]["major"], (results["meta"]["db_bytes"] or 0) / 2**20, CHANGE * 100,
