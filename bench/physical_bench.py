@@ -80,7 +80,7 @@ SELECT g, 1 + (g * 7919) %% %(players)d, now() - (g %% 100000) * interval '1 min
        CASE WHEN g %% 4 = 0 THEN NULL ELSE 'session ' || md5(g::text) || ' ' || repeat(chr(97 + g %% 26), g %% 80) END,
        jsonb_build_object('kills', g %% 37, 'deaths', g %% 11, 'map', 'map-' || (g %% 40),
                           'items', jsonb_build_array(md5((g + 1)::text), md5((g + 2)::text)), 'ping', random() * 200)
-FROM generate_series(%(first)d, %(last)d) g;
+FROM generate_series(%(first)d::bigint, %(last)d) g;
 """
 INDEXES = ("CREATE INDEX ON players (email)", "CREATE INDEX ON players USING gin (profile jsonb_path_ops)",
            "CREATE INDEX ON sessions (player_id, started_at)", "CREATE INDEX ON sessions (score)",
