@@ -77,7 +77,8 @@ LOAD_SESSIONS = """
 INSERT INTO sessions
 SELECT g, 1 + (g * 7919) %% %(players)d, now() - (g %% 100000) * interval '1 minute', (g %% 7200) * interval '1 second',
        round((random() * 1e6)::numeric, 3), g %% 120,
-       CASE WHEN g %% 4 = 0 THEN NULL ELSE 'session ' || md5(g::text) || ' ' || repeat(chr(97 + g %% 26), g %% 80) END,
+       CASE WHEN g %% 4 = 0 THEN NULL
+            ELSE 'session ' || md5(g::text) || ' ' || repeat(chr(97 + (g %% 26)::int), (g %% 80)::int) END,
        jsonb_build_object('kills', g %% 37, 'deaths', g %% 11, 'map', 'map-' || (g %% 40),
                           'items', jsonb_build_array(md5((g + 1)::text), md5((g + 2)::text)), 'ping', random() * 200)
 FROM generate_series(%(first)d::bigint, %(last)d) g;
