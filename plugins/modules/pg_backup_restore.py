@@ -422,10 +422,10 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
     engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    planned,
     run_operation,
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import DbTarget
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.pitr import (
     plan_point_in_time_directory,
     restore_point_in_time,
@@ -442,20 +442,6 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.rest
 def describe(target, database=None):
     """The target without its URL: Ansible masks any string equal to a no_log option such as target_url."""
     return dict(server=target.hostinfo, database=database or target.dbname, user=target.user)
-
-
-def planned(module, result, plan):
-    """The engine's plan; in check mode a missing ``latest`` is a warning (an earlier task of the play, such as
-    pg_backup, may take it), not a failure."""
-    with engine_errors(module, **result):
-        try:
-            return plan()
-        except NotFound as exc:
-            if module.check_mode and module.params['backup'] == 'latest':
-                module.warn('%s: the run fails unless an earlier task takes one' % exc)
-                result['changed'] = True
-                module.exit_json(**result)
-            raise
 
 
 def restore_data_directory_task(module, cfg, result):

@@ -285,13 +285,13 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
-    engine_errors,
     pgbackup_common_argument_spec,
     pgbackup_config,
+    planned,
     run_operation,
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.duration import INVALID_DURATION, parse_duration
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import NotFound, VerifyError
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import VerifyError
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.drill import (
     DrillFailed,
     plan_drill,
@@ -305,19 +305,6 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.veri
     run_verify,
 )
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.repo.catalog import open_repository
-
-
-def planned(module, result, make_plan):
-    """The engine's plan. In check mode, no backup yet is a warning: an earlier task of the play may take one."""
-    with engine_errors(module, **result):
-        try:
-            return make_plan()
-        except NotFound as exc:
-            if module.check_mode and module.params['backup'] == 'latest':
-                module.warn('%s: the run fails unless an earlier task takes one' % exc)
-                result['changed'] = True
-                module.exit_json(**result)
-            raise
 
 
 def finish(module, result, plan, before, after):

@@ -252,17 +252,6 @@ def test_without_archiving_or_summaries_incremental_is_refused_in_one_line(pg15,
     assert [b["id"] for b in cli.listing(env)] == [base["id"]]
 
 
-@pytest.fixture(name="summarizing")
-def _summarizing(pg18):
-    pg18.psql("ALTER SYSTEM SET summarize_wal = on")
-    pg18.reload()
-    try:
-        yield pg18
-    finally:
-        pg18.psql("ALTER SYSTEM RESET summarize_wal")
-        pg18.reload()
-
-
 def test_the_module_takes_incremental_backups_with_the_max_age_contract(summarizing, tmp_path):
     # pylint: disable-next=import-outside-toplevel
     from tests.integration.test_frontend_defaults import ANSIBLE_PLAYBOOK, run_module

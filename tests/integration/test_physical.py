@@ -248,17 +248,6 @@ def test_incremental_is_refused_on_15_without_archiving(pg15, tmp_path):
     assert [b["type"] for b in cli.listing(env)] == ["base"]
 
 
-@pytest.fixture(name="summarizing")
-def _summarizing(pg18):
-    pg18.psql("ALTER SYSTEM SET summarize_wal = on")
-    pg18.reload()
-    try:
-        yield pg18
-    finally:
-        pg18.psql("ALTER SYSTEM RESET summarize_wal")
-        pg18.reload()
-
-
 def test_an_incremental_chain_on_18_restores_equal_and_a_broken_link_is_refused(summarizing, tmp_path):
     from tests.support import load_sample  # pylint: disable=import-outside-toplevel
     pg = summarizing
