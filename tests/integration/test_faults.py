@@ -70,8 +70,8 @@ def test_wrong_password(repo):
     cluster = repo["cluster"]
     env = dict(repo["env"], DATABASE_URL=cluster.url(repo["db"], password="not-the-password"))
     line = failed(["create"], env, ConnectionFailed)
-    assert line == ('seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/%s: password '
-                    'authentication failed for user "postgres"' % (cluster.port, repo["db"]))
+    assert line == ('seawall-pgbackup: error: cannot connect to server 127.0.0.1:%d, database %s, user postgres: '
+                    'password authentication failed for user "postgres"' % (cluster.port, repo["db"]))
     assert "not-the-password" not in line
     assert_untouched(repo)
     with open(os.path.join(repo["dir"], "logs", "backup-failures.log"), encoding="utf-8") as handle:
@@ -86,8 +86,8 @@ def test_unreachable_server(repo):
     port = free_port()
     env = dict(repo["env"], DATABASE_URL="postgresql://postgres:pw@127.0.0.1:%d/app" % port)
     line = failed(["create"], env, ConnectionFailed)
-    assert line == "seawall-pgbackup: error: cannot connect to postgresql://postgres@127.0.0.1:%d/app: Connection " \
-                   "refused" % port
+    assert line == "seawall-pgbackup: error: cannot connect to server 127.0.0.1:%d, database app, user postgres: " \
+                   "Connection refused" % port
     assert_untouched(repo)
 
 

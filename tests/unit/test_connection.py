@@ -70,3 +70,17 @@ def test_an_ambiguous_url_is_refused_without_echoing_it():
         assert redact_url(url) == "<invalid database URL>"
     assert redact_url("postgresql://db/app?application_name=a@b") == "postgresql://db/app?application_name=a@b"
     assert redact_url("postgresql:///app?host=/run/postgresql") == "postgresql:///app?host=/run/postgresql"
+
+
+@pytest.mark.parametrize("url, described", [
+    ("postgresql://backup:s3cret@db1.example:5433/app", "server db1.example:5433, database app, user backup"),
+    ("postgresql://backup@db1/app", "server db1:5432, database app, user backup"),
+    ("postgresql:///app?host=/var/run/postgresql&port=5499", "server /var/run/postgresql:5499, database app, "
+                                                            "user (default)"),
+    ("postgresql://[::1]:6000/x?user=bob", "server ::1:6000, database x, user bob"),
+])
+def test_messages_name_the_server_never_the_password_or_the_url_as_written(url, described):
+    """An Ansible module's no_log masks the URL as written wherever it appears: "cannot connect to ********" said
+    nothing. The server, database and user do not equal that value, and the password is never among them."""
+    assert DbTarget(url).describe() == described
+    assert "s3cret" not in DbTarget(url).describe() and url not in DbTarget(url).describe()

@@ -172,7 +172,7 @@ def test_query_sends_statements_on_stdin_so_length_is_no_limit(pg15, psql):
         assert query(psql, target, long_sql) == [["42"]]
         with pytest.raises(BackupError) as caught:
             query(psql, target, "SELECT FROM nowhere_at_all")
-        assert str(caught.value).startswith(target.url + ": ERROR:  relation \"nowhere_at_all\" does not exist")
+        assert str(caught.value).startswith(target.describe() + ": ERROR:  relation \"nowhere_at_all\" does not exist")
         assert not isinstance(caught.value, ConnectionFailed)
         with pytest.raises(ConnectionFailed, match="^cannot connect to "):
             query(psql, DbTarget(pg15.url("postgres", password="wrong-password")), "SELECT 1")

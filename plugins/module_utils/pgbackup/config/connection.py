@@ -20,7 +20,7 @@ import secrets
 import stat
 import tempfile
 from typing import Any, Dict, List, Mapping, Optional
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from ..core.errors import ConfigError
 from ..core.fsutil import NOFOLLOW, check_private_dir
@@ -127,6 +127,20 @@ class DbTarget:
         self._parts = parts
         self.url = parts.without_password()
         self._passfile: Optional[str] = None
+
+    def describe(self) -> str:
+        """The server, database and user for messages (``server db1:5432, database app, user backup``): never the
+        password, and not the URL as written, which an Ansible module's no_log masks whole."""
+        query = dict(parse_qsl(self._parts.query))
+        try:
+            parts = url_parts(self.url)
+        except ConfigError:
+            return "<invalid database URL>"
+        host = parts["host"] or query.get("host") or "local socket"
+        port = parts["port"] if self.hostinfo.rpartition(":")[2].isdigit() else query.get("port", parts["port"])
+        return "server %s:%s, database %s, user %s" % (
+            host, port, self.dbname or query.get("dbname") or "(default)",
+            self.user or query.get("user") or "(default)")
 
     def for_database(self, dbname: str) -> "DbTarget":
         """The same server and credentials, another database."""

@@ -93,7 +93,7 @@ def _maintenance_database(psql: str, target: DbTarget) -> DbTarget:
             if "does not exist" not in str(exc):
                 raise
             last = exc
-    raise RestoreError("%s: neither database postgres nor template1 can be reached: %s" % (target.url, last))
+    raise RestoreError("%s: neither database postgres nor template1 can be reached: %s" % (target.describe(), last))
 
 
 def inspect_target(cfg: Config, target: DbTarget) -> Tuple[bool, Optional[str], int]:

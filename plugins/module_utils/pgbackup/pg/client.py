@@ -35,7 +35,7 @@ class ServerInfo:
 
 def explain_libpq_error(stderr: str, target: DbTarget) -> str:
     """The first meaningful line of a libpq/psql error, prefixed with where it happened."""
-    return "%s: %s" % (target.url, first_error(stderr))
+    return "%s: %s" % (target.describe(), first_error(stderr))
 
 
 def query(psql: str, target: DbTarget, sql: str, timeout: float = 120) -> List[List[str]]:
@@ -49,7 +49,7 @@ def query(psql: str, target: DbTarget, sql: str, timeout: float = 120) -> List[L
     try:
         out = run(cmd, "psql", target, stdin=sql.encode("utf-8"), timeout=timeout, check=False)
     except TimeoutExpired:
-        raise ConnectionFailed("%s: no answer within %d s" % (target.url, timeout)) from None
+        raise ConnectionFailed("%s: no answer within %d s" % (target.describe(), timeout)) from None
     if out.returncode != 0:
         message = explain_libpq_error(out.stderr, target)
         if out.returncode == 2 or "connection to server" in out.stderr or "could not connect" in out.stderr:
@@ -87,7 +87,7 @@ def server_info(psql: str, target: DbTarget) -> ServerInfo:
         "pg_encoding_to_char(d.encoding), d.datcollate, d.datctype "
         "FROM pg_database d WHERE d.datname = current_database()"), timeout=60)
     if not rows:
-        raise BackupError("%s: cannot read the server version" % target.url)
+        raise BackupError("%s: cannot read the server version" % target.describe())
     row = rows[0]
     system_id = None
     try:  # restricted to superusers and pg_monitor; the manifest does without it otherwise

@@ -34,7 +34,7 @@ def maintenance_target(target: DbTarget, psql: str) -> DbTarget:
             if "does not exist" not in str(exc):
                 raise
     raise ConnectionFailed("%s: neither database postgres nor template1 can be reached to create the target"
-                           % target.url)
+                           % target.describe())
 
 
 # What a failed restore says when the surroundings failed, not the backup: the target server lacks an
