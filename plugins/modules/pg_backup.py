@@ -34,7 +34,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Reports whether a backup would be taken (C(changed)) and takes nothing.
+    description:
+      - Reports whether a backup would be taken (C(changed)) and takes nothing.
+      - When one would be taken, it connects and fails as the run would (server unreachable, authentication,
+        missing privileges, no suitable client tools, a repository it cannot write, missing keys), so check
+        mode is a preflight; RV(preflight) lists what was checked.
   diff_mode:
     support: full
     description: Shows the newest good backup of the type before and after the run.
@@ -264,6 +268,14 @@ database:
   returned: success
   type: str
   sample: vtt
+preflight:
+  description: In check mode, when a backup would be taken, what was checked (repository, connection, parent,
+    client tools).
+  returned: check mode, when a backup would be taken
+  type: list
+  elements: str
+  sample: ["backup directory /var/backups/postgresql writable", "connected to server db1:5432, database app,
+    user backup as backup (PostgreSQL 15)", "client tools 15.18 in /usr/lib/postgresql/15/bin"]
 backup_dir:
   description: The absolute path of the backup repository on the managed host.
   returned: success
@@ -295,6 +307,7 @@ from ansible_collections.seawall.pgbackup.plugins.module_utils.common import (
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.ops.backup import (
     BackupOutcome,
     plan_backup,
+    preflight_backup,
     restore_command,
     run_backup,
 )
@@ -331,7 +344,9 @@ def main():
             result['diff'] = dict(before=before, after=before)
         module.exit_json(**result)
 
-    if module.check_mode:
+    if module.check_mode:  # predict what the run would fail on: connection, login, privileges, client tools
+        with engine_errors(module, **result):
+            result['preflight'] = preflight_backup(cfg, kind)
         result['changed'] = True
         if module._diff:
             result['diff'] = dict(before=before, after=dict(newest_backup='(a new %s backup of %s)'

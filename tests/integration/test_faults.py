@@ -327,17 +327,18 @@ def test_encryption_without_a_key_is_a_configuration_error_and_a_missing_key_its
     assert "key id %s, which is not in the keyring" % sealed["encryption"]["key_id"] in line
 
 
-def _module(name: str, args: str, env: dict) -> dict:
-    """One module run through ``ansible`` (ad hoc, local): the module's result."""
+def _module(name: str, args: str, env: dict, succeed: bool = False, check_mode: bool = False) -> dict:
+    """One module run through ``ansible`` (ad hoc, local): the module's result (failed unless ``succeed``)."""
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     if not os.path.exists(ansible):
         pytest.skip("ansible is not installed beside this Python")
     run_env = {k: v for k, v in env.items() if not k.startswith("ANSIBLE_")}
     run_env.update(ANSIBLE_CONFIG=os.path.join(REPO_ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
                    ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "seawall.pgbackup." + name, "-a", args],
+    proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "seawall.pgbackup." + name, "-a", args]
+                          + (["--check"] if check_mode else []),
                           cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode != 0, proc.stdout
+    assert (proc.returncode == 0) == succeed, proc.stdout
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
@@ -353,3 +354,45 @@ def test_modules_report_the_kind_and_say_their_hints_in_option_names(repo, tmp_p
     assert (result["error_kind"], result["error_exit_code"]) == ("unreachable", ConnectionFailed.exit_code)
     assert result["step"] == "connect"
     assert "--" not in result["msg"] and "Connection refused" in result["msg"]
+
+
+def test_check_mode_connects_and_predicts_what_the_run_would_fail_on(repo, tmp_path):
+    """pg_backup --check is a preflight (issue 13): a wrong password, an unreachable server, a role that cannot read
+    a table, a repository it cannot create fail in check mode as the run would; a good setup reports what it
+    checked, and nothing is written."""
+    cluster, target = repo["cluster"], tmp_path / "fresh"
+    args = "type=full backup_dir=%s" % target
+    good = _module("pg_backup", args, repo["env"], succeed=True, check_mode=True)
+    assert good["changed"] is True and not target.exists()
+    assert [c.split(" ")[0] for c in good["preflight"]] == ["backup", "connected", "client"], good["preflight"]
+    assert "server 127.0.0.1:%d, database %s, user postgres" % (cluster.port, repo["db"]) in good["preflight"][1]
+
+    wrong = dict(repo["env"], DATABASE_URL=cluster.url(repo["db"], password="not-the-password"))
+    # the command's --dry-run is the same engine preflight
+    dry = cli.run(["create", "--dry-run"], repo["env"])
+    assert dry.returncode == 0 and dry.stdout.count("OK  ") == 3, dry.stdout
+    assert failed(["create", "--dry-run"], wrong, ConnectionFailed).endswith('for user "postgres"')
+    result = _module("pg_backup", args, wrong, check_mode=True)
+    assert result["error_kind"] == "unreachable" and "password authentication failed" in result["msg"]
+    assert "server 127.0.0.1:%d, database %s, user postgres" % (cluster.port, repo["db"]) in result["msg"]
+    assert "not-the-password" not in json.dumps(result)
+    nowhere = dict(repo["env"], DATABASE_URL="postgresql://postgres@127.0.0.1:%d/app" % free_port())
+    assert "Connection refused" in _module("pg_backup", args, nowhere, check_mode=True)["msg"]
+
+    role = "preflight_%d" % os.getpid()
+    cluster.create_role(role, password="pw-%d" % os.getpid())
+    cluster.psql("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %s; GRANT CONNECT ON DATABASE %s TO %s"
+                 % (role, repo["db"], role), db=repo["db"])
+    try:
+        limited = dict(repo["env"], DATABASE_URL=cluster.url(repo["db"], user=role))
+        result = _module("pg_backup", args, limited, check_mode=True)
+        assert result["error_kind"] == "config" and "role %s cannot read lore.factions" % role in result["msg"], result
+        assert "pg_dump would fail" in result["msg"] and "and more in database" in result["msg"]
+        result = _module("pg_backup", "type=base backup_dir=%s" % target, limited, check_mode=True)
+        assert "needs REPLICATION" in result["msg"], result
+    finally:
+        cluster.psql("DROP OWNED BY %s; DROP ROLE %s" % (role, role), db=repo["db"])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    result = _module("pg_backup", "type=full backup_dir=%s" % (a_file / "backups"), repo["env"], check_mode=True)
+    assert "cannot be created: %s is not a directory" % a_file in result["msg"] and not target.exists(), result

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                                                     "newest base or incremental) (default: $BACKUP_TYPE or full)")
     create.add_argument("--compression", help="gzip, zstd or none (default: $BACKUP_COMPRESSION or gzip)")
     create.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    create.add_argument("--dry-run", action="store_true", help="check what the backup needs (repository, "
+                        "connection, login, privileges, client tools) and take nothing")
 
     listing = sub.add_parser("list", help="list good backups, oldest first")
     listing.add_argument("--type", dest="kind", choices=KINDS)
@@ -179,8 +181,17 @@ def _print_json(document: Any) -> None:
 
 
 def _cmd_create(cfg, args) -> int:
-    from ..ops.backup import BackupOutcome, restore_command, run_backup  # pylint: disable=import-outside-toplevel
+    from ..ops.backup import (BackupOutcome, preflight_backup, restore_command,  # pylint: disable=import-outside-toplevel
+                              run_backup)
 
+    if args.dry_run:
+        checked = preflight_backup(cfg, args.kind)
+        if args.json:
+            _print_json({"preflight": checked})
+        else:
+            for line in checked:
+                _out("OK  %s" % line)
+        return 0
     outcome = BackupOutcome()
     copy_error = None
     try:

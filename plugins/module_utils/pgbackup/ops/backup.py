@@ -17,7 +17,7 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .. import __version__
 from ..codec.compression import SUFFIX
@@ -34,7 +34,7 @@ from ..model.manifest import FORMAT_VERSION, Backup
 from ..pg.basebackup import (TarScanner, basebackup_command, check_base_tar, parse_backup_manifest,
                              replication_refused, summaries_refused, tablespace_refused)
 from ..pg.binaries import ClientTools, any_psql, select_tools
-from ..pg.client import ServerInfo, server_info, user_object_count
+from ..pg.client import ServerInfo, query, server_info, user_object_count
 from ..pg.pipeline import stream_tool_to_file
 from ..pg.runner import run
 from ..pg.snapshot import SnapshotSession, snapshot_flag
@@ -291,6 +291,47 @@ class BackupRun:
                          "timeline": switch.timeline, "start_timeline": start_timeline, "parent": parent.id})
         return self._save(backup_id, manifest)
 
+    def preflight(self) -> List[str]:
+        """Check mode: what a run needs before it dumps, with a run's one-line errors but no lock and nothing
+        written: the keys (checked when this run was made), a writable repository, client tools, the connection
+        and login, the parent of an incremental, the privileges of the kind, tools of at least the server's
+        major. Returns what was checked."""
+        try:
+            return self._preflight()
+        finally:
+            self.target.close()
+
+    def _preflight(self) -> List[str]:
+        checked = [_check_writable(self.repo.root or self.cfg.backup_dir)]
+        psql = any_psql(self.cfg.pg_bin_dir)
+        info = server_info(psql, self.target)
+        checked.append("connected to %s as %s (PostgreSQL %d)" % (self.target.describe(), info.current_user,
+                                                                   info.major))
+        wal_link = False
+        if self.kind == "incremental":
+            checked.append("parent %s" % self._parent(info).id)
+            wal_link = choose_method(info.major, server_settings(psql, self.target)).name == WAL
+        tools: Sequence[str] = ("pg_dump", "pg_dumpall", "psql")
+        if wal_link:
+            tools = ("psql",)
+            _require(psql, self.target, "has_function_privilege('pg_switch_wal()', 'EXECUTE')",
+                     "a WAL-method incremental needs EXECUTE on pg_switch_wal() for role %s" % info.current_user)
+        elif self.kind in PHYSICAL_KINDS:
+            tools = ("pg_basebackup", "psql")
+            _require(psql, self.target, "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                     "a base backup needs a replication connection: role %s needs REPLICATION (or superuser)"
+                     % info.current_user)
+        elif self.kind != "globals":
+            denied = [row[0] for row in query(psql, self.target, _UNREADABLE)]
+            if denied:
+                raise ConfigError("role %s cannot read %s%s in database %s: pg_dump would fail (GRANT SELECT, and "
+                                  "USAGE on the schema, or use a role that has them)" % (
+                                      info.current_user, ", ".join(denied[:5]), " and more" if len(denied) > 5 else "",
+                                      info.database))
+        chosen = select_tools(info.major, self.cfg.pg_bin_dir, tools=tuple(tools))
+        checked.append("client tools %s in %s" % (chosen.version, chosen.bin_dir))
+        return checked
+
     def _parent(self, info: ServerInfo, tar: bool = False) -> Backup:
         """The newest good base or incremental backup of this cluster (same system identifier): the next link.
         ``tar``: of a native link, the newest with a backup_manifest (a base or a native incremental)."""
@@ -344,6 +385,43 @@ class BackupRun:
         self.repo.save(backup)  # last (and signed): until now nothing of this run is listed or restorable
         pause("create-saved")
         return backup
+
+
+# Tables, sequences and views pg_dump reads that the role cannot (SELECT, or USAGE on their schema).
+_UNREADABLE = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm', 'S', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND (NOT has_schema_privilege(n.oid, 'USAGE') OR NOT has_table_privilege(c.oid, 'SELECT'))
+ORDER BY 1 LIMIT 6
+"""
+
+
+def _require(psql: str, target: DbTarget, condition: str, message: str) -> None:
+    rows = query(psql, target, "SELECT coalesce(%s, false)" % condition)
+    if not rows or rows[0][0] != "t":
+        raise ConfigError(message)
+
+
+def _check_writable(path: str) -> str:
+    """The repository directory, or the nearest existing folder above it, must be writable by this user."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError("backup directory %s cannot be created: %s is not a directory" % (path, existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("backup directory %s cannot be %s by user %s" % (
+            path, "written" if existing == os.path.abspath(path) else "created (%s is not writable)" % existing,
+            getpass.getuser()))
+    return "backup directory %s %s" % (path, "writable" if existing == os.path.abspath(path) else "can be created")
+
+
+def preflight_backup(cfg: Config, kind: Optional[str] = None) -> List[str]:
+    """Check mode's prediction of ``create_backup`` (BackupRun.preflight): one-line errors, nothing written."""
+    return BackupRun(cfg, kind or cfg.backup_type).preflight()
 
 
 def create_backup(cfg: Config, kind: Optional[str] = None) -> Backup:
