@@ -256,7 +256,7 @@ def test_modules_options_that_are_settings_are_in_the_table():
 
 # Command-line options that are not settings: which backup, which server, what to do, how to print.
 CLI_NOT_SETTINGS = {
-    "create": {"--json"},
+    "create": {"--json", "--dry-run"},
     "list": {"--type", "--database", "--json", "--destination", "--all"},
     "restore": {"--before", "--table", "--schema", "--target-url", "--type", "--clean", "--keep-going",
                 "--with-globals", "--no-with-globals", "--json", "--destination", "--pgdata", "--target-time",
