@@ -25,7 +25,7 @@ options:
     description:
       - The local backup repository, laid out as C(full/), C(schema/), C(data/), C(globals/) and C(logs/).
       - If not set, the E(BACKUP_DIR) environment variable, then the configuration file's
-        C(backup.directory), then C(./backups) (relative to the module's working directory) are used.
+        C(backup.directory), then C(/var/backups/postgresql) (the roles' directory) are used.
       - Directories are created with mode 0700 and files with mode 0600.
     type: path
   pg_bin_dir:

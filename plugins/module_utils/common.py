@@ -30,7 +30,7 @@ def pgbackup_common_argument_spec():
     """The connection and repository options of every module (a fresh dict per call), from the option table.
 
     No argspec defaults: the engine applies the environment, then the config file, then its own default
-    (BACKUP_DIR, "directory", ./backups) -- the same order as the seawall-pgbackup command. Encryption
+    (BACKUP_DIR, "directory", the option table's module default) -- the same order as the seawall-pgbackup command. Encryption
     options only say where keys are (docs/encryption.md); keys stay in 0600 files.
     """
     spec = {}
@@ -116,7 +116,7 @@ def pgbackup_config(module, **overrides):
         settings[name] = params.get(name)
     settings.update(overrides)
     try:
-        return load_config(env=os.environ, config_file=params.get('config_file'), overrides=settings)
+        return load_config(env=os.environ, config_file=params.get('config_file'), overrides=settings, module=True)
     except BackupError as exc:
         fail_on_backup_error(module, exc)
         raise  # not reached: fail_json exits

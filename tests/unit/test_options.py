@@ -399,3 +399,12 @@ def _inventory_configs() -> List[Tuple[str, Any]]:
 @pytest.mark.parametrize("path,document", _inventory_configs(), ids=lambda v: v if isinstance(v, str) else "")
 def test_the_inventories_configurations_use_only_the_tables_keys(path, document):
     apply_json(default_config(), document, path)
+
+
+def test_modules_default_to_an_absolute_backup_directory():
+    """A module runs in Ansible's working directory, not the user's: its default is the roles' absolute path, the
+    command keeps the users' ./backups; BACKUP_DIR and the JSON file still win for both."""
+    assert load_config(env={}).backup_dir == "./backups"
+    assert load_config(env={}, module=True).backup_dir == "/var/backups/postgresql"
+    assert load_config(env={"BACKUP_DIR": "/srv/b"}, module=True).backup_dir == "/srv/b"
+    assert BY_NAME["backup_dir"].module_default.startswith("/")

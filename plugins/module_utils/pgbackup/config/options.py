@@ -44,6 +44,7 @@ class Option:
     secret: bool = False
     parsed_by: str = "settings"
     minimum: int = 0                    # for counts
+    module_default: Any = None          # the modules' default when it differs (a module has no useful cwd)
 
 
 def _schedule(kind: str, default: Optional[str], env: bool) -> Option:
@@ -81,9 +82,10 @@ OPTIONS: Tuple[Option, ...] = (
            "its password.",
            env="DATABASE_URL", json="databaseUrl", module="database_url", module_type="str", module_fallback=True,
            no_log=True, secret=True),
-    Option("backup_dir", "str", "./backups", "The local backup directory (the repository).",
+    Option("backup_dir", "str", "./backups", "The local backup directory (the repository). Modules default to "
+           "`/var/backups/postgresql` (the roles' directory): their working directory is Ansible's, not yours.",
            env="BACKUP_DIR", json="directory", module="backup_dir", module_type="path", module_fallback=True,
-           cli=("--backup-dir",)),
+           cli=("--backup-dir",), module_default="/var/backups/postgresql"),
     Option("backup_type", "backup_type", "full", "The kind `create` takes when none is given: full, schema, data, "
            "globals, base (physical, pg_basebackup) or incremental (the next link of the newest base or "
            "incremental: native on 17+ with summarize_wal, else the WAL archived since it).", env="BACKUP_TYPE",
@@ -256,6 +258,8 @@ def _default_text(option: Option) -> str:
         return "`%s`" % ("true" if value else "false")
     if isinstance(value, dict):
         return "local"
+    if option.module_default is not None:
+        return "`%s` (modules: `%s`)" % (value, option.module_default)
     return "`%s`" % value
 
 

@@ -393,10 +393,15 @@ _OVERRIDE_LABELS = {"backup_type": "type"}  # the option's name in the CLI and t
 
 
 def load_config(env: Optional[Mapping[str, str]] = None, config_file: Optional[str] = None,
-                overrides: Optional[Mapping[str, Any]] = None) -> Config:
-    """Defaults, then the JSON file (``config_file`` or ``BACKUP_CONFIG``), then ``env``, then ``overrides``."""
+                overrides: Optional[Mapping[str, Any]] = None, module: bool = False) -> Config:
+    """Defaults (``module``: the modules' defaults where the option table has one), then the JSON file
+    (``config_file`` or ``BACKUP_CONFIG``), then ``env``, then ``overrides``."""
     env = os.environ if env is None else env
     cfg = default_config()
+    if module:
+        for option in OPTIONS:
+            if option.module_default is not None:
+                setattr(cfg, option.name, option.module_default)
     path = config_file or env.get("BACKUP_CONFIG") or None
     if path:
         load_json_file(cfg, path)
