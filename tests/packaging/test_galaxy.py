@@ -93,3 +93,13 @@ def test_an_execution_environment_gets_exactly_the_runtime_dependencies(tarball,
     assert (context / "Containerfile").exists()
     galaxy = (context / "_build" / "requirements.yml").read_text()
     assert "seawall-pgbackup" in galaxy
+
+
+def test_the_changelog_fragments_lint(tmp_path):
+    proc = _run([TOOLS / "antsibull-changelog", "lint"], cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+    # a broken fragment is caught (the check can fail)
+    bad = tmp_path / "broken.yml"
+    bad.write_text("not_a_section:\n  - x\n")
+    proc = _run([TOOLS / "antsibull-changelog", "lint", bad], cwd=ROOT)
+    assert proc.returncode != 0 or "not_a_section" in proc.stdout, proc.stdout
