@@ -84,7 +84,7 @@ def test_an_execution_environment_gets_exactly_the_runtime_dependencies(tarball,
     (tmp_path / "execution-environment.yml").write_text(yaml.safe_dump({
         "version": 3,
         "images": {"base_image": {"name": "registry.fedoraproject.org/fedora:41"}},
-        "dependencies": {"ansible_core": {"package_pip": "ansible-core>=2.16"},
+        "dependencies": {"ansible_core": {"package_pip": "ansible-core>=2.19"},
                          "ansible_runner": {"package_pip": "ansible-runner"},
                          "galaxy": "requirements.yml"}}))
     proc = _run([TOOLS / "ansible-builder", "create", "-f", tmp_path / "execution-environment.yml", "-c", context],
