@@ -143,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("walname", help="the WAL file's name (%%f)")
     fetch.add_argument("dest", help="where to write it (%%p)")
     _destination_option(fetch)
+    receive = sub.add_parser("wal-receive", help="stream WAL with pg_receivewal through a replication slot and "
+                                                 "archive every completed file (a service; SIGTERM stops it)")
+    receive.add_argument("--slot", help="the physical replication slot, created when missing "
+                                        "(default: $BACKUP_WAL_SLOT, else seawall_pgbackup)")
+    receive.add_argument("--json", action="store_true")
     add_encryption_commands(sub)
     return parser
 
@@ -399,6 +404,16 @@ def _cmd_wal_fetch(cfg, args) -> int:
     return 0 if wal_fetch(cfg, args.walname, args.dest, args.destination) else 1
 
 
+def _cmd_wal_receive(cfg, args) -> int:
+    from ..ops.walreceive import wal_receive  # pylint: disable=import-outside-toplevel
+
+    # Runs until SIGTERM/SIGINT (exit 0) or until pg_receivewal ends (one line, non-zero: systemd restarts it).
+    result = wal_receive(cfg, args.slot)
+    if args.json:
+        _print_json(result)
+    return 0
+
+
 def _cmd_drill(cfg, args) -> int:
     from ..ops.drill import run_drill  # pylint: disable=import-outside-toplevel
 
@@ -481,7 +496,8 @@ def _cmd_serve(cfg, args) -> int:
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
             "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
-            "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch}
+            "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch,
+            "wal-receive": _cmd_wal_receive}
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 

@@ -137,6 +137,9 @@ OPTIONS: Tuple[Option, ...] = (
     Option("pg_bin_dir", "optional_str", None, "Directory of the PostgreSQL client tools, used alone; unset: "
            "the lowest installed client major at least the server's.", env="BACKUP_PG_BIN_DIR", json="pgBinDir",
            module="pg_bin_dir", module_type="path", cli=("--pg-bin-dir",)),
+    Option("wal_slot", "slot_name", "seawall_pgbackup", "The physical replication slot `wal-receive` streams "
+           "through (pg_receivewal; created when missing): lowercase letters, digits and '_', at most 63.",
+           env="BACKUP_WAL_SLOT", json="walSlot", cli=("wal-receive --slot",)),
     Option("jobs", "count", 1, "Parallel pg_restore jobs (restore, verify, drill).", env="BACKUP_JOBS", json="jobs",
            modules=("pg_backup_restore.jobs",), cli=("restore --jobs",), minimum=1),
     Option("timezone", "timezone", "UTC", "Time zone of the retention slots and of times given without an "

@@ -38,6 +38,7 @@ from ..pg.binaries import ClientTools, select_tools
 from ..pg.waldump import WalRecord, dump, format_lsn
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse_lsn, segment_size_of
+from ..repo.walstream import STREAM, copy_from_stream, with_stream
 from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
@@ -375,7 +376,8 @@ class _Scanner:
         path = os.path.join(folder, segment.wal)
         if os.path.exists(path):
             return
-        if not self.archive.fetch(segment.wal, path):
+        if not self.archive.fetch(segment.wal, path) and not (
+                segment.stored.startswith(STREAM + "/") and copy_from_stream(self.archive.root, segment.wal, path)):
             raise RestoreError("WAL file %s vanished from the archive while it was read" % segment.wal)
 
     def at(self, path: List[Segment], lsn: int, every: bool = True, limit: Optional[int] = 1,
@@ -444,7 +446,8 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     Reads only (WAL files are fetched into the backup directory's scratch and removed). ``target`` None: the
     WAL-method incremental ``selector`` names, to its end."""
     candidates = chains(repo, selector, kind)
-    segments = archive.segments()
+    # with wal-receive's stream (its completed files and .partial), which wal-fetch serves when the archive lacks them
+    segments = with_stream(archive.root, archive.segments())
     link = None
     if target is None:  # a WAL-method link restored by its id: recovery to its end
         if selector == "latest" or not candidates:
