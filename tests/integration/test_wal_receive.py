@@ -211,3 +211,40 @@ def test_wal_receive_recovers_every_row_committed_before_a_crash():
             assert (int(rows[0] or 0), int(rows[1] or 0)) == (committed, committed), (rows, committed)
         finally:
             restored.destroy(mode="immediate")
+
+
+def test_wal_receive_alone_without_archive_command():
+    """archive_mode off: the receiver is the only way WAL reaches the repository (started before the base
+    backup, as roles/wal_archive does); a crash loses nothing committed a second before it."""
+    with _arch(settings={"archive_mode": "off", "synchronous_commit": "on", "checkpoint_timeout": "1h"}) as arch:
+        pg = arch.cluster
+        pg.create_db("rpo")
+        pg.psql("CREATE TABLE rows (n int PRIMARY KEY)", db="rpo")
+        env = {"DATABASE_URL": pg.url("rpo")}
+        receiver = _receiver(arch, env, "--slot", "rpo_only")
+        assert _slots(pg) == ["rpo_only"]
+        arch.cli_as_server("create", "--type", "base", "--json", env=env, check=True)
+        committed = 0
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            committed += 1
+            pg.psql("INSERT INTO rows (n) VALUES (%d)" % committed, db="rpo")
+        time.sleep(1.0)
+        _crash(pg)
+        os.rename(pg.data_dir, arch.base / "lost-data")
+        _out, err = receiver.communicate(timeout=60)
+        assert receiver.returncode == 5 and "pg_receivewal" in _one_line(err), err
+        assert arch.records(), "the receiver pushed the segments it completed (the base backup's switch)"
+
+        where = arch.base / "restored"
+        where.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            os.chown(where, arch.user.pw_uid, arch.user.pw_gid)
+        arch.cli_as_server("restore", "latest", "--pgdata", str(where / "data"), "--target-latest", env=env,
+                           check=True)
+        restored = _start_restored(arch, where)
+        try:
+            _wait(lambda: restored.scalar("SELECT pg_is_in_recovery()") == "f", "the end of recovery", 90)
+            assert restored.scalar("SELECT count(*) FROM rows", db="rpo") == str(committed)
+        finally:
+            restored.destroy(mode="immediate")
