@@ -203,7 +203,17 @@ def test_wal_receive_recovers_every_row_committed_before_a_crash():
             os.chown(where, arch.user.pw_uid, arch.user.pw_gid)
         done = arch.cli_as_server("restore", "latest", "--pgdata", str(where / "data"), "--target-latest", "--json",
                                   env=env, check=True)
-        assert json.loads(done.stdout)["recovery_target"] == "latest"
+        result = json.loads(done.stdout)
+        assert result["recovery_target"] == "latest"
+        # the stream's .partial reaches where its valid records end (pg_waldump), not its segment's end
+        high, low = (int(part, 16) for part in result["archive_reaches_lsn"].split("/"))
+        assert low % (16 << 20) != 0, result
+        beyond = "%X/%X" % (high, low + 0x1000)
+        refused = arch.cli_as_server("restore", "latest", "--pgdata", str(arch.base / "never"), "--target-lsn",
+                                     beyond, env=env)
+        assert refused.returncode != 0 and "the archive reaches %s" % result["archive_reaches_lsn"] in \
+            _one_line(refused), refused.stderr
+        assert not (arch.base / "never").exists()
         restored = _start_restored(arch, where)
         try:
             _wait(lambda: restored.scalar("SELECT pg_is_in_recovery()") == "f", "the end of recovery", 90)

@@ -372,6 +372,23 @@ class _Scanner:
         self.records[segment.wal] = records
         return records
 
+    def stream_end(self, walk: Continuity) -> None:
+        """When the walk ends in wal-receive's in-progress .partial (repo/walstream.py), it reaches where that
+        file's valid records end (pg_waldump stops there and says where), not the end of its segment."""
+        last = walk.last
+        if last is None or not last.stored.startswith(STREAM + "/") or not last.stored.endswith(".partial"):
+            return
+        folder = os.path.join(self.scratch, "end")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self._fetch(last, folder)
+            _records, error = dump(self.tools, folder, last.wal, limit=None)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        found = re.findall(r"\bat ([0-9A-F]{1,8}/[0-9A-F]{1,8})", error or "")
+        if found and parse_lsn(walk.start_lsn) <= parse_lsn(found[-1]) < parse_lsn(walk.reached_lsn):
+            walk.reached_lsn = format_lsn(parse_lsn(found[-1]))
+
     def _fetch(self, segment: Segment, folder: str) -> None:
         path = os.path.join(folder, segment.wal)
         if os.path.exists(path):
@@ -522,13 +539,14 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     stop = start = last.manifest.stop_lsn or "0/0"
     timeline = last.manifest.timeline or 1
     walk = continuity(segments, start, timeline)
+    path = scanner.path(walk, start)
+    scanner.stream_end(walk)
     reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
     reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines), target_timeline=walk.target_timeline)
     reaches = "the archive holds no WAL from %s (timeline %d) on" % (start, timeline) if reached is None else \
         "the archive reaches %s from %s (timeline %s)%s" % (
             walk.reached_lsn, start, ",".join(str(t) for t in walk.timelines) or timeline,
             ", then %s is missing" % walk.gaps[0] if walk.gaps else "")
-    path = scanner.path(walk, start)
     if target.kind == "latest":
         if walk.gaps:
             raise RestoreError("cannot restore to %s from %s: %s (restore to an LSN before the gap instead)"

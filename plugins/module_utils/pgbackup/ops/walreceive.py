@@ -147,8 +147,7 @@ def wal_receive(cfg: Config, slot: Optional[str] = None, say: Optional[Say] = No
                 if not stop():
                     pusher.run()
                     code = proc.wait()
-                    raise ConnectionFailed("%s (the service starts it again)" % describe_exit("pg_receivewal", code, proc.stderr()),
-                                           step="wal-receive")
+                    raise ConnectionFailed(describe_exit("pg_receivewal", code, proc.stderr()), step="wal-receive")
                 _stop_child(proc)
             pusher.run()  # what pg_receivewal completed while stopping
     finally:
