@@ -35,9 +35,7 @@ def wal_fetch(cfg: Config, walname: str, dest: str, destination: Optional[str] =
     try:
         if archive.fetch(walname, dest):
             return True
-        if destination or not _from_stream(cfg, walname, dest):
-            return False
-        return True
+        return not destination and _from_stream(cfg, walname, dest)
     finally:
         archive.close()
 
