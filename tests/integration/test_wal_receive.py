@@ -178,6 +178,9 @@ def test_wal_receive_recovers_every_row_committed_before_a_crash():
         arch.cli_as_server("cleanup", "--leftover-grace", "0s", env=env, check=True)
         verify = json.loads(arch.cli_as_server("verify", "--wal", "--json", env=env, check=True).stdout)
         assert [r["id"] for r in verify] == ["wal"] and verify[0]["ok"] and not verify[0]["gaps"], verify
+        health = json.loads(arch.cli_as_server("health", "--json", env=env).stdout)
+        wal = [c for c in health["checks"] if c["check"] == "wal"]
+        assert wal and wal[0]["status"] == "ok", wal
         assert stray.is_file() and _partial(arch)
         os.unlink(stream / (planted + ".partial"))
 
