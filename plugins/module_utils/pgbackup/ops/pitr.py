@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..config.settings import Config
-from ..core.clock import FUTURE_TOLERANCE, iso, parse_moment
+from ..core.clock import iso, parse_moment
 from ..core.errors import BackupError, ConfigError, NotFound, RestoreError
 from ..core.fsutil import write_file_atomic
 from ..core.runlog import RunLog
@@ -457,16 +457,15 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     if target.kind == "immediate":
         chain = candidates[-1]
         return Reach(target, chain, chain[-1].manifest.stop_lsn or "0/0")
-    # finished_at is the backup host's clock, commit times the server's: it only narrows the choice (with the
-    # slack clocks may disagree by); the WAL decides whether a chain ends before the target (_reach_from).
+    # finished_at is the backup host's clock, commit times the server's: a host clock behind the server's is
+    # caught by _reach_from when the commit after the target lies in the backup's own WAL.
     if target.kind == "time" and selector == "latest":
-        before = [c for c in candidates if _end_time(c[-1]) < (target.moment or _end_time(c[-1])) + FUTURE_TOLERANCE]
+        before = [c for c in candidates if _end_time(c[-1]) < (target.moment or _end_time(c[-1]))]
         if not before:
             raise RestoreError("cannot restore to %s: no good base backup ended before it (the oldest ended at %s)"
                                % (target.describe(), iso(_end_time(candidates[0][-1]))))
         candidates = before
-    elif target.kind == "time" and \
-            _end_time(candidates[-1][-1]) >= (target.moment or _end_time(candidates[-1][-1])) + FUTURE_TOLERANCE:
+    elif target.kind == "time" and _end_time(candidates[-1][-1]) >= (target.moment or _end_time(candidates[-1][-1])):
         raise RestoreError("cannot restore to %s from %s: the backup ended at %s, after it"
                            % (target.describe(), candidates[-1][-1].id, iso(_end_time(candidates[-1][-1]))))
     if target.kind == "lsn":
