@@ -115,10 +115,11 @@ def parse_target(kind: str, value: Optional[str] = None, tz_name: str = "UTC") -
         if not _XID.match(text) or not 3 <= int(text) < 1 << 64:
             raise ConfigError("recovery target xid %r is not a transaction id (a number, 3 or more)" % text[:40])
         return Target("xid", str(int(text)), xid=int(text) & 0xFFFFFFFF)
-    if "\0" in text or len(text.encode("utf-8")) > NAME_LIMIT:
+    name = value or ""  # a restore point's name is matched exactly: ' x' and 'x' are two names
+    if "\0" in name or len(name.encode("utf-8")) > NAME_LIMIT:
         raise ConfigError("recovery target name %r is not a restore point name (at most %d bytes)"
-                          % (text[:80], NAME_LIMIT))
-    return Target("name", text)
+                          % (name[:80], NAME_LIMIT))
+    return Target("name", name)
 
 
 def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Optional[str] = None,
@@ -476,6 +477,8 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     if target.kind == "immediate":
         chain = candidates[-1]
         return Reach(target, chain, chain[-1].manifest.stop_lsn or "0/0")
+    # finished_at is the backup host's clock, commit times the server's: a host clock behind the server's is
+    # caught by _reach_from when the commit after the target lies in the backup's own WAL.
     if target.kind == "time" and selector == "latest":
         before = [c for c in candidates if _end_time(c[-1]) < (target.moment or _end_time(c[-1]))]
         if not before:
@@ -498,7 +501,7 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     scratch = scratch_dir(cfg, "pitr")
     try:
         scanner = _Scanner(archive, segments, tools, scratch)
-        if target.kind in ("xid", "name"):
+        if target.kind in ("xid", "name", "time"):
             reach = _reach_any(scanner, segments, candidates, target)
         else:  # the newest chain that may start it: an older one replays the same archive, only longer
             reach = _reach_from(scanner, segments, candidates[-1], target)
@@ -572,12 +575,20 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         def after(record: WalRecord) -> bool:
             return record.kind in ("commit", "abort") and record.moment is not None and record.moment > moment
 
-        found = scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
+        # Recovery stops at the first commit after the target; one before the consistent point (the backup ran
+        # past the target by the server's clock) makes PostgreSQL refuse to start: take an older chain instead.
+        inside = scanner.first(_backup_span(scanner, last), lambda r: after(r) and r.lsn < parse_lsn(stop))
+        found = inside or scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
         if found is None:
             found = scanner.first(path, after)
         if found is None:
             raise RestoreError("cannot restore to %s from %s: %s, with no commit after that time (recovery would end "
                                "before the target)" % (target.describe(), last.id, reaches))
+        if found.lsn < parse_lsn(stop):
+            raise RestoreError("cannot restore to %s from %s: the commit at %s (%s) is after it and before the "
+                               "backup's consistent point %s (the backup ended after the target by the server's "
+                               "clock)" % (target.describe(), last.id, found.lsn_text,
+                                           iso(found.moment) if found.moment else "?", stop))
         reach.stop = found
         return reach
     if target.kind == "xid":
@@ -595,10 +606,22 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     return reach
 
 
+def _backup_span(scanner: _Scanner, backup: Backup) -> List[Segment]:
+    """The archived files of the backup's own WAL (start to stop LSN, its timeline); [] when not archived."""
+    if not scanner.segments:
+        return []
+    size = segment_size_of(scanner.segments[0])
+    first = parse_lsn(backup.manifest.start_lsn or backup.manifest.stop_lsn or "0/0") // size
+    last = parse_lsn(backup.manifest.stop_lsn or "0/0") // size
+    timeline = backup.manifest.timeline or 1
+    return sorted((s for s in scanner.segments if s.timeline == timeline and first <= (s.segno or 0) <= last),
+                  key=lambda s: s.segno or 0)
+
+
 def _reach_any(scanner: _Scanner, segments: List[Segment], candidates: List[List[Backup]],
                target: Target) -> Reach:
-    """For xid and name targets: the newest chain that ends before the record; older chains are tried when the
-    record lies inside a newer one or before it."""
+    """For time, xid and name targets: the newest chain that ends before the record; older chains are tried when
+    the record lies inside a newer one or before it."""
     error: Optional[RestoreError] = None
     for chain in reversed(candidates):
         try:
