@@ -284,8 +284,20 @@ def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major,
         backups.mkdir(mode=0o700)
         os.chown(backups, user.pw_uid, user.pw_gid)
 
-        applied = apply(tmp_path, dict(_role_variables(cluster, install, config), pgbackup_wal_restart=True))
+        # archive_timeout=5: after the role's restart it must hold at once. Without the role's pg_reload_conf() the
+        # checkpointer's first sleep after a start is checkpoint_timeout (300 s here), whatever archive_timeout says.
+        applied = apply(tmp_path, dict(_role_variables(cluster, install, config), pgbackup_wal_restart=True,
+                                       pgbackup_wal_archive_timeout=5))
         assert not restart_notice(applied) and _show(cluster, "archive_mode") == "on"
+        assert _show(cluster, "checkpoint_timeout") == "300"
+        woken = task_results(applied)["Wake the checkpointer so that archive_timeout counts from now (pg_reload_conf)"]
+        assert woken and not woken.get("skipped") and not woken.get("changed"), woken
+        cluster.psql("CREATE TABLE early AS SELECT 1 AS x")
+        written = cluster.scalar("SELECT pg_walfile_name(pg_current_wal_insert_lsn())") or ""
+        deadline = time.monotonic() + 45  # archive_timeout (5 s) and the archiver's pace, not 300 s
+        while (cluster.scalar("SELECT last_archived_wal FROM pg_stat_archiver") or "") < written:
+            assert time.monotonic() < deadline, "archive_timeout ignored after the restart: %s not archived" % written
+            time.sleep(0.5)
         cluster.psql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS x")
         walname = cluster.scalar("SELECT pg_walfile_name(pg_switch_wal())") or ""
         deadline = time.monotonic() + 90
