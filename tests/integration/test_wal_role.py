@@ -333,6 +333,148 @@ def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major,
         shutil.rmtree(base, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------------------------ wal-receive
+
+RECEIVE_UNIT = "seawall-pgbackup-wal-receive.service"
+
+
+def _stand_in_engine(path: Path, record: Path) -> None:
+    """An engine that records its argv and the environment the wrapper gives it."""
+    path.write_text("#!/usr/bin/env python3\nimport json, os, sys\njson.dump({'argv': sys.argv[1:], "
+                    "'env': {k: os.environ.get(k) for k in ('DATABASE_URL', 'BACKUP_SMTP_PASSWORD', "
+                    "'BACKUP_CONFIG', 'PGPASSFILE')}}, open(%r, 'w'))\n" % str(record))
+    path.chmod(0o755)
+
+
+def _slots(cluster: PgCluster) -> List[str]:
+    return [row[0] or "" for row in cluster.psql("SELECT slot_name FROM pg_replication_slots ORDER BY 1")]
+
+
+def test_wal_receive_service_is_installed_checked_and_removed(ansible_ready, tmp_path):
+    """pgbackup_wal_receive on a real PostgreSQL 15 (files only: no systemd in the tests, pgbackup_systemd_manage=false;
+    molecule's systemd scenario runs the service): off -> no unit; check mode writes nothing; on -> the wrapper
+    (valid shell, the slot, no secret, the engine's wal-receive with the jobs' files) and the unit (the server's user,
+    after its service, Restart=always, hardened, accepted by systemd-analyze); a second run changes nothing; off ->
+    both removed and the receiver's slot dropped; a bad slot name and a non-systemd host are refused."""
+    _needs_psycopg2()
+    try:
+        cluster = debian_pg15(settings={"wal_level": "replica"}).start()  # max_wal_senders: the default, 10
+    except PgBinariesNotFound as exc:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL 15 binaries missing in CI: %s" % exc, pytrace=False)
+        pytest.skip("PostgreSQL 15 binaries not installed: %s" % exc)
+    try:
+        install, config, units = tmp_path / "opt", tmp_path / "etc", tmp_path / "units"
+        config.mkdir()
+        (config / "secrets.env").write_text("DATABASE_URL='postgresql://backup@db:5432/vtt'\nBACKUP_SMTP_PASSWORD='%s'\n"
+                                            % SECRET)
+        wrapper, unit = install / "bin/seawall-pgbackup-wal-receive", units / RECEIVE_UNIT
+        variables = dict(_role_variables(cluster, install, config), pgbackup_systemd_manage=False,
+                         pgbackup_systemd_unit_dir=str(units), pgbackup_backup_dir="/srv/pg-repository",
+                         pgbackup_wal_service="postgresql@15-main", pgbackup_wal_server_user=cluster.os_user,
+                         pgbackup_wal_server_group=pwd.getpwnam(cluster.os_user).pw_name)
+        receiving = dict(variables, pgbackup_wal_receive=True, pgbackup_wal_receive_slot="walrole_slot")
+
+        off = apply(tmp_path, variables)
+        assert task_results(off)["Drop the receiver's replication slot seawall_pgbackup"].get("skipped")
+        assert not unit.exists() and not wrapper.exists()
+
+        planned = apply(tmp_path, receiving, "--check")
+        assert task_results(planned)["Write the unit %s" % RECEIVE_UNIT].get("changed")
+        assert not unit.exists() and not wrapper.exists()
+
+        first = apply(tmp_path, receiving)
+        assert stats(first)["changed"] >= 2
+        assert stat.S_IMODE(wrapper.stat().st_mode) == 0o755 and stat.S_IMODE(unit.stat().st_mode) == 0o644
+        subprocess.run(["sh", "-n", str(wrapper)], check=True)
+        if shutil.which("shellcheck"):
+            checked = subprocess.run(["shellcheck", "-s", "sh", str(wrapper)], capture_output=True, text=True,
+                                     check=False)
+            assert checked.returncode == 0, checked.stdout
+        assert SECRET not in wrapper.read_text() and SECRET not in unit.read_text()
+        record = tmp_path / "record.json"
+        _stand_in_engine(install / "bin/seawall-pgbackup", record)
+        subprocess.run([str(wrapper)], check=True, timeout=30)
+        seen = json.loads(record.read_text())
+        assert seen["argv"] == ["--config", str(config / "config.json"), "wal-receive", "--slot", "walrole_slot"]
+        assert seen["env"] == {"DATABASE_URL": "postgresql://backup@db:5432/vtt", "BACKUP_SMTP_PASSWORD": SECRET,
+                               "BACKUP_CONFIG": str(config / "config.json"), "PGPASSFILE": str(config / "pgpass")}
+        wrong = subprocess.run([str(wrapper), "extra"], capture_output=True, text=True, check=False)
+        assert wrong.returncode == 64 and "usage:" in wrong.stderr
+
+        parsed = parse_unit(unit)
+        expected = {"Unit.Wants": ["network-online.target postgresql@15-main.service"],
+                    "Unit.After": ["network-online.target postgresql@15-main.service"],
+                    "Unit.StartLimitIntervalSec": ["0"], "Service.Type": ["simple"],
+                    "Service.User": [cluster.os_user], "Service.Group": [variables["pgbackup_wal_server_group"]],
+                    "Service.ExecStart": [str(wrapper)], "Service.Restart": ["always"], "Service.RestartSec": ["5"],
+                    "Service.KillMode": ["mixed"], "Service.ProtectSystem": ["strict"],
+                    "Service.ReadWritePaths": ["/srv/pg-repository"], "Service.NoNewPrivileges": ["yes"],
+                    "Install.WantedBy": ["multi-user.target"]}
+        assert {key: parsed.get(key) for key in expected} == expected
+        assert "Service.RemoveIPC" not in parsed  # the server's user: its IPC objects are PostgreSQL's
+        _systemd_accepts(unit, wrapper, tmp_path / "root")
+
+        again = apply(tmp_path, receiving)
+        assert stats(again)["changed"] == 0
+
+        # What the engine leaves: its slot (made here as `wal-receive` makes it). Check mode changes nothing.
+        cluster.psql("SELECT pg_create_physical_replication_slot('walrole_slot')")
+        cluster.psql("SELECT pg_create_physical_replication_slot('someone_elses')")
+        # The role drops the slot it configured (pgbackup_wal_receive_slot), or the engine's default.
+        turned_off = dict(variables, pgbackup_wal_receive_slot="walrole_slot")
+        planned_off = apply(tmp_path, turned_off, "--check")
+        assert task_results(planned_off)["Drop the receiver's replication slot walrole_slot"].get("changed")
+        assert task_results(planned_off)["Remove the unit and the wrapper"].get("changed")
+        assert unit.exists() and wrapper.exists() and "walrole_slot" in _slots(cluster)
+        removed = apply(tmp_path, turned_off)
+        assert stats(removed)["changed"] == 2
+        assert not unit.exists() and not wrapper.exists()
+        assert _slots(cluster) == ["someone_elses"]
+        # Without its unit nothing is the role's: another slot of the default name is left alone.
+        cluster.psql("SELECT pg_create_physical_replication_slot('seawall_pgbackup')")
+        after = apply(tmp_path, variables)
+        assert stats(after)["changed"] == 0 and "seawall_pgbackup" in _slots(cluster)
+
+        bad = apply(tmp_path, dict(receiving, pgbackup_wal_receive_slot="Bad-Slot"), check=False)
+        assert bad.returncode != 0
+        assert "a slot name is 1 to 63 of a-z, 0-9 and _" in json.dumps(task_results(bad)["Check the replication "
+                                                                                          "slot's name"])
+        if subprocess.run(["systemctl", "is-system-running"], capture_output=True, check=False).returncode != 0 \
+                and not os.path.isdir("/run/systemd/system"):
+            managed = apply(tmp_path, dict(receiving, pgbackup_systemd_manage=True), check=False)
+            assert managed.returncode != 0
+            assert "pgbackup_wal_receive=true needs systemd" in json.dumps(
+                task_results(managed)["Check that the host runs systemd"])
+        assert not unit.exists()
+    finally:
+        cluster.destroy(mode="immediate")
+
+
+def _systemd_accepts(unit: Path, wrapper: Path, root: Path) -> None:
+    """systemd-analyze verify (no word) and an exposure level of at most 2.0 ("OK") in a fake root."""
+    if not os.access("/usr/bin/systemd-analyze", os.X_OK):
+        return
+    make_root(root)
+    for path in (root / str(wrapper).lstrip("/"),):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(wrapper, path)
+    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(unit, root / "etc/systemd/system" / unit.name)
+    (root / "etc/systemd/system/postgresql@.service").write_text(
+        "[Unit]\nDescription=PostgreSQL Cluster %i\n[Service]\nType=forking\nExecStart=/bin/true\n")
+    verified = subprocess.run(["/usr/bin/systemd-analyze", "verify", "--root=%s" % root,
+                               "/etc/systemd/system/%s" % unit.name], capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert verified.returncode == 0 and not verified.stdout.strip() and not verified.stderr.strip(), \
+        verified.stdout + verified.stderr
+    security = subprocess.run(["/usr/bin/systemd-analyze", "security", "--offline=true", "--root=%s" % root,
+                               "/etc/systemd/system/%s" % unit.name], capture_output=True, text=True, timeout=60,
+                              check=False)
+    level = [line for line in security.stdout.splitlines() if "Overall exposure level" in line]
+    assert level and float(level[0].split(":")[1].split()[0]) <= 2.0, security.stdout + security.stderr
+
+
 # ------------------------------------------------------------------------------------------------ the schedule
 
 def test_archiving_schedules_the_base_and_the_hourly_incremental(ansible_ready, tmp_path):
