@@ -10,6 +10,11 @@
   reports nothing.
 * End to end on 15/18: the server archives through the installed wrapper into the repository its OS user owns and
   wal-fetch gives the segment back; the scheduled base and hourly incremental jobs run through run-job as that user.
+  After the role's restart archive_timeout holds at once (its pg_reload_conf() wakes the checkpointer, which after a
+  start otherwise sleeps checkpoint_timeout first).
+* pgbackup_wal_receive: the wrapper and the unit of the wal-receive service (check mode, idempotence, removal with
+  its slot, refusals: a bad slot name, no systemd, max_wal_senders=0); the unit's command run as systemd runs it,
+  with the engine's real wal-receive (skipped while the engine has none).
 * Argument specs reject wrong values; the schedule role adds the base and incremental timers (systemd, Windows) once
   archiving is on; tooling gives the backup role REPLICATION and pg_switch_wal().
 * Playbooks: restore.yml's PITR mode recovers to a time between two batches (and refuses an unreachable target before
@@ -247,6 +252,14 @@ def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ans
         assert stats(last)["changed"] == 0 and not restart_notice(last)
         assert task_results(last)["Set the archiving settings"].get("skipped") or \
             not task_results(last)["Set the archiving settings"].get("results")
+
+        if major == 15:  # started with max_wal_senders=0 (wal_level was minimal): no receiver can connect
+            receiving = apply(tmp_path, dict(variables, pgbackup_wal_receive=True, pgbackup_systemd_manage=False,
+                                             pgbackup_systemd_unit_dir=str(tmp_path / "units")), check=False)
+            assert receiving.returncode != 0
+            assert "needs max_wal_senders > 0 and max_replication_slots > 0 (the server has 0 and" in json.dumps(
+                task_results(receiving)["Check that the server allows a replication connection with a slot"])
+            assert not (tmp_path / "units").exists()
     finally:
         cluster.destroy(mode="immediate")
 
