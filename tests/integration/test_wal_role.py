@@ -379,8 +379,8 @@ def test_wal_receive_service_is_installed_checked_and_removed(ansible_ready, tmp
     try:
         install, config, units = tmp_path / "opt", tmp_path / "etc", tmp_path / "units"
         config.mkdir()
-        (config / "secrets.env").write_text("DATABASE_URL='postgresql://backup@db:5432/vtt'\nBACKUP_SMTP_PASSWORD='%s'\n"
-                                            % SECRET)
+        (config / "secrets.env").write_text(
+            "DATABASE_URL='postgresql://backup@db:5432/vtt'\nBACKUP_SMTP_PASSWORD='%s'\n" % SECRET)
         wrapper, unit = install / "bin/seawall-pgbackup-wal-receive", units / RECEIVE_UNIT
         variables = dict(_role_variables(cluster, install, config), pgbackup_systemd_manage=False,
                          pgbackup_systemd_unit_dir=str(units), pgbackup_backup_dir="/srv/pg-repository",
