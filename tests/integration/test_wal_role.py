@@ -431,16 +431,22 @@ def test_wal_receive_service_is_installed_checked_and_removed(ansible_ready, tmp
         again = apply(tmp_path, receiving)
         assert stats(again)["changed"] == 0
 
-        # What the engine leaves: its slot (made here as `wal-receive` makes it). Check mode changes nothing.
+        # What the engine leaves: its slot (made here as `wal-receive` makes it). A new slot name drops the old slot
+        # (it would hold WAL forever), named by the installed wrapper.
         cluster.psql("SELECT pg_create_physical_replication_slot('walrole_slot')")
         cluster.psql("SELECT pg_create_physical_replication_slot('someone_elses')")
-        # The role drops the slot it configured (pgbackup_wal_receive_slot), or the engine's default.
-        turned_off = dict(variables, pgbackup_wal_receive_slot="walrole_slot")
-        planned_off = apply(tmp_path, turned_off, "--check")
-        assert task_results(planned_off)["Drop the receiver's replication slot walrole_slot"].get("changed")
+        renamed = apply(tmp_path, dict(receiving, pgbackup_wal_receive_slot="walrole_new"))
+        assert stats(renamed)["changed"] == 2  # the wrapper, the old slot
+        assert "wal-receive --slot walrole_new\n" in wrapper.read_text()
+        assert _slots(cluster) == ["someone_elses"]
+        # Off: the slot the installed wrapper runs with is dropped, even when the variable no longer names it.
+        # Check mode changes nothing.
+        cluster.psql("SELECT pg_create_physical_replication_slot('walrole_new')")
+        planned_off = apply(tmp_path, variables, "--check")
+        assert task_results(planned_off)["Drop the receiver's replication slot walrole_new"].get("changed")
         assert task_results(planned_off)["Remove the unit and the wrapper"].get("changed")
-        assert unit.exists() and wrapper.exists() and "walrole_slot" in _slots(cluster)
-        removed = apply(tmp_path, turned_off)
+        assert unit.exists() and wrapper.exists() and "walrole_new" in _slots(cluster)
+        removed = apply(tmp_path, variables)
         assert stats(removed)["changed"] == 2
         assert not unit.exists() and not wrapper.exists()
         assert _slots(cluster) == ["someone_elses"]
