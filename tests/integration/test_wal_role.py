@@ -593,6 +593,8 @@ def test_archiving_schedules_the_base_and_the_hourly_incremental(ansible_ready, 
         service = parse_unit(unit_dir / ("seawall-pgbackup-%s.service" % job))
         assert service["Service.ExecStart"] == ["%s %s create --type %s" % (lock, engine, job)]
         assert service["Service.User"] == ["postgres"] and service["Service.Group"] == ["postgres"]
+        # stopping a RemoveIPC unit of the server's user would remove the server's shared memory
+        assert "Service.RemoveIPC" not in service, service
         verified = subprocess.run(["/usr/bin/systemd-analyze", "verify", "--root=%s" % root,
                                    "/etc/systemd/system/seawall-pgbackup-%s.service" % job],
                                   capture_output=True, text=True, timeout=60, check=False)
