@@ -64,6 +64,8 @@ SIZE_MB = common.env_int("BENCH_PHYS_MB", 1536)
 CHANGE = float(os.environ.get("BENCH_PHYS_CHANGE") or 0.01)
 RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)
 PGBACKREST = (os.environ.get("BENCH_PGBACKREST") or "auto").strip().lower()  # auto: when it supports the server
+# 1: pgBackRest's block incremental (repo-bundle + repo-block, beta in 2.45) instead of its file-level incremental
+PGBR_BLOCK = os.environ.get("BENCH_PGBR_BLOCK", "0").strip().lower() in ("1", "yes", "true", "on")
 NATIVE_MIN_MAJOR = 17  # pg_basebackup --incremental, summarize_wal
 STANZA = "bench"
 PGBR_CONF = common.WORK / "pgbackrest.conf"
@@ -150,9 +152,10 @@ def write_configs() -> None:
     if not link.exists():
         link.symlink_to(common.REPO / "plugins" / "module_utils" / "pgbackup")
     settings = (PGBR_REPO, PGBR_LOCK, PGBR_LOCK, STANZA, common.DATA, common.PORT, common.SOCK)
+    block = "beta=y\nrepo1-bundle=y\nrepo1-block=y\n" if PGBR_BLOCK else ""
     PGBR_CONF.write_text("[global]\nrepo1-path=%s\nstart-fast=y\nprocess-max=1\ncompress-type=gz\ncompress-level=1\n"
-                         "log-level-console=warn\nlog-path=%s\nlock-path=%s\n\n[%s]\npg1-path=%s\npg1-port=%d\n"
-                         "pg1-socket-path=%s\n" % settings)
+                         "log-level-console=warn\nlog-path=%s\nlock-path=%s\n%s\n[%s]\npg1-path=%s\npg1-port=%d\n"
+                         "pg1-socket-path=%s\n" % (settings[:3] + (block,) + settings[3:]))
     for path in (PGBR_REPO, SEAWALL_REPO, PGBR_LOCK):
         path.mkdir(mode=0o700, exist_ok=True)
         common.chown_server(path)
@@ -379,7 +382,7 @@ def run_all(state: dict, skipped: str = "") -> int:
                               "pgbackrest": subprocess.run(["pgbackrest", "version"], capture_output=True,
                                                            text=True, check=False).stdout.strip()
                               if shutil.which("pgbackrest") else "",
-                              "pgbackrest_skipped": skipped}}
+                              "pgbackrest_skipped": skipped, "pgbackrest_block": PGBR_BLOCK and not skipped}}
     common.log("database %.0f MB (pg_database_size), PostgreSQL %s" % (results["meta"]["db_bytes"] / 2**20,
                                                                       results["meta"]["server_version"]))
     common.log("base backups")
@@ -447,7 +450,8 @@ def report(results: dict) -> None:
         ("incremental bytes / full bytes", incr_share, 0.25,
          "%s, %.0f MB of %.0f MB; %s" % (results["seawall_incr"].get("incremental") or "?",
                                                    results["seawall_incr"]["bytes"] / 2**20, base_bytes / 2**20,
-                                                   "pgBackRest %.0f%%" % (pgbr_share * 100) if pgbr else skipped)),
+                                                   "pgBackRest%s %.0f%%" % (" block" if results["meta"].get("pgbackrest_block") else "", pgbr_share * 100)
+                                                   if pgbr else skipped)),
         ("base wall / pgBackRest full wall", base_ratio, 1.0, "%.1f s vs %s" % (
             results["seawall_base"]["wall_s"],
             "%.1f s" % results["pgbackrest_full"]["wall_s"] if pgbr else skipped)),
