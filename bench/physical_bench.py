@@ -33,13 +33,18 @@ bench/results/physical.json).
 
 from __future__ import annotations
 
+import collections
+import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import zlib
 from pathlib import Path
 
 def wheel_bin_dir() -> str:
@@ -66,6 +71,10 @@ RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)
 PGBACKREST = (os.environ.get("BENCH_PGBACKREST") or "auto").strip().lower()  # auto: when it supports the server
 # 1: pgBackRest's block incremental (repo-bundle + repo-block, beta in 2.45) instead of its file-level incremental
 PGBR_BLOCK = os.environ.get("BENCH_PGBR_BLOCK", "0").strip().lower() in ("1", "yes", "true", "on")
+# 1: sessions WITH (fillfactor = 90) and updates that change no indexed column, so they are HOT (no index entries):
+# the what-if of a table with free space. Default: a freshly loaded table (fillfactor 100, the score column indexed):
+# every update is non-HOT and adds an entry to each of the table's indexes, at random places.
+HOT = os.environ.get("BENCH_PHYS_HOT", "0").strip().lower() in ("1", "yes", "true", "on")
 NATIVE_MIN_MAJOR = 17  # pg_basebackup --incremental, summarize_wal
 STANZA = "bench"
 PGBR_CONF = common.WORK / "pgbackrest.conf"
@@ -215,7 +224,8 @@ def load_game_data() -> None:
     players = max(1000, SIZE_MB * SESSIONS_PER_MB // 20)
     sessions = SIZE_MB * SESSIONS_PER_MB
     common.log("loading %d players, %d sessions (~%d MB) ..." % (players, sessions, SIZE_MB))
-    common.client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", SCHEMA, "-c", LOAD_PLAYERS % {"players": players})
+    schema = SCHEMA.replace("events jsonb NOT NULL);", "events jsonb NOT NULL) WITH (fillfactor = 90);") if HOT else SCHEMA
+    common.client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", schema, "-c", LOAD_PLAYERS % {"players": players})
     step = 500000
     for first in range(1, sessions + 1, step):
         common.client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", LOAD_SESSIONS % {
@@ -255,13 +265,23 @@ def switch_and_wait(timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def update_share(state: dict) -> None:
+def update_share(state: dict) -> dict:
     count = int(sessions_count() * CHANGE)
-    common.log("updating %d sessions at random (%.1f%%)" % (count, CHANGE * 100))
+    common.log("updating %d sessions at random (%.1f%%)%s" % (count, CHANGE * 100, " (HOT)" if HOT else ""))
+    before = hot_counts()
     common.client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                  "UPDATE sessions SET score = score + 1, notes = coalesce(notes, '') || ' replay', "
+                  "UPDATE sessions SET %snotes = coalesce(notes, '') || ' replay', "
                   "events = events || '{\"replayed\": true}' WHERE id IN (SELECT 1 + floor(random() * %d)::bigint "
-                  "FROM generate_series(1, %d))" % (sessions_count(), count), "-c", "CHECKPOINT")
+                  "FROM generate_series(1, %d))" % ("" if HOT else "score = score + 1, ", sessions_count(), count),
+                  "-c", "CHECKPOINT")
+    after = hot_counts()
+    return {"updated": after[0] - before[0], "hot": after[1] - before[1]}
+
+
+def hot_counts() -> tuple:
+    """(rows updated, of which HOT) in sessions so far (the statistics of the updating session, flushed at its end)."""
+    row = common.scalar("SELECT n_tup_upd || ' ' || n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'sessions'")
+    return tuple(int(x) for x in row.split()) if row else (0, 0)
 
 
 def restore_and_start(kind: str, state: dict) -> dict:
@@ -339,7 +359,7 @@ def rpo_after_crash(state: dict) -> dict:
 
 def main() -> int:
     common.choose_port()
-    common.SCALE = SIZE_MB  # the key of bench.py's cached cluster state
+    common.SCALE = "%d-hot" % SIZE_MB if HOT else SIZE_MB  # the key of bench.py's cached cluster state
     state = common.cached_state() if common.KEEP else None
     if state:
         common.write_passfile(state["password"])  # for this run's port
@@ -367,6 +387,40 @@ def incremental_manifest() -> dict:
     return json.loads(manifests[-1].read_text()) if manifests else {}
 
 
+def link_breakdown(manifest_path: Path) -> dict:
+    """What a native link's tar holds, by kind: whole relation files (pg_basebackup --incremental sends a file
+    whole when over 90% of its blocks changed), INCREMENTAL.* files (the changed blocks), WAL, the rest. Each
+    member's share of the stored bytes is estimated by compressing it alone (zlib level 1)."""
+    manifest = json.loads(manifest_path.read_text())
+    entry = manifest["files"][0]
+    if entry.get("compression") != "gzip" or entry.get("encryption"):
+        return {}
+    names = dict(line.split("|", 1) for line in common.scalar(
+        "SELECT pg_relation_filenode(oid) || '|' || relname FROM pg_class "
+        "WHERE pg_relation_filenode(oid) IS NOT NULL").splitlines())
+    raw: collections.Counter = collections.Counter()
+    packed: collections.Counter = collections.Counter()
+    with gzip.open(manifest_path.parent / entry["name"], "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            base = member.name.rsplit("/", 1)[-1]
+            match = re.match(r"^(INCREMENTAL\.)?(\d+)(_fsm|_vm)?(\.\d+)?$", base)
+            if member.name.startswith("pg_wal/"):
+                kind = "WAL"
+            elif match and member.name.startswith("base/") and not match.group(3):
+                kind = "%s %s" % ("blocks of" if match.group(1) else "whole",
+                                  names.get(match.group(2), "relation " + match.group(2)))
+            else:
+                kind = "other"
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            raw[kind] += len(data)
+            packed[kind] += len(zlib.compress(data, 1))
+    total = sum(packed.values()) or 1
+    return {kind: {"raw": raw[kind], "stored_estimate": int(entry["size"] * packed[kind] / total)}
+            for kind in sorted(raw, key=lambda k: -packed[k])}
+
+
 def run_all(state: dict, skipped: str = "") -> int:
     if not skipped:
         skipped = stanza_create()
@@ -376,7 +430,7 @@ def run_all(state: dict, skipped: str = "") -> int:
     major = int(common.scalar("SHOW server_version_num")) // 10000
     links = common.env_int("BENCH_PHYS_LINKS", 2 if major >= NATIVE_MIN_MAJOR else 1)
     results: dict = {"meta": {"db_bytes": int(common.scalar("SELECT pg_database_size(current_database())")),
-                              "change": CHANGE, "major": major, "links": links,
+                              "change": CHANGE, "major": major, "links": links, "hot": HOT,
                               "server_version": common.scalar("SHOW server_version"),
                               "summarize_wal": common.scalar("SELECT current_setting('summarize_wal', true)"),
                               "pgbackrest": subprocess.run(["pgbackrest", "version"], capture_output=True,
@@ -395,9 +449,10 @@ def run_all(state: dict, skipped: str = "") -> int:
     for link in range(1, links + 1):
         wal_before = stored_bytes(SEAWALL_REPO / "wal")  # on 15/16 an incremental is the WAL archived after this
         incr_before = seawall_bytes("incremental") if (SEAWALL_REPO / "incremental").exists() else 0
-        update_share(state)
+        updated = update_share(state)
         common.log("incremental backups (link %d of %d)" % (link, links))
         step = seawall(state, "create", "--type", "incremental")
+        step["updated"] = updated
         wal_since = stored_bytes(SEAWALL_REPO / "wal") - wal_before if major < NATIVE_MIN_MAJOR else 0
         step["bytes"] = seawall_bytes("incremental") - incr_before + wal_since
         manifest = incremental_manifest()
@@ -405,6 +460,9 @@ def run_all(state: dict, skipped: str = "") -> int:
         if major >= NATIVE_MIN_MAJOR and step["incremental"] != "native":
             sys.exit("bench: PostgreSQL %d with summarize_wal made a %r incremental, not native" % (
                 major, step["incremental"]))
+        if link == 1 and step["incremental"] == "native":
+            step["breakdown"] = link_breakdown(max((SEAWALL_REPO / "incremental").glob("*.json"),
+                                                   key=lambda p: p.stat().st_mtime))
         results["seawall_links"].append(step)
         if pgbr:
             results["pgbackrest_links"].append(pgbackrest("backup", "--type=incr"))
@@ -464,14 +522,26 @@ def report(results: dict) -> None:
     for number, link in enumerate(links[1:], 2):  # a chain: each link against the base, no target of its own
         rows.insert(number - 1, ("  link %d bytes / full bytes" % number, ratio(link["bytes"], base_bytes), 0.25,
                                  "%s, %.0f MB" % (link.get("incremental") or "?", link["bytes"] / 2**20)))
-    print("\nPostgreSQL %s, database %.0f MB, %.1f%% of sessions updated; %s" % (
+    print("\nPostgreSQL %s, database %.0f MB, %.1f%% of sessions updated%s; %s" % (
         results["meta"]["major"], (results["meta"]["db_bytes"] or 0) / 2**20, CHANGE * 100,
+        " (HOT: fillfactor 90, no indexed column changed)" if results["meta"].get("hot") else "",
         results["meta"]["pgbackrest"] if pgbr else "pgBackRest skipped: " + results["meta"]["pgbackrest_skipped"]))
     print("  seawall: base %.1f s, %.0f MB; incremental%s %s; restore of %d backups %.1f s, with the start %.1f s" % (
         results["seawall_base"]["wall_s"], base_bytes / 2**20, "s" if len(links) > 1 else "",
         ", ".join("%.1f s, %.0f MB" % (link["wall_s"], link["bytes"] / 2**20) for link in links),
         len(links) + 1 if results["meta"]["major"] >= NATIVE_MIN_MAJOR else 1,
         results["seawall_restore"]["restore_s"], results["seawall_restore"]["restore_and_start_s"]))
+    if all("updated" in link for link in links):
+        print("  rows updated before each incremental: %s" % ", ".join(
+            "%d (%d HOT)" % (link["updated"]["updated"], link["updated"]["hot"]) for link in links))
+    breakdown = results["seawall_incr"].get("breakdown") or {}
+    small = sum(part["stored_estimate"] for part in breakdown.values() if part["stored_estimate"] < 2**20)
+    if breakdown:
+        print("  the first incremental holds: %s" % "; ".join(
+            ["%s %.0f MB (%.1f%% of the base)" % (kind, part["stored_estimate"] / 2**20,
+                                                  100.0 * part["stored_estimate"] / base_bytes)
+             for kind, part in breakdown.items() if part["stored_estimate"] >= 2**20]
+            + ["the rest %.1f MB" % (small / 2**20)]))
     for name, value, target, detail in rows:
         if value != value:  # NaN: the pgBackRest side was skipped
             print("  %-34s %6s  target <= %.2f  %s  (%s)" % (name, "-", target, "skipped", detail))
