@@ -412,10 +412,13 @@ def link_breakdown(manifest_path: Path) -> dict:
                 kind = "%s %s" % ("blocks of" if match.group(1) else "whole",
                                   names.get(match.group(2), "relation " + match.group(2)))
             else:
-                kind = "other"
+                kind = "the rest"
             data = tar.extractfile(member).read()  # type: ignore[union-attr]
             raw[kind] += len(data)
             packed[kind] += len(zlib.compress(data, 1))
+    for kind in [k for k in raw if raw[k] < 2**20 and k != "WAL"]:  # the catalog, FSM/VM, config files ...
+        raw["the rest"] += raw.pop(kind)
+        packed["the rest"] += packed.pop(kind)
     total = sum(packed.values()) or 1
     return {kind: {"raw": raw[kind], "stored_estimate": int(entry["size"] * packed[kind] / total)}
             for kind in sorted(raw, key=lambda k: -packed[k])}
@@ -526,22 +529,20 @@ def report(results: dict) -> None:
         results["meta"]["major"], (results["meta"]["db_bytes"] or 0) / 2**20, CHANGE * 100,
         " (HOT: fillfactor 90, no indexed column changed)" if results["meta"].get("hot") else "",
         results["meta"]["pgbackrest"] if pgbr else "pgBackRest skipped: " + results["meta"]["pgbackrest_skipped"]))
-    print("  seawall: base %.1f s, %.0f MB; incremental%s %s; restore of %d backups %.1f s, with the start %.1f s" % (
+    restored = len(links) + 1 if results["meta"]["major"] >= NATIVE_MIN_MAJOR else 1  # a WAL link is replayed
+    print("  seawall: base %.1f s, %.0f MB; incremental%s %s; restore of %s %.1f s, with the start %.1f s" % (
         results["seawall_base"]["wall_s"], base_bytes / 2**20, "s" if len(links) > 1 else "",
         ", ".join("%.1f s, %.0f MB" % (link["wall_s"], link["bytes"] / 2**20) for link in links),
-        len(links) + 1 if results["meta"]["major"] >= NATIVE_MIN_MAJOR else 1,
+        "the base" if restored == 1 else "a chain of %d" % restored,
         results["seawall_restore"]["restore_s"], results["seawall_restore"]["restore_and_start_s"]))
     if all("updated" in link for link in links):
         print("  rows updated before each incremental: %s" % ", ".join(
             "%d (%d HOT)" % (link["updated"]["updated"], link["updated"]["hot"]) for link in links))
     breakdown = results["seawall_incr"].get("breakdown") or {}
-    small = sum(part["stored_estimate"] for part in breakdown.values() if part["stored_estimate"] < 2**20)
     if breakdown:
-        print("  the first incremental holds: %s" % "; ".join(
-            ["%s %.0f MB (%.1f%% of the base)" % (kind, part["stored_estimate"] / 2**20,
-                                                  100.0 * part["stored_estimate"] / base_bytes)
-             for kind, part in breakdown.items() if part["stored_estimate"] >= 2**20]
-            + ["the rest %.1f MB" % (small / 2**20)]))
+        print("  the first incremental holds (stored MB, share of the base): %s" % "; ".join(
+            "%s %.1f (%.1f%%)" % (kind, part["stored_estimate"] / 2**20, 100.0 * part["stored_estimate"] / base_bytes)
+            for kind, part in breakdown.items()))
     for name, value, target, detail in rows:
         if value != value:  # NaN: the pgBackRest side was skipped
             print("  %-34s %6s  target <= %.2f  %s  (%s)" % (name, "-", target, "skipped", detail))
