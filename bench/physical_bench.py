@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -549,13 +550,13 @@ def report(results: dict) -> None:
             "%s %.1f (%.1f%%)" % (kind, part["stored_estimate"] / 2**20, 100.0 * part["stored_estimate"] / base_bytes)
             for kind, part in breakdown.items()))
     for name, value, target, detail in rows:
-        if value != value:  # NaN: the pgBackRest side was skipped
+        if math.isnan(value):  # the pgBackRest side was skipped
             print("  %-34s %6s  target <= %.2f  %s  (%s)" % (name, "-", target, "skipped", detail))
             continue
         print("  %-34s %6.2f  target <= %.2f  %s  (%s)" % (name, value, target, "met" if value <= target else "MISSED",
                                                            detail))
-    results["targets"] = [{"name": n.strip(), "value": v if v == v else None, "target": t,
-                           "met": v <= t if v == v else None} for n, v, t, _d in rows]
+    results["targets"] = [{"name": n.strip(), "value": None if math.isnan(v) else v, "target": t,
+                           "met": None if math.isnan(v) else v <= t} for n, v, t, _d in rows]
 
 
 if __name__ == "__main__":
