@@ -371,9 +371,12 @@ def rpo_after_crash(state: dict) -> dict:
                                "-w", "-t", "3600", "-o", "-p %d -c archive_mode=off" % common.PORT, "start"])
             while common.scalar("SELECT pg_is_in_recovery()") != "f":
                 time.sleep(0.2)
-            newest = int(common.scalar("SELECT coalesce(max(n), 0) FROM rpo") or 0)
             older = [n for n, at in enumerate(committed, 1) if at < crashed - 60]
-            missing = int(common.scalar("SELECT %d - count(*) FROM rpo WHERE n <= %d" % (len(older), len(older))))
+            newest, missing = 0, len(older)
+            if common.scalar("SELECT to_regclass('rpo') IS NOT NULL") == "t":  # else even its creation was lost
+                newest = int(common.scalar("SELECT coalesce(max(n), 0) FROM rpo") or 0)
+                missing = int(common.scalar("SELECT %d - count(*) FROM rpo WHERE n <= %d"
+                                            % (len(older), len(older))))
             common.server_cmd([str(common.PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
         finally:
             if (RESTORED / "server.log").exists():
