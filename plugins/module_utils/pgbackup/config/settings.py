@@ -89,6 +89,7 @@ class Config:
     accept_unencrypted: bool = _default("accept_unencrypted")
     pg_bin_dir: Optional[str] = _default("pg_bin_dir")
     jobs: int = _default("jobs")
+    wal_prefetch: int = _default("wal_prefetch")  # WAL segments recovery fetches ahead (ops/walprefetch.py)
     timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
     cleanup_schedule: str = _default("cleanup_schedule")
