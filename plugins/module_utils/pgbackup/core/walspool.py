@@ -25,6 +25,8 @@ from typing import List, Optional, Sequence, Tuple
 SPOOL = os.path.join("pg_wal", "seawall-prefetch")  # relative to the data directory: restore_command's cwd
 LOCK = "lock"        # the prefetcher's flock and pid
 REQUEST = "request"  # "<walname> <segment size>": the last file the full fetch path wrote
+PENDING = ".pending"  # "<walname>.pending" holds the pid of the prefetcher fetching that segment right now
+WAIT = 30.0  # at most this long for a pending segment, then the full path fetches it too
 HEX = frozenset("0123456789ABCDEF")
 # Options before or after the command that take a value (cli/main.py's parser); anything unknown: no fast path.
 _VALUED = ("--config", "--backup-dir", "--pg-bin-dir", "--destination", "--spool")
@@ -100,6 +102,45 @@ def claim(spool: str, name: str, dest: str) -> bool:
         os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def claim_waiting(spool: str, name: str, dest: str, wait: float = WAIT) -> bool:
+    """``claim``, waiting while the prefetcher is fetching ``name`` (its marker names a live pid): recovery often
+    asks for the segment the prefetcher is decoding, and waiting a few milliseconds beats the full path."""
+    if claim(spool, name, dest):
+        return True
+    if not is_segment(name):
+        return False
+    import time  # pylint: disable=import-outside-toplevel  # built in; only when a segment is pending
+
+    marker = os.path.join(spool, name + PENDING)
+    deadline = time.monotonic() + wait
+    pause = 0.001
+    while True:
+        try:
+            fd = os.open(marker, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                text = os.read(fd, 32).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+        except OSError:
+            return claim(spool, name, dest)  # done: spooled (renamed before the marker goes) or failed
+        if not text.isdigit() or not _alive(int(text)) or time.monotonic() > deadline:
+            return False  # a killed prefetcher's marker: the full path
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+        if claim(spool, name, dest):
+            return True
+
+
 def parse_fetch(argv: Sequence[str]) -> Optional[Tuple[str, str, str]]:
     """(spool, walname, dest) of a ``wal-fetch --spool DIR NAME DEST`` command line; None for anything else."""
     command = None
@@ -147,7 +188,7 @@ def fast(argv: Sequence[str]) -> Optional[int]:
     fetch = parse_fetch(argv)
     if fetch is not None:
         spool, name, dest = fetch
-        if claim(spool, name, dest):
+        if claim_waiting(spool, name, dest):
             trace("spool", name)
             return 0
         return None
@@ -200,7 +241,7 @@ def stop(spool: str, wait: float = 5.0) -> None:
     deadline = time.monotonic() + wait
     pid = holder(spool)
     while pid is not None and time.monotonic() < deadline:
-        if pid > 0:
+        if pid > 0 and pid != os.getpid():
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, Optional, Set, Tuple
 
 from ..config.settings import Config
-from ..core.walspool import LOCK, REQUEST, ensure_spool, holder, is_segment, spool_ok, trace
+from ..core.walspool import LOCK, PENDING, REQUEST, ensure_spool, holder, is_segment, spool_ok, trace
 from ..repo.walarchive import segno_of, wal_name
 from .wal import wal_fetch
 
@@ -118,6 +118,7 @@ class Prefetcher:
         self.spooled: Set[str] = set()
         self.failed: Set[str] = set()   # absent or refused since the last request: asked for in full
         self.running: Dict[str, Future] = {}
+        self.promised: Set[str] = set()  # names with a marker: wal-fetch waits for them (core/walspool.py)
         self.position: Optional[Tuple[str, int]] = None  # (the last segment recovery took, segment size)
         self.request_stamp: Any = None
         self.last_activity = time.monotonic()
@@ -130,6 +131,8 @@ class Prefetcher:
         if lock is None:
             return  # another prefetcher has it
         identity = os.stat(self.spool).st_ino
+        trace("prefetcher", str(os.getpid()))
+        self._adopt()
         pool = ThreadPoolExecutor(max_workers=self.workers)
         checked = 0.0
         try:
@@ -148,6 +151,7 @@ class Prefetcher:
                 self._collect()
                 self._consumed()
                 self._drop_stale()
+                self._promise()
                 self._submit(pool)
                 if not self.running and time.monotonic() - self.last_activity > self.idle:
                     break
@@ -170,6 +174,15 @@ class Prefetcher:
         os.ftruncate(fd, 0)
         os.write(fd, b"%d\n" % os.getpid())
         return fd
+
+    def _adopt(self) -> None:
+        """What a killed prefetcher left: its spooled segments were checked (kept, counted against the depth);
+        its markers and temp files are removed."""
+        for entry in os.listdir(self.spool):
+            if is_segment(entry):
+                self.spooled.add(entry)
+            elif entry.endswith((PENDING, ".tmp")):
+                _unlink(os.path.join(self.spool, entry))
 
     def _remove_spool(self) -> None:
         """Idle, or the server is gone: nothing will take what is spooled (recovery_end_command may never run)."""
@@ -218,6 +231,31 @@ class Prefetcher:
             self.spooled.discard(name)
             _unlink(os.path.join(self.spool, name))
 
+    def _promise(self) -> None:
+        """Markers for the segments this prefetcher will fetch, further ahead than the spool's depth: recovery may
+        take spooled files faster than this loop sees them go, and a wal-fetch asking for a promised segment waits
+        for it rather than fetch it a second time. A promise ends with the file, or with its fetch failing (absent,
+        refused: then for every segment after it too)."""
+        wanted = []
+        if self.position is not None:
+            for name in window(self.position[0], self.position[1], 2 * self.depth):
+                if name in self.failed:
+                    break
+                if name not in self.spooled:
+                    wanted.append(name)
+        for name in sorted(self.promised - set(wanted) - set(self.running)):
+            self.promised.discard(name)
+            _unlink(os.path.join(self.spool, name + PENDING))
+        for name in wanted:
+            if name in self.promised:
+                continue
+            try:
+                with open(os.path.join(self.spool, name + PENDING), "w", encoding="ascii") as handle:
+                    handle.write("%d\n" % os.getpid())
+            except OSError:
+                return
+            self.promised.add(name)
+
     def _submit(self, pool: ThreadPoolExecutor) -> None:
         for name in self._wanted():
             if name in self.failed:
@@ -242,12 +280,14 @@ class Prefetcher:
                 found = False
             if not found:
                 self.failed.add(name)
-                continue
-            trace("prefetched", name)
-            if name in self._wanted():
-                self.spooled.add(name)
-            else:  # recovery went past it (asked for it in full meanwhile)
-                _unlink(os.path.join(self.spool, name))
+            else:
+                trace("prefetched", name)
+                if name in self._wanted():
+                    self.spooled.add(name)
+                else:  # recovery went past it (asked for it in full meanwhile)
+                    _unlink(os.path.join(self.spool, name))
+            self.promised.discard(name)  # spooled, failed or passed: either way no longer to wait for
+            _unlink(os.path.join(self.spool, name + PENDING))  # after the file: a waiting wal-fetch claims it
 
 
 def _server_alive() -> bool:
