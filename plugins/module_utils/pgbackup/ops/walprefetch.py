@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Dict, Optional, Set, Tuple
 
 from ..config.settings import Config
+from ..core.testpoints import pause
 from ..core.walspool import LOCK, PENDING, REQUEST, ensure_spool, holder, is_segment, spool_ok, trace
 from ..repo.walarchive import segno_of, wal_name
 from .wal import wal_fetch
@@ -267,6 +268,7 @@ class Prefetcher:
             self.running[name] = pool.submit(self._fetch, name)
 
     def _fetch(self, name: str) -> bool:
+        pause("wal-prefetch")  # tests: slow enough to be killed in the middle
         return wal_fetch(self.cfg, name, os.path.join(self.spool, name), self.destination)
 
     def _collect(self) -> None:
