@@ -225,3 +225,32 @@ def test_a_dead_prefetchers_leftovers_are_adopted_or_removed(tmp_path, spool):
     assert names[3] + walspool.PENDING in entries
     thread.join(10)  # idle: it ends and removes the spool (recovery_end_command may never run)
     assert not thread.is_alive() and not spool.exists()
+
+
+def _cli(*args, cwd):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    return subprocess.run([sys.executable, "-m", "seawall_pgbackup"] + list(args), cwd=str(cwd), capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_the_command_serves_the_spool_before_reading_any_configuration(tmp_path, spool):
+    _file(spool / SEG, b"prefetched")
+    data = tmp_path  # restore_command's working directory: the data directory
+    # a configuration file that does not exist: the full path would fail on it, the fast path never reads it
+    done = _cli("--config", str(tmp_path / "missing.json"), "wal-fetch", "--spool", "pg_wal/seawall-prefetch", SEG,
+                "pg_wal/RECOVERYXLOG", cwd=data)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (data / "pg_wal" / "RECOVERYXLOG").read_bytes() == b"prefetched"
+    # not spooled: the full path, whose answers are unchanged (absent: exit 1, quietly)
+    (tmp_path / "backups").mkdir(mode=0o700)
+    absent = _cli("--backup-dir", str(tmp_path / "backups"), "wal-fetch", "--spool", "pg_wal/seawall-prefetch",
+                  "000000010000000000000009", "pg_wal/RECOVERYXLOG", cwd=data)
+    assert absent.returncode == 1 and absent.stderr == "", absent.stderr
+    _file(spool / "00000002.history", b"1\t0/3000000\tno recovery target specified\n")
+    history = _cli("--backup-dir", str(tmp_path / "backups"), "wal-fetch", "--spool", "pg_wal/seawall-prefetch",
+                   "00000002.history", "pg_wal/RECOVERYHISTORY", cwd=data)
+    assert history.returncode == 1 and not (data / "pg_wal" / "RECOVERYHISTORY").exists()
+    stop = _cli("wal-prefetch-stop", "pg_wal/seawall-prefetch", cwd=data)
+    assert stop.returncode == 0 and not spool.exists()

@@ -529,7 +529,9 @@ def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    served = fast(sys.argv[1:] if argv is None else argv)  # a prefetched WAL file: no configuration, no parser
+    # A prefetched WAL file: no configuration, no parser. Without argv the command's entry (cli/__init__.py,
+    # __main__.py) has already tried.
+    served = fast(argv) if argv is not None else None
     if served is not None:
         return served
     args = _parser().parse_args(argv)

@@ -48,6 +48,8 @@ def trace(event: str, name: str) -> None:
 
 def spool_ok(spool: str) -> bool:
     """The spool is a real directory (not a link) of this user that nobody else can enter."""
+    if not hasattr(os, "geteuid"):
+        return False  # no owner and mode to check (Windows): never used
     try:
         st = os.lstat(spool)
     except OSError:
@@ -184,7 +186,15 @@ def parse_stop(argv: Sequence[str]) -> str | None:
 
 
 def fast(argv: Sequence[str]) -> int | None:
-    """The exit status when this command line is served here; None: run the full command."""
+    """The exit status when this command line is served here; None: run the full command (also after any
+    unexpected error here: a crash would exit 1, which PostgreSQL takes for "not archived")."""
+    try:
+        return _fast(argv)
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _fast(argv: Sequence[str]) -> int | None:
     fetch = parse_fetch(argv)
     if fetch is not None:
         spool, name, dest = fetch
