@@ -47,7 +47,7 @@ def _start(arch: Archiving, where: Path, extra: Dict[str, str]) -> PgCluster:
 
 
 def _events(trace: Path) -> List[List[str]]:
-    return [line.split() for line in trace.read_text().splitlines()] if trace.exists() else []
+    return [line.split()[:2] for line in trace.read_text().splitlines()] if trace.exists() else []
 
 
 def _alive(pid: int) -> bool:

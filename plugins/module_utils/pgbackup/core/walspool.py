@@ -42,8 +42,9 @@ def is_segment(name: str) -> bool:
 def trace(event: str, name: str) -> None:
     path = os.environ.get(TRACE)
     if path:
+        import time  # pylint: disable=import-outside-toplevel  # built in; tests only
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write("%s %s\n" % (event, name))
+            handle.write("%s %s %.3f\n" % (event, name, time.time()))
 
 
 def spool_ok(spool: str) -> bool:
