@@ -99,8 +99,8 @@ def main() -> int:
             (data / "pg_wal").mkdir(parents=True, mode=0o700)
             os.chmod(data, 0o700)
             times = fetch_all(cmd, env, data, names, spool, replay)
-            results[mode] = dict(stats(times), absent=round(absent(cmd, env, data, "0000000100000000000000FF", spool),
-                                                             4))
+            missing = absent(cmd, env, data, "0000000100000000000000FF", spool)
+            results[mode] = dict(stats(times), absent=round(missing, 4))
             if spool:
                 subprocess.call(cmd + ["wal-prefetch-stop", "pg_wal/seawall-prefetch"], env=env, cwd=str(data))
                 # the fast path alone: the first call starts the prefetcher; wait until it filled the spool

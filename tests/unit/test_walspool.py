@@ -39,8 +39,8 @@ def _file(path, data=b"x" * 100):
 
 def test_segment_names_only():
     assert walspool.is_segment(SEG)
-    for name in ("00000002.history", "0000000100000000000000ab", SEG + ".partial", SEG + ".pending", "." + SEG, SEG[:-1], "",
-                 "000000010000000000000003.00000028.backup", "0000000100000000000000G3"):
+    for name in ("00000002.history", "0000000100000000000000ab", SEG + ".partial", SEG + ".pending", "." + SEG,
+                 SEG[:-1], "", "000000010000000000000003.00000028.backup", "0000000100000000000000G3"):
         assert not walspool.is_segment(name), name
 
 
@@ -168,7 +168,10 @@ def test_the_prefetcher_keeps_at_most_depth_segments_and_follows_recovery(tmp_pa
     (spool / walspool.REQUEST).write_text(walprefetch.request_text(names[0], MiB))
     prefetcher = walprefetch.Prefetcher(cfg, str(spool), None, depth=3, idle=30)
     thread = _run(prefetcher)
-    segments = lambda: sorted(n for n in os.listdir(spool) if walspool.is_segment(n))  # noqa: E731
+
+    def segments():
+        return sorted(n for n in os.listdir(spool) if walspool.is_segment(n))
+
     assert _until(lambda: segments() == names[1:4]), segments()
     time.sleep(0.3)
     assert segments() == names[1:4]  # bounded: nothing beyond the depth while nothing is taken
