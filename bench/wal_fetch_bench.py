@@ -116,7 +116,7 @@ def main() -> int:
                 results["from a full spool"] = stats(served)
                 subprocess.call(cmd + ["wal-prefetch-stop", "pg_wal/seawall-prefetch"], env=env, cwd=str(warm))
         baseline = []
-        for _ in range(8):  # what any Python command costs here: the floor of the fast path
+        for _round in range(8):  # what any Python command costs here: the floor of the fast path
             started = time.perf_counter()
             subprocess.call([sys.executable, "-c", "pass"], env=env)
             baseline.append(time.perf_counter() - started)

@@ -96,7 +96,7 @@ def _spawn(cfg: Config, spool: str, destination: Optional[str], depth: int) -> N
 
 
 def _detach() -> None:
-    """No inherited descriptors: a pipe PostgreSQL's or a test's stderr is must not stay open for our lifetime."""
+    """No inherited descriptors: a pipe that is the server's or a test's stderr must not stay open while we run."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR)
