@@ -141,7 +141,7 @@ def test_a_wrong_variable_is_named(option):
 def test_the_json_file_keys_are_the_tables():
     assert sorted(options.json_keys()) == sorted(
         ["types", "destinations", "monitoring", "directory", "pgBinDir", "timezone", "compression",
-         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify", "repository", "walSlot"])
+         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify", "repository", "wal"])
     with pytest.raises(ConfigError, match="backup.retention.*unknown key; known: cleanup, compression"):
         apply_json(default_config(), {"backup": {"retention": {}}}, "f.json")
     assert encryption.JSON == {"enabled": "encryption", "mode": "encryption_mode", "keyFile": "encryption_key_file",
@@ -272,8 +272,9 @@ CLI_NOT_SETTINGS = {
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
     "wal-push": {"--json"},
-    "wal-fetch": {"--destination"},
+    "wal-fetch": {"--destination", "--spool"},
     "wal-receive": {"--json"},
+    "wal-prefetch-stop": set(),
 }
 
 

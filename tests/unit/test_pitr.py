@@ -149,13 +149,27 @@ def test_restore_command_carries_the_repository_and_no_secret(tmp_path, monkeypa
     cfg = load_config(env={"DATABASE_URL": "postgresql://u:s3cret@h/db", "BACKUP_DIR": str(tmp_path / "b"),
                            "BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_KEYRING": str(keyring)})
     command = pitr.restore_command(cfg, config_file=str(tmp_path / "c.json"), command=["/usr/bin/seawall-pgbackup"])
-    assert command.endswith(" wal-fetch %f %p") and "s3cret" not in command and "DATABASE_URL" not in command
+    assert command.endswith(" wal-fetch --spool pg_wal/seawall-prefetch %f %p") and "s3cret" not in command
+    assert "DATABASE_URL" not in command
     assert "--backup-dir %s" % (tmp_path / "b") in command and "--config %s" % (tmp_path / "c.json") in command
     assert "BACKUP_ENCRYPTION=true" in command
     assert "BACKUP_ENCRYPTION_KEYRING='%s'" % str(keyring).replace("%", "%%") in command  # % doubled
     assert "BACKUP_COMPRESSION" not in command and "BACKUP_ACCEPT_UNSIGNED" not in command  # defaults: not carried
     plain = pitr.restore_command(load_config(env={"BACKUP_DIR": "rel"}), command=["seawall-pgbackup"])
-    assert plain == "seawall-pgbackup --backup-dir %s wal-fetch %%f %%p" % os.path.abspath("rel")
+    assert plain == "seawall-pgbackup --backup-dir %s wal-fetch --spool pg_wal/seawall-prefetch %%f %%p" % (
+        os.path.abspath("rel"))
+    off = load_config(env={"BACKUP_DIR": "rel", "BACKUP_WAL_PREFETCH": "0"})
+    assert pitr.restore_command(off, command=["seawall-pgbackup"]) == (
+        "BACKUP_WAL_PREFETCH=0 seawall-pgbackup --backup-dir %s wal-fetch %%f %%p" % os.path.abspath("rel"))
+    assert pitr.recovery_end_command(off, ["seawall-pgbackup"]) is None
+
+
+def test_recovery_end_command_stops_the_prefetcher_without_configuration():
+    cfg = load_config(env={"BACKUP_DIR": "/b"})
+    end = pitr.recovery_end_command(cfg, ["/opt/100% sure/seawall-pgbackup"])
+    assert end == "'/opt/100%% sure/seawall-pgbackup' wal-prefetch-stop pg_wal/seawall-prefetch"
+    settings = pitr.recovery_settings(pitr.parse_target("latest"), "fetch %f %p", 1, end)
+    assert settings[:2] == [("restore_command", "fetch %f %p"), ("recovery_end_command", end)]
 
 
 def test_host_command_is_this_package():
@@ -266,7 +280,8 @@ def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_targe
     (tmp_path / "postgresql.auto.conf").write_text(
         "work_mem = '8MB'\n%s: base-old to time\nrestore_command = 'old %%f %%p'\n"
         "recovery_target_time = '2026-01-01 00:00:00+00'\n  recovery_target_timeline='latest'\n"
-        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n" % pitr.MARK)
+        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n"
+        "recovery_end_command = 'old wal-prefetch-stop x'\n" % pitr.MARK)
     pitr.write_recovery(str(tmp_path), pitr.recovery_settings(pitr.parse_target("latest"), "new %f %p"), "latest")
     active = [line.split("=")[0].strip() for line in (tmp_path / "postgresql.auto.conf").read_text().splitlines()
               if line.strip() and not line.lstrip().startswith("#")]

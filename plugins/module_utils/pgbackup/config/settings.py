@@ -90,6 +90,7 @@ class Config:
     pg_bin_dir: Optional[str] = _default("pg_bin_dir")
     wal_slot: str = _default("wal_slot")  # wal-receive's replication slot
     jobs: int = _default("jobs")
+    wal_prefetch: int = _default("wal_prefetch")  # WAL segments recovery fetches ahead (ops/walprefetch.py)
     timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
     cleanup_schedule: str = _default("cleanup_schedule")

@@ -33,6 +33,7 @@ from ..core.clock import iso, parse_moment
 from ..core.errors import BackupError, ConfigError, NotFound, RestoreError
 from ..core.fsutil import write_file_atomic
 from ..core.runlog import RunLog
+from ..core.walspool import SPOOL
 from ..model.manifest import Backup
 from ..pg.binaries import ClientTools, select_tools
 from ..pg.waldump import WalRecord, dump, format_lsn
@@ -56,11 +57,12 @@ CARRIED = (("BACKUP_ENCRYPTION", "encryption"), ("BACKUP_ENCRYPTION_MODE", "encr
            ("BACKUP_ENCRYPTION_TRUSTED_SIGNERS", "encryption_trusted_signers"),
            ("BACKUP_ENCRYPTION_RETIRED_KEYS", "encryption_retired_keys"),
            ("BACKUP_REPOSITORY_ID", "repository_id"), ("BACKUP_ACCEPT_UNSIGNED", "accept_unsigned"),
-           ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"))
+           ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"), ("BACKUP_WAL_PREFETCH", "wal_prefetch"))
 _XID = re.compile(r"^[0-9]{1,20}$")
 # Recovery settings an earlier point-in-time recovery left (a restored server keeps them after promotion, and its
 # base backups copy the file): beside ours they would add a second target, or stop a 'latest' recovery early.
-_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_target\w*)[ \t]*(?:=|[ \t])[^\r\n]*")
+_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_end_command|recovery_target\w*)[ \t]*(?:=|[ \t])"
+                    rb"[^\r\n]*")
 
 
 # ---------------------------------------------------------------------- targets
@@ -194,13 +196,29 @@ def restore_command(cfg: Config, config_file: Optional[str] = None, command: Opt
         words += ["--config", os.path.abspath(config_file)]
     words += ["--backup-dir", os.path.abspath(cfg.backup_dir)]
     text = " ".join(env + [shlex.quote(w) for w in words])
-    return text.replace("%", "%%") + " wal-fetch %f %p"
+    # The prefetch spool (ops/walprefetch.py) in the restored pg_wal, relative to the data directory the server
+    # runs restore_command in: private to this cluster, on DEST's file system (a rename serves a file), and never
+    # in a base backup of it (pg_basebackup skips pg_wal's contents).
+    spool = " --spool %s" % shlex.quote(SPOOL) if cfg.wal_prefetch > 0 else ""
+    return text.replace("%", "%%") + " wal-fetch%s %%f %%p" % spool
 
 
-def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None) -> List[Tuple[str, str]]:
+def recovery_end_command(cfg: Config, command: Optional[Sequence[str]] = None) -> Optional[str]:
+    """recovery_end_command stopping the prefetcher and removing its spool (None without prefetch). It needs no
+    configuration: core/walspool.py runs it before the engine is loaded."""
+    if cfg.wal_prefetch <= 0:
+        return None
+    words = list(command or host_command()) + ["wal-prefetch-stop", SPOOL]
+    return " ".join(shlex.quote(w) for w in words).replace("%", "%%")
+
+
+def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None,
+                      end_command: Optional[str] = None) -> List[Tuple[str, str]]:
     """The recovery parameters for ``target``, in order (name, value), values unquoted. ``timeline``: the one the
     archive was checked on (else 'latest', which takes the highest timeline archived, a descendant or not)."""
     settings = [("restore_command", fetch_command)]
+    if end_command:
+        settings += [("recovery_end_command", end_command)]
     following = str(timeline) if timeline else "latest"
     if target.kind == "immediate":
         settings += [("recovery_target", "immediate"), ("recovery_target_timeline", "current")]
@@ -678,7 +696,7 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optio
         reach = check_reach(cfg, repo, archive, target, selector, kind)
         target = reach.target
         fetch = restore_command(cfg, config_file)
-        settings = recovery_settings(target, fetch, reach.target_timeline)
+        settings = recovery_settings(target, fetch, reach.target_timeline, recovery_end_command(cfg))
         comment = "%s to %s" % (reach.backup.id, target.describe())
         try:
             with contextlib.ExitStack() as stack:
