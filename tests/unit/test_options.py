@@ -116,7 +116,8 @@ SAMPLES = {"url": "postgresql://backup@db.example:5432/vtt", "str": "/srv/backup
            "backup_type": "schema", "compression": "zstd", "level": "5", "count": "3", "bool": "true",
            "timezone": "Europe/Berlin", "cron": "5 4 * * *", "duration": "2h", "encryption_mode": "age",
            "key_path": "/etc/seawall/key", "recipients": "age1" + "q" * 58,
-           "signers": "ed25519:" + "A" * 43 + "=", "key_ids": "5e2abbef7ea476f9", "repository_id": "vtt-eu-1"}
+           "signers": "ed25519:" + "A" * 43 + "=", "key_ids": "5e2abbef7ea476f9", "repository_id": "vtt-eu-1",
+           "slot_name": "pgbackup_eu_1"}
 EXPECTED = {"level": 5, "count": 3, "bool": True, "recipients": ["age1" + "q" * 58],
             "signers": ["ed25519:" + "A" * 43 + "="], "key_ids": ["5e2abbef7ea476f9"]}
 ENV_ROWS = [o for o in OPTIONS if o.env and o.parsed_by in ("settings", "encryption")]
@@ -140,7 +141,7 @@ def test_a_wrong_variable_is_named(option):
 def test_the_json_file_keys_are_the_tables():
     assert sorted(options.json_keys()) == sorted(
         ["types", "destinations", "monitoring", "directory", "pgBinDir", "timezone", "compression",
-         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify", "repository"])
+         "compressionLevel", "encryption", "jobs", "cleanup", "databaseUrl", "verify", "repository", "wal"])
     with pytest.raises(ConfigError, match="backup.retention.*unknown key; known: cleanup, compression"):
         apply_json(default_config(), {"backup": {"retention": {}}}, "f.json")
     assert encryption.JSON == {"enabled": "encryption", "mode": "encryption_mode", "keyFile": "encryption_key_file",
@@ -271,7 +272,9 @@ CLI_NOT_SETTINGS = {
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
     "wal-push": {"--json"},
-    "wal-fetch": {"--destination"},
+    "wal-fetch": {"--destination", "--spool"},
+    "wal-receive": {"--json"},
+    "wal-prefetch-stop": set(),
 }
 
 

@@ -63,6 +63,7 @@ def test_first_after_is_the_first_commit_or_abort_strictly_later():
     ("xid", "726", "726"),
     ("xid", "4294968022", "4294968022"),  # epoch 1, xid 726
     ("name", "before batch two", "before batch two"),
+    ("name", " padded ", " padded "),  # restore point names are matched exactly
     ("immediate", None, None),
     ("latest", None, None),
 ])
@@ -148,13 +149,27 @@ def test_restore_command_carries_the_repository_and_no_secret(tmp_path, monkeypa
     cfg = load_config(env={"DATABASE_URL": "postgresql://u:s3cret@h/db", "BACKUP_DIR": str(tmp_path / "b"),
                            "BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_KEYRING": str(keyring)})
     command = pitr.restore_command(cfg, config_file=str(tmp_path / "c.json"), command=["/usr/bin/seawall-pgbackup"])
-    assert command.endswith(" wal-fetch %f %p") and "s3cret" not in command and "DATABASE_URL" not in command
+    assert command.endswith(" wal-fetch --spool pg_wal/seawall-prefetch %f %p") and "s3cret" not in command
+    assert "DATABASE_URL" not in command
     assert "--backup-dir %s" % (tmp_path / "b") in command and "--config %s" % (tmp_path / "c.json") in command
     assert "BACKUP_ENCRYPTION=true" in command
     assert "BACKUP_ENCRYPTION_KEYRING='%s'" % str(keyring).replace("%", "%%") in command  # % doubled
     assert "BACKUP_COMPRESSION" not in command and "BACKUP_ACCEPT_UNSIGNED" not in command  # defaults: not carried
     plain = pitr.restore_command(load_config(env={"BACKUP_DIR": "rel"}), command=["seawall-pgbackup"])
-    assert plain == "seawall-pgbackup --backup-dir %s wal-fetch %%f %%p" % os.path.abspath("rel")
+    assert plain == "seawall-pgbackup --backup-dir %s wal-fetch --spool pg_wal/seawall-prefetch %%f %%p" % (
+        os.path.abspath("rel"))
+    off = load_config(env={"BACKUP_DIR": "rel", "BACKUP_WAL_PREFETCH": "0"})
+    assert pitr.restore_command(off, command=["seawall-pgbackup"]) == (
+        "BACKUP_WAL_PREFETCH=0 seawall-pgbackup --backup-dir %s wal-fetch %%f %%p" % os.path.abspath("rel"))
+    assert pitr.recovery_end_command(off, ["seawall-pgbackup"]) is None
+
+
+def test_recovery_end_command_stops_the_prefetcher_without_configuration():
+    cfg = load_config(env={"BACKUP_DIR": "/b"})
+    end = pitr.recovery_end_command(cfg, ["/opt/100% sure/seawall-pgbackup"])
+    assert end == "'/opt/100%% sure/seawall-pgbackup' wal-prefetch-stop pg_wal/seawall-prefetch"
+    settings = pitr.recovery_settings(pitr.parse_target("latest"), "fetch %f %p", 1, end)
+    assert settings[:2] == [("restore_command", "fetch %f %p"), ("recovery_end_command", end)]
 
 
 def test_host_command_is_this_package():
@@ -250,7 +265,12 @@ def test_a_time_target_is_not_refused_because_a_files_mtime_is_before_its_commit
     old = _replace(first, modified_at=datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc))
     scanner = _Records([old, second], {second.wal: records[second.wal]})
     reach = pitr._reach_from(scanner, [old, second], [base], target)  # pylint: disable=protected-access
-    assert reach.stop.xid == 801 and scanner.read == 1
+    # read: the base's own WAL (always, whatever its date: see the next test) and the later file, not the old one
+    old_span = _replace(old, segno=1, wal=wal_name(1, 1))
+    scanner = _Records([old_span, old, second], {second.wal: records[second.wal]})
+    early_base = _physical("base", 1, "0/1000100")
+    reach = pitr._reach_from(scanner, [old_span, old, second], [early_base], target)  # pylint: disable=protected-access
+    assert reach.stop.xid == 801 and scanner.read == 2
 
 
 def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_target(tmp_path):
@@ -260,7 +280,8 @@ def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_targe
     (tmp_path / "postgresql.auto.conf").write_text(
         "work_mem = '8MB'\n%s: base-old to time\nrestore_command = 'old %%f %%p'\n"
         "recovery_target_time = '2026-01-01 00:00:00+00'\n  recovery_target_timeline='latest'\n"
-        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n" % pitr.MARK)
+        "recovery_target_action = 'promote'\nrecovery_target_inclusive = off\n"
+        "recovery_end_command = 'old wal-prefetch-stop x'\n" % pitr.MARK)
     pitr.write_recovery(str(tmp_path), pitr.recovery_settings(pitr.parse_target("latest"), "new %f %p"), "latest")
     active = [line.split("=")[0].strip() for line in (tmp_path / "postgresql.auto.conf").read_text().splitlines()
               if line.strip() and not line.lstrip().startswith("#")]
@@ -324,3 +345,37 @@ def test_the_timeline_recovered_is_the_one_the_archive_was_checked_on():
     assert reach.target_timeline == 2 and reach.timelines == [1, 2]
     immediate = dict(pitr.recovery_settings(pitr.parse_target("immediate"), "fetch %f %p", 2))
     assert immediate["recovery_target_timeline"] == "current"
+
+
+def test_a_base_that_ran_past_a_time_target_by_the_servers_clock_is_not_chosen():
+    """finished_at is the backup host's clock: one that lags the server's dates a base before a target the base
+    actually ran past. The WAL decides: a commit after the target before the base's consistent point refuses that
+    base (PostgreSQL would not start from it), and the next older one is taken."""
+    from seawall_pgbackup.repo.walarchive import Segment, wal_name
+
+    size = 16 * 1024 * 1024
+    moment = datetime(2026, 1, 1, 3, 0, 0, tzinfo=timezone.utc)
+    later = datetime(2026, 1, 1, 3, 0, 1, tzinfo=timezone.utc)
+
+    def segment(segno):
+        return Segment(wal=wal_name(1, segno), timeline=1, segno=segno, digest="0" * 64, size=size, stored="x",
+                       record="y", modified_at=later, archived_at=later, kind="segment")
+
+    older = _physical("base", 1, "0/2000100")
+    newer = _physical("base", 2, "0/4000100")
+    newer.manifest.start_lsn = "0/3000028"
+    segments = [segment(n) for n in (2, 3, 4, 5)]
+    # the commit after the target sits in the newer base's own WAL, before its stop LSN
+    records = {segments[1].wal: [waldump.WalRecord(0x3000200, "commit", 900, later)],
+               segments[3].wal: [waldump.WalRecord(0x5000200, "commit", 901, later)]}
+    target = pitr.parse_target("time", "2026-01-01T03:00:00Z")
+    with pytest.raises(pitr.RestoreError, match="before the backup's consistent point 0/4000100"):
+        pitr._reach_from(_Records(segments, records), segments, [newer], target)  # pylint: disable=protected-access
+    reach = pitr._reach_any(_Records(segments, records), segments,  # pylint: disable=protected-access
+                            [[older], [newer]], target)
+    assert reach.chain == [older] and reach.stop.xid == 900
+    # the same commit after the stop LSN: the newer base is fine
+    records = {segments[3].wal: [waldump.WalRecord(0x5000200, "commit", 901, later)]}
+    reach = pitr._reach_any(_Records(segments, records), segments,  # pylint: disable=protected-access
+                            [[older], [newer]], target)
+    assert reach.chain == [newer] and reach.stop.xid == 901

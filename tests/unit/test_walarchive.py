@@ -485,3 +485,27 @@ def test_cleanup_never_removes_a_data_object_a_push_just_recorded(tmp_path, pgwa
     archive = WalArchive(cfg)
     [segment] = archive.segments()
     assert segment.stored == left and archive.check_data(segment) is None
+
+
+def test_a_fetch_that_cannot_write_says_so_and_stops_recovery(tmp_path, pgwal):
+    """pg_wal full (here: a file size limit, EFBIG from a real short write) is not a damaged archive: the error
+    names the file being written, leaves no partial file, and exits above 125 so PostgreSQL stops recovery."""
+    import resource
+    import subprocess
+    import sys
+
+    env = _env(tmp_path)
+    name = wal_name(1, 11, SEG)
+    WalArchive(load_config(env=env)).push(_write(pgwal, name, _segment_bytes(11)))
+    out = tmp_path / "pg_wal_full" / "RECOVERYXLOG"
+    out.parent.mkdir()
+
+    def small_files():  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (SEG // 2, SEG // 2))
+
+    proc = subprocess.run([sys.executable, "-m", "seawall_pgbackup", "--backup-dir", env["BACKUP_DIR"], "wal-fetch",
+                           name, str(out)], capture_output=True, text=True, preexec_fn=small_files, check=False,
+                          env=dict(os.environ, **env))
+    assert proc.returncode > 125, proc.stderr
+    assert "cannot write %s" % out in proc.stderr and "decoded" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and os.listdir(out.parent) == []

@@ -5,7 +5,15 @@
 
 from __future__ import annotations
 
-from .cli.main import main
+import sys
+
+from .core.walspool import fast
 
 if __name__ == "__main__":
+    # restore_command without the installed command: a prefetched WAL file is served before the CLI is imported
+    SERVED = fast(sys.argv[1:])
+    if SERVED is not None:
+        raise SystemExit(SERVED)
+    from .cli.main import main  # pylint: disable=import-outside-toplevel
+
     raise SystemExit(main())

@@ -24,6 +24,8 @@ from .. import __version__
 from ..config.connection import DbTarget
 from ..config.settings import BACKUP_KINDS, load_config
 from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, InternalError, VerifyError, render
+from ..core.walspool import SPOOL, fast, trace
+from ..core.walspool import stop as stop_prefetch
 from ..repo.catalog import open_repository
 from .encryption import ENCRYPTION_COMMANDS, add_encryption_commands
 
@@ -144,7 +146,19 @@ def _parser() -> argparse.ArgumentParser:
                                              "exit 1 when it is not archived")
     fetch.add_argument("walname", help="the WAL file's name (%%f)")
     fetch.add_argument("dest", help="where to write it (%%p)")
+    fetch.add_argument("--spool", metavar="DIR",
+                       help="serve the file from DIR when a background prefetcher put it there, and start one that "
+                            "fetches the next segments into DIR (wal_prefetch ahead; restore --pgdata writes "
+                            "%s, with wal-prefetch-stop as recovery_end_command)" % SPOOL.replace("%", "%%"))
     _destination_option(fetch)
+    receive = sub.add_parser("wal-receive", help="stream WAL with pg_receivewal through a replication slot and "
+                                                 "archive every completed file (a service; SIGTERM stops it)")
+    receive.add_argument("--slot", help="the physical replication slot, created when missing "
+                                        "(default: $BACKUP_WAL_SLOT, else seawall_pgbackup)")
+    receive.add_argument("--json", action="store_true")
+    stop = sub.add_parser("wal-prefetch-stop", help="stop the WAL prefetcher of a spool and remove the spool "
+                                                    "(recovery_end_command)")
+    stop.add_argument("spool", metavar="DIR")
     add_encryption_commands(sub)
     return parser
 
@@ -406,8 +420,29 @@ def _cmd_wal_push(cfg, args) -> int:
 def _cmd_wal_fetch(cfg, args) -> int:
     from ..ops.wal import wal_fetch  # pylint: disable=import-outside-toplevel
 
+    trace("full", args.walname)
     # Absent: exit 1 without a word (recovery asks for files that were never archived, e.g. the next one).
-    return 0 if wal_fetch(cfg, args.walname, args.dest, args.destination) else 1
+    found = wal_fetch(cfg, args.walname, args.dest, args.destination)
+    if found and args.spool:
+        from ..ops.walprefetch import after_fetch  # pylint: disable=import-outside-toplevel
+
+        after_fetch(cfg, args.spool, args.walname, args.dest, args.destination)
+    return 0 if found else 1
+
+
+def _cmd_wal_prefetch_stop(cfg, args) -> int:  # pylint: disable=unused-argument
+    stop_prefetch(args.spool)  # main() runs it before the configuration is read; here for completeness
+    return 0
+
+
+def _cmd_wal_receive(cfg, args) -> int:
+    from ..ops.walreceive import wal_receive  # pylint: disable=import-outside-toplevel
+
+    # Runs until SIGTERM/SIGINT (exit 0) or until pg_receivewal ends (one line, non-zero: systemd restarts it).
+    result = wal_receive(cfg, args.slot)
+    if args.json:
+        _print_json(result)
+    return 0
 
 
 def _cmd_drill(cfg, args) -> int:
@@ -492,7 +527,8 @@ def _cmd_serve(cfg, args) -> int:
 
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
             "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
-            "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch}
+            "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch,
+            "wal-receive": _cmd_wal_receive, "wal-prefetch-stop": _cmd_wal_prefetch_stop}
 COMMANDS.update(ENCRYPTION_COMMANDS)
 
 
@@ -519,6 +555,11 @@ def _raise_interrupt(signum, frame):  # pylint: disable=unused-argument
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # A prefetched WAL file: no configuration, no parser. Without argv the command's entry (cli/__init__.py,
+    # __main__.py) has already tried.
+    served = fast(argv) if argv is not None else None
+    if served is not None:
+        return served
     args = _parser().parse_args(argv)
     code = _main(args)
     if args.command == "wal-fetch" and 1 < code <= 125:

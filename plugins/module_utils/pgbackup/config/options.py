@@ -139,8 +139,14 @@ OPTIONS: Tuple[Option, ...] = (
     Option("pg_bin_dir", "optional_str", None, "Directory of the PostgreSQL client tools, used alone; unset: "
            "the lowest installed client major at least the server's.", env="BACKUP_PG_BIN_DIR", json="pgBinDir",
            module="pg_bin_dir", module_type="path", cli=("--pg-bin-dir",)),
+    Option("wal_slot", "slot_name", "seawall_pgbackup", "The physical replication slot `wal-receive` streams "
+           "through (pg_receivewal; created when missing): lowercase letters, digits and '_', at most 63.",
+           env="BACKUP_WAL_SLOT", json="wal.slot", cli=("wal-receive --slot",)),
     Option("jobs", "count", 1, "Parallel pg_restore jobs (restore, verify, drill).", env="BACKUP_JOBS", json="jobs",
            modules=("pg_backup_restore.jobs",), cli=("restore --jobs",), minimum=1),
+    Option("wal_prefetch", "count", 8, "WAL segments a point-in-time recovery fetches ahead in the background "
+           "(`wal-fetch --spool`; docs/pitr.md); 0: off. The spool in the restored `pg_wal` holds at most this many.",
+           env="BACKUP_WAL_PREFETCH", json="wal.prefetch"),
     Option("timezone", "timezone", "UTC", "Time zone of the retention slots and of times given without an "
            "offset.", env="BACKUP_TIMEZONE", json="timezone", modules=("pg_backup_retention.timezone",),
            cli=("cleanup --timezone",)),

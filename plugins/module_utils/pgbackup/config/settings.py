@@ -88,7 +88,9 @@ class Config:
     accept_unsigned: bool = _default("accept_unsigned")
     accept_unencrypted: bool = _default("accept_unencrypted")
     pg_bin_dir: Optional[str] = _default("pg_bin_dir")
+    wal_slot: str = _default("wal_slot")  # wal-receive's replication slot
     jobs: int = _default("jobs")
+    wal_prefetch: int = _default("wal_prefetch")  # WAL segments recovery fetches ahead (ops/walprefetch.py)
     timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
     cleanup_schedule: str = _default("cleanup_schedule")
@@ -239,6 +241,16 @@ def parse_repository_id(key: str, value: Any, where: str = "") -> str:
     return text
 
 
+_SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def parse_slot_name(key: str, value: Any, where: str = "") -> str:
+    text = str(value).strip()
+    if not _SLOT_NAME.match(text):
+        raise _bad(key, value, "a replication slot name is 1-63 lowercase letters, digits or '_'", where)
+    return text
+
+
 def _parse_duration_text(key: str, value: Any, where: str = "") -> Any:  # pylint: disable=unused-argument
     """Checked now, kept as written: cleanup reads it with parse_duration."""
     parse_duration(key, value)
@@ -256,7 +268,7 @@ PARSERS = {
     "url": parse_url, "str": _parse_text, "optional_str": _parse_optional_text,
     "backup_type": parse_kind, "compression": parse_compression, "bool": parse_bool, "timezone": parse_timezone,
     "cron": parse_cron, "duration": _parse_duration_text, "probes": _parse_probes,
-    "repository_id": parse_repository_id,
+    "repository_id": parse_repository_id, "slot_name": parse_slot_name,
 }
 
 

@@ -33,11 +33,13 @@ from ..core.clock import iso, parse_moment
 from ..core.errors import BackupError, ConfigError, NotFound, RestoreError
 from ..core.fsutil import write_file_atomic
 from ..core.runlog import RunLog
+from ..core.walspool import SPOOL
 from ..model.manifest import Backup
 from ..pg.binaries import ClientTools, select_tools
 from ..pg.waldump import WalRecord, dump, format_lsn
 from ..repo.catalog import Repository, open_repository, present
 from ..repo.walarchive import Continuity, Segment, WalArchive, continuity, parse_lsn, segment_size_of
+from ..repo.walstream import STREAM, copy_from_stream, with_stream
 from .physical import check_chain, check_empty_target, restore_pgdata, restored_label, scratch_dir
 
 TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
@@ -55,11 +57,12 @@ CARRIED = (("BACKUP_ENCRYPTION", "encryption"), ("BACKUP_ENCRYPTION_MODE", "encr
            ("BACKUP_ENCRYPTION_TRUSTED_SIGNERS", "encryption_trusted_signers"),
            ("BACKUP_ENCRYPTION_RETIRED_KEYS", "encryption_retired_keys"),
            ("BACKUP_REPOSITORY_ID", "repository_id"), ("BACKUP_ACCEPT_UNSIGNED", "accept_unsigned"),
-           ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"))
+           ("BACKUP_ACCEPT_UNENCRYPTED", "accept_unencrypted"), ("BACKUP_WAL_PREFETCH", "wal_prefetch"))
 _XID = re.compile(r"^[0-9]{1,20}$")
 # Recovery settings an earlier point-in-time recovery left (a restored server keeps them after promotion, and its
 # base backups copy the file): beside ours they would add a second target, or stop a 'latest' recovery early.
-_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_target\w*)[ \t]*(?:=|[ \t])[^\r\n]*")
+_STALE = re.compile(rb"(?m)^[ \t]*(?:restore_command|recovery_end_command|recovery_target\w*)[ \t]*(?:=|[ \t])"
+                    rb"[^\r\n]*")
 
 
 # ---------------------------------------------------------------------- targets
@@ -114,10 +117,11 @@ def parse_target(kind: str, value: Optional[str] = None, tz_name: str = "UTC") -
         if not _XID.match(text) or not 3 <= int(text) < 1 << 64:
             raise ConfigError("recovery target xid %r is not a transaction id (a number, 3 or more)" % text[:40])
         return Target("xid", str(int(text)), xid=int(text) & 0xFFFFFFFF)
-    if "\0" in text or len(text.encode("utf-8")) > NAME_LIMIT:
+    name = value or ""  # a restore point's name is matched exactly: ' x' and 'x' are two names
+    if "\0" in name or len(name.encode("utf-8")) > NAME_LIMIT:
         raise ConfigError("recovery target name %r is not a restore point name (at most %d bytes)"
-                          % (text[:80], NAME_LIMIT))
-    return Target("name", text)
+                          % (name[:80], NAME_LIMIT))
+    return Target("name", name)
 
 
 def target_from(time_: Optional[str] = None, lsn: Optional[str] = None, xid: Optional[str] = None,
@@ -192,13 +196,29 @@ def restore_command(cfg: Config, config_file: Optional[str] = None, command: Opt
         words += ["--config", os.path.abspath(config_file)]
     words += ["--backup-dir", os.path.abspath(cfg.backup_dir)]
     text = " ".join(env + [shlex.quote(w) for w in words])
-    return text.replace("%", "%%") + " wal-fetch %f %p"
+    # The prefetch spool (ops/walprefetch.py) in the restored pg_wal, relative to the data directory the server
+    # runs restore_command in: private to this cluster, on DEST's file system (a rename serves a file), and never
+    # in a base backup of it (pg_basebackup skips pg_wal's contents).
+    spool = " --spool %s" % shlex.quote(SPOOL) if cfg.wal_prefetch > 0 else ""
+    return text.replace("%", "%%") + " wal-fetch%s %%f %%p" % spool
 
 
-def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None) -> List[Tuple[str, str]]:
+def recovery_end_command(cfg: Config, command: Optional[Sequence[str]] = None) -> Optional[str]:
+    """recovery_end_command stopping the prefetcher and removing its spool (None without prefetch). It needs no
+    configuration: core/walspool.py runs it before the engine is loaded."""
+    if cfg.wal_prefetch <= 0:
+        return None
+    words = list(command or host_command()) + ["wal-prefetch-stop", SPOOL]
+    return " ".join(shlex.quote(w) for w in words).replace("%", "%%")
+
+
+def recovery_settings(target: Target, fetch_command: str, timeline: Optional[int] = None,
+                      end_command: Optional[str] = None) -> List[Tuple[str, str]]:
     """The recovery parameters for ``target``, in order (name, value), values unquoted. ``timeline``: the one the
     archive was checked on (else 'latest', which takes the highest timeline archived, a descendant or not)."""
     settings = [("restore_command", fetch_command)]
+    if end_command:
+        settings += [("recovery_end_command", end_command)]
     following = str(timeline) if timeline else "latest"
     if target.kind == "immediate":
         settings += [("recovery_target", "immediate"), ("recovery_target_timeline", "current")]
@@ -371,11 +391,29 @@ class _Scanner:
         self.records[segment.wal] = records
         return records
 
+    def stream_end(self, walk: Continuity) -> None:
+        """When the walk ends in wal-receive's in-progress .partial (repo/walstream.py), it reaches where that
+        file's valid records end (pg_waldump stops there and says where), not the end of its segment."""
+        last = walk.last
+        if last is None or not last.stored.startswith(STREAM + "/") or not last.stored.endswith(".partial"):
+            return
+        folder = os.path.join(self.scratch, "end")
+        os.makedirs(folder, 0o700, exist_ok=True)
+        try:
+            self._fetch(last, folder)
+            _records, error = dump(self.tools, folder, last.wal, limit=None)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        found = re.findall(r"\bat ([0-9A-F]{1,8}/[0-9A-F]{1,8})", error or "")
+        if found and parse_lsn(walk.start_lsn) <= parse_lsn(found[-1]) < parse_lsn(walk.reached_lsn):
+            walk.reached_lsn = format_lsn(parse_lsn(found[-1]))
+
     def _fetch(self, segment: Segment, folder: str) -> None:
         path = os.path.join(folder, segment.wal)
         if os.path.exists(path):
             return
-        if not self.archive.fetch(segment.wal, path):
+        if not self.archive.fetch(segment.wal, path) and not (
+                segment.stored.startswith(STREAM + "/") and copy_from_stream(self.archive.root, segment.wal, path)):
             raise RestoreError("WAL file %s vanished from the archive while it was read" % segment.wal)
 
     def at(self, path: List[Segment], lsn: int, every: bool = True, limit: Optional[int] = 1,
@@ -444,7 +482,8 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     Reads only (WAL files are fetched into the backup directory's scratch and removed). ``target`` None: the
     WAL-method incremental ``selector`` names, to its end."""
     candidates = chains(repo, selector, kind)
-    segments = archive.segments()
+    # with wal-receive's stream (its completed files and .partial), which wal-fetch serves when the archive lacks them
+    segments = with_stream(archive.root, archive.segments())
     link = None
     if target is None:  # a WAL-method link restored by its id: recovery to its end
         if selector == "latest" or not candidates:
@@ -456,6 +495,8 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     if target.kind == "immediate":
         chain = candidates[-1]
         return Reach(target, chain, chain[-1].manifest.stop_lsn or "0/0")
+    # finished_at is the backup host's clock, commit times the server's: a host clock behind the server's is
+    # caught by _reach_from when the commit after the target lies in the backup's own WAL.
     if target.kind == "time" and selector == "latest":
         before = [c for c in candidates if _end_time(c[-1]) < (target.moment or _end_time(c[-1]))]
         if not before:
@@ -478,7 +519,7 @@ def check_reach(cfg: Config, repo: Repository, archive: WalArchive, target: Opti
     scratch = scratch_dir(cfg, "pitr")
     try:
         scanner = _Scanner(archive, segments, tools, scratch)
-        if target.kind in ("xid", "name"):
+        if target.kind in ("xid", "name", "time"):
             reach = _reach_any(scanner, segments, candidates, target)
         else:  # the newest chain that may start it: an older one replays the same archive, only longer
             reach = _reach_from(scanner, segments, candidates[-1], target)
@@ -519,13 +560,14 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     stop = start = last.manifest.stop_lsn or "0/0"
     timeline = last.manifest.timeline or 1
     walk = continuity(segments, start, timeline)
+    path = scanner.path(walk, start)
+    scanner.stream_end(walk)
     reached = walk.reached_lsn if parse_lsn(walk.reached_lsn) > parse_lsn(start) else None
     reach = Reach(target, chain, walk.reached_lsn, timelines=list(walk.timelines), target_timeline=walk.target_timeline)
     reaches = "the archive holds no WAL from %s (timeline %d) on" % (start, timeline) if reached is None else \
         "the archive reaches %s from %s (timeline %s)%s" % (
             walk.reached_lsn, start, ",".join(str(t) for t in walk.timelines) or timeline,
             ", then %s is missing" % walk.gaps[0] if walk.gaps else "")
-    path = scanner.path(walk, start)
     if target.kind == "latest":
         if walk.gaps:
             raise RestoreError("cannot restore to %s from %s: %s (restore to an LSN before the gap instead)"
@@ -551,12 +593,20 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
         def after(record: WalRecord) -> bool:
             return record.kind in ("commit", "abort") and record.moment is not None and record.moment > moment
 
-        found = scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
+        # Recovery stops at the first commit after the target; one before the consistent point (the backup ran
+        # past the target by the server's clock) makes PostgreSQL refuse to start: take an older chain instead.
+        inside = scanner.first(_backup_span(scanner, last), lambda r: after(r) and r.lsn < parse_lsn(stop))
+        found = inside or scanner.first(path, after, skip=lambda s: s.modified_at <= moment - MTIME_SLACK)
         if found is None:
             found = scanner.first(path, after)
         if found is None:
             raise RestoreError("cannot restore to %s from %s: %s, with no commit after that time (recovery would end "
                                "before the target)" % (target.describe(), last.id, reaches))
+        if found.lsn < parse_lsn(stop):
+            raise RestoreError("cannot restore to %s from %s: the commit at %s (%s) is after it and before the "
+                               "backup's consistent point %s (the backup ended after the target by the server's "
+                               "clock)" % (target.describe(), last.id, found.lsn_text,
+                                           iso(found.moment) if found.moment else "?", stop))
         reach.stop = found
         return reach
     if target.kind == "xid":
@@ -574,10 +624,22 @@ def _reach_from(scanner: _Scanner, segments: List[Segment], chain: List[Backup],
     return reach
 
 
+def _backup_span(scanner: _Scanner, backup: Backup) -> List[Segment]:
+    """The archived files of the backup's own WAL (start to stop LSN, its timeline); [] when not archived."""
+    if not scanner.segments:
+        return []
+    size = segment_size_of(scanner.segments[0])
+    first = parse_lsn(backup.manifest.start_lsn or backup.manifest.stop_lsn or "0/0") // size
+    last = parse_lsn(backup.manifest.stop_lsn or "0/0") // size
+    timeline = backup.manifest.timeline or 1
+    return sorted((s for s in scanner.segments if s.timeline == timeline and first <= (s.segno or 0) <= last),
+                  key=lambda s: s.segno or 0)
+
+
 def _reach_any(scanner: _Scanner, segments: List[Segment], candidates: List[List[Backup]],
                target: Target) -> Reach:
-    """For xid and name targets: the newest chain that ends before the record; older chains are tried when the
-    record lies inside a newer one or before it."""
+    """For time, xid and name targets: the newest chain that ends before the record; older chains are tried when
+    the record lies inside a newer one or before it."""
     error: Optional[RestoreError] = None
     for chain in reversed(candidates):
         try:
@@ -634,7 +696,7 @@ def restore_point_in_time(cfg: Config, selector: str, pgdata: str, target: Optio
         reach = check_reach(cfg, repo, archive, target, selector, kind)
         target = reach.target
         fetch = restore_command(cfg, config_file)
-        settings = recovery_settings(target, fetch, reach.target_timeline)
+        settings = recovery_settings(target, fetch, reach.target_timeline, recovery_end_command(cfg))
         comment = "%s to %s" % (reach.backup.id, target.describe())
         try:
             with contextlib.ExitStack() as stack:

@@ -10,12 +10,14 @@ reads every data object back (``verify --wal``).
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from ..config.settings import Config
 from ..core.errors import BackupError
 from ..repo.walarchive import DEFAULT_SEGMENT_SIZE, Segment, WalArchive, archive_status
+from ..repo.walstream import copy_from_stream, stream_dir
 
 
 def wal_push(cfg: Config, path: str) -> Dict[str, Any]:
@@ -30,6 +32,23 @@ def wal_push(cfg: Config, path: str) -> Dict[str, Any]:
 def wal_fetch(cfg: Config, walname: str, dest: str, destination: Optional[str] = None) -> bool:
     """restore_command: the archived ``walname`` at ``dest``; False when archived nowhere."""
     archive = WalArchive(cfg, destination)
+    try:
+        if archive.fetch(walname, dest):
+            return True
+        return not destination and _from_stream(cfg, walname, dest)
+    finally:
+        archive.close()
+
+
+def _from_stream(cfg: Config, walname: str, dest: str) -> bool:
+    """When no archive holds ``walname``: wal-receive's stream directory (repo/walstream.py), its completed file or
+    its in-progress ``.partial`` (the WAL received since the last completed segment: a lost data directory then
+    loses only what pg_receivewal had not received). A file pushed and removed meanwhile is in the archive."""
+    if not os.path.lexists(stream_dir(cfg.backup_dir)):
+        return False  # no wal-receive here
+    if copy_from_stream(cfg.backup_dir, walname, dest):
+        return True
+    archive = WalArchive(cfg)
     try:
         return archive.fetch(walname, dest)
     finally:

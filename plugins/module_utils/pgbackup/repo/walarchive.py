@@ -705,7 +705,7 @@ class WalArchive:
             raise
         return decompressing_reader(stream, segment.compression), hashing
 
-    def _read_checked(self, store: Store, segment: Segment, out: Optional[BinaryIO] = None) -> None:
+    def _read_checked(self, store: Store, segment: Segment, out: Optional[_Sink] = None) -> None:
         """Read a data object through (its raw bytes to ``out``); VerifyError unless the stored and the raw bytes
         are the ones its record names (decoding errors of damaged bytes propagate)."""
         reader, hashing = self.open_raw(store, segment)
@@ -730,10 +730,13 @@ class WalArchive:
                                                        secrets.token_hex(4)))
         try:
             with create_private(temp) as out:
-                self._read_checked(store, segment, out)
-                out.flush()
-                os.fsync(out.fileno())
+                sink = _Sink(out)
+                self._read_checked(store, segment, sink)
+                sink.finish()
             os.replace(temp, dest_path)
+        except _WriteFailed as exc:  # pg_wal full or failing: not the archive's fault
+            remove_quietly(temp)
+            raise BackupError("cannot write %s: %s" % (dest_path, exc.reason), step="wal-fetch") from None
         except (AuthenticationFailed, EOFError) as exc:
             remove_quietly(temp)
             raise VerifyError("%s" % (str(exc) or "data object %s is truncated" % segment.stored)) from None
@@ -895,6 +898,32 @@ def archive_status(cfg: Any, destination: Optional[str] = None, now: Optional[da
                       from_backup=backup.id if backup else None, timelines=walk.timelines,
                       last=walk.last.wal if walk.last else None)
     return status
+
+
+class _WriteFailed(Exception):
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc.strerror or str(exc))
+        self.reason = exc.strerror or str(exc)
+
+
+class _Sink:
+    """The fetched file being written: its I/O errors (ENOSPC, EIO) apart from the archive's decoding errors."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.out.write(data)
+        except OSError as exc:
+            raise _WriteFailed(exc) from None
+
+    def finish(self) -> None:
+        try:
+            self.out.flush()
+            os.fsync(self.out.fileno())
+        except OSError as exc:
+            raise _WriteFailed(exc) from None
 
 
 def _decoded(reader: BinaryIO) -> bytes:
