@@ -1,6 +1,6 @@
-"""Run ``python -m seawall_pgbackup ...`` and record this process's own resource usage.
+"""Run ``python -m seawall_pgbackup.cli.run ...`` and record this process's own resource usage.
 
-bench.py starts seawall through this wrapper instead of ``python -m seawall_pgbackup``
+bench.py starts seawall through this wrapper instead of ``python -m seawall_pgbackup.cli.run``
 (runpy.run_module with alter_sys=True is what ``-m`` does), because the rusage that
 wait4() returns for a process merges its waited-for children: its ru_maxrss would be
 max(Python, pg_dump).  At exit we write RUSAGE_SELF (the Python process alone: peak RSS,
@@ -39,4 +39,4 @@ def _dump() -> None:
 
 atexit.register(_dump)
 sys.argv[0] = "seawall_pgbackup"
-runpy.run_module("seawall_pgbackup", run_name="__main__", alter_sys=True)
+runpy.run_module("seawall_pgbackup.cli.run", run_name="__main__", alter_sys=True)

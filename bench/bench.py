@@ -301,8 +301,9 @@ def encryption_env(mode: str) -> dict[str, str]:
         key.write_text(os.urandom(32).hex() + "\n")
         key.chmod(0o600)
         return {"BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_KEY_FILE": str(key)}
-    made = json.loads(subprocess.run([PYTHON, "-m", "seawall_pgbackup", "keygen", "--age", str(keys / "age.txt"),
-                                      "--json"], capture_output=True, text=True, check=True).stdout)
+    made = json.loads(subprocess.run([PYTHON, "-m", "seawall_pgbackup.cli.run", "keygen", "--age",
+                                      str(keys / "age.txt"), "--json"], capture_output=True, text=True,
+                                     check=True).stdout)
     return {"BACKUP_ENCRYPTION": "true", "BACKUP_ENCRYPTION_MODE": "age", "BACKUP_ENCRYPTION_RECIPIENTS": made["recipient"]}
 
 

@@ -145,7 +145,7 @@ def seawall(state: dict, *args: str) -> dict:
     """Run the seawall CLI as the server's OS user (the repository that receives WAL is that user's)."""
     env = seawall_env(state)
     python, path = server_python()
-    argv = common.as_server_user(["env", "PYTHONPATH=" + path, python, "-m", "seawall_pgbackup",
+    argv = common.as_server_user(["env", "PYTHONPATH=" + path, python, "-m", "seawall_pgbackup.cli.run",
                                   "--pg-bin-dir", str(common.PG_BIN)] + list(args))
     with open(os.devnull, "wb") as sink:
         return common.measure(argv, env, sink)
@@ -175,7 +175,8 @@ def write_configs() -> None:
 
 def archive_command(with_pgbackrest: bool) -> str:
     python, path = server_python()
-    seawall_push = "PYTHONPATH=%s BACKUP_DIR=%s %s -m seawall_pgbackup wal-push %%p" % (path, SEAWALL_REPO, python)
+    seawall_push = "PYTHONPATH=%s BACKUP_DIR=%s %s -m seawall_pgbackup.cli.run wal-push %%p" % (
+        path, SEAWALL_REPO, python)
     if not with_pgbackrest:
         return "archive_command = '%s'\n" % seawall_push
     return ("archive_command = 'pgbackrest --config=%s --stanza=%s archive-push %%p && %s'\n"
@@ -327,7 +328,7 @@ def rpo_after_crash(state: dict) -> dict:
 
     def receiver() -> subprocess.Popen:
         python, path = server_python()
-        argv = common.as_server_user(["env", "PYTHONPATH=" + path, python, "-m", "seawall_pgbackup",
+        argv = common.as_server_user(["env", "PYTHONPATH=" + path, python, "-m", "seawall_pgbackup.cli.run",
                                       "--pg-bin-dir", str(common.PG_BIN), "wal-receive"])
         proc = subprocess.Popen(argv, env=seawall_env(state), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)

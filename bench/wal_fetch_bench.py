@@ -32,7 +32,7 @@ MiB = 1 << 20
 
 def command() -> List[str]:
     found = shutil.which("seawall-pgbackup", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    return [found] if found else [sys.executable, "-m", "seawall_pgbackup"]
+    return [found] if found else [sys.executable, "-m", "seawall_pgbackup.cli.run"]
 
 
 def segment_bytes(number: int) -> bytes:

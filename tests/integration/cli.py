@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
-COMMAND = [sys.executable, "-m", "seawall_pgbackup"]
+COMMAND = [sys.executable, "-m", "seawall_pgbackup.cli.run"]
 
 
 def cli_env(database_url: Optional[str], backup_dir: str, **extra: str) -> Dict[str, str]:

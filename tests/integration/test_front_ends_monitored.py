@@ -1,7 +1,7 @@
 """A backup taken through Ansible is monitored exactly like a timer's: issue #10.
 
 The same real PostgreSQL 15 database is backed up once by the ``seawall.pgbackup.pg_backup`` module through
-``ansible-playbook`` (what an AWX job runs) and once by ``python -m seawall_pgbackup create`` (what the timer
+``ansible-playbook`` (what an AWX job runs) and once by ``python -m seawall_pgbackup.cli.run create`` (what the timer
 runs), with one configuration: a webhook notification on success and a metrics textfile directory. The run
 records, the metric names with their label sets and the notifications must be the same apart from what
 differs between two runs (times, duration, pid, backup id). A failing run is recorded and notified the same

@@ -183,8 +183,8 @@ def test_metrics_file_and_serve(repo, receivers, tmp_path):
     assert samples[("seawall_backup_disk_free_bytes", ())] > 0
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "seawall_pgbackup", "serve", "--listen", "127.0.0.1:%d" % port],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "seawall_pgbackup.cli.run", "serve", "--listen",
+                               "127.0.0.1:%d" % port], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         body = _get("http://127.0.0.1:%d/metrics" % port)
         served = _samples(parser, body[1])

@@ -271,7 +271,7 @@ def test_an_unprivileged_user_on_its_own_repository(db, tmp_path):
                           PYTHONPATH=str(shim))
         env.pop("XDG_RUNTIME_DIR", None)
         env.pop("RUNTIME_DIRECTORY", None)
-        command = [SYSTEM_PYTHON, "-m", "seawall_pgbackup"]
+        command = [SYSTEM_PYTHON, "-m", "seawall_pgbackup.cli.run"]
         usable = subprocess.run(_as_nobody(env) + command + ["--version"], capture_output=True, check=False)
         if usable.returncode != 0:
             pytest.skip("nobody cannot run the engine here: %s" % usable.stderr.decode()[-200:])

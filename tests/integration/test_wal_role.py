@@ -280,7 +280,7 @@ def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major,
         (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
         # The installed command (tooling's venv) stands here for this worktree's engine.
         engine = install / "bin/seawall-pgbackup"
-        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
                           % (base / "shim", SYSTEM_PYTHON))
         engine.chmod(0o755)
         # As seawall.pgbackup.tooling writes them with pgbackup_user=postgres (owner.yml).
@@ -478,8 +478,8 @@ def test_the_installed_receiver_archives_until_sigterm_and_its_slot_goes_with_it
     _needs_psycopg2()
     (tmp_path / "shim").mkdir()
     (tmp_path / "shim/seawall_pgbackup").symlink_to(ENGINE)
-    probe = subprocess.run([SYSTEM_PYTHON, "-m", "seawall_pgbackup", "wal-receive", "--help"], capture_output=True,
-                           text=True, env=dict(os.environ, PYTHONPATH=str(tmp_path / "shim")), check=False)
+    probe = subprocess.run([SYSTEM_PYTHON, "-m", "seawall_pgbackup.cli.run", "wal-receive", "--help"],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(tmp_path / "shim")), check=False)
     if probe.returncode != 0:  # issue 12: the engine's wal-receive is another part; the lead re-runs this after it
         pytest.skip("this engine has no `seawall-pgbackup wal-receive` yet")
     try:
@@ -498,7 +498,7 @@ def test_the_installed_receiver_archives_until_sigterm_and_its_slot_goes_with_it
         (base / "shim").mkdir()
         (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
         engine = install / "bin/seawall-pgbackup"
-        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
                           % (base / "shim", SYSTEM_PYTHON))
         engine.chmod(0o755)
         config.mkdir(mode=0o750)
@@ -758,7 +758,7 @@ def test_restore_playbook_recovers_to_a_time_from_the_archive(ansible_ready):
         # The installed command, as restore_command will run it (found on PATH by the engine).
         bin_dir = arch.owned_dir("bin")
         command = bin_dir / "seawall-pgbackup"
-        command.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+        command.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
                            % (arch.env["PYTHONPATH"], SYSTEM_PYTHON))
         command.chmod(0o755)
         where = arch.owned_dir("restored")
@@ -824,7 +824,7 @@ def test_the_scheduled_base_and_hourly_incremental_jobs_run_as_the_server_user(a
         base = arch.base
         libexec, config = arch.owned_dir("libexec"), arch.owned_dir("etc")
         engine = libexec / "seawall-pgbackup"
-        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup "$@"\n'
+        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
                           % (arch.env["PYTHONPATH"], SYSTEM_PYTHON))
         engine.chmod(0o755)
         arch.owned_file(config, "config.json", arch.config_file.read_bytes())

@@ -68,7 +68,7 @@ class Archiving:
     backup_dir: Path
     config_file: Path
     env: Dict[str, str]         # the CLI's environment as the server user
-    command: List[str]          # [python, -m, seawall_pgbackup, --config, FILE]
+    command: List[str]          # [python, -m, seawall_pgbackup.cli.run, --config, FILE]
     user: pwd.struct_passwd
     config: Dict[str, Any] = field(default_factory=dict)
     keys: Dict[str, str] = field(default_factory=dict)  # what was made: key ids, public keys, file paths
@@ -220,7 +220,7 @@ def archiving(major: int, *, archive_timeout: int = 60, encryption: Optional[str
         cli_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(base), "TMPDIR": str(base),
                    "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONPATH": ":".join(python_path)}
         cli_env.update(env or {})
-        command = [SYSTEM_PYTHON, "-m", "seawall_pgbackup", "--config", str(config_file)]
+        command = [SYSTEM_PYTHON, "-m", "seawall_pgbackup.cli.run", "--config", str(config_file)]
         server_settings = {"wal_level": "replica", "archive_mode": "on", "archive_timeout": str(archive_timeout),
                            "max_wal_senders": "5",
                            "archive_command": "%s wal-push %%p" % " ".join(command)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from datetime import datetime, timezone
 
@@ -174,7 +175,7 @@ def test_recovery_end_command_stops_the_prefetcher_without_configuration():
 
 def test_host_command_is_this_package():
     words = pitr.host_command()
-    assert words[-2:] == ["-m", "seawall_pgbackup"] or os.path.basename(words[0]) == pitr.HOST_COMMAND
+    assert words[-2:] == ["-m", "seawall_pgbackup.cli.run"] or os.path.basename(words[0]) == pitr.HOST_COMMAND
 
 
 SYSTEM = "7412345678901234567"
@@ -290,8 +291,8 @@ def test_recovery_settings_left_by_an_earlier_recovery_do_not_add_a_second_targe
 
 def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
     """From the Ansible module (sys.argv[0] is its AnsiballZ payload, the engine imported from the collection) on
-    a host without seawall-pgbackup on PATH, 'python -m seawall_pgbackup wal-fetch' fails at recovery with exit 1,
-    which PostgreSQL takes for the end of the archive: a 'latest' recovery would silently stop at the backup."""
+    a host without seawall-pgbackup on PATH, 'python -m seawall_pgbackup.cli.run wal-fetch' fails at recovery with
+    exit 1, which PostgreSQL takes for the end of the archive: a 'latest' recovery would silently stop at the backup."""
     import importlib.util
 
     real = importlib.util.find_spec
@@ -304,16 +305,17 @@ def test_restore_command_is_never_a_module_this_host_cannot_import(monkeypatch):
 
 
 def test_python_m_carries_the_pythonpath_this_run_found_the_package_on(monkeypatch):
-    """Run as ``python -m seawall_pgbackup`` with PYTHONPATH (a checkout, a venv the server's user cannot use): the
-    server has none of our environment, so without it wal-fetch would exit 1 ("not archived") at every file."""
-    monkeypatch.setattr(pitr.sys, "argv", [os.path.join(os.path.dirname(pitr.__file__), "..", "__main__.py")])
+    """Run as ``python -m seawall_pgbackup.cli.run`` with PYTHONPATH (a checkout, a venv the server's user cannot
+    use): the server has none of our environment, so without it wal-fetch would exit 1 ("not archived") at every file."""
+    monkeypatch.setattr(pitr.sys.modules["__main__"], "__spec__",
+                        importlib.util.find_spec(pitr.RUN_MODULE), raising=False)  # as run by python -m
     monkeypatch.setattr(pitr.shutil, "which", lambda name: None)
     monkeypatch.setenv("PYTHONPATH", "/srv/my checkout:/opt/libs")
     assert pitr.host_command()[:2] == ["env", "PYTHONPATH=/srv/my checkout:/opt/libs"]
     command = pitr.restore_command(load_config(env={"BACKUP_DIR": "/b"}))
     assert command.startswith("env 'PYTHONPATH=/srv/my checkout:/opt/libs' ")
     monkeypatch.delenv("PYTHONPATH")
-    assert pitr.host_command()[1:] == ["-m", "seawall_pgbackup"]
+    assert pitr.host_command()[1:] == ["-m", "seawall_pgbackup.cli.run"]
 
 
 def test_the_timeline_recovered_is_the_one_the_archive_was_checked_on():

@@ -503,8 +503,8 @@ def test_a_fetch_that_cannot_write_says_so_and_stops_recovery(tmp_path, pgwal):
     def small_files():  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (SEG // 2, SEG // 2))
 
-    proc = subprocess.run([sys.executable, "-m", "seawall_pgbackup", "--backup-dir", env["BACKUP_DIR"], "wal-fetch",
-                           name, str(out)], capture_output=True, text=True, preexec_fn=small_files, check=False,
+    proc = subprocess.run([sys.executable, "-m", "seawall_pgbackup.cli.run", "--backup-dir", env["BACKUP_DIR"],
+                           "wal-fetch", name, str(out)], capture_output=True, text=True, preexec_fn=small_files, check=False,
                           env=dict(os.environ, **env))
     assert proc.returncode > 125, proc.stderr
     assert "cannot write %s" % out in proc.stderr and "decoded" not in proc.stderr, proc.stderr

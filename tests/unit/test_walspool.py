@@ -234,8 +234,8 @@ def _cli(*args, cwd):
     import subprocess  # pylint: disable=import-outside-toplevel
     import sys  # pylint: disable=import-outside-toplevel
 
-    return subprocess.run([sys.executable, "-m", "seawall_pgbackup"] + list(args), cwd=str(cwd), capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run([sys.executable, "-m", "seawall_pgbackup.cli.run"] + list(args), cwd=str(cwd),
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_the_command_serves_the_spool_before_reading_any_configuration(tmp_path, spool):

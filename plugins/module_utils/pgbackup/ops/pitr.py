@@ -46,6 +46,7 @@ TARGET_KINDS = ("time", "lsn", "xid", "name", "immediate", "latest")
 MTIME_SLACK = timedelta(seconds=5)  # file-system timestamps may lag the clock commit times are read from
 NAME_LIMIT = 63  # MAXFNAMELEN - 1: the longest restore point name PostgreSQL keeps
 HOST_COMMAND = "seawall-pgbackup"
+RUN_MODULE = "seawall_pgbackup.cli.run"  # python -m RUN_MODULE: the command without its console script
 AUTO_CONF = "postgresql.auto.conf"
 MARK = "# seawall.pgbackup point-in-time recovery"
 # Settings wal-fetch needs to read the archive as this run does (paths and public keys only, never key material),
@@ -151,20 +152,21 @@ def conf_quote(value: str) -> str:
 
 
 def host_command() -> List[str]:
-    """How the server runs this package: the installed command we run as, else ``python -m seawall_pgbackup``."""
+    """How the server runs this package: the installed command we run as, else ``python -m RUN_MODULE``."""
     argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if os.path.basename(argv0) == HOST_COMMAND and os.access(argv0, os.X_OK):
         return [argv0]
-    if os.path.basename(argv0) != "__main__.py" or "seawall_pgbackup" not in argv0:
+    running = getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None)
+    if running != RUN_MODULE:
         found = shutil.which(HOST_COMMAND)
         if found:
             return [os.path.abspath(found)]
     if importlib.util.find_spec("seawall_pgbackup") is None:
-        # e.g. run from the Ansible module: "python -m seawall_pgbackup" would fail at recovery with exit 1, which
+        # e.g. run from the Ansible module: "python -m RUN_MODULE" would fail at recovery with exit 1, which
         # PostgreSQL takes for the end of the archive (a 'latest' recovery would stop at the backup, silently)
         raise ConfigError("restore_command needs the %s command on this host (install the package, e.g. the "
                           "tooling role, so that it is on PATH)" % HOST_COMMAND)
-    command = [sys.executable, "-m", "seawall_pgbackup"]
+    command = [sys.executable, "-m", RUN_MODULE]
     if os.environ.get("PYTHONPATH"):  # where this run found the package (and its libraries): the server has not it
         command = ["env", "PYTHONPATH=" + os.environ["PYTHONPATH"]] + command
     return command
