@@ -75,8 +75,8 @@ def test_an_ambiguous_url_is_refused_without_echoing_it():
 @pytest.mark.parametrize("url, described", [
     ("postgresql://backup:s3cret@db1.example:5433/app", "server db1.example:5433, database app, user backup"),
     ("postgresql://backup@db1/app", "server db1:5432, database app, user backup"),
-    ("postgresql:///app?host=/var/run/postgresql&port=5499", "server /var/run/postgresql:5499, database app, "
-                                                            "user (default)"),
+    ("postgresql:///app?host=/var/run/postgresql&port=5499",
+     "server /var/run/postgresql:5499, database app, user (default)"),
     ("postgresql://[::1]:6000/x?user=bob", "server ::1:6000, database x, user bob"),
 ])
 def test_messages_name_the_server_never_the_password_or_the_url_as_written(url, described):

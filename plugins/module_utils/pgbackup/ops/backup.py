@@ -305,8 +305,8 @@ class BackupRun:
         checked = [_check_writable(self.repo.root or self.cfg.backup_dir)]
         psql = any_psql(self.cfg.pg_bin_dir)
         info = server_info(psql, self.target)
-        checked.append("connected to %s as %s (PostgreSQL %d)" % (self.target.describe(), info.current_user,
-                                                                   info.major))
+        checked.append("connected to %s as %s (PostgreSQL %d)"
+                       % (self.target.describe(), info.current_user, info.major))
         wal_link = False
         if self.kind == "incremental":
             checked.append("parent %s" % self._parent(info).id)
@@ -318,7 +318,8 @@ class BackupRun:
                      "a WAL-method incremental needs EXECUTE on pg_switch_wal() for role %s" % info.current_user)
         elif self.kind in PHYSICAL_KINDS:
             tools = ("pg_basebackup", "psql")
-            _require(psql, self.target, "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+            _require(psql, self.target,
+                     "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
                      "a base backup needs a replication connection: role %s needs REPLICATION (or superuser)"
                      % info.current_user)
         elif self.kind != "globals":
