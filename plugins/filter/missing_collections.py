@@ -13,7 +13,8 @@ description:
   - Returns the names of the input list that Ansible cannot load on the controller, in the input's order, so a role
     can stop with one clear message (which collections, which requirements file) before a module is not found.
   - galaxy.yml requires only what the modules and the default roles need; the Windows scheduled tasks and the
-    cloud set-up use collections the user installs for that use (C(requirements-windows.yml), C(requirements-cloud.yml)).
+    cloud set-up use collections the user installs for that use (C(requirements-windows.yml),
+    C(requirements-cloud.yml)).
 options:
   _input:
     description: Collection names, C(namespace.name).

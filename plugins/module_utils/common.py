@@ -30,8 +30,8 @@ def pgbackup_common_argument_spec():
     """The connection and repository options of every module (a fresh dict per call), from the option table.
 
     No argspec defaults: the engine applies the environment, then the config file, then its own default
-    (BACKUP_DIR, "directory", the option table's module default) -- the same order as the seawall-pgbackup command. Encryption
-    options only say where keys are (docs/encryption.md); keys stay in 0600 files.
+    (BACKUP_DIR, "directory", the option table's module default) -- the same order as the seawall-pgbackup
+    command. Encryption options only say where keys are (docs/encryption.md); keys stay in 0600 files.
     """
     spec = {}
     for option in module_options():
