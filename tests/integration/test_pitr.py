@@ -38,26 +38,6 @@ def _restore(arch: Archiving, env: Dict[str, str], where: Path, *target: str, ch
     return json.loads(done.stdout) if check else done
 
 
-def _start(arch: Archiving, where: Path) -> PgCluster:
-    """A server on the restored ``where/data``, with the CLI's environment (restore_command runs our wal-fetch)."""
-    source = arch.cluster
-    restored = PgCluster(source.bin_dir, name="pitr%d" % source.major, base_dir=where, password=source.password)
-    os.chmod(where, 0o755)
-    for folder in (restored.socket_dir, restored.log_file.parent):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        _chown(arch, folder)
-    plain = restored._server_env  # pylint: disable=protected-access
-
-    def server_env() -> Dict[str, str]:
-        found = plain()
-        found.update(arch.env)
-        return found
-
-    restored._server_env = server_env  # type: ignore[method-assign]  # pylint: disable=protected-access
-    restored._initialized = True  # pylint: disable=protected-access
-    return restored.start()
-
-
 def _batches(restored: PgCluster) -> List[int]:
     rows = restored.psql("SELECT batch, count(*) FROM pitr_rows GROUP BY batch ORDER BY batch", db="pitr")
     assert all(count == "100" for _b, count in rows), rows  # whole transactions only
@@ -73,7 +53,7 @@ def _recovered(arch: Archiving, env: Dict[str, str], name: str, *target: str) ->
     auto = (data / "postgresql.auto.conf").read_text()
     assert "restore_command = '" in auto and "wal-fetch --spool pg_wal/seawall-prefetch %f %p'" in auto
     assert (data / "recovery.signal").is_file()
-    restored = _start(arch, where)
+    restored = arch.start_restored(where, "pitr%d" % arch.cluster.major)
     try:
         deadline = time.monotonic() + 90  # hot standby answers before recovery has ended and promoted
         while restored.scalar("SELECT pg_is_in_recovery()") != "f" and time.monotonic() < deadline:

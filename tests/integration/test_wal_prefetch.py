@@ -18,32 +18,11 @@ from typing import Dict, List, Optional
 
 from tests.integration.test_pitr import _batch, _batches, _chown, _restore
 from tests.support.archiving import Archiving, archiving
-from tests.support.pgcluster import PgCluster, PgClusterError
+from tests.support.pgcluster import PgClusterError
 
 SPOOL = Path("pg_wal") / "seawall-prefetch"
 TRACE = "SEAWALL_TEST_WAL_FETCH_TRACE"
 ROWS = "SELECT md5(string_agg(batch || ':' || n || ':' || note, ',' ORDER BY batch, n)) FROM pitr_rows"
-
-
-def _start(arch: Archiving, where: Path, extra: Dict[str, str]) -> PgCluster:
-    """A server on the restored ``where/data`` with the CLI's environment and ``extra`` (restore_command's)."""
-    source = arch.cluster
-    restored = PgCluster(source.bin_dir, name="prefetch%d" % source.major, base_dir=where, password=source.password)
-    os.chmod(where, 0o755)
-    for folder in (restored.socket_dir, restored.log_file.parent):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        _chown(arch, folder)
-    plain = restored._server_env  # pylint: disable=protected-access
-
-    def server_env() -> Dict[str, str]:
-        found = plain()
-        found.update(arch.env)
-        found.update(extra)
-        return found
-
-    restored._server_env = server_env  # type: ignore[method-assign]  # pylint: disable=protected-access
-    restored._initialized = True  # pylint: disable=protected-access
-    return restored
 
 
 def _events(trace: Path) -> List[List[str]]:
@@ -107,7 +86,7 @@ def _recover(arch: Archiving, env: Dict[str, str], name: str, extra: Optional[Di
     prefetch = (extra or {}).get("BACKUP_WAL_PREFETCH") != "0"
     assert ("--spool pg_wal/seawall-prefetch %f %p'" in auto) is prefetch, auto
     assert ("recovery_end_command = '" in auto and "wal-prefetch-stop pg_wal/seawall-prefetch'" in auto) is prefetch
-    restored = _start(arch, where, dict(server or {}, **{TRACE: str(trace)}))
+    restored = arch.start_restored(where, "prefetch%d" % arch.cluster.major, dict(server or {}, **{TRACE: str(trace)}))
     started = time.monotonic()
     try:
         restored.start()
@@ -182,7 +161,7 @@ def test_a_damaged_segment_is_never_spooled_and_still_stops_recovery():
         blob[len(blob) // 2] ^= 0xFF
         path.write_bytes(bytes(blob))  # after the restore's checks: recovery meets it
         trace = arch.owned_dir("damaged-trace") / "trace"
-        restored = _start(arch, where, {TRACE: str(trace)})
+        restored = arch.start_restored(where, "prefetch%d" % arch.cluster.major, {TRACE: str(trace)})
         try:
             try:
                 restored.start(attempts=1)

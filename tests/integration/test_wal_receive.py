@@ -100,27 +100,6 @@ def _crash(pg: PgCluster) -> None:
             pass
 
 
-def _start_restored(arch: Archiving, where: Path) -> PgCluster:
-    """A server on ``where/data`` with the CLI's environment (restore_command runs our wal-fetch)."""
-    source = arch.cluster
-    restored = PgCluster(source.bin_dir, name="received", base_dir=where, password=source.password)
-    os.chmod(where, 0o755)
-    for folder in (restored.socket_dir, restored.log_file.parent):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(folder, arch.user.pw_uid, arch.user.pw_gid)
-    plain = restored._server_env  # pylint: disable=protected-access
-
-    def server_env() -> Dict[str, str]:
-        found = plain()
-        found.update(arch.env)
-        return found
-
-    restored._server_env = server_env  # type: ignore[method-assign]  # pylint: disable=protected-access
-    restored._initialized = True  # pylint: disable=protected-access
-    return restored.start()
-
-
 def test_wal_receive_recovers_every_row_committed_before_a_crash():
     # archive_timeout 60 s: within this test nothing but explicit switches reaches the archive through the server
     with _arch(archive_timeout=60, settings={"synchronous_commit": "on", "checkpoint_timeout": "1h"}) as arch:
@@ -217,7 +196,7 @@ def test_wal_receive_recovers_every_row_committed_before_a_crash():
         assert refused.returncode != 0 and "the archive reaches %s" % result["archive_reaches_lsn"] in \
             _one_line(refused), refused.stderr
         assert not (arch.base / "never").exists()
-        restored = _start_restored(arch, where)
+        restored = arch.start_restored(where, "received")
         try:
             _wait(lambda: restored.scalar("SELECT pg_is_in_recovery()") == "f", "the end of recovery", 90)
             rows = restored.psql("SELECT count(*), max(n) FROM rows WHERE n > 0", db="rpo")[0]
@@ -255,7 +234,7 @@ def test_wal_receive_alone_without_archive_command():
             os.chown(where, arch.user.pw_uid, arch.user.pw_gid)
         arch.cli_as_server("restore", "latest", "--pgdata", str(where / "data"), "--target-latest", env=env,
                            check=True)
-        restored = _start_restored(arch, where)
+        restored = arch.start_restored(where, "received")
         try:
             _wait(lambda: restored.scalar("SELECT pg_is_in_recovery()") == "f", "the end of recovery", 90)
             assert restored.scalar("SELECT count(*) FROM rows", db="rpo") == str(committed)

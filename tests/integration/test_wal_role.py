@@ -264,6 +264,32 @@ def test_role_configures_archiving_restarts_only_when_told_and_is_idempotent(ans
         cluster.destroy(mode="immediate")
 
 
+def _installed(base: Path, cluster, user: pwd.struct_passwd, pgpass: str):
+    """A host as seawall.pgbackup.tooling leaves it with pgbackup_user=postgres (owner.yml), under ``base``: the
+    installed command (this worktree's engine through a shim), config.json, secrets.env, pgpass and the repository
+    the server's user owns. Returns the install, config and backup directories."""
+    install, config, backups = base / "opt", base / "etc", base / "backups"
+    (install / "bin").mkdir(parents=True)
+    (base / "shim").mkdir()
+    (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
+    engine = install / "bin/seawall-pgbackup"
+    engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
+                      % (base / "shim", SYSTEM_PYTHON))
+    engine.chmod(0o755)
+    config.mkdir(mode=0o750)
+    os.chown(config, 0, user.pw_gid)
+    (config / "config.json").write_text(json.dumps({"backup": {"directory": str(backups), "timezone": "UTC"}}))
+    os.chown(config / "config.json", 0, user.pw_gid)
+    os.chmod(config / "config.json", 0o640)
+    for name, text in (("secrets.env", "DATABASE_URL='%s'\n" % cluster.url(with_password=False)), ("pgpass", pgpass)):
+        (config / name).write_text(text)
+        os.chmod(config / name, 0o600)
+        os.chown(config / name, user.pw_uid, user.pw_gid)
+    backups.mkdir(mode=0o700)
+    os.chown(backups, user.pw_uid, user.pw_gid)
+    return install, config, backups
+
+
 @pytest.mark.parametrize("major", [15, 18])
 def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major, tmp_path):
     """End to end: the files seawall.pgbackup.tooling writes, the role, a restart; then PostgreSQL's archiver runs
@@ -274,28 +300,7 @@ def test_the_server_archives_through_the_installed_wrapper(ansible_ready, major,
     base = Path(tempfile.mkdtemp(prefix="seawall-walrole-"))  # the server's user must reach it (not tmp_path)
     try:
         os.chmod(base, 0o755)
-        install, config, backups = base / "opt", base / "etc", base / "backups"
-        (install / "bin").mkdir(parents=True)
-        (base / "shim").mkdir()
-        (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
-        # The installed command (tooling's venv) stands here for this worktree's engine.
-        engine = install / "bin/seawall-pgbackup"
-        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
-                          % (base / "shim", SYSTEM_PYTHON))
-        engine.chmod(0o755)
-        # As seawall.pgbackup.tooling writes them with pgbackup_user=postgres (owner.yml).
-        config.mkdir(mode=0o750)
-        os.chown(config, 0, user.pw_gid)
-        (config / "config.json").write_text(json.dumps({"backup": {"directory": str(backups), "timezone": "UTC"}}))
-        os.chown(config / "config.json", 0, user.pw_gid)
-        os.chmod(config / "config.json", 0o640)
-        for name, text in (("secrets.env", "DATABASE_URL='%s'\n" % cluster.url(with_password=False)),
-                           ("pgpass", "")):
-            (config / name).write_text(text)
-            os.chmod(config / name, 0o600)
-            os.chown(config / name, user.pw_uid, user.pw_gid)
-        backups.mkdir(mode=0o700)
-        os.chown(backups, user.pw_uid, user.pw_gid)
+        install, config, backups = _installed(base, cluster, user, "")
 
         # archive_timeout=5: after the role's restart it must hold at once. Without the role's pg_reload_conf() the
         # checkpointer's first sleep after a start is checkpoint_timeout (300 s here), whatever archive_timeout says.
@@ -476,12 +481,6 @@ def test_the_installed_receiver_archives_until_sigterm_and_its_slot_goes_with_it
     archive (archive_mode off), so the segment in the repository came through the receiver; SIGTERM stops it with
     exit 0; turning the receiver off drops the slot the engine made."""
     _needs_psycopg2()
-    (tmp_path / "shim").mkdir()
-    (tmp_path / "shim/seawall_pgbackup").symlink_to(ENGINE)
-    probe = subprocess.run([SYSTEM_PYTHON, "-m", "seawall_pgbackup.cli.run", "wal-receive", "--help"],
-                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(tmp_path / "shim")), check=False)
-    if probe.returncode != 0:  # issue 12: the engine's wal-receive is another part; the lead re-runs this after it
-        pytest.skip("this engine has no `seawall-pgbackup wal-receive` yet")
     try:
         cluster = debian_pg15(settings={"wal_level": "replica", "checkpoint_timeout": "1h"}).start()
     except PgBinariesNotFound as exc:
@@ -493,27 +492,8 @@ def test_the_installed_receiver_archives_until_sigterm_and_its_slot_goes_with_it
     receiver = None
     try:
         os.chmod(base, 0o755)
-        install, config, backups = base / "opt", base / "etc", base / "backups"
-        (install / "bin").mkdir(parents=True)
-        (base / "shim").mkdir()
-        (base / "shim/seawall_pgbackup").symlink_to(ENGINE)
-        engine = install / "bin/seawall-pgbackup"
-        engine.write_text('#!/bin/sh\nPYTHONPATH=%s exec %s -m seawall_pgbackup.cli.run "$@"\n'
-                          % (base / "shim", SYSTEM_PYTHON))
-        engine.chmod(0o755)
-        config.mkdir(mode=0o750)
-        os.chown(config, 0, user.pw_gid)
-        (config / "config.json").write_text(json.dumps({"backup": {"directory": str(backups), "timezone": "UTC"}}))
-        os.chown(config / "config.json", 0, user.pw_gid)
-        os.chmod(config / "config.json", 0o640)
-        for name, text in (("secrets.env", "DATABASE_URL='%s'\n" % cluster.url(with_password=False)),
-                           ("pgpass", "%s:%d:*:%s:%s\n" % (cluster.host, cluster.port, cluster.superuser,
-                                                           cluster.password))):
-            (config / name).write_text(text)
-            os.chmod(config / name, 0o600)
-            os.chown(config / name, user.pw_uid, user.pw_gid)
-        backups.mkdir(mode=0o700)
-        os.chown(backups, user.pw_uid, user.pw_gid)
+        install, config, backups = _installed(base, cluster, user, "%s:%d:*:%s:%s\n" % (
+            cluster.host, cluster.port, cluster.superuser, cluster.password))
         variables = dict(_role_variables(cluster, install, config), pgbackup_systemd_manage=False,
                          pgbackup_systemd_unit_dir=str(base / "units"), pgbackup_backup_dir=str(backups),
                          pgbackup_wal_server_user=user.pw_name)

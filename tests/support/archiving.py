@@ -143,6 +143,28 @@ class Archiving:
             os.chown(path, self.user.pw_uid, self.user.pw_gid)
         return path
 
+    def start_restored(self, where: Path, name: str, extra: Optional[Mapping[str, str]] = None) -> PgCluster:
+        """A server on a restored ``where/data``, run as the server's user with the CLI's environment and ``extra``
+        (restore_command runs our wal-fetch, which reads them)."""
+        source = self.cluster
+        restored = PgCluster(source.bin_dir, name=name, base_dir=where, password=source.password)
+        os.chmod(where, 0o755)
+        for folder in (restored.socket_dir, restored.log_file.parent):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(folder, self.user.pw_uid, self.user.pw_gid)
+        plain = restored._server_env  # pylint: disable=protected-access
+
+        def server_env() -> Dict[str, str]:
+            found = plain()
+            found.update(self.env)
+            found.update(extra or {})
+            return found
+
+        restored._server_env = server_env  # type: ignore[method-assign]  # pylint: disable=protected-access
+        restored._initialized = True  # pylint: disable=protected-access
+        return restored.start()
+
     def wal_folder(self) -> Path:
         return self.backup_dir / "wal"
 
