@@ -11,10 +11,12 @@ tests/unit/test_options.py keeps the two in step.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup import MINIMUM_PYTHON
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.options import module_options
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.settings import load_config
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import (
@@ -96,6 +98,14 @@ def planned(module, result, make_plan):
             raise
 
 
+def check_python(module):
+    """Fail in one line on a managed host whose Python is older than the engine's minimum."""
+    if sys.version_info[:2] < MINIMUM_PYTHON:
+        module.fail_json(msg="seawall.pgbackup needs Python %d.%d or later on the managed host; %s is Python %s: set "
+                             "ansible_python_interpreter to a newer one" % (MINIMUM_PYTHON + (
+                                 sys.executable, sys.version.split()[0])))
+
+
 def pgbackup_config(module, **overrides):
     """The engine Config for this module run.
 
@@ -103,6 +113,7 @@ def pgbackup_config(module, **overrides):
     environment variables in the module's environment (BACKUP_COMPRESSION, BACKUP_ENCRYPTION, ...),
     then the module's options. ``None`` values leave the lower layers in charge.
     """
+    check_python(module)
     params = module.params
     settings = dict(
         database_url=params.get('database_url'),

@@ -10,3 +10,6 @@ The same package is bundled into Ansible modules and installed on hosts as the
 from __future__ import annotations
 
 __version__ = "0.1.0"
+# The oldest Python the engine runs on (pyproject.toml requires-python, tests/config.yml): modules and the command
+# refuse older ones in one line instead of failing somewhere inside.
+MINIMUM_PYTHON = (3, 9)

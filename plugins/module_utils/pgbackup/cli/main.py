@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Any, Dict, List, Optional
 
-from .. import __version__
+from .. import MINIMUM_PYTHON, __version__
 from ..config.connection import DbTarget
 from ..config.settings import BACKUP_KINDS, load_config
 from ..core.errors import INTERRUPTED_EXIT_CODE, BackupError, ConfigError, InternalError, VerifyError, render
@@ -560,6 +560,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     served = fast(argv) if argv is not None else None
     if served is not None:
         return served
+    if sys.version_info[:2] < MINIMUM_PYTHON:
+        _err("%s: error: Python %d.%d or later is needed; %s is Python %s"
+             % ((PROG,) + MINIMUM_PYTHON + (sys.executable, sys.version.split()[0])))
+        return ConfigError.exit_code
     args = _parser().parse_args(argv)
     code = _main(args)
     if args.command == "wal-fetch" and 1 < code <= 125:
