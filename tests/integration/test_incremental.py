@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 import pytest
 
 from tests.integration import cli
-from tests.integration.test_pitr import _chown, _start
+from tests.integration.test_pitr import _chown
 from tests.support.archiving import Archiving, _write_owned, archiving
 from tests.support.compare import assert_same_database
 
@@ -116,7 +116,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         done = _json(arch, env, "restore", second["id"], "--pgdata", str(where / "data"))
         assert done["chain"] == [base["id"]] and done["wal_link"] == second["id"], done
         assert parse_lsn(done["recovery_target_text"].split()[-1]) <= parse_lsn(second["stop_lsn"])  # its last record
-        restored = _start(arch, where)
+        restored = arch.start_restored(where, "pitr%d" % arch.cluster.major)
         try:
             deadline = time.monotonic() + 90
             while _recovering(restored) and time.monotonic() < deadline:
@@ -137,7 +137,7 @@ def test_wal_method_incremental_on_15_chains_verifies_and_retention_prunes_the_a
         _chown(arch, where)
         done = _json(arch, env, "restore", idle["id"], "--pgdata", str(where / "data"))
         assert done["chain"] == [base2["id"]] and done["wal_link"] == idle["id"], done
-        restored = _start(arch, where)
+        restored = arch.start_restored(where, "pitr%d" % arch.cluster.major)
         try:
             deadline = time.monotonic() + 90
             while _recovering(restored) and time.monotonic() < deadline:
