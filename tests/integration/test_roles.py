@@ -252,8 +252,11 @@ def test_record_failure_appends_a_log_line(linux_root, tmp_path):
 
 
 def test_second_run_changes_nothing_and_removed_jobs_lose_their_units(linux_root):
+    # another role's unit with the same prefix (roles/wal_archive's receiver) is not this role's to remove
+    foreign = linux_root / UNIT_DIR / "seawall-pgbackup-wal-receive.service"
+    foreign.write_text("[Service]\nExecStart=/bin/true\n")
     again = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)
-    assert stats(again)["changed"] == 0
+    assert stats(again)["changed"] == 0 and foreign.exists()
     fewer = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root,
                          "-e", '{"pgbackup_schedule_verify": "", "render_schema_enabled": false}')
     names = {p.name for p in units(linux_root)}
@@ -261,6 +264,8 @@ def test_second_run_changes_nothing_and_removed_jobs_lose_their_units(linux_root
     for job in ("verify", "schema"):
         assert "seawall-pgbackup-%s.timer" % job not in names and "seawall-pgbackup-%s.service" % job not in names
     assert "seawall-pgbackup-full.timer" in names
+    assert foreign.exists()
+    foreign.unlink()
     run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)  # back for the other tests
     assert len(units(linux_root)) == 11
 
