@@ -88,7 +88,7 @@ def test_backup_restore_and_drill_through_ansible_runner(pg15, installed, tmp_pa
         (private / "project" / ("%s.yml" % playbook)).write_text(yaml.safe_dump([
             {"name": "seawall.pgbackup.%s" % playbook,
              "ansible.builtin.import_playbook": "seawall.pgbackup.%s" % playbook}]))
-    (private / "inventory" / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"db-1": {
+    (private / "inventory" / "hosts.yml").write_text(yaml.safe_dump({"postgresql": {"hosts": {"db-1": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     backup_dir = tmp_path / "backups"
     # What AWX writes for a job: the EE's collections path and the credential's environment injectors

@@ -50,8 +50,8 @@ EXPECTED_CALENDARS = {  # job -> OnCalendar= values, for the schedules in render
 def run_playbook(playbook: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
                ANSIBLE_NOCOLOR="1")
-    # -i localhost,: not inventories/local, whose pgbackup_config would change the schedules.
-    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", str(playbook), *extra], cwd=REPO, env=env,
+    # not inventories/local, whose pgbackup_config would change the schedules: localhost in the group postgresql
+    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(REPO / "tests/support/localhost.yml"), str(playbook), *extra], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300, check=False)
     if check and result.returncode != 0:
         pytest.fail("%s failed (%d):\n%s\n%s" % (playbook.name, result.returncode, result.stdout[-6000:], result.stderr[-3000:]))
@@ -517,3 +517,25 @@ def test_restore_playbooks_pass_the_trust_settings_to_the_engine(playbook, tmp_p
     refused = run_playbook(REPO / "playbooks" / playbook, *arguments, check=False)
     assert refused.returncode != 0
     assert "encryption_trusted_signers: 'ed25519:x' is not a valid Ed25519 public key" in refused.stdout
+
+
+@pytest.mark.parametrize("playbook, pattern_variable", [
+    ("backup.yml", "pgbackup_hosts"), ("cleanup.yml", "pgbackup_hosts"), ("health.yml", "pgbackup_hosts"),
+    ("restore.yml", "pgbackup_hosts"), ("dr_drill.yml", "pgbackup_drill_hosts")])
+def test_shipped_playbooks_fail_when_no_host_matches_their_pattern(playbook, pattern_variable, tmp_path):
+    """They run on the group postgresql (not all), and a pattern that matches nothing is an error, not a no-op."""
+    inventory = tmp_path / "web.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"web": {"hosts": {"localhost": {}}}}}}))
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "--check", *extra,
+                               str(REPO / "playbooks" / playbook)], cwd=REPO, capture_output=True, text=True,
+                              env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+                              timeout=300, check=False)
+
+    default = run()
+    assert default.returncode == 2, default.stdout
+    assert "no host of the inventory matches the pattern 'postgresql'" in default.stdout, default.stdout
+    assert re.search(r"localhost\s+: ok=0\s+changed=0\s+unreachable=0\s+failed=1\s", default.stdout), default.stdout
+    other = run("-e", "%s=nothing" % pattern_variable)
+    assert other.returncode == 2 and "matches the pattern 'nothing'" in other.stdout, other.stdout
