@@ -13,8 +13,9 @@ description:
   - Neither C(amazon.aws.s3_bucket) nor C(community.aws.s3_lifecycle) supports check mode, so the cloud role
     reads the bucket with C(amazon.aws.s3_bucket_info) and this filter compares it with the wanted settings.
     In check mode the role reports these changes (and C(changed)) instead of running the two modules.
-  - Lifecycle rules are compared by ID, in the shape C(community.aws.s3_lifecycle) builds from its options;
-    rules with other IDs are left alone (the module leaves them too).
+  - Lifecycle rules are compared by ID, in the shape C(community.aws.s3_lifecycle) builds from its options (its own
+    C(build_rule) builds the wanted rule, so this filter needs community.aws like the role does); rules with other
+    IDs are left alone (the module leaves them too).
 options:
   _input:
     description:
@@ -61,28 +62,32 @@ _value:
   elements: string
 """
 
+from types import SimpleNamespace
+
 from ansible.errors import AnsibleFilterError
 
+INTEGER_OPTIONS = ('abort_incomplete_multipart_upload_days', 'expiration_days', 'noncurrent_version_expiration_days',
+                   'noncurrent_version_keep_newer', 'transition_days', 'noncurrent_version_transition_days')
 PUBLIC_ACCESS_KEYS = ('BlockPublicAcls', 'IgnorePublicAcls', 'BlockPublicPolicy', 'RestrictPublicBuckets')
 
 
 def _lifecycle_rule(params):
-    """The rule community.aws.s3_lifecycle would put for these options (its build_rule, without dates)."""
-    rule = {'ID': params['rule_id'], 'Filter': {'Prefix': params.get('prefix') or ''},
-            'Status': str(params.get('status') or 'enabled').title()}
-    if params.get('abort_incomplete_multipart_upload_days'):
-        rule['AbortIncompleteMultipartUpload'] = {'DaysAfterInitiation': int(params['abort_incomplete_multipart_upload_days'])}
-    if params.get('expiration_days') is not None:
-        rule['Expiration'] = {'Days': int(params['expiration_days'])}
-    elif params.get('expire_object_delete_marker') is not None:
-        rule['Expiration'] = {'ExpiredObjectDeleteMarker': bool(params['expire_object_delete_marker'])}
-    if params.get('noncurrent_version_expiration_days'):
-        rule['NoncurrentVersionExpiration'] = {'NoncurrentDays': int(params['noncurrent_version_expiration_days'])}
-    transitions = [{'Days': int(t['transition_days']), 'StorageClass': str(t['storage_class']).upper()}
-                   for t in params.get('transitions') or []]
-    if transitions:
-        rule['Transitions'] = transitions
-    return rule
+    """The rule community.aws.s3_lifecycle puts for these options: its own build_rule (the role applies the rules
+    with that module, so the comparison cannot drift from what it writes)."""
+    try:
+        from ansible_collections.community.aws.plugins.modules.s3_lifecycle import build_rule
+    except ImportError as exc:
+        raise AnsibleFilterError('s3_bucket_changes needs the collection community.aws (requirements-cloud.yml): %s'
+                                 % exc)
+    wanted = dict({'status': 'enabled', 'storage_class': 'glacier', 'noncurrent_version_storage_class': 'glacier'},
+                  **{key: value for key, value in params.items() if value is not None})
+    try:
+        for key in INTEGER_OPTIONS:  # what the module's argument_spec converts before build_rule sees them
+            if key in wanted:
+                wanted[key] = int(wanted[key])
+        return build_rule(None, SimpleNamespace(params=wanted))  # it reads only module.params
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError('s3_bucket_changes: lifecycle rule %s is not valid: %s' % (params.get('rule_id'), exc))
 
 
 def _comparable(rule):
