@@ -92,6 +92,27 @@ def _problems(stderr: str, known: tuple = KNOWN_DEPRECATIONS) -> list:
             or ("[DEPRECATION WARNING]" in line and not any(text in line for text in known))]
 
 
+def test_the_claims_name_the_tested_cores():
+    """requires_ansible starts at the lowest tested core, admits the others and has no upper bound; the README and the
+    roles say the same."""
+    from ansible.release import __version__ as lowest
+
+    claimed = yaml.safe_load((REPO_ROOT / "meta" / "runtime.yml").read_text())["requires_ansible"]
+    minor = ".".join(lowest.split(".")[:2])
+    assert claimed == ">=%s.0" % minor, claimed
+    pins = {name: re.search(r"^ansible-core==(\S+)$", (REPO_ROOT / ("requirements-core-%s.txt" % name)).read_text(),
+                            re.M).group(1) for name in ("middle", "highest")}
+    # claimed is exactly ">=X.Y.0" (above), so a tuple comparison is its whole meaning
+    assert all(tuple(map(int, v.split(".")[:2])) >= tuple(map(int, minor.split("."))) for v in pins.values()), pins
+    highest = ".".join(pins["highest"].split(".")[:2])
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "ansible-core %s or later" % minor in readme and "%s and %s" % (minor, highest) in readme
+    for role in REPO_ROOT.glob("roles/*/meta/main.yml"):
+        meta = role.read_text()
+        assert yaml.safe_load(meta)["galaxy_info"]["min_ansible_version"] == minor, role
+        assert "%s to %s" % (minor, highest) in meta, role
+
+
 @pytest.mark.parametrize("core", ["lowest", "middle", "highest"])
 def test_every_plugin_role_and_playbook_loads(core, tmp_path):
     bin_dir = _core(core)
