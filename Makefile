@@ -17,9 +17,12 @@ DEV_STAMP := $(VENV)/.stamp-setup-dev
 # `command -v python3.13` even when that version is not selected: select all of pyenv's, then ask Python itself.
 CORE_VENVS := .venv-core-highest .venv-core-middle
 CORE_STAMPS := $(addsuffix /.stamp,$(CORE_VENVS))
+# Without the shims on PATH, pyenv's own directory is looked in.
 CORE_PYTHON ?= $(shell for v in 3.13 3.12; do \
   PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | tr '\n' : | sed 's/:$$//')" \
-  python$$v -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+  python$$v -c 'import sys; print(sys.executable)' 2>/dev/null && break; \
+  for p in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$$v.*/bin/python$$v; do \
+    if [ -x "$$p" ]; then echo "$$p"; break 2; fi; done; done)
 
 # Debian packages the tests need (pgbench and the PostgreSQL 15 tools come with postgresql;
 # shellcheck is used by ansible-test sanity for shell scripts; age decrypts in the encryption tests; prometheus
