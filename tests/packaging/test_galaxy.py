@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.collection import build_collection, install_collection
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("PACKAGING_VENV", ROOT / ".venv-packaging")) / "bin"
 GALAXY = ROOT / ".venv" / "bin" / "ansible-galaxy"
@@ -29,11 +31,7 @@ def _run(argv, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(name="tarball", scope="module")
 def _tarball(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    proc = _run([GALAXY, "collection", "build", "--output-path", out, ROOT], cwd=out)
-    assert proc.returncode == 0, proc.stderr
-    [built] = out.glob("seawall-pgbackup-*.tar.gz")
-    return built
+    return build_collection(GALAXY, tmp_path_factory.mktemp("build"))
 
 
 def _requirement_lines(path: Path) -> list:
@@ -44,7 +42,8 @@ def test_the_tarball_holds_the_collection_only(tarball):
     with tarfile.open(tarball) as archive:
         names = archive.getnames()
     unwanted = re.compile(r"(^|/)(tests|molecule|bench|demo|build|\.ci|\.venv[^/]*|__pycache__|\.pytest_cache|"
-                          r"\.hypothesis|[^/]*\.egg-info)(/|$)|\.py[co]$|^(Makefile|requirements(-dev)?\.txt)$")
+                          r"\.hypothesis|[^/]*\.egg-info)(/|$)|\.py[co]$|"
+                          r"^(Makefile|requirements(-dev|-packaging|-core-[a-z]+)?\.txt)$")
     assert [n for n in names if unwanted.search(n)] == []
     for needed in ("LICENSE", "README.md", "meta/runtime.yml", "meta/execution-environment.yml",
                    "meta/ee-requirements.txt", "meta/ee-bindep.txt", "requirements-windows.yml",
@@ -65,9 +64,7 @@ def test_galaxy_importer_passes_without_a_warning(tarball, tmp_path):
 
 def test_an_execution_environment_gets_exactly_the_runtime_dependencies(tarball, tmp_path):
     collections = tmp_path / "collections"
-    # outside the repository: its ansible.cfg names a collections path that already has this collection
-    proc = _run([GALAXY, "collection", "install", "--no-deps", "--force", "-p", collections, tarball], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    install_collection(GALAXY, tarball, collections)
     proc = _run([TOOLS / "ansible-builder", "introspect", "--sanitize", collections])
     assert proc.returncode == 0, proc.stderr
     found = yaml.safe_load(proc.stdout)
