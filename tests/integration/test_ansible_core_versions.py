@@ -186,7 +186,7 @@ def test_backup_and_restore_with_the_highest_core(pg15, tmp_path):
     load_sample(pg15, name)
     backup_dir = tmp_path / "backups"
     python = bin_dir / "python"  # the managed host: this controller's own Python 3.12+, ansible-core's packages only
-    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"all": {"hosts": {"db-1": {
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump({"postgresql": {"hosts": {"db-1": {
         "ansible_connection": "local", "ansible_python_interpreter": str(python),
         "pgbackup_database_url": pg15.url(name), "pgbackup_backup_dir": str(backup_dir)}}}}))
     env = _env(collections, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
