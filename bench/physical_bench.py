@@ -26,7 +26,8 @@ restore is the chain's (pg_combinebackup). pgBackRest's rows are skipped, with t
 installed, BENCH_PGBACKREST=off, or its ``stanza-create`` fails (2.45 refuses servers newer than it knows).
 
 Settings (environment): BENCH_PHYS_MB (default 1536), BENCH_PHYS_CHANGE (default 0.01), BENCH_PHYS_LINKS,
-BENCH_PGBACKREST (auto, off), BENCH_DIR (default /tmp/seawall-bench-physical), BENCH_PG_BIN (a bin directory, or
+BENCH_PGBACKREST (auto, off), BENCH_RESTORE_ROUNDS (default 1: restore + start of each tool, alternated; the
+median is compared), BENCH_RPO_SECONDS (0: no RPO step), BENCH_DIR (default /tmp/seawall-bench-physical), BENCH_PG_BIN (a bin directory, or
 ``wheel``), BENCH_PORT, BENCH_KEEP (reuse a loaded cluster of the same size), BENCH_RESULTS (default
 bench/results/physical.json).
 """
@@ -69,7 +70,8 @@ import bench as common  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE_MB = common.env_int("BENCH_PHYS_MB", 1536)
 CHANGE = float(os.environ.get("BENCH_PHYS_CHANGE") or 0.01)
-RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)
+RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)  # 0: no RPO step
+RESTORE_ROUNDS = max(1, common.env_int("BENCH_RESTORE_ROUNDS", 1))
 PGBACKREST = (os.environ.get("BENCH_PGBACKREST") or "auto").strip().lower()  # auto: when it supports the server
 # 1: pgBackRest's block incremental (repo-bundle + repo-block, beta in 2.45) instead of its file-level incremental
 PGBR_BLOCK = os.environ.get("BENCH_PGBR_BLOCK", "0").strip().lower() in ("1", "yes", "true", "on")
@@ -315,6 +317,12 @@ def restore_and_start(kind: str, state: dict) -> dict:
     return {"restore_s": step["wall_s"], "restore_and_start_s": wall}
 
 
+def median_run(runs: list) -> dict:
+    """The run with the median restore + start time (the lower one of two), with every round's total."""
+    ordered = sorted(runs, key=lambda run: run["restore_and_start_s"])
+    return dict(ordered[(len(ordered) - 1) // 2], rounds=[run["restore_and_start_s"] for run in runs])
+
+
 def rpo_after_crash(state: dict) -> dict:
     """Two ways WAL leaves the server, measured in one run: commit a numbered row every 0.2 s for RPO_SECONDS,
     kill -9 the server and set its data directory aside (lost), restore to the end of the archive (and stream),
@@ -532,13 +540,19 @@ def run_all(state: dict, skipped: str = "") -> int:
             step["bytes"] = backup["info"]["repository"]["delta"]
         results["pgbackrest_incr"] = results["pgbackrest_links"][0]
     switch_and_wait()
-    common.log("restore + start")
-    results["seawall_restore"] = restore_and_start("seawall", state)
+    runs: dict = {"seawall": [], "pgbackrest": []}
+    for number in range(RESTORE_ROUNDS):  # alternated, so a noisy moment does not always hit the same tool
+        for kind in (["seawall", "pgbackrest"] if number % 2 == 0 else ["pgbackrest", "seawall"]):
+            if kind == "seawall" or pgbr:
+                common.log("restore + start: %s (round %d of %d)" % (kind, number + 1, RESTORE_ROUNDS))
+                runs[kind].append(restore_and_start(kind, state))
+    results["seawall_restore"] = median_run(runs["seawall"])
     if pgbr:
-        results["pgbackrest_restore"] = restore_and_start("pgbackrest", state)
-    common.log("RPO: %d s of commits, kill -9, the data directory lost, restore to the end of the archive"
-               % RPO_SECONDS)
-    results["rpo"] = rpo_after_crash(state)
+        results["pgbackrest_restore"] = median_run(runs["pgbackrest"])
+    if RPO_SECONDS > 0:
+        common.log("RPO: %d s of commits, kill -9, the data directory lost, restore to the end of the archive"
+                   % RPO_SECONDS)
+        results["rpo"] = rpo_after_crash(state)
     common.stop()
     report(results)
     common.RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -551,6 +565,12 @@ def report(results: dict) -> None:
         return a / b if b else float("nan")
 
     pgbr = "pgbackrest_full" in results  # else skipped: its rows print "skipped" and the reason
+
+    def spread(run: dict) -> str:  # the median, and the range over the rounds
+        rounds = run.get("rounds") or [run["restore_and_start_s"]]
+        return "%.1f s" % run["restore_and_start_s"] + (
+            " (%.1f-%.1f over %d rounds)" % (min(rounds), max(rounds), len(rounds)) if len(rounds) > 1 else "")
+
     skipped = "pgBackRest skipped"  # the reason is in the heading
     links = results.get("seawall_links") or [results["seawall_incr"]]
     base_bytes = results["seawall_base"]["bytes"]
@@ -569,16 +589,14 @@ def report(results: dict) -> None:
         ("base wall / pgBackRest full wall", base_ratio, 1.0, "%.1f s vs %s" % (
             results["seawall_base"]["wall_s"],
             "%.1f s" % results["pgbackrest_full"]["wall_s"] if pgbr else skipped)),
-        ("restore+start / pgBackRest's", restore_ratio, 1.2, "%.1f s vs %s" % (
-            results["seawall_restore"]["restore_and_start_s"],
-            "%.1f s" % results["pgbackrest_restore"]["restore_and_start_s"] if pgbr else skipped)),
-        ("RPO archive_timeout=60 (+reload)", results["rpo"]["archive_timeout"]["lost_seconds"], 60.0,
-         "seconds lost; %d rows, %d older than 60 s missing" % (
-             results["rpo"]["archive_timeout"]["rows"], results["rpo"]["archive_timeout"]["missing_older_than_60s"])),
-        ("RPO wal-receive", results["rpo"]["wal_receive"]["lost_seconds"], 60.0,
-         "seconds lost; %d rows, %d older than 60 s missing" % (
-             results["rpo"]["wal_receive"]["rows"], results["rpo"]["wal_receive"]["missing_older_than_60s"])),
+        ("restore+start / pgBackRest's", restore_ratio, 1.2, "%s vs %s" % (
+            spread(results["seawall_restore"]), spread(results["pgbackrest_restore"]) if pgbr else skipped)),
     ]
+    for name, mode in (("RPO archive_timeout=60 (+reload)", "archive_timeout"), ("RPO wal-receive", "wal_receive")):
+        if results.get("rpo"):
+            rows.append((name, results["rpo"][mode]["lost_seconds"], 60.0,
+                         "seconds lost; %d rows, %d older than 60 s missing" % (
+                             results["rpo"][mode]["rows"], results["rpo"][mode]["missing_older_than_60s"])))
     for number, link in enumerate(links[1:], 2):  # a chain: each link against the base, no target of its own
         rows.insert(number - 1, ("  link %d bytes / full bytes" % number, ratio(link["bytes"], base_bytes), 0.25,
                                  "%s, %.0f MB" % (link.get("incremental") or "?", link["bytes"] / 2**20)))
