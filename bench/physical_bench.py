@@ -278,8 +278,8 @@ def pitr_target() -> str:
     """A time after the first link's updates and before any incremental backup, with a commit after it (recovery to
     a time needs one): a point-in-time restore there starts from each tool's full backup and replays the same WAL."""
     time.sleep(1.1)
-    target = common.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
-                           "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')")
+    # milliseconds: pgBackRest's --target takes no more (YYYY-MM-DD HH:MM:SS.mmm+00); seawall takes ISO 8601
+    target = common.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')")
     time.sleep(1.1)
     common.scalar("SELECT txid_current()")  # its commit record is the first after the target
     return target
@@ -313,11 +313,11 @@ def restore_and_start(kind: str, state: dict, target_time: str = "") -> dict:
     common.chown_server(RESTORED)
     t0 = time.perf_counter()
     if kind == "seawall":
-        target = ["--target-time", target_time] if target_time else ["--target-latest"]
+        target = ["--target-time", target_time.replace(" ", "T") + "+00:00"] if target_time else ["--target-latest"]
         step = seawall(state, "restore", "latest", "--type", "base", "--pgdata", str(RESTORED / "data"), *target)
         data = RESTORED / "data"
     else:
-        target = ["--type=time", "--target=" + target_time, "--target-action=promote"] if target_time else [
+        target = ["--type=time", "--target=%s+00" % target_time, "--target-action=promote"] if target_time else [
             "--type=default"]
         step = pgbackrest("restore", "--pg1-path=" + str(RESTORED / "data"), *target)
         data = RESTORED / "data"
