@@ -156,7 +156,7 @@ test: system-deps setup-dev
 
 define run_pytest
 	$(call banner,$(1): pytest $(2))
-	@rc=0; $(BIN)/pytest -q $(2) || rc=$$?; \
+	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) $(2) || rc=$$?; \
 	if [ $$rc = 5 ]; then \
 	  if [ "$(ALLOW_NO_TESTS)" = 1 ]; then echo "$(1): no tests collected in $(2) (allowed by ALLOW_NO_TESTS=1)"; exit 0; fi; \
 	  echo "$(1): pytest collected no tests in $(2)" >&2; \
@@ -167,6 +167,8 @@ endef
 unit: setup-dev
 	$(call run_pytest,unit,tests/unit)
 
+# the slowest tests in the log, to keep make test inside its time budget
+integration: PYTEST_ARGS = --durations=15
 integration: setup-dev system-deps
 	$(call run_pytest,integration,tests/integration)
 

@@ -9,8 +9,10 @@ cluster that archives its WAL to both tools, then measures in one run:
   incr      after updating BENCH_PHYS_CHANGE (default 1%) of the sessions at random: seawall ``create --type
             incremental`` (native on 17+, the archived WAL on 15/16) and ``pgbackrest backup --type=incr``:
             stored bytes as a share of each tool's full;
-  restore   seawall ``restore --pgdata`` (point-in-time, to the end of the archive) and ``pgbackrest restore``,
-            each followed by starting the server until it accepts connections out of recovery;
+  restore   seawall ``restore --pgdata`` and ``pgbackrest restore``, each followed by starting the server until it
+            is out of recovery: to the end of the archive (pgBackRest from its incremental, seawall on 15/16 from
+            the base plus the WAL) and point-in-time, to a time after the first updates and before the
+            incrementals (both from their full backup, replaying the same WAL); BENCH_RESTORE_ROUNDS each;
   rpo       commits for BENCH_RPO_SECONDS (default 150), kill -9 of the server, its data directory lost, seawall's
             restore to the end of the archive: the seconds of commits lost (archive_timeout = 60).
 
@@ -26,7 +28,8 @@ restore is the chain's (pg_combinebackup). pgBackRest's rows are skipped, with t
 installed, BENCH_PGBACKREST=off, or its ``stanza-create`` fails (2.45 refuses servers newer than it knows).
 
 Settings (environment): BENCH_PHYS_MB (default 1536), BENCH_PHYS_CHANGE (default 0.01), BENCH_PHYS_LINKS,
-BENCH_PGBACKREST (auto, off), BENCH_DIR (default /tmp/seawall-bench-physical), BENCH_PG_BIN (a bin directory, or
+BENCH_PGBACKREST (auto, off), BENCH_RESTORE_ROUNDS (default 1: restore + start of each tool, alternated; the
+median is compared), BENCH_RPO_SECONDS (0: no RPO step), BENCH_DIR (default /tmp/seawall-bench-physical), BENCH_PG_BIN (a bin directory, or
 ``wheel``), BENCH_PORT, BENCH_KEEP (reuse a loaded cluster of the same size), BENCH_RESULTS (default
 bench/results/physical.json).
 """
@@ -69,7 +72,8 @@ import bench as common  # noqa: E402  pylint: disable=wrong-import-position
 
 SIZE_MB = common.env_int("BENCH_PHYS_MB", 1536)
 CHANGE = float(os.environ.get("BENCH_PHYS_CHANGE") or 0.01)
-RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)
+RPO_SECONDS = common.env_int("BENCH_RPO_SECONDS", 150)  # 0: no RPO step
+RESTORE_ROUNDS = max(1, common.env_int("BENCH_RESTORE_ROUNDS", 1))
 PGBACKREST = (os.environ.get("BENCH_PGBACKREST") or "auto").strip().lower()  # auto: when it supports the server
 # 1: pgBackRest's block incremental (repo-bundle + repo-block, beta in 2.45) instead of its file-level incremental
 PGBR_BLOCK = os.environ.get("BENCH_PGBR_BLOCK", "0").strip().lower() in ("1", "yes", "true", "on")
@@ -270,6 +274,17 @@ def switch_and_wait(timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def pitr_target() -> str:
+    """A time after the first link's updates and before any incremental backup, with a commit after it (recovery to
+    a time needs one): a point-in-time restore there starts from each tool's full backup and replays the same WAL."""
+    time.sleep(1.1)
+    # milliseconds: pgBackRest's --target takes no more (YYYY-MM-DD HH:MM:SS.mmm+00); seawall takes ISO 8601
+    target = common.scalar("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')")
+    time.sleep(1.1)
+    common.scalar("SELECT txid_current()")  # its commit record is the first after the target
+    return target
+
+
 def update_share(state: dict) -> dict:
     count = int(sessions_count() * CHANGE)
     common.log("updating %d sessions at random (%.1f%%)%s" % (count, CHANGE * 100, " (HOT)" if HOT else ""))
@@ -289,19 +304,22 @@ def hot_counts() -> tuple:
     return tuple(int(x) for x in row.split()) if row else (0, 0)
 
 
-def restore_and_start(kind: str, state: dict) -> dict:
-    """Restore into RESTORED with one tool, start a server on it until it accepts connections, stop it."""
+def restore_and_start(kind: str, state: dict, target_time: str = "") -> dict:
+    """Restore into RESTORED with one tool (to the end of the archive, or to ``target_time``), start a server on it
+    until it is out of recovery, stop it."""
     common.stop()
     shutil.rmtree(RESTORED, ignore_errors=True)
     RESTORED.mkdir(mode=0o700)
     common.chown_server(RESTORED)
     t0 = time.perf_counter()
     if kind == "seawall":
-        step = seawall(state, "restore", "latest", "--type", "base", "--pgdata", str(RESTORED / "data"),
-                       "--target-latest")
+        target = ["--target-time", target_time.replace(" ", "T") + "+00:00"] if target_time else ["--target-latest"]
+        step = seawall(state, "restore", "latest", "--type", "base", "--pgdata", str(RESTORED / "data"), *target)
         data = RESTORED / "data"
     else:
-        step = pgbackrest("restore", "--pg1-path=" + str(RESTORED / "data"), "--type=default")
+        target = ["--type=time", "--target=%s+00" % target_time, "--target-action=promote"] if target_time else [
+            "--type=default"]
+        step = pgbackrest("restore", "--pg1-path=" + str(RESTORED / "data"), *target)
         data = RESTORED / "data"
     argv = [str(common.PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(RESTORED / "server.log"),
             "-w", "-t", "3600", "-o", "-p %d -c archive_mode=off" % common.PORT, "start"]
@@ -313,6 +331,12 @@ def restore_and_start(kind: str, state: dict) -> dict:
     shutil.rmtree(RESTORED, ignore_errors=True)
     common.start()
     return {"restore_s": step["wall_s"], "restore_and_start_s": wall}
+
+
+def median_run(runs: list) -> dict:
+    """The run with the median restore + start time (the lower one of two), with every round's total."""
+    ordered = sorted(runs, key=lambda run: run["restore_and_start_s"])
+    return dict(ordered[(len(ordered) - 1) // 2], rounds=[run["restore_and_start_s"] for run in runs])
 
 
 def rpo_after_crash(state: dict) -> dict:
@@ -506,6 +530,8 @@ def run_all(state: dict, skipped: str = "") -> int:
         wal_before = stored_bytes(SEAWALL_REPO / "wal")  # on 15/16 an incremental is the WAL archived after this
         incr_before = seawall_bytes("incremental") if (SEAWALL_REPO / "incremental").exists() else 0
         updated = update_share(state)
+        if link == 1:
+            results["pitr_target"] = pitr_target()
         common.log("incremental backups (link %d of %d)" % (link, links))
         step = seawall(state, "create", "--type", "incremental")
         step["updated"] = updated
@@ -532,13 +558,21 @@ def run_all(state: dict, skipped: str = "") -> int:
             step["bytes"] = backup["info"]["repository"]["delta"]
         results["pgbackrest_incr"] = results["pgbackrest_links"][0]
     switch_and_wait()
-    common.log("restore + start")
-    results["seawall_restore"] = restore_and_start("seawall", state)
-    if pgbr:
-        results["pgbackrest_restore"] = restore_and_start("pgbackrest", state)
-    common.log("RPO: %d s of commits, kill -9, the data directory lost, restore to the end of the archive"
-               % RPO_SECONDS)
-    results["rpo"] = rpo_after_crash(state)
+    for mode, target_time in (("restore", ""), ("pitr", results["pitr_target"])):
+        runs: dict = {"seawall": [], "pgbackrest": []}
+        for number in range(RESTORE_ROUNDS):  # alternated, so a noisy moment does not always hit the same tool
+            for kind in (["seawall", "pgbackrest"] if number % 2 == 0 else ["pgbackrest", "seawall"]):
+                if kind == "seawall" or pgbr:
+                    common.log("%s + start: %s (round %d of %d)%s" % (
+                        mode, kind, number + 1, RESTORE_ROUNDS, " to " + target_time if target_time else ""))
+                    runs[kind].append(restore_and_start(kind, state, target_time))
+        results["seawall_" + mode] = median_run(runs["seawall"])
+        if pgbr:
+            results["pgbackrest_" + mode] = median_run(runs["pgbackrest"])
+    if RPO_SECONDS > 0:
+        common.log("RPO: %d s of commits, kill -9, the data directory lost, restore to the end of the archive"
+                   % RPO_SECONDS)
+        results["rpo"] = rpo_after_crash(state)
     common.stop()
     report(results)
     common.RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -551,6 +585,12 @@ def report(results: dict) -> None:
         return a / b if b else float("nan")
 
     pgbr = "pgbackrest_full" in results  # else skipped: its rows print "skipped" and the reason
+
+    def spread(run: dict) -> str:  # the median, and the range over the rounds
+        rounds = run.get("rounds") or [run["restore_and_start_s"]]
+        return "%.1f s" % run["restore_and_start_s"] + (
+            " (%.1f-%.1f over %d rounds)" % (min(rounds), max(rounds), len(rounds)) if len(rounds) > 1 else "")
+
     skipped = "pgBackRest skipped"  # the reason is in the heading
     links = results.get("seawall_links") or [results["seawall_incr"]]
     base_bytes = results["seawall_base"]["bytes"]
@@ -560,6 +600,8 @@ def report(results: dict) -> None:
     base_ratio = ratio(results["seawall_base"]["wall_s"], results["pgbackrest_full"]["wall_s"]) if pgbr else nan
     restore_ratio = ratio(results["seawall_restore"]["restore_and_start_s"],
                           results["pgbackrest_restore"]["restore_and_start_s"]) if pgbr else nan
+    pitr_ratio = ratio(results["seawall_pitr"]["restore_and_start_s"],
+                       results["pgbackrest_pitr"]["restore_and_start_s"]) if pgbr else nan
     pgbr_incr = "pgBackRest%s %.0f%%" % (" block" if results["meta"].get("pgbackrest_block") else "",
                                          pgbr_share * 100) if pgbr else skipped
     rows = [
@@ -569,16 +611,16 @@ def report(results: dict) -> None:
         ("base wall / pgBackRest full wall", base_ratio, 1.0, "%.1f s vs %s" % (
             results["seawall_base"]["wall_s"],
             "%.1f s" % results["pgbackrest_full"]["wall_s"] if pgbr else skipped)),
-        ("restore+start / pgBackRest's", restore_ratio, 1.2, "%.1f s vs %s" % (
-            results["seawall_restore"]["restore_and_start_s"],
-            "%.1f s" % results["pgbackrest_restore"]["restore_and_start_s"] if pgbr else skipped)),
-        ("RPO archive_timeout=60 (+reload)", results["rpo"]["archive_timeout"]["lost_seconds"], 60.0,
-         "seconds lost; %d rows, %d older than 60 s missing" % (
-             results["rpo"]["archive_timeout"]["rows"], results["rpo"]["archive_timeout"]["missing_older_than_60s"])),
-        ("RPO wal-receive", results["rpo"]["wal_receive"]["lost_seconds"], 60.0,
-         "seconds lost; %d rows, %d older than 60 s missing" % (
-             results["rpo"]["wal_receive"]["rows"], results["rpo"]["wal_receive"]["missing_older_than_60s"])),
+        ("PITR restore+start / pgBackRest's", pitr_ratio, 1.2, "%s vs %s; to a time before the incrementals" % (
+            spread(results["seawall_pitr"]), spread(results["pgbackrest_pitr"]) if pgbr else skipped)),
+        ("latest restore+start / pgBackRest's", restore_ratio, 1.2, "%s vs %s; to the end of the archive" % (
+            spread(results["seawall_restore"]), spread(results["pgbackrest_restore"]) if pgbr else skipped)),
     ]
+    for name, mode in (("RPO archive_timeout=60 (+reload)", "archive_timeout"), ("RPO wal-receive", "wal_receive")):
+        if results.get("rpo"):
+            rows.append((name, results["rpo"][mode]["lost_seconds"], 60.0,
+                         "seconds lost; %d rows, %d older than 60 s missing" % (
+                             results["rpo"][mode]["rows"], results["rpo"][mode]["missing_older_than_60s"])))
     for number, link in enumerate(links[1:], 2):  # a chain: each link against the base, no target of its own
         rows.insert(number - 1, ("  link %d bytes / full bytes" % number, ratio(link["bytes"], base_bytes), 0.25,
                                  "%s, %.0f MB" % (link.get("incremental") or "?", link["bytes"] / 2**20)))
