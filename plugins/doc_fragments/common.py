@@ -199,8 +199,9 @@ options:
     description:
       - An Ed25519 private key file, mode 0600, outside the backup directory (C(seawall-pgbackup keygen --signing));
         manifests signed with it are trusted here.
-      - A manifest this module updates (the verification result that M(seawall.pgbackup.pg_backup_verify)
-        records) is signed with it, or else with the aes-256-gcm key of O(encryption_key_file) or O(encryption_keyring).
+      - Of the modules that take no backup, only M(seawall.pgbackup.pg_backup_verify) writes a manifest (its
+        result); it signs it with this key, or else with the aes-256-gcm key of O(encryption_key_file) or
+        O(encryption_keyring).
       - If not set, E(BACKUP_ENCRYPTION_SIGNING_KEY_FILE), then the configuration file's
         C(backup.encryption.signingKeyFile) are used.
     type: path
