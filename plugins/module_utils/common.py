@@ -3,9 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What every seawall.pgbackup module shares: the common options and the bridge to the engine.
 
-The options are declared in the engine's option table (``config/options.py``) and documented in
-``plugins/doc_fragments/common.py`` (``extends_documentation_fragment: seawall.pgbackup.common``);
-tests/unit/test_options.py keeps the two in step.
+The options are declared in the engine's option table (``config/options.py``). Every module accepts all of them
+(the action group's ``module_defaults`` passes them to each) and documents them through the fragments of
+``plugins/doc_fragments/common.py`` as it uses them (``seawall.pgbackup.common.trust`` ...) or in its own
+DOCUMENTATION (``database_url``); tests/unit/test_options.py keeps them in step.
 """
 
 from __future__ import annotations

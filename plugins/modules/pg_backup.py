@@ -31,6 +31,8 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.client_tools
+  - seawall.pgbackup.common.encryption
 attributes:
   check_mode:
     support: full
@@ -43,6 +45,24 @@ attributes:
     support: full
     description: Shows the newest good backup of the type before and after the run.
 options:
+  database_url:
+    description:
+      - The database to back up, as a libpq URL C(postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME).
+      - If not set, the E(DATABASE_URL) environment variable of the module (set it with the
+        C(environment) keyword), then the configuration file's C(backup.databaseUrl) are used.
+      - The password never reaches a command line; the client tools get it from a private,
+        temporary libpq passfile (mode 0600). You can leave it out of the URL and use your own
+        E(PGPASSFILE) or C(~/.pgpass) instead.
+      - The value is treated as a secret (C(no_log)); results show the URL without its password.
+    type: str
+  encryption_retired_keys:
+    description:
+      - Not used when a backup is taken - retired keys are still read like any other, and
+        M(seawall.pgbackup.pg_backup_health) reports what still depends on them (and whether new backups are still
+        encrypted with one).
+      - Accepted so that C(module_defaults) for the whole group C(group/seawall.pgbackup.pgbackup) can set it.
+    type: list
+    elements: str
   type:
     description:
       - The kind of backup.

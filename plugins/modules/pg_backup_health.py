@@ -33,6 +33,8 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.client_tools
+  - seawall.pgbackup.common.trust
 attributes:
   check_mode:
     support: full
@@ -41,6 +43,35 @@ attributes:
     support: none
     description: Nothing changes, so there is no diff.
 options:
+  database_url:
+    description:
+      - The database whose backups are checked, as a libpq URL C(postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME) -
+        the connectivity check connects to it (O(connect)), and the age checks look at the newest backups of
+        this database (of any database when not set).
+      - Without it, the connectivity check is critical unless O(connect=false).
+      - If not set, the E(DATABASE_URL) environment variable of the module (set it with the
+        C(environment) keyword), then the configuration file's C(backup.databaseUrl) are used.
+      - The password never reaches a command line; the client tools get it from a private,
+        temporary libpq passfile (mode 0600). You can leave it out of the URL and use your own
+        E(PGPASSFILE) or C(~/.pgpass) instead.
+      - The value is treated as a secret (C(no_log)); results show the URL without its password.
+    type: str
+  encryption_mode:
+    description:
+      - How new backups are encrypted, C(aes-256-gcm) or C(age) - here it decides which key ids the keys check
+        counts as the ones new backups are written with (see O(encryption_retired_keys)).
+      - If not set, E(BACKUP_ENCRYPTION_MODE), then the configuration file's C(backup.encryption.mode) are used.
+    type: str
+    choices: [aes-256-gcm, age]
+  encryption_retired_keys:
+    description:
+      - Key ids that are retired (still read, never meant to be written); the keys check warns while a local
+        backup, a copy at a destination, or new backups still depend on one, so that its key file can go only
+        when nothing needs it.
+      - If not set, E(BACKUP_ENCRYPTION_RETIRED_KEYS) (comma separated), then the configuration file's
+        C(backup.encryption.retiredKeys) are used.
+    type: list
+    elements: str
   fail_on:
     description:
       - Fail the task when the overall status is this bad or worse.

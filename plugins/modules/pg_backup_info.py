@@ -19,6 +19,9 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.no_connection
+  - seawall.pgbackup.common.trust
+  - seawall.pgbackup.common.unused_write_settings
 attributes:
   check_mode:
     support: full

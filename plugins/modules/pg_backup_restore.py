@@ -32,6 +32,9 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.client_tools
+  - seawall.pgbackup.common.trust
+  - seawall.pgbackup.common.unused_write_settings
 attributes:
   check_mode:
     support: full
@@ -44,6 +47,21 @@ attributes:
     support: full
     description: Shows the backup id recorded on the target database before and after the run.
 options:
+  database_url:
+    description:
+      - The source database, as a libpq URL C(postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME) - the database
+        whose backups V(latest) and O(before) choose from (of any database when not set; a backup id selects
+        regardless), and the database restored into when O(target_url) is not set (a partial restore then
+        creates a new database beside it).
+      - Needed unless O(target_url) is set or O(pgdata) is used.
+      - O(target_url) without a password borrows this URL's password when its user and server are the same.
+      - If not set, the E(DATABASE_URL) environment variable of the module (set it with the
+        C(environment) keyword), then the configuration file's C(backup.databaseUrl) are used.
+      - The password never reaches a command line; the client tools get it from a private,
+        temporary libpq passfile (mode 0600). You can leave it out of the URL and use your own
+        E(PGPASSFILE) or C(~/.pgpass) instead.
+      - The value is treated as a secret (C(no_log)); results show the URL without its password.
+    type: str
   backup:
     description:
       - The backup to restore - its id (see M(seawall.pgbackup.pg_backup_info)), the path of its

@@ -37,6 +37,9 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.no_connection
+  - seawall.pgbackup.common.trust
+  - seawall.pgbackup.common.unused_write_settings
 attributes:
   check_mode:
     support: full
@@ -79,7 +82,6 @@ seealso:
   - module: seawall.pgbackup.pg_backup
   - module: seawall.pgbackup.pg_backup_info
 notes:
-  - The module does not connect to a database; O(database_url) is accepted (for C(module_defaults)) and ignored.
   - Returned paths are on the managed host.
 '''
 

@@ -31,6 +31,9 @@ author:
   - Seawall Platform Team (@seawall)
 extends_documentation_fragment:
   - seawall.pgbackup.common
+  - seawall.pgbackup.common.client_tools
+  - seawall.pgbackup.common.trust
+  - seawall.pgbackup.common.unused_write_settings
 attributes:
   check_mode:
     support: full
@@ -42,6 +45,21 @@ attributes:
     support: full
     description: Shows the backup's recorded verification before and after the run.
 options:
+  database_url:
+    description:
+      - The database whose backups are verified, as a libpq URL C(postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME) -
+        V(latest) is the newest good backup of this database (of any database when not set), and the
+        V(restore) level and the drill restore on its server when O(target_url) is not set.
+      - Needed for O(drill=true), and for the V(restore) level without O(target_url); the lower levels only
+        read the repository.
+      - O(target_url) without a password borrows this URL's password when its user and server are the same.
+      - If not set, the E(DATABASE_URL) environment variable of the module (set it with the
+        C(environment) keyword), then the configuration file's C(backup.databaseUrl) are used.
+      - The password never reaches a command line; the client tools get it from a private,
+        temporary libpq passfile (mode 0600). You can leave it out of the URL and use your own
+        E(PGPASSFILE) or C(~/.pgpass) instead.
+      - The value is treated as a secret (C(no_log)); results show the URL without its password.
+    type: str
   backup:
     description:
       - The backup to verify - its id (see M(seawall.pgbackup.pg_backup_info)), the path of its

@@ -190,30 +190,111 @@ def test_the_generated_documentation_is_current():
 
 # --------------------------------------------------------------------------- modules
 
-def test_the_common_argument_spec_is_the_doc_fragments():
+FRAGMENTS = ROOT / "plugins" / "doc_fragments" / "common.py"
+# Modules that take no backup: they read the repository, and the shared fragments describe settings their way.
+READERS = ("pg_backup_health", "pg_backup_info", "pg_backup_restore", "pg_backup_retention", "pg_backup_verify")
+UNUSED = "Not used"  # how a module documents a shared option it accepts (module_defaults) but does not use
+
+
+def _fragment_names() -> List[str]:
+    """The attributes of the fragment class: DOCUMENTATION and the named fragments."""
+    tree = ast.parse(FRAGMENTS.read_text(encoding="utf-8"))
+    cls = next(node for node in tree.body if isinstance(node, ast.ClassDef))
+    return [inner.targets[0].id for inner in cls.body if isinstance(inner, ast.Assign)]
+
+
+def _documented(module: str) -> Dict[str, Tuple[str, Dict[str, Any]]]:
+    """Every option of ``module``'s documentation, fragments resolved: name -> (where, documentation)."""
+    path = ROOT / "plugins" / "modules" / ("%s.py" % module)
+    doc = yaml.safe_load(_literal(path, "DOCUMENTATION"))
+    found: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+    for slug in doc.get("extends_documentation_fragment") or []:
+        assert slug.startswith("seawall.pgbackup.common"), slug
+        var = slug[len("seawall.pgbackup.common"):].lstrip(".").upper() or "DOCUMENTATION"
+        for name, entry in yaml.safe_load(_literal(FRAGMENTS, var))["options"].items():
+            assert name not in found, "%s: %s is documented twice (%s, %s)" % (module, name, found[name][0], var)
+            found[name] = (var, entry)
+    for name, entry in doc["options"].items():
+        assert name not in found, "%s: %s is documented twice (%s and the module)" % (module, name, found[name][0])
+        found[name] = ("module", entry)
+    return found
+
+
+def _shared_text(module: str) -> str:
+    """The descriptions of ``module``'s shared options and its whole DOCUMENTATION, as one text."""
     from ansible_collections.seawall.pgbackup.plugins.module_utils.common import pgbackup_common_argument_spec
 
-    fragment = yaml.safe_load(_literal(ROOT / "plugins" / "doc_fragments" / "common.py", "DOCUMENTATION"))["options"]
+    documented = _documented(module)
+    path = ROOT / "plugins" / "modules" / ("%s.py" % module)
+    return " ".join([_literal(path, "DOCUMENTATION")] + [" ".join(documented[name][1]["description"])
+                                                         for name in pgbackup_common_argument_spec()])
+
+
+@pytest.mark.parametrize("module", ["pg_backup"] + list(READERS))
+def test_the_common_argument_spec_is_the_doc_fragments(module):
+    """Every module accepts every shared option (the action group's module_defaults passes them all) and documents
+    each once, as the argument spec has it; one it uses names its variable and JSON key, one it does not says so."""
+    from ansible_collections.seawall.pgbackup.plugins.module_utils.common import pgbackup_common_argument_spec
+
     spec = pgbackup_common_argument_spec()
-    assert sorted(spec) == sorted(fragment)
-    for name, doc in fragment.items():
+    documented = _documented(module)
+    for name, entry in spec.items():
+        assert name in documented, "%s does not document %s" % (module, name)
+        where, doc = documented[name]
         option = next(o for o in OPTIONS if o.module == name)
-        entry = spec[name]
-        assert entry["type"] == doc["type"] == option.module_type, name
-        assert entry.get("elements") == doc.get("elements"), name
-        assert entry.get("choices") == doc.get("choices"), name
+        assert entry["type"] == doc["type"] == option.module_type, (module, name)
+        assert entry.get("elements") == doc.get("elements"), (module, name)
+        assert entry.get("choices") == doc.get("choices"), (module, name)
         assert "default" not in doc and "default" not in entry, "%s: a default would hide %s" % (name, option.env)
         for choice in doc.get("choices") or []:
             settings.apply_encryption_setting(default_config(), option.name, choice)  # the engine accepts it
         if option.module_fallback:
             assert entry["fallback"][1] == [option.env], name
         text = " ".join(doc["description"])
+        if text.startswith(UNUSED):
+            assert "module_defaults" in text, "%s.%s: say why an unused option is accepted" % (module, name)
+            continue
         if option.env:
-            assert "E(%s)" % option.env in text, "%s: the fragment should name %s" % (name, option.env)
+            assert "E(%s)" % option.env in text, "%s.%s (%s) should name %s" % (module, name, where, option.env)
         if option.json:
-            assert "C(backup.%s)" % option.json in text, "%s: the fragment should name backup.%s" % (name, option.json)
+            assert "C(backup.%s)" % option.json in text, "%s.%s (%s) should name backup.%s" % (
+                module, name, where, option.json)
     assert spec["database_url"]["no_log"] is True
     assert pgbackup_common_argument_spec() is not spec  # a fresh dict per call
+
+
+def test_every_fragment_is_used():
+    used = set()
+    for path in (ROOT / "plugins" / "modules").glob("pg_backup*.py"):
+        used.update(yaml.safe_load(_literal(path, "DOCUMENTATION")).get("extends_documentation_fragment") or [])
+    names = {"seawall.pgbackup.common" + ("" if var == "DOCUMENTATION" else "." + var.lower())
+             for var in _fragment_names()}
+    assert names == used
+
+
+@pytest.mark.parametrize("module", READERS)
+def test_modules_that_take_no_backup_document_the_shared_options_as_readers(module):
+    """Issue #13: the one shared fragment told restore it took "the database to back up", and showed the read-only
+    modules the settings of new backups as if they applied."""
+    documented = _documented(module)
+    assert documented["encryption"][0] == "TRUST", module  # what is trusted, not "encrypt new backups"
+    assert not re.search(r"\bto back up\b|\bbacked up\b", _shared_text(module)), module
+    write_side = {"encryption_mode", "encryption_retired_keys"}
+    if module == "pg_backup_health":  # the keys check: which keys new backups use, which are retired
+        assert all(not " ".join(documented[n][1]["description"]).startswith(UNUSED) for n in write_side)
+    else:
+        for name in write_side:
+            assert " ".join(documented[name][1]["description"]).startswith(UNUSED), (module, name)
+    connects = module not in ("pg_backup_info", "pg_backup_retention")
+    for name in ("database_url", "pg_bin_dir"):
+        assert " ".join(documented[name][1]["description"]).startswith(UNUSED) is not connects, (module, name)
+
+
+def test_the_backup_module_documents_the_write_side():
+    documented = _documented("pg_backup")
+    assert documented["encryption"][0] == "ENCRYPTION"
+    assert "database to back up" in " ".join(documented["database_url"][1]["description"])
+    assert not " ".join(documented["encryption_mode"][1]["description"]).startswith(UNUSED)
 
 
 # Module options that set a table setting yet have an argspec default, so the setting's environment variable
@@ -236,9 +317,12 @@ MODULE_NOT_SETTINGS = {
 def test_modules_options_that_are_settings_are_in_the_table():
     docs = _module_docs()
     mapped = {m: o for o in OPTIONS for m in o.modules}
+    shared = {o.module for o in OPTIONS if o.module}  # documented per module, checked above
     for module, opts in docs.items():
         for name, doc in opts.items():
             key = "%s.%s" % (module, name)
+            if name in shared:
+                continue
             if name in MODULE_NOT_SETTINGS.get(module, set()):
                 assert key not in mapped, key
                 continue
