@@ -269,6 +269,7 @@ CLI_NOT_SETTINGS = {
     "sync": {"--destination", "--json", "--dry-run"},
     "health": {"--json"},
     "serve": set(),
+    "schedule": {"--log-format", "--serve"},
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
     "wal-push": {"--json"},

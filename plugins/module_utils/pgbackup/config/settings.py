@@ -94,6 +94,10 @@ class Config:
     timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
     cleanup_schedule: str = _default("cleanup_schedule")
+    verify_schedule: Optional[str] = _default("verify_schedule")
+    health_schedule: Optional[str] = _default("health_schedule")
+    schedule_jitter: int = _default("schedule_jitter")
+    schedule_grace: int = _default("schedule_grace")
     destinations: Dict[str, Any] = field(default_factory=lambda: copy.deepcopy(_default("destinations")))
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
