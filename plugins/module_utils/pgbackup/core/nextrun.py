@@ -11,7 +11,7 @@ day-of-week when both are restricted). Daylight saving time, as systemd's calend
   cron would run it late, systemd does not);
 * a wall time that exists twice (the hour repeated in autumn) fires once, at its first occurrence.
 
-Pure functions over aware datetimes: the scheduler passes its clock in, the tests a fake one.
+Pure functions over aware datetimes, returning UTC: the scheduler passes its clock in, the tests a fake one.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ def _times(cron: Cron) -> List[time]:
 
 
 def resolve(wall: datetime, zone: tzinfo) -> Optional[datetime]:
-    """The moment a naive wall time of ``zone`` names (its first occurrence), None when it does not exist."""
-    moment = wall.replace(tzinfo=zone, fold=0)
-    back = moment.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None)
-    return moment if back == wall else None
+    """The moment (in UTC) a naive wall time of ``zone`` names (its first occurrence), None when it does not exist.
+
+    UTC, because Python never finds an aware time in a repeated hour equal to the same moment in another zone.
+    """
+    moment = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+    return moment if moment.astimezone(zone).replace(tzinfo=None) == wall else None
 
 
 def _wall_days(start: datetime, step: int) -> Iterator[datetime]:
