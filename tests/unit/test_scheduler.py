@@ -374,3 +374,31 @@ def test_the_table_agrees_with_the_roles_filter_inputs():
     from_config = {j.name: (j.enabled, j.schedule) for j in config_jobs(cfg)}
     for name in ("full", "schema", "cleanup", "verify", "health"):
         assert from_role[name] == from_config[name], name
+
+
+@pytest.mark.parametrize("schedules,document", [
+    ({"full": "0 2 * * *", "schema": "0 3 * * 1", "cleanup": "0 3 * * 0", "verify": "30 3 * * *",
+      "health": "*/15 * * * *"}, {}),
+    ({"full": "0 1 * * *", "schema": "", "cleanup": "", "verify": "", "health": "*/5 * * * *", "data": "0 6 * * *"},
+     {"backup": {"types": {"full": {"schedule": "15 1 * * *"}}, "monitoring": {"healthChecks": {"enabled": False}}}}),
+])
+def test_a_role_managed_hosts_config_json_gives_schedule_the_roles_jobs(schedules, document, tmp_path):
+    """config.json written by the tooling role (backup_config over schedule_jobs) makes `schedule` run exactly the
+    jobs the timers would, also the ones the role turns off (written as false)."""
+    import sys
+    from pathlib import Path
+    collections = str(Path(__file__).resolve().parents[2] / ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.seawall.pgbackup.plugins.filter.backup_config import backup_config
+    from ansible_collections.seawall.pgbackup.plugins.filter.schedule_jobs import schedule_jobs
+
+    role_jobs = schedule_jobs(schedules, config=document)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(backup_config(document, role_jobs)))
+    engine = {j.name: (j.enabled, j.schedule if j.enabled else "", j.arguments)
+              for j in config_jobs(load_config(env={}, config_file=str(path)))}
+    for job in role_jobs:
+        if job["name"] in ("base", "incremental"):
+            continue  # where WAL is archived (the repository's wal/), as the roles decide with pgbackup_wal_archive
+        assert engine[job["name"]] == (job["enabled"], job["schedule"] if job["enabled"] else "", job["arguments"]), job
