@@ -14,7 +14,9 @@ description:
     shape, one C(backup) object with C(types), C(destinations), C(monitoring), C(directory), C(timezone) and so on.
   - Starts from the users' configuration (the input, normally C(pgbackup_config)) and sets, per backup kind,
     C(enabled) and C(schedule) from the jobs of R(seawall.pgbackup.schedule_jobs,ansible_collections.seawall.pgbackup.schedule_jobs_filter),
-    so the engine's health check expects exactly the backups the host schedules; C(cleanup.schedule) likewise.
+    so the engine's health check expects exactly the backups the host schedules; C(cleanup.schedule), C(verify.schedule)
+    and C(monitoring.healthChecks.schedule) likewise (C(false) when the job is not scheduled), which
+    C(seawall-pgbackup schedule) reads.
   - Sets C(directory), C(timezone), C(compression), C(pgBinDir) and C(databaseUrl) when given.
   - A O(database_url) holding a password is refused, because the password belongs in a passfile, never in this file.
 options:
@@ -70,6 +72,9 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.connection import redact_url
 
 
+_JOB_KEYS = {'cleanup': ('cleanup',), 'verify': ('verify',), 'health': ('monitoring', 'healthChecks')}
+
+
 def backup_config(config, jobs, directory='', timezone='', compression='', pg_bin_dir='', database_url=''):
     """The users' document with the host's schedules, directory and settings filled in."""
     if config is None:
@@ -99,11 +104,15 @@ def backup_config(config, jobs, directory='', timezone='', compression='', pg_bi
                 own['schedule'] = job['schedule']
             else:
                 own.pop('schedule', None)
-        elif job['name'] == 'cleanup' and job.get('enabled'):
-            cleanup = backup.setdefault('cleanup', {})
-            if not isinstance(cleanup, dict):
-                raise AnsibleFilterError('backup_config: backup.cleanup must be a dictionary')
-            cleanup['schedule'] = job['schedule']
+        elif job['name'] in _JOB_KEYS:
+            # the foreground scheduler (seawall-pgbackup schedule) reads these; false: not scheduled here
+            block = backup
+            for key in _JOB_KEYS[job['name']]:
+                block = block.setdefault(key, {})
+                if not isinstance(block, dict):
+                    raise AnsibleFilterError('backup_config: backup.%s must be a dictionary'
+                                             % '.'.join(_JOB_KEYS[job['name']]))
+            block['schedule'] = job['schedule'] if job.get('enabled') else False
     for key, value in (('directory', directory), ('timezone', timezone), ('compression', compression),
                        ('pgBinDir', pg_bin_dir)):
         if value not in (None, ''):

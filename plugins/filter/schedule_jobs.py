@@ -89,115 +89,17 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils.common.collections import is_sequence
 
-from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.cron import Cron
+from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.config.jobs import job_table
 from ansible_collections.seawall.pgbackup.plugins.module_utils.pgbackup.core.errors import BackupError
-
-KINDS = ('full', 'base', 'incremental', 'schema', 'data', 'globals')
-JOBS = KINDS + ('cleanup', 'verify', 'health')
-DESCRIPTIONS = {
-    'full': 'full backup (pg_dump custom format + globals)',
-    'base': 'physical base backup (pg_basebackup)',
-    'incremental': 'incremental backup',
-    'schema': 'schema-only backup',
-    'data': 'data-only backup',
-    'globals': 'globals backup (roles, tablespaces)',
-    'cleanup': 'retention cleanup',
-    'verify': 'backup verification',
-    'health': 'health check (connectivity, backup age)',
-}
-
-
-def _mapping(value, name):
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise AnsibleFilterError('schedule_jobs: %s must be a dictionary, got %s' % (name, type(value).__name__))
-    return value
-
-
-def _expression(job, value, where):
-    if value is None or value is False:
-        return ''
-    if not isinstance(value, str):
-        raise AnsibleFilterError('schedule_jobs: the schedule of job %s (%s) must be a cron string such as '
-                                 "'0 2 * * *', got %r" % (job, where, value))
-    text = ' '.join(value.split())
-    if not text:
-        return ''
-    try:
-        Cron(text)
-    except BackupError as exc:
-        raise AnsibleFilterError('schedule_jobs: job %s (%s): %s' % (job, where, exc)) from None
-    return text
-
-
-def _enabled(value, where):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('1', 'true', 'yes', 'on'):
-        return True
-    if text in ('0', 'false', 'no', 'off'):
-        return False
-    raise AnsibleFilterError('schedule_jobs: %s=%r is not valid: use true or false' % (where, value))
 
 
 def schedule_jobs(schedules, config=None, incremental=False, verify_arguments=None, base=False):
-    """Every known job with its effective schedule, arguments and whether it is scheduled."""
-    schedules = _mapping(schedules, 'the input')
-    unknown = sorted(set(schedules) - set(JOBS))
-    if unknown:
-        raise AnsibleFilterError('schedule_jobs: unknown job(s) %s; known: %s' % (', '.join(unknown), ', '.join(JOBS)))
-    backup = _mapping(_mapping(config, 'config').get('backup'), 'config.backup')
-    types = _mapping(backup.get('types'), 'config.backup.types')
-    if verify_arguments is None:
-        verify_arguments = ['latest', '--level', 'archive']
-    if not is_sequence(verify_arguments) or not all(isinstance(a, str) for a in verify_arguments):
-        raise AnsibleFilterError('schedule_jobs: verify_arguments must be a list of strings')
-    jobs = []
-    for job in JOBS:
-        where = 'pgbackup_schedule_%s' % job
-        schedule = _expression(job, schedules.get(job), where)
-        enabled = True
-        kind = ''
-        locks = job != 'health'
-        if job in KINDS:
-            kind = job
-            own = _mapping(types.get(job), 'config.backup.types.%s' % job)
-            if own.get('schedule') not in (None, ''):
-                schedule = _expression(job, own['schedule'], 'config backup.types.%s.schedule' % job)
-            if 'enabled' in own:
-                enabled = _enabled(own['enabled'], 'config backup.types.%s.enabled' % job)
-            if job == 'incremental' and not _enabled(incremental, 'incremental'):
-                enabled = False
-            if job == 'base' and not _enabled(base, 'base'):
-                enabled = False
-            arguments = ['create', '--type', job]
-        elif job == 'cleanup':
-            cleanup = _mapping(backup.get('cleanup'), 'config.backup.cleanup')
-            if cleanup.get('schedule') not in (None, ''):
-                schedule = _expression(job, cleanup['schedule'], 'config backup.cleanup.schedule')
-            arguments = ['cleanup']
-        elif job == 'verify':
-            arguments = ['verify'] + list(verify_arguments)
-        else:
-            monitoring = _mapping(backup.get('monitoring'), 'config.backup.monitoring')
-            checks = _mapping(monitoring.get('healthChecks'), 'config.backup.monitoring.healthChecks')
-            if 'enabled' in checks:
-                enabled = _enabled(checks['enabled'], 'config backup.monitoring.healthChecks.enabled')
-            arguments = ['health']
-        jobs.append({
-            'name': job,
-            'enabled': bool(enabled and schedule),
-            'schedule': schedule,
-            'kind': kind,
-            'arguments': arguments,
-            'locks': locks,
-            'description': DESCRIPTIONS[job],
-        })
-    return jobs
+    """Every known job with its effective schedule, arguments and whether it is scheduled (the engine's table)."""
+    try:
+        return [job.as_dict() for job in job_table(schedules, config, incremental, verify_arguments, base)]
+    except BackupError as exc:
+        raise AnsibleFilterError("schedule_jobs: %s" % exc) from None
 
 
 class FilterModule(object):

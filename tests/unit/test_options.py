@@ -114,7 +114,8 @@ def test_defaults_are_the_strategy_documents():
 
 SAMPLES = {"url": "postgresql://backup@db.example:5432/vtt", "str": "/srv/backups", "optional_str": "/opt/pg/bin",
            "backup_type": "schema", "compression": "zstd", "level": "5", "count": "3", "bool": "true",
-           "timezone": "Europe/Berlin", "cron": "5 4 * * *", "duration": "2h", "encryption_mode": "age",
+           "timezone": "Europe/Berlin", "cron": "5 4 * * *", "job_cron": "5 4 * * *", "duration": "2h",
+           "encryption_mode": "age",
            "key_path": "/etc/seawall/key", "recipients": "age1" + "q" * 58,
            "signers": "ed25519:" + "A" * 43 + "=", "key_ids": "5e2abbef7ea476f9", "repository_id": "vtt-eu-1",
            "slot_name": "pgbackup_eu_1"}
@@ -353,6 +354,7 @@ CLI_NOT_SETTINGS = {
     "sync": {"--destination", "--json", "--dry-run"},
     "health": {"--json"},
     "serve": set(),
+    "schedule": {"--log-format", "--serve"},
     "rekey": {"--type", "--before", "--all", "--json", "--dry-run"},
     "keygen": {"--age", "--json", "--signing", "--output"},
     "wal-push": {"--json"},

@@ -139,6 +139,18 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP /metrics (Prometheus) and /healthz (health JSON, 200 or 503)")
     serve.add_argument("--listen", help="HOST:PORT (default: monitoring.metrics.listen or 127.0.0.1:9187)")
+    schedule = sub.add_parser("schedule", help="run every scheduled job in the foreground, on the timers' "
+                              "schedules (containers, hosts without systemd or cron); SIGTERM stops it, SIGHUP "
+                              "reloads the configuration")
+    schedule.add_argument("--log-format", choices=("text", "json"), default="text",
+                          help="one line per event on stdout: text or a JSON object (default: text)")
+    schedule.add_argument("--serve", metavar="HOST:PORT", help="also serve /metrics, /healthz and /livez here")
+    schedule.add_argument("--grace", type=int, metavar="SECONDS",
+                          help="on SIGTERM/SIGINT, seconds a running job gets to finish before it is stopped "
+                               "(default: $BACKUP_SCHEDULE_GRACE or 20)")
+    schedule.add_argument("--jitter", type=int, metavar="SECONDS",
+                          help="start each run up to this many seconds late, at random "
+                               "(default: $BACKUP_SCHEDULE_JITTER or 0)")
     push = sub.add_parser("wal-push", help="archive one WAL file (archive_command = '... wal-push %%p')")
     push.add_argument("path", help="the WAL file (%%p)")
     push.add_argument("--json", action="store_true")
@@ -525,6 +537,72 @@ def _cmd_serve(cfg, args) -> int:
     return 0
 
 
+def _global_arguments(args) -> List[str]:
+    """The options every job of ``schedule`` gets, as given to it (the jobs load the same configuration)."""
+    found: List[str] = []
+    for name, flag in (("config", "--config"), ("backup_dir", "--backup-dir"), ("pg_bin_dir", "--pg-bin-dir")):
+        if getattr(args, name, None):
+            found += [flag, os.path.abspath(getattr(args, name)) if name != "pg_bin_dir" else getattr(args, name)]
+    for name, flag in (("accept_unsigned", "--accept-unsigned"), ("accept_unencrypted", "--accept-unencrypted")):
+        if getattr(args, name, False):
+            found.append(flag)
+    return found
+
+
+def _cmd_schedule(args, overrides: Dict[str, Any]) -> int:
+    """The foreground scheduler: not a monitored run itself (each job it starts is one)."""
+    # pylint: disable=import-outside-toplevel
+    from ..config.jobs import config_jobs
+    from ..config.monitoring import load_monitoring
+    from ..core.clock import zone
+    from ..ops.scheduler import Scheduler, Signals, run_loop
+    from ..repo.catalog import Repository
+    from ..repo.walarchive import FOLDER
+
+    def load():
+        cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
+        for name in ("grace", "jitter"):
+            value = getattr(args, name)
+            if value is not None and value < 0:
+                raise ConfigError("--%s %d is not valid: use 0 or more seconds" % (name, value))
+        jobs = config_jobs(cfg, archiving=os.path.isdir(os.path.join(cfg.backup_dir, FOLDER)))
+        return cfg, jobs, zone(cfg.timezone), args.jitter if args.jitter is not None else cfg.schedule_jitter
+
+    cfg, jobs, tz, jitter = load()
+    grace = args.grace if args.grace is not None else cfg.schedule_grace
+    scheduler = Scheduler(jobs, tz, Repository(os.path.abspath(cfg.backup_dir)).log_dir,
+                          global_args=_global_arguments(args), jitter=jitter, log_format=args.log_format)
+    signals = Signals()
+
+    def on_stop(signum, frame):  # pylint: disable=unused-argument
+        signals.stop = True
+
+    def on_reload(signum, frame):  # pylint: disable=unused-argument
+        signals.reload = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    server = None
+    if args.serve:
+        from .serve import make_server, serve_in_thread
+
+        server = make_server(cfg, load_monitoring(cfg.monitoring, os.environ), args.serve, liveness=scheduler.alive)
+        serve_in_thread(server)
+        scheduler.emit("serving", address="http://%s:%d" % server.server_address[:2], paths="/metrics,/healthz,/livez")
+
+    def reload():
+        _cfg, new_jobs, new_tz, new_jitter = load()
+        return new_jobs, new_tz, new_jitter
+
+    try:
+        return run_loop(scheduler, reload, grace, signals)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
 COMMANDS = {"create": _cmd_create, "list": _cmd_list, "restore": _cmd_restore, "verify": _cmd_verify,
             "drill": _cmd_drill, "cleanup": _cmd_cleanup, "health": _cmd_health, "sync": _cmd_sync,
             "serve": _cmd_serve, "wal-push": _cmd_wal_push, "wal-fetch": _cmd_wal_fetch,
@@ -585,6 +663,8 @@ def _main(args: argparse.Namespace) -> int:
         if getattr(args, name, False):
             overrides[name] = True
     try:
+        if args.command == "schedule":
+            return _cmd_schedule(args, overrides)
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
         from ..ops.perform import perform  # pylint: disable=import-outside-toplevel
 

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: seawall.pgbackup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``seawall-pgbackup serve``: ``/metrics`` (Prometheus text) and ``/healthz`` (health JSON, 200 or 503).
+"""``seawall-pgbackup serve``: ``/metrics`` (Prometheus text) and ``/healthz`` (health JSON, 200 or 503);
+``schedule --serve`` adds ``/livez`` (200 while the scheduler's loop runs, else 503).
 
 Standard library http.server behind a bounded front: a connection waits in one selector thread
 until its request arrives (at most ``IDLE_TIMEOUT`` seconds, then it is closed), and only then takes
@@ -22,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from ..config.monitoring import MonitoringSettings, parse_listen
@@ -151,7 +152,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         super().server_close()
 
 
-def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str] = None) -> ThreadingHTTPServer:
+def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str] = None,
+                liveness: Optional[Callable[[], bool]] = None) -> ThreadingHTTPServer:
+    """``liveness``: ``schedule``'s loop check for ``/livez`` (200 while it ticks, else 503); without it no /livez."""
     address: Tuple[str, int] = parse_listen(listen or settings.listen)
 
     class Handler(BaseHTTPRequestHandler):
@@ -170,6 +173,10 @@ def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str]
                     report = health(cfg, settings=settings, connect=connect, checksums=checksums)
                     code = 503 if report["status"] == "critical" else 200
                     self._send(code, "application/json", json.dumps(report, sort_keys=True).encode("utf-8"))
+                elif parts.path == "/livez" and liveness is not None:
+                    alive = liveness()
+                    self._send(200 if alive else 503, "text/plain; charset=utf-8",
+                               b"ok\n" if alive else b"the scheduler loop has stalled\n")
                 else:
                     self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
             except BackupError as exc:

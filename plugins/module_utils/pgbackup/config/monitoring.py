@@ -232,7 +232,7 @@ def _email(block: Mapping[str, Any], env: Mapping[str, str]) -> Optional[EmailSe
 def _thresholds(block: Mapping[str, Any]) -> HealthThresholds:
     _check_keys(block, "healthChecks", ("enabled", "connectTimeoutSeconds", "diskWarningPercent",
                                         "diskCriticalPercent", "minFreeFulls", "checksum", "drillMaxAge",
-                                        "drillRequired", "lastRunMaxAge"))
+                                        "drillRequired", "lastRunMaxAge", "schedule"))
     result = HealthThresholds()
     if "connectTimeoutSeconds" in block:
         result.connect_timeout = int(_number("healthChecks.connectTimeoutSeconds", block["connectTimeoutSeconds"], 1, 600))

@@ -171,8 +171,23 @@ OPTIONS: Tuple[Option, ...] = (
     _schedule("data", None, env=False),
     _schedule("globals", None, env=False),
     _schedule("base", None, env=False),
-    Option("cleanup_schedule", "cron", "0 3 * * 0", "When cleanup (the retention policy) runs.",
+    Option("cleanup_schedule", "job_cron", "0 3 * * 0", "When cleanup (the retention policy) runs; `off` (or JSON "
+           "`false`): not scheduled.",
            env="BACKUP_SCHEDULE_CLEANUP", json="cleanup.schedule"),
+    Option("verify_schedule", "job_cron", "30 3 * * *", "When `verify latest --level archive` runs (the foreground "
+           "scheduler, `schedule`; the schedule role's `pgbackup_schedule_verify`); `off` (or JSON `false`): not "
+           "scheduled.",
+           env="BACKUP_SCHEDULE_VERIFY", json="verify.schedule"),
+    Option("health_schedule", "job_cron", "*/15 * * * *", "When `health` runs (the foreground scheduler, `schedule`; "
+           "the schedule role's `pgbackup_schedule_health`); `off` (or JSON `false`), or "
+           "`monitoring.healthChecks.enabled=false`: not scheduled.",
+           env="BACKUP_SCHEDULE_HEALTH", json="monitoring.healthChecks.schedule"),
+    Option("schedule_jitter", "count", 0, "`schedule`: each run starts up to this many seconds after its time, at "
+           "random (like systemd's RandomizedDelaySec=), so many hosts do not start together.",
+           env="BACKUP_SCHEDULE_JITTER", cli=("schedule --jitter",)),
+    Option("schedule_grace", "count", 20, "`schedule`: on SIGTERM/SIGINT a running job gets this many seconds to "
+           "finish, then SIGTERM (it removes its partial files), then SIGKILL 10 s later. 20 fits Kubernetes' "
+           "default terminationGracePeriodSeconds (30).", env="BACKUP_SCHEDULE_GRACE", cli=("schedule --grace",)),
     Option("verify_probes", "probes", [], "SQL queries that must return true on a test restore.",
            json="verify.probes", modules=("pg_backup_verify.probes",), cli=("verify --probe", "drill --probe")),
     # Per kind, from the JSON file only (types.<kind>); the retention slots are hourly, daily, weekly, monthly,

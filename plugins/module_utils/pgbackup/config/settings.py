@@ -93,7 +93,11 @@ class Config:
     wal_prefetch: int = _default("wal_prefetch")  # WAL segments recovery fetches ahead (ops/walprefetch.py)
     timezone: str = _default("timezone")
     kinds: Dict[str, KindSettings] = field(default_factory=dict)
-    cleanup_schedule: str = _default("cleanup_schedule")
+    cleanup_schedule: Optional[str] = _default("cleanup_schedule")
+    verify_schedule: Optional[str] = _default("verify_schedule")
+    health_schedule: Optional[str] = _default("health_schedule")
+    schedule_jitter: int = _default("schedule_jitter")
+    schedule_grace: int = _default("schedule_grace")
     destinations: Dict[str, Any] = field(default_factory=lambda: copy.deepcopy(_default("destinations")))
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore
@@ -201,6 +205,13 @@ def parse_cron(key: str, value: Any, where: str = "") -> str:
     return text
 
 
+def parse_job_cron(key: str, value: Any, where: str = "") -> Optional[str]:
+    """A job's schedule, or None for "not scheduled": JSON ``false`` or ``off`` (the roles write a disabled job so)."""
+    if value is False or str(value).strip().lower() == "off":
+        return None
+    return parse_cron(key, value, where)
+
+
 def parse_timezone(key: str, value: Any, where: str = "") -> str:
     text = str(value).strip()
     if text.upper() == "UTC":
@@ -267,7 +278,7 @@ def _parse_probes(key: str, value: Any, where: str = "") -> List[str]:
 PARSERS = {
     "url": parse_url, "str": _parse_text, "optional_str": _parse_optional_text,
     "backup_type": parse_kind, "compression": parse_compression, "bool": parse_bool, "timezone": parse_timezone,
-    "cron": parse_cron, "duration": _parse_duration_text, "probes": _parse_probes,
+    "cron": parse_cron, "job_cron": parse_job_cron, "duration": _parse_duration_text, "probes": _parse_probes,
     "repository_id": parse_repository_id, "slot_name": parse_slot_name,
 }
 

@@ -121,6 +121,10 @@ class Cron:
             return timedelta(days=span)
         return longest
 
+    def fires_on(self, day: datetime) -> bool:
+        """Whether the expression runs at some time of ``day``'s date (its month, day and weekday)."""
+        return self._day_matches(day)
+
     def _day_matches(self, day: datetime) -> bool:
         _minute, _hour, dom, month, dow = self.sets
         if day.month not in month:

@@ -10,6 +10,7 @@ rename); ``serve`` renders the same text per scrape.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ from ..repo.retention import schedule_interval
 from ..repo.walarchive import FOLDER, archive_status
 
 TEXTFILE_NAME = "seawall_pgbackup.prom"
+SCHEDULE_STATE = "schedule-state.json"  # written by ops/scheduler.py (the ``schedule`` command)
 PREFIX = "seawall_backup_"
 RUN_STATUS = {"ok": 1, "warning": 1, "failed": 0, "critical": 0}
 
@@ -59,6 +61,8 @@ METRICS: Dict[str, Tuple[str, str]] = {
                                                      "the recovery point objective is now minus this."),
     "wal_newest_segment_age_seconds": ("gauge", "Age of the newest archived WAL segment when the metrics were made."),
     "wal_refused_records": ("gauge", "WAL records in the archive that are not trusted (planted or edited)."),
+    "schedule_skipped_total": ("counter", "Runs of the job that `schedule` skipped: the previous run was still going."),
+    "schedule_heartbeat_timestamp_seconds": ("gauge", "When the `schedule` loop last wrote its state (Unix seconds)."),
     "metrics_generated_timestamp_seconds": ("gauge", "When this metrics text was generated (Unix seconds)."),
 }
 
@@ -135,6 +139,7 @@ def collect(cfg: Config, now: Optional[float] = None) -> Dict[str, List[Tuple[Di
         pass
     add("repository_size_bytes", {}, total)
     _wal_samples(cfg, add)
+    _schedule_samples(repo.log_dir, add)
     add("metrics_generated_timestamp_seconds", {}, round(time.time() if now is None else now, 3))
     return samples
 
@@ -156,6 +161,20 @@ def _wal_samples(cfg: Config, add) -> None:
     if status["newest"]:
         add("wal_last_archived_timestamp_seconds", {}, _seconds(parse_iso(status["newest"]["modified_at"])))
         add("wal_newest_segment_age_seconds", {}, status["newest_age_seconds"])
+
+
+def _schedule_samples(log_dir: str, add) -> None:
+    """The foreground scheduler's state (ops/scheduler.py writes it): skip counters and its heartbeat."""
+    try:
+        with open(os.path.join(log_dir, SCHEDULE_STATE), encoding="utf-8") as handle:
+            state = json.load(handle)
+        skipped = state.get("skipped") or {}
+        heartbeat = parse_iso(state["heartbeat"]) if state.get("heartbeat") else None
+        for job, count in sorted(skipped.items()):
+            add("schedule_skipped_total", {"job": job}, int(count))
+    except (OSError, ValueError, TypeError, AttributeError, BackupError):
+        return  # no scheduler here, or a state file being replaced: nothing to say
+    add("schedule_heartbeat_timestamp_seconds", {}, _seconds(heartbeat))
 
 
 def _drill_report(log_dir: str) -> Optional[DrillReport]:
