@@ -50,7 +50,7 @@ def podman(*args: str, check: bool = True, timeout: float = 300) -> subprocess.C
                             check=False)
     if check and result.returncode != 0:
         pytest.fail("podman %s failed (%d): %s%s" % (args[0], result.returncode, result.stdout[-3000:],
-                                                      result.stderr[-3000:]), pytrace=False)
+                                                     result.stderr[-3000:]), pytrace=False)
     return result
 
 
@@ -128,8 +128,8 @@ def host_list(volume: Path) -> List[Dict[str, object]]:
     env.pop("BACKUP_CONFIG", None)
     env.pop("DATABASE_URL", None)
     env.update(HOME="/", PYTHONPATH=str(volume.parent / "engine"), PYTHONDONTWRITEBYTECODE="1")
-    result = subprocess.run([HOST_PYTHON, "-c", "import sys; from seawall_pgbackup.cli.main import main; sys.exit(main())",
-                             "list", "--all", "--json"], env=env, capture_output=True, text=True, timeout=60,
+    program = "import sys; from seawall_pgbackup.cli.main import main; sys.exit(main())"
+    result = subprocess.run([HOST_PYTHON, "-c", program, "list", "--all", "--json"], env=env, capture_output=True, text=True, timeout=60,
                             check=False, user=UID, group=UID, extra_groups=[], cwd="/")
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
@@ -178,7 +178,8 @@ def test_scheduler_backs_up_serves_metrics_and_stops_cleanly(image: str, databas
     started = time.monotonic()
     # The image's entry point and its flags, with a free port instead of 9187 (--network=host shares the host's).
     podman("run", "--detach", *run_args(volume, secret, database, name), "--env", "BACKUP_SCHEDULE_FULL=* * * * *",
-           image, "schedule", "--log-format", "json", "--serve", "127.0.0.1:%d" % port, "--grace", "60")
+           "--env", "SEAWALL_LIVEZ_URL=http://127.0.0.1:%d/livez" % port, image,
+           "schedule", "--log-format", "json", "--serve", "127.0.0.1:%d" % port, "--grace", "60")
     try:
         assert_secret_not_exposed(name)
         listed: List[Dict[str, object]] = []

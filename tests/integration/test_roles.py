@@ -281,9 +281,9 @@ def test_switching_to_the_foreground_scheduler_and_back_leaves_exactly_its_units
     try:
         switched = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root, *foreground)
         assert stats(switched)["changed"] > 0
-        assert sorted(p.name for p in units(linux_root)) == ["seawall-pgbackup-failure@.service",
-                                                              "seawall-pgbackup-scheduler.service",
-                                                              "seawall-pgbackup-wal-receive.service"]
+        assert sorted(p.name for p in units(linux_root)) == [
+            "seawall-pgbackup-failure@.service", "seawall-pgbackup-scheduler.service",
+            "seawall-pgbackup-wal-receive.service"]
         unit = linux_root / UNIT_DIR / "seawall-pgbackup-scheduler.service"
         result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--root=%s" % linux_root, "/%s/%s" % (UNIT_DIR, unit.name)],
                                 capture_output=True, text=True, timeout=60, check=False)

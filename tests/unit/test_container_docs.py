@@ -78,8 +78,8 @@ def test_cronjobs_forbid_overlap():
         assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsUser"] == 10001
         (container,) = pod["containers"]
         assert container["args"][0] in ("create", "cleanup", "verify", "health")
-    assert ["create", "--type", "full"] in [c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-                                            for c in cronjobs]
+    commands = [c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] for c in cronjobs]
+    assert ["create", "--type", "full"] in commands
 
 
 def test_containerfile_matches_the_docs():
@@ -88,7 +88,8 @@ def test_containerfile_matches_the_docs():
     assert "USER 10001:10001" in text and 'VOLUME ["/backups"]' in text and "BACKUP_DIR=/backups" in text
     assert 'ENTRYPOINT ["seawall-pgbackup"]' in text
     assert 'CMD ["schedule", "--log-format", "json", "--serve", "0.0.0.0:9187"]' in text
-    assert "/livez" in text.split("HEALTHCHECK", 1)[1]
+    assert "ENV SEAWALL_LIVEZ_URL=http://127.0.0.1:9187/livez" in text
+    assert "SEAWALL_LIVEZ_URL" in text.split("HEALTHCHECK")[1]
     ignore = (REPO / ".containerignore").read_text(encoding="utf-8").split()
     for needed in ("Containerfile", "requirements.txt", "pyproject.toml", "setup.py", "plugins/module_utils/pgbackup"):
         assert "!" + needed in ignore
