@@ -129,8 +129,8 @@ def host_list(volume: Path) -> List[Dict[str, object]]:
     env.pop("DATABASE_URL", None)
     env.update(HOME="/", PYTHONPATH=str(volume.parent / "engine"), PYTHONDONTWRITEBYTECODE="1")
     program = "import sys; from seawall_pgbackup.cli.main import main; sys.exit(main())"
-    result = subprocess.run([HOST_PYTHON, "-c", program, "list", "--all", "--json"], env=env, capture_output=True, text=True, timeout=60,
-                            check=False, user=UID, group=UID, extra_groups=[], cwd="/")
+    result = subprocess.run([HOST_PYTHON, "-c", program, "list", "--all", "--json"], env=env, capture_output=True,
+                            text=True, timeout=60, check=False, user=UID, group=UID, extra_groups=[], cwd="/")
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
 
