@@ -4,8 +4,9 @@
 * the one-shot form (`create --type full` as the command): client tools, the non-root user, the volume's
   ownership and the password as a podman secret file (never in argv or the container's environment);
 * the entry point (`schedule`) with a per-minute full schedule: a full backup lands in the volume within ~90 s,
-  /metrics and /livez answer, the image's HEALTHCHECK passes, `podman stop` (SIGTERM) exits 0 and
-  `seawall-pgbackup list` run on the host lists no partial backup.
+  /metrics and /livez answer, the image's HEALTHCHECK passes; `podman stop` (SIGTERM) during the second run
+  (its pg_dump waits for a table lock the test holds) exits 0 and `seawall-pgbackup list --all` run on the
+  host lists the first backup only.
 
 Run as root (rootful podman, like tests/systemd); `make container` builds the base image first. Missing podman,
 root or the base image skip the tests locally and fail them in CI.
@@ -169,17 +170,23 @@ def _get(url: str) -> "tuple[int, str]":
         return exc.code, exc.read().decode("utf-8", "replace")
 
 
-def test_scheduler_backs_up_serves_metrics_and_stops_cleanly(image: str, database: str, secret: str,
-                                                             volume: Path) -> None:
+def events(name: str) -> List[Dict[str, object]]:
+    """The scheduler's JSON lines (stdout; the jobs' own output is on stderr)."""
+    return [json.loads(line) for line in podman("logs", name).stdout.splitlines() if line.startswith("{")]
+
+
+def test_scheduler_backs_up_serves_metrics_and_stops_cleanly(image: str, database: str, secret: str, volume: Path,
+                                                             pg15: PgCluster) -> None:
     if not _scheduler_available(image):
         unavailable("the engine in this branch has no `schedule` command yet")
     name = "seawall-scheduler-%s" % uuid.uuid4().hex[:8]
     port = free_port()
     started = time.monotonic()
+    blocker = None
     # The image's entry point and its flags, with a free port instead of 9187 (--network=host shares the host's).
     podman("run", "--detach", *run_args(volume, secret, database, name), "--env", "BACKUP_SCHEDULE_FULL=* * * * *",
            "--env", "SEAWALL_LIVEZ_URL=http://127.0.0.1:%d/livez" % port, image,
-           "schedule", "--log-format", "json", "--serve", "127.0.0.1:%d" % port, "--grace", "60")
+           "schedule", "--log-format", "json", "--serve", "127.0.0.1:%d" % port, "--grace", "5")
     try:
         assert_secret_not_exposed(name)
         listed: List[Dict[str, object]] = []
@@ -190,8 +197,7 @@ def test_scheduler_backs_up_serves_metrics_and_stops_cleanly(image: str, databas
             listed = [b for b in host_list(volume) if b["good"]]
         logs = podman("logs", name).stdout + podman("logs", name).stderr
         assert listed, "no full backup within 100 s; logs:\n%s" % logs[-3000:]
-        lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-        assert lines, logs[-3000:]  # --log-format json: one JSON object a line
+        assert [e["event"] for e in events(name) if e.get("job") == "full"][:1] == ["scheduled"], logs[-3000:]
         assert PASSWORD not in logs
 
         status, body = _get("http://127.0.0.1:%d/livez" % port)
@@ -202,15 +208,36 @@ def test_scheduler_backs_up_serves_metrics_and_stops_cleanly(image: str, databas
         health = podman("healthcheck", "run", name, check=False)
         assert health.returncode == 0 and "unhealthy" not in health.stdout, health.stdout + health.stderr
 
-        stop = podman("stop", "--time", "90", name, timeout=180)
+        # The next run blocks in pg_dump behind a lock held here, so SIGTERM (podman stop) comes during a run.
+        blocker = subprocess.Popen([pg15.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"],
+                                   env=pg15.env(DATABASE), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, text=True)
+        assert blocker.stdin is not None
+        blocker.stdin.write("BEGIN; LOCK TABLE ships IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(180);\n")
+        blocker.stdin.flush()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if [e for e in events(name) if e.get("job") == "full" and e["event"] == "started"][1:]:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("no second run within 90 s:\n%s" % podman("logs", name).stdout[-3000:])
+        time.sleep(3)  # pg_dump is waiting for the lock now
+        assert not [e for e in events(name) if e.get("job") == "full" and e["event"] == "finished"][1:]
+
+        stop = podman("stop", "--time", "60", name, timeout=120)
         assert stop.returncode == 0
         state = json.loads(podman("container", "inspect", name).stdout)[0]["State"]
         assert state["ExitCode"] == 0, podman("logs", name, check=False).stderr[-3000:]
+        seen = [e["event"] for e in events(name)]
+        assert "terminating" in seen and seen[-1] == "stopped", seen
+        # Only the first backup is listed, good: the run cut short by SIGTERM left nothing listed, not even as
+        # unfinished or bad (list --all).
         after = host_list(volume)
-        # Every backup listed, finished or not, is a good full one: a run cut short by SIGTERM left nothing.
-        assert after and all(b["type"] == "full" and b["good"] for b in after), after
-        assert not [p for p in volume.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")], \
-            sorted(str(p) for p in volume.rglob("*"))
+        assert [(b["id"], b["good"]) for b in after] == [(listed[0]["id"], True)], after
     finally:
+        if blocker is not None:
+            blocker.kill()
+            blocker.wait()
         podman("rm", "--force", name, check=False)
     print("scheduler run: %.0f s" % (time.monotonic() - started))
