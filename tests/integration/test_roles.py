@@ -297,7 +297,10 @@ def test_switching_to_the_foreground_scheduler_and_back_leaves_exactly_its_units
         assert service["Service.User"] == ["pgbackup"] and service["Service.UMask"] == ["0077"]
         assert service["Service.EnvironmentFile"] == ["/etc/seawall-pgbackup/secrets.env"]
         assert service["Service.Environment"] == ["BACKUP_CONFIG=/etc/seawall-pgbackup/config.json",
-                                                  "PGPASSFILE=/etc/seawall-pgbackup/pgpass"]
+                                                  "PGPASSFILE=/etc/seawall-pgbackup/pgpass",
+                                                  '"BACKUP_SCHEDULE_CLEANUP=0 3 * * 0"',
+                                                  '"BACKUP_SCHEDULE_VERIFY=30 3 * * *"',
+                                                  '"BACKUP_SCHEDULE_HEALTH=*/15 * * * *"']
         assert service["Install.WantedBy"] == ["multi-user.target"]
         assert SECRET not in unit.read_text()
         exposure = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--root=%s" % linux_root,
