@@ -93,4 +93,4 @@ def test_containerfile_matches_the_docs():
     ignore = (REPO / ".containerignore").read_text(encoding="utf-8").split()
     for needed in ("Containerfile", "requirements.txt", "pyproject.toml", "setup.py", "plugins/module_utils/pgbackup"):
         assert "!" + needed in ignore
-        assert needed.split("/")[0] in text or needed == "Containerfile"
+        assert needed.split("/", maxsplit=1)[0] in text or needed == "Containerfile"
