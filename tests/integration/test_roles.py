@@ -73,6 +73,8 @@ def make_root(root: Path) -> None:
         exe.chmod(0o755)
     (root / "usr/bin").mkdir(parents=True, exist_ok=True)
     shutil.copy2(shutil.which("flock") or "/usr/bin/flock", root / "usr/bin/flock")
+    (root / "bin").mkdir(exist_ok=True)  # the foreground scheduler's ExecReload=/bin/kill
+    shutil.copy2(shutil.which("kill") or "/bin/kill", root / "bin/kill")
     (root / "opt/seawall-pgbackup/libexec").mkdir(parents=True, exist_ok=True)
     (root / "etc/seawall-pgbackup").mkdir(parents=True, exist_ok=True)
 
@@ -268,6 +270,53 @@ def test_second_run_changes_nothing_and_removed_jobs_lose_their_units(linux_root
     foreign.unlink()
     run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)  # back for the other tests
     assert len(units(linux_root)) == 11
+
+
+def test_switching_to_the_foreground_scheduler_and_back_leaves_exactly_its_units(linux_root):
+    timers = sorted(p.name for p in units(linux_root))
+    foreign = linux_root / UNIT_DIR / "seawall-pgbackup-wal-receive.service"  # roles/wal_archive's, kept throughout
+    foreign.write_text("[Service]\nExecStart=/bin/true\n")
+    foreground = ("-e", "pgbackup_scheduler=foreground", "-e", "pgbackup_scheduler_serve=127.0.0.1:9187",
+                  "-e", "pgbackup_randomized_delay=1h2m30s")
+    try:
+        switched = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root, *foreground)
+        assert stats(switched)["changed"] > 0
+        assert sorted(p.name for p in units(linux_root)) == [
+            "seawall-pgbackup-failure@.service", "seawall-pgbackup-scheduler.service",
+            "seawall-pgbackup-wal-receive.service"]
+        unit = linux_root / UNIT_DIR / "seawall-pgbackup-scheduler.service"
+        result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--root=%s" % linux_root, "/%s/%s" % (UNIT_DIR, unit.name)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+            result.stdout + result.stderr
+        service = parse_unit(unit)
+        assert service["Service.ExecStart"] == [
+            "/opt/seawall-pgbackup/bin/seawall-pgbackup schedule --log-format text --grace 600 --jitter 3750 "
+            "--serve 127.0.0.1:9187"]
+        assert service["Service.KillMode"] == ["mixed"] and service["Service.TimeoutStopSec"] == ["630"]
+        assert service["Service.User"] == ["pgbackup"] and service["Service.UMask"] == ["0077"]
+        assert service["Service.EnvironmentFile"] == ["/etc/seawall-pgbackup/secrets.env"]
+        assert service["Service.Environment"] == ["BACKUP_CONFIG=/etc/seawall-pgbackup/config.json",
+                                                  "PGPASSFILE=/etc/seawall-pgbackup/pgpass",
+                                                  '"BACKUP_SCHEDULE_CLEANUP=0 3 * * 0"',
+                                                  '"BACKUP_SCHEDULE_VERIFY=30 3 * * *"',
+                                                  '"BACKUP_SCHEDULE_HEALTH=*/15 * * * *"']
+        assert service["Install.WantedBy"] == ["multi-user.target"]
+        assert SECRET not in unit.read_text()
+        exposure = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--root=%s" % linux_root,
+                                   "/%s/%s" % (UNIT_DIR, unit.name)], capture_output=True, text=True, timeout=60,
+                                  check=False)
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", exposure.stdout)
+        assert match and float(match.group(1)) <= 2.0, exposure.stdout + exposure.stderr  # as the timers' services
+        again = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root, *foreground)
+        assert stats(again)["changed"] == 0
+        check = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root, "--check")
+        assert stats(check)["changed"] > 0 and unit.exists()  # check mode reports the switch back, writes nothing
+    finally:
+        back = run_playbook(PLAYBOOKS / "render_linux.yml", "-e", "render_root=%s" % linux_root)
+    assert stats(back)["changed"] > 0
+    assert sorted(p.name for p in units(linux_root)) == sorted(timers + [foreign.name])
+    foreign.unlink()
 
 
 # ------------------------------------------------------------------------------------------------ Windows
