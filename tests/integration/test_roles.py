@@ -291,16 +291,13 @@ def test_switching_to_the_foreground_scheduler_and_back_leaves_exactly_its_units
             result.stdout + result.stderr
         service = parse_unit(unit)
         assert service["Service.ExecStart"] == [
-            "/opt/seawall-pgbackup/bin/seawall-pgbackup schedule --log-format text --grace 600 --jitter 3750 "
+            "/opt/seawall-pgbackup/bin/seawall-pgbackup schedule --log-format text --grace 600 --jitter 1h2m30s "
             "--serve 127.0.0.1:9187"]
         assert service["Service.KillMode"] == ["mixed"] and service["Service.TimeoutStopSec"] == ["630"]
         assert service["Service.User"] == ["pgbackup"] and service["Service.UMask"] == ["0077"]
         assert service["Service.EnvironmentFile"] == ["/etc/seawall-pgbackup/secrets.env"]
         assert service["Service.Environment"] == ["BACKUP_CONFIG=/etc/seawall-pgbackup/config.json",
-                                                  "PGPASSFILE=/etc/seawall-pgbackup/pgpass",
-                                                  '"BACKUP_SCHEDULE_CLEANUP=0 3 * * 0"',
-                                                  '"BACKUP_SCHEDULE_VERIFY=30 3 * * *"',
-                                                  '"BACKUP_SCHEDULE_HEALTH=*/15 * * * *"']
+                                                  "PGPASSFILE=/etc/seawall-pgbackup/pgpass"]
         assert service["Install.WantedBy"] == ["multi-user.target"]
         assert SECRET not in unit.read_text()
         exposure = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--root=%s" % linux_root,

@@ -145,11 +145,11 @@ def _parser() -> argparse.ArgumentParser:
     schedule.add_argument("--log-format", choices=("text", "json"), default="text",
                           help="one line per event on stdout: text or a JSON object (default: text)")
     schedule.add_argument("--serve", metavar="HOST:PORT", help="also serve /metrics, /healthz and /livez here")
-    schedule.add_argument("--grace", type=int, metavar="SECONDS",
-                          help="on SIGTERM/SIGINT, seconds a running job gets to finish before it is stopped "
-                               "(default: $BACKUP_SCHEDULE_GRACE or 20)")
-    schedule.add_argument("--jitter", type=int, metavar="SECONDS",
-                          help="start each run up to this many seconds late, at random "
+    schedule.add_argument("--grace", metavar="DURATION",
+                          help="on SIGTERM/SIGINT, how long a running job gets to finish before it is stopped: "
+                               "seconds or e.g. 10m (default: $BACKUP_SCHEDULE_GRACE or 20)")
+    schedule.add_argument("--jitter", metavar="DURATION",
+                          help="start each run up to this long late, at random: seconds or e.g. 5m "
                                "(default: $BACKUP_SCHEDULE_JITTER or 0)")
     push = sub.add_parser("wal-push", help="archive one WAL file (archive_command = '... wal-push %%p')")
     push.add_argument("path", help="the WAL file (%%p)")
@@ -555,21 +555,19 @@ def _cmd_schedule(args, overrides: Dict[str, Any]) -> int:
     from ..config.jobs import config_jobs
     from ..config.monitoring import load_monitoring
     from ..core.clock import zone
+    from ..core.duration import parse_duration
     from ..ops.scheduler import Scheduler, Signals, run_loop
     from ..repo.catalog import Repository
     from ..repo.walarchive import FOLDER
 
     def load():
         cfg = load_config(config_file=getattr(args, "config", None), overrides=overrides)
-        for name in ("grace", "jitter"):
-            value = getattr(args, name)
-            if value is not None and value < 0:
-                raise ConfigError("--%s %d is not valid: use 0 or more seconds" % (name, value))
         jobs = config_jobs(cfg, archiving=os.path.isdir(os.path.join(cfg.backup_dir, FOLDER)))
-        return cfg, jobs, zone(cfg.timezone), args.jitter if args.jitter is not None else cfg.schedule_jitter
+        jitter = parse_duration("--jitter", args.jitter if args.jitter is not None else cfg.schedule_jitter)
+        return cfg, jobs, zone(cfg.timezone), int(jitter.total_seconds())
 
     cfg, jobs, tz, jitter = load()
-    grace = args.grace if args.grace is not None else cfg.schedule_grace
+    grace = int(parse_duration("--grace", args.grace if args.grace is not None else cfg.schedule_grace).total_seconds())
     scheduler = Scheduler(jobs, tz, Repository(os.path.abspath(cfg.backup_dir)).log_dir,
                           global_args=_global_arguments(args), jitter=jitter, log_format=args.log_format)
     signals = Signals()

@@ -182,12 +182,13 @@ OPTIONS: Tuple[Option, ...] = (
            "the schedule role's `pgbackup_schedule_health`); `off` (or JSON `false`), or "
            "`monitoring.healthChecks.enabled=false`: not scheduled.",
            env="BACKUP_SCHEDULE_HEALTH", json="monitoring.healthChecks.schedule"),
-    Option("schedule_jitter", "count", 0, "`schedule`: each run starts up to this many seconds after its time, at "
-           "random (like systemd's RandomizedDelaySec=), so many hosts do not start together.",
+    Option("schedule_jitter", "duration", 0, "`schedule`: each run starts up to this long after its time (seconds or "
+           "a duration such as 5m), at random (like systemd's RandomizedDelaySec=), so many hosts do not start "
+           "together.",
            env="BACKUP_SCHEDULE_JITTER", cli=("schedule --jitter",)),
-    Option("schedule_grace", "count", 20, "`schedule`: on SIGTERM/SIGINT a running job gets this many seconds to "
-           "finish, then SIGTERM (it removes its partial files), then SIGKILL 10 s later. 20 fits Kubernetes' "
-           "default terminationGracePeriodSeconds (30).", env="BACKUP_SCHEDULE_GRACE", cli=("schedule --grace",)),
+    Option("schedule_grace", "duration", 20, "`schedule`: on SIGTERM/SIGINT a running job gets this long to finish "
+           "(seconds or a duration such as 10m), then SIGTERM (it removes its partial files), then SIGKILL 10 s "
+           "later. 20 fits Kubernetes' default terminationGracePeriodSeconds (30).", env="BACKUP_SCHEDULE_GRACE", cli=("schedule --grace",)),
     Option("verify_probes", "probes", [], "SQL queries that must return true on a test restore.",
            json="verify.probes", modules=("pg_backup_verify.probes",), cli=("verify --probe", "drill --probe")),
     # Per kind, from the JSON file only (types.<kind>); the retention slots are hourly, daily, weekly, monthly,

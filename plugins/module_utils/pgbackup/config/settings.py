@@ -96,8 +96,8 @@ class Config:
     cleanup_schedule: Optional[str] = _default("cleanup_schedule")
     verify_schedule: Optional[str] = _default("verify_schedule")
     health_schedule: Optional[str] = _default("health_schedule")
-    schedule_jitter: int = _default("schedule_jitter")
-    schedule_grace: int = _default("schedule_grace")
+    schedule_jitter: Any = _default("schedule_jitter")  # a duration as written: seconds or 5m ...
+    schedule_grace: Any = _default("schedule_grace")
     destinations: Dict[str, Any] = field(default_factory=lambda: copy.deepcopy(_default("destinations")))
     monitoring: Dict[str, Any] = field(default_factory=dict)
     verify_probes: List[str] = field(default_factory=list)  # SQL that must return true after a test restore

@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+)\s*(sec|min|[smhdw])")  # sec and min: systemd's spelling (RandomizedDelaySec=)
 INVALID_DURATION = "is not valid: use seconds or a duration such as 30m, 20h, 2d or 1w"
 
 
