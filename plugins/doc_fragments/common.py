@@ -19,6 +19,7 @@ class ModuleDocFragment(object):
     - NO_CONNECTION: database_url and pg_bin_dir, unused; the modules that never connect (info, retention).
     - ENCRYPTION: encryption and signing as the module that writes backups (pg_backup) uses them.
     - TRUST: the same settings as the modules that read backups use them (what is trusted, which keys read).
+    The repository id and the accept_* switches mean the same to every module: DOCUMENTATION has them.
     - UNUSED_WRITE_SETTINGS: encryption_mode and encryption_retired_keys, unused by info, verify, restore, retention.
     """
 
@@ -41,6 +42,24 @@ options:
         the module (E(BACKUP_COMPRESSION), E(BACKUP_ENCRYPTION), E(BACKUP_JOBS) and so on), then
         the module's options.
     type: path
+  repository_id:
+    description:
+      - The repository's name, signed into every manifest and bound into every encrypted file; a backup of
+        another repository is not trusted.
+      - If not set, E(BACKUP_REPOSITORY_ID), then the configuration file's C(backup.repository), then C(default).
+    type: str
+  accept_unsigned:
+    description:
+      - Also trust manifests without a signature (written by versions before manifests were signed), to migrate
+        them once with C(seawall-pgbackup rekey --all --accept-unsigned).
+      - If not set, E(BACKUP_ACCEPT_UNSIGNED), then C(false).
+    type: bool
+  accept_unencrypted:
+    description:
+      - Also trust backups that are not encrypted, or not under a configured key or recipient, although
+        encryption is configured.
+      - If not set, E(BACKUP_ACCEPT_UNENCRYPTED), then C(false).
+    type: bool
 notes:
   - Options such as O(backup_dir) and O(database_url) can be set once for every module of this collection with
     C(module_defaults) and the action group C(group/seawall.pgbackup.pgbackup); every module accepts all of
@@ -133,24 +152,6 @@ options:
         C(backup.encryption.trustedSigners) are used.
     type: list
     elements: str
-  repository_id:
-    description:
-      - The repository's name, signed into every manifest and bound into every encrypted file; a backup of
-        another repository is refused.
-      - If not set, E(BACKUP_REPOSITORY_ID), then the configuration file's C(backup.repository), then C(default).
-    type: str
-  accept_unsigned:
-    description:
-      - Also trust manifests without a signature (written by versions before manifests were signed), to migrate
-        them once with C(seawall-pgbackup rekey --all --accept-unsigned).
-      - If not set, E(BACKUP_ACCEPT_UNSIGNED), then C(false).
-    type: bool
-  accept_unencrypted:
-    description:
-      - Also trust backups that are not encrypted, or not under a configured key or recipient, although
-        encryption is configured.
-      - If not set, E(BACKUP_ACCEPT_UNENCRYPTED), then C(false).
-    type: bool
 notes:
   - Encryption with aes-256-gcm needs the C(cryptography) Python library on the managed host, and age
     encryption C(pyrage).
@@ -213,24 +214,6 @@ options:
         C(backup.encryption.trustedSigners) are used.
     type: list
     elements: str
-  repository_id:
-    description:
-      - The repository's name, signed into every manifest and bound into every encrypted file; a backup of
-        another repository is not trusted.
-      - If not set, E(BACKUP_REPOSITORY_ID), then the configuration file's C(backup.repository), then C(default).
-    type: str
-  accept_unsigned:
-    description:
-      - Also trust manifests without a signature (written by versions before manifests were signed), to migrate
-        them once with C(seawall-pgbackup rekey --all --accept-unsigned).
-      - If not set, E(BACKUP_ACCEPT_UNSIGNED), then C(false).
-    type: bool
-  accept_unencrypted:
-    description:
-      - Also trust backups that are not encrypted, or not under a configured key or recipient, although
-        encryption is configured.
-      - If not set, E(BACKUP_ACCEPT_UNENCRYPTED), then C(false).
-    type: bool
 notes:
   - Reading aes-256-gcm encrypted backups needs the C(cryptography) Python library on the managed host, and
     reading age-mode backups C(pyrage).
