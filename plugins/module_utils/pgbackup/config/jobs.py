@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..core.cron import Cron
 from ..core.errors import BackupError, ConfigError
-from .settings import Config
+from .settings import Config, parse_bool
 
 KINDS = ("full", "base", "incremental", "schema", "data", "globals")
 JOBS = KINDS + ("cleanup", "verify", "health")
@@ -84,17 +84,6 @@ def _expression(job: str, value: Any, where: str) -> str:
     return text
 
 
-def _enabled(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError("%s=%r is not valid: use true or false" % (where, value))
-
-
 def job_table(schedules: Any, config: Any = None, incremental: Any = False,
               verify_arguments: Optional[Sequence[str]] = None, base: Any = False) -> List[Job]:
     """Every known job from role inputs: ``schedules`` (job -> cron) and the users' document, whose
@@ -121,10 +110,10 @@ def job_table(schedules: Any, config: Any = None, incremental: Any = False,
             if own.get("schedule") not in (None, ""):
                 schedule = _expression(job, own["schedule"], "config backup.types.%s.schedule" % job)
             if "enabled" in own:
-                enabled = _enabled(own["enabled"], "config backup.types.%s.enabled" % job)
-            if job == "incremental" and not _enabled(incremental, "incremental"):
+                enabled = parse_bool("config backup.types.%s.enabled" % job, own["enabled"])
+            if job == "incremental" and not parse_bool("incremental", incremental):
                 enabled = False
-            if job == "base" and not _enabled(base, "base"):
+            if job == "base" and not parse_bool("base", base):
                 enabled = False
         elif job == "cleanup":
             cleanup = _mapping(backup.get("cleanup"), "config.backup.cleanup")
@@ -134,7 +123,7 @@ def job_table(schedules: Any, config: Any = None, incremental: Any = False,
             monitoring = _mapping(backup.get("monitoring"), "config.backup.monitoring")
             checks = _mapping(monitoring.get("healthChecks"), "config.backup.monitoring.healthChecks")
             if "enabled" in checks:
-                enabled = _enabled(checks["enabled"], "config backup.monitoring.healthChecks.enabled")
+                enabled = parse_bool("config backup.monitoring.healthChecks.enabled", checks["enabled"])
         jobs.append(Job(job, bool(enabled and schedule), schedule, kind, arguments_of(job, verify_arguments),
                         job != "health", DESCRIPTIONS[job]))
     return jobs
@@ -148,8 +137,8 @@ def config_jobs(cfg: Config, archiving: bool = False,
     archive), as the roles schedule them only on hosts that archive WAL: without a base backup and the
     WAL since it an incremental cannot be taken.
     """
-    health_on = _enabled(_mapping(cfg.monitoring.get("healthChecks"), "monitoring.healthChecks").get("enabled", True),
-                         "monitoring.healthChecks.enabled")
+    health_on = parse_bool("monitoring.healthChecks.enabled",
+                           _mapping(cfg.monitoring.get("healthChecks"), "monitoring.healthChecks").get("enabled", True))
     jobs = []
     for job in JOBS:
         kind = job if job in KINDS else ""
