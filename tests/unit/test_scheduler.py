@@ -416,3 +416,36 @@ def test_previous_run_from_the_repeated_hours_second_pass_finds_the_first_pass()
         datetime(2026, 10, 25, 0, 50, tzinfo=UTC)
     assert next_run(Cron("* * * * *"), datetime(2026, 10, 25, 1, 0, tzinfo=UTC), BERLIN) == \
         datetime(2026, 10, 25, 1, 1, tzinfo=UTC)  # the second pass goes on (systemd-analyze agrees)
+
+
+def test_the_scheduler_s_server_answers_with_the_reloaded_configuration(tmp_path):
+    """schedule --serve: after a SIGHUP reload /metrics and /healthz use the new settings (here the full backup's
+    schedule, whose interval /metrics shows), not the ones the server started with."""
+    import urllib.request
+
+    from seawall_pgbackup.cli.serve import make_server, serve_in_thread
+    from seawall_pgbackup.config.monitoring import load_monitoring
+    from tests.support.pgcluster import free_port
+
+    def config(schedule: str):
+        cfg = load_config(env={"BACKUP_DIR": str(tmp_path), "BACKUP_SCHEDULE_FULL": schedule})
+        return cfg, load_monitoring(cfg.monitoring, {})
+
+    served = [config("0 2 * * *")]
+    port = free_port()
+    server = make_server(served[0][0], served[0][1], "127.0.0.1:%d" % port, current=lambda: served[0])
+    serve_in_thread(server)
+
+    def interval() -> str:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as response:
+            lines = response.read().decode("utf-8").splitlines()
+        return [line.split()[-1] for line in lines
+                if line.startswith("seawall_backup_schedule_interval_seconds{") and 'kind="full"' in line][0]
+
+    try:
+        assert float(interval()) == 86400
+        served[0] = config("0 * * * *")
+        assert float(interval()) == 3600
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -582,15 +582,17 @@ def _cmd_schedule(args, overrides: Dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
     server = None
+    served = [(cfg, load_monitoring(cfg.monitoring, os.environ))]  # what /metrics and /healthz answer with
     if args.serve:
         from .serve import make_server, serve_in_thread
 
-        server = make_server(cfg, load_monitoring(cfg.monitoring, os.environ), args.serve, liveness=scheduler.alive)
+        server = make_server(cfg, served[0][1], args.serve, liveness=scheduler.alive, current=lambda: served[0])
         serve_in_thread(server)
         scheduler.emit("serving", address="http://%s:%d" % server.server_address[:2], paths="/metrics,/healthz,/livez")
 
     def reload():
-        _cfg, new_jobs, new_tz, new_jitter = load()
+        new_cfg, new_jobs, new_tz, new_jitter = load()
+        served[0] = (new_cfg, load_monitoring(new_cfg.monitoring, os.environ))
         return new_jobs, new_tz, new_jitter
 
     try:

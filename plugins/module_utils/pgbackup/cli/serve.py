@@ -153,8 +153,10 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
 
 def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str] = None,
-                liveness: Optional[Callable[[], bool]] = None) -> ThreadingHTTPServer:
-    """``liveness``: ``schedule``'s loop check for ``/livez`` (200 while it ticks, else 503); without it no /livez."""
+                liveness: Optional[Callable[[], bool]] = None,
+                current: Optional[Callable[[], Tuple[Config, MonitoringSettings]]] = None) -> ThreadingHTTPServer:
+    """``liveness``: ``schedule``'s loop check for ``/livez`` (200 while it ticks, else 503); without it no /livez.
+    ``current``: the configuration to answer with now (``schedule`` reloads it on SIGHUP); else ``cfg``."""
     address: Tuple[str, int] = parse_listen(listen or settings.listen)
 
     class Handler(BaseHTTPRequestHandler):
@@ -163,14 +165,15 @@ def make_server(cfg: Config, settings: MonitoringSettings, listen: Optional[str]
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             parts = urlsplit(self.path)
+            now_cfg, now_settings = current() if current is not None else (cfg, settings)
             try:
                 if parts.path == "/metrics":
-                    self._send(200, CONTENT_TYPE, metrics_text(cfg).encode("utf-8"))
+                    self._send(200, CONTENT_TYPE, metrics_text(now_cfg).encode("utf-8"))
                 elif parts.path == "/healthz":
                     query = parse_qs(parts.query)
                     connect = query.get("connect", ["0"])[0] in ("1", "true", "yes")
                     checksums = query.get("checksums", ["0"])[0] in ("1", "true", "yes")
-                    report = health(cfg, settings=settings, connect=connect, checksums=checksums)
+                    report = health(now_cfg, settings=now_settings, connect=connect, checksums=checksums)
                     code = 503 if report["status"] == "critical" else 200
                     self._send(code, "application/json", json.dumps(report, sort_keys=True).encode("utf-8"))
                 elif parts.path == "/livez" and liveness is not None:
