@@ -449,3 +449,14 @@ def test_the_scheduler_s_server_answers_with_the_reloaded_configuration(tmp_path
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("text", ['{"skipped": {"full": Infinity}}', '{"skipped": {"full": "many"}}', '[1, 2]',
+                                  '{"skipped": {"full": 1}, "heartbeat": 12}', 'not json'])
+def test_a_malformed_state_file_restarts_the_counters_and_never_stops_the_scheduler(tmp_path, text):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "schedule-state.json").write_text(text)
+    h = Harness(tmp_path, jobs_of(full="* * * * *"), datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC))
+    assert h.scheduler.state["skipped"] in ({}, {"full": 1})
+    text = metrics_text(load_config(env={"BACKUP_DIR": str(tmp_path)}))  # the metrics file is still written
+    assert "seawall_backup_metrics_generated_timestamp_seconds" in text

@@ -172,7 +172,7 @@ def _schedule_samples(log_dir: str, add) -> None:
         heartbeat = parse_iso(state["heartbeat"]) if state.get("heartbeat") else None
         for job, count in sorted(skipped.items()):
             add("schedule_skipped_total", {"job": job}, int(count))
-    except (OSError, ValueError, TypeError, AttributeError, BackupError):
+    except (OSError, ValueError, TypeError, AttributeError, OverflowError, BackupError):
         return  # no scheduler here, or a state file being replaced: nothing to say
     add("schedule_heartbeat_timestamp_seconds", {}, _seconds(heartbeat))
 

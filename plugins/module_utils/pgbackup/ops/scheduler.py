@@ -120,7 +120,7 @@ class Scheduler:
                 state = json.load(handle)
             if isinstance(state, dict) and isinstance(state.get("skipped"), dict):
                 return {"skipped": {str(k): int(v) for k, v in state["skipped"].items()}}
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, OverflowError):  # OverflowError: a count of Infinity
             pass  # none yet, or unreadable: counters start again (a counter reset is what Prometheus expects)
         return {"skipped": {}}
 
